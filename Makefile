@@ -1,0 +1,39 @@
+# MOSAIC: make install | run | sweep | test | test-fast | lint | clean
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: install run sweep test test-fast lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch first: any later package that depends on torch must find it, or pip pulls a CUDA build.
+install: $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
+	$(PY) -m pip install --quiet -e '.[dev]'
+
+run:
+	$(PY) run.py
+
+sweep:
+	$(PY) run.py -m pooling=mean,max,sum,last,topn binarize=none,threshold
+
+test:
+	WANDB_MODE=offline $(PY) -m pytest
+
+test-fast:
+	WANDB_MODE=offline $(PY) -m pytest -m "not slow"
+
+lint:
+	$(PY) -m ruff check .
+
+clean:
+	find multirun -mindepth 1 -not -name .gitkeep -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache

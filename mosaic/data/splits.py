@@ -1,0 +1,61 @@
+"""Train / validation / test splits: the dataset's own, or stratified ones drawn from the seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from mosaic.errors import DataError
+
+
+@dataclass
+class Splits:
+    """Disjoint index arrays into the dataset's documents."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def as_dict(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def _stratified(indices: np.ndarray, labels: np.ndarray, size: float, seed: int, what: str):
+    try:
+        return train_test_split(indices, test_size=size, stratify=labels[indices], random_state=seed)
+    except ValueError as error:
+        classes, counts = np.unique(labels[indices], return_counts=True)
+        raise DataError(
+            f"cannot draw a stratified {what} split ({error}); documents per class: "
+            + ", ".join(f"{c}={n}" for c, n in zip(classes, counts))
+        ) from None
+
+
+def make_splits(
+    labels: np.ndarray,
+    seed: int,
+    val_size: float,
+    test_size: float,
+    split: np.ndarray | None = None,
+) -> Splits:
+    """Split documents for probing.
+
+    With `split` (train/val/test per document) the dataset's own test set is kept as is and a
+    validation set is carved from train if the dataset has none. Otherwise test is `test_size` of
+    all documents and validation `val_size` of all, both stratified by label.
+    """
+    indices = np.arange(len(labels))
+    if split is not None:
+        train, val, test = (indices[split == name] for name in ("train", "val", "test"))
+        if len(train) == 0 or len(test) == 0:
+            raise DataError("dataset.split_column must mark at least one train and one test document")
+        if len(val) == 0:
+            train, val = _stratified(train, labels, val_size / (1 - test_size), seed, "validation")
+    else:
+        rest, test = _stratified(indices, labels, test_size, seed, "test")
+        train, val = _stratified(rest, labels, val_size / (1 - test_size), seed, "validation")
+    if len(np.unique(labels[train])) < 2:
+        raise DataError("the training split has a single class: a probe needs at least two")
+    return Splits(train=np.sort(train), val=np.sort(val), test=np.sort(test))

@@ -1,0 +1,17 @@
+"""The one exception type MOSAIC raises for bad input.
+
+`run.py` turns a `MosaicError` into a single line on stderr and a non-zero exit, so its message must
+say what is wrong and what is allowed, with no stack trace needed to understand it.
+"""
+
+
+class MosaicError(Exception):
+    """A configuration value, dataset, model or SAE that MOSAIC cannot work with."""
+
+
+class ConfigError(MosaicError):
+    """A configuration value outside what is allowed; raised before any heavy work starts."""
+
+
+class DataError(MosaicError):
+    """A dataset that is empty, lacks a column, or cannot support a classification probe."""

@@ -1,0 +1,49 @@
+"""Classification metrics with macro F1 as the headline, computed with scikit-learn."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+
+def _auroc(labels: np.ndarray, proba: np.ndarray) -> float | None:
+    """Binary AUROC, or one-vs-rest macro AUROC; None when the test labels hold a single class."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(labels, proba[:, 1]))
+    if len(present) < proba.shape[1]:
+        # One-vs-rest over the classes that occur, each against all the others.
+        scores = [roc_auc_score(labels == c, proba[:, c]) for c in present]
+        return float(np.mean(scores))
+    return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro"))
+
+
+def classification_metrics(labels: np.ndarray, proba: np.ndarray, label_names: Sequence[str]) -> dict:
+    """Macro F1, accuracy, balanced accuracy, AUROC, per-class precision/recall/F1/support, confusion."""
+    predictions = proba.argmax(axis=1)
+    classes = np.arange(len(label_names))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=classes, zero_division=0
+    )
+    return {
+        "macro_f1": float(f1_score(labels, predictions, labels=classes, average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predictions)),
+        "auroc": _auroc(labels, proba),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(label_names, precision, recall, f1, support)
+        },
+        "confusion": confusion_matrix(labels, predictions, labels=classes).tolist(),
+    }

@@ -1,0 +1,95 @@
+"""Probes: linear classifiers on document features, trained on train, tuned on validation.
+
+`fit_probe` is the stage's one entry point. Both probe types return the same `TrainedProbe`: a
+weight matrix and bias in the units of the input features (any column scaling is folded in), so
+evaluation and interpretation never need to know which probe produced them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.preprocessing import MaxAbsScaler
+from sklearn.utils.class_weight import compute_class_weight
+
+
+@dataclass
+class TrainedProbe:
+    """logits = features @ weight.T + bias; one row of `weight` per class."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    summary: dict = field(default_factory=dict)
+
+    def decision_function(self, features) -> np.ndarray:
+        return np.asarray(features @ self.weight.T) + self.bias
+
+    def predict_proba(self, features) -> np.ndarray:
+        logits = self.decision_function(features)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict(self, features) -> np.ndarray:
+        return self.decision_function(features).argmax(axis=1)
+
+
+def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
+    weights = np.ones(n_classes)
+    if mode == "balanced":
+        present = np.unique(labels)
+        weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return weights.astype(np.float32)
+
+
+def _fit_sklearn(x_train, y_train, n_classes: int, class_weights: np.ndarray, cfg, seed: int):
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(
+        C=cfg.C,
+        l1_ratio=1.0 if cfg.penalty == "l1" else 0.0,
+        solver="saga" if cfg.penalty == "l1" else "lbfgs",
+        class_weight=dict(enumerate(class_weights)),
+        max_iter=cfg.max_iter,
+        random_state=seed,
+    )
+    model.fit(x_train, y_train)
+    weight = np.zeros((n_classes, x_train.shape[1]), dtype=np.float64)
+    bias = np.zeros(n_classes)
+    if model.coef_.shape[0] == 1:
+        # Binary: sklearn keeps one logit for the second class; the first class's logit is 0.
+        weight[model.classes_[1]], bias[model.classes_[1]] = model.coef_[0], model.intercept_[0]
+    else:
+        weight[model.classes_], bias[model.classes_] = model.coef_, model.intercept_
+    return weight, bias, {"iterations": int(np.max(model.n_iter_))}
+
+
+def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> TrainedProbe:
+    """Train the probe described by a `ProbeConfig` (`linear` or `sklearn`).
+
+    With `cfg.scale`, columns are divided by their maximum absolute training value first (sparsity
+    is kept), which puts hidden states, counts and SAE codes on one footing for the penalty.
+    """
+    scale = np.ones(x_train.shape[1], dtype=np.float32)
+    if cfg.scale:
+        scale = MaxAbsScaler().fit(x_train).scale_.astype(np.float32)
+        scale[scale == 0] = 1.0
+    inverse = sp.diags(1.0 / scale)
+    x_train_scaled = sp.csr_matrix(x_train @ inverse) if sp.issparse(x_train) else x_train / scale
+    x_val_scaled = sp.csr_matrix(x_val @ inverse) if sp.issparse(x_val) else x_val / scale
+    class_weights = _class_weights(y_train, n_classes, cfg.class_weight)
+
+    if cfg.type == "sklearn":
+        weight, bias, summary = _fit_sklearn(x_train_scaled, y_train, n_classes, class_weights, cfg, seed)
+    else:
+        from mosaic.probes.linear import fit_lightning_probe
+
+        weight, bias, summary = fit_lightning_probe(
+            x_train_scaled, y_train, x_val_scaled, y_val, n_classes, class_weights, cfg, seed, logger
+        )
+    return TrainedProbe(weight=(weight / scale).astype(np.float32), bias=bias.astype(np.float32), summary=summary)
+
+
+__all__ = ["TrainedProbe", "fit_probe"]

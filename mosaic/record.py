@@ -1,0 +1,131 @@
+"""Record a job: the atomic `results.json`, the Weights & Biases run, and the end-of-run table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import tempfile
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS_FILE = "results.json"
+SCHEMA_VERSION = 1
+_VERSIONED_PACKAGES = ("mosaic", "torch", "transformers", "sae-lens", "lightning", "scikit-learn", "wandb")
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON so that `path` holds either its old content or the complete new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=2)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str | None]:
+    found = {}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def run_info(started: datetime) -> dict[str, Any]:
+    return {
+        "started": started.isoformat(),
+        "finished": datetime.now(timezone.utc).isoformat(),
+        "host": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "versions": package_versions(),
+    }
+
+
+class Tracker:
+    """A W&B run for one job (or nothing, for `logger=none`), finished inside the job."""
+
+    def __init__(self, logger_cfg, config: dict[str, Any], job_dir: Path, name: str):
+        self.run = None
+        if logger_cfg.type != "wandb":
+            return
+        import wandb
+
+        self.run = wandb.init(
+            project=logger_cfg.project,
+            entity=logger_cfg.entity,
+            mode="offline" if logger_cfg.offline else "online",
+            dir=str(job_dir),
+            name=name,
+            config=config,
+            reinit="finish_previous",
+        )
+
+    def lightning_logger(self):
+        """A Lightning logger writing the probe's training curves into this run, or False."""
+        if self.run is None:
+            return False
+        from lightning.pytorch.loggers import WandbLogger
+
+        return WandbLogger(experiment=self.run)
+
+    def log_results(self, results: dict[str, Any], test_labels: np.ndarray, predictions: np.ndarray,
+                    label_names: list[str]) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        metrics = results["metrics"]
+        scalars = {f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        scalars.update({f"time/{k}": v for k, v in results["timings_s"].items()})
+        self.run.summary.update(scalars)
+        columns = ["index", "class", "weight", "name"]
+        self.run.log({
+            **scalars,
+            "test/confusion": wandb.plot.confusion_matrix(
+                y_true=test_labels.tolist(), preds=predictions.tolist(), class_names=label_names
+            ),
+            "top_features": wandb.Table(
+                columns=columns, data=[[f.get(c) for c in columns] for f in results["top_features"]]
+            ),
+        })
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """A few aligned lines a researcher reads at the end of a run."""
+    cfg, metrics, features = results["config"], results["metrics"], results["features"]
+    auroc = metrics["auroc"]
+    rows = [
+        ("job", f"{cfg['dataset']['name']} | {cfg['model']['name']} layer {cfg['layer']} | "
+                f"{features['type']} ({features['n_features']} features) | pooling {cfg['pooling']['method']} | "
+                f"binarize {cfg['binarize']['method']} | probe {cfg['probe']['type']}"),
+        ("macro F1", f"{metrics['macro_f1']:.3f}"),
+        ("accuracy", f"{metrics['accuracy']:.3f}   balanced {metrics['balanced_accuracy']:.3f}   "
+                     f"AUROC {'n/a' if auroc is None else f'{auroc:.3f}'}"),
+        ("documents", "   ".join(f"{k} {v}" for k, v in results["splits"].items())),
+        ("time (s)", "   ".join(f"{k} {v:.1f}" for k, v in results["timings_s"].items())),
+        ("cache", "hit" if results["cache"]["hit"] else "miss"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
