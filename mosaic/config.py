@@ -122,7 +122,7 @@ class ProbeConfig:
     scale: bool = True
     max_epochs: int = 300
     patience: int = 40
-    lr: float = 0.01
+    lr: float = 0.05
     batch_size: int = 256
     max_iter: int = 5000
 

@@ -22,7 +22,7 @@ class Splits:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
-def _stratified(indices: np.ndarray, labels: np.ndarray, size: float, seed: int, what: str):
+def _stratified(indices: np.ndarray, labels: np.ndarray, size: int, seed: int, what: str):
     try:
         return train_test_split(indices, test_size=size, stratify=labels[indices], random_state=seed)
     except ValueError as error:
@@ -42,9 +42,10 @@ def make_splits(
 ) -> Splits:
     """Split documents for probing.
 
-    With `split` (train/val/test per document) the dataset's own test set is kept as is and a
-    validation set is carved from train if the dataset has none. Otherwise test is `test_size` of
-    all documents and validation `val_size` of all, both stratified by label.
+    With `split` (train/val/test per document) the dataset's own test set is kept as is and, if
+    the dataset has no validation set, `val_size / (1 - test_size)` of its train set becomes one.
+    Otherwise test is `test_size` of all documents and validation `val_size` of all, rounded to
+    whole documents, both stratified by label.
     """
     indices = np.arange(len(labels))
     if split is not None:
@@ -52,10 +53,11 @@ def make_splits(
         if len(train) == 0 or len(test) == 0:
             raise DataError("dataset.split_column must mark at least one train and one test document")
         if len(val) == 0:
-            train, val = _stratified(train, labels, val_size / (1 - test_size), seed, "validation")
+            n_val = max(1, round(len(train) * val_size / (1 - test_size)))
+            train, val = _stratified(train, labels, n_val, seed, "validation")
     else:
-        rest, test = _stratified(indices, labels, test_size, seed, "test")
-        train, val = _stratified(rest, labels, val_size / (1 - test_size), seed, "validation")
+        rest, test = _stratified(indices, labels, max(1, round(test_size * len(labels))), seed, "test")
+        train, val = _stratified(rest, labels, max(1, round(val_size * len(labels))), seed, "validation")
     if len(np.unique(labels[train])) < 2:
         raise DataError("the training split has a single class: a probe needs at least two")
     return Splits(train=np.sort(train), val=np.sort(val), test=np.sort(test))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 
 import lightning as L
 import numpy as np
@@ -20,6 +21,8 @@ from torch.utils.data import DataLoader
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# Lightning 2.6 calls a torch API that torch 2.13 deprecates; nothing a user can act on.
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 def _dense_rows(features, index) -> torch.Tensor:

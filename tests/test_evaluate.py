@@ -1,0 +1,46 @@
+"""Metrics against hand-computed cases, and top features from a known weight matrix."""
+
+import numpy as np
+import pytest
+
+from mosaic.evaluate import classification_metrics, top_features
+
+
+def test_metrics_of_a_hand_computed_binary_case():
+    labels = np.array([0, 0, 0, 1, 1])
+    proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.7, 0.3]])
+    metrics = classification_metrics(labels, proba, ["benign", "malicious"])
+    # Predictions 0 0 1 1 0: class 0 has P=2/3 R=2/3, class 1 has P=1/2 R=1/2.
+    assert metrics["confusion"] == [[2, 1], [1, 1]]
+    assert metrics["accuracy"] == pytest.approx(3 / 5)
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    # Positive scores 0.8, 0.3 against negatives 0.1, 0.4, 0.7: 4 of 6 pairs ranked right.
+    assert metrics["auroc"] == pytest.approx(4 / 6)
+    assert metrics["per_class"]["malicious"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+
+
+def test_auroc_is_missing_not_zero_when_the_test_split_has_one_class():
+    metrics = classification_metrics(np.array([1, 1]), np.array([[0.4, 0.6], [0.1, 0.9]]), ["a", "b"])
+    assert metrics["auroc"] is None
+
+
+def test_three_class_auroc_is_one_vs_rest_macro():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    proba = np.eye(3)[[0, 1, 2, 1, 1, 2]] * 0.8 + 0.2 / 3
+    metrics = classification_metrics(labels, proba, ["a", "b", "c"])
+    # Each class against the rest, by counting correctly ranked (positive, negative) pairs; ties count half.
+    expected = np.mean([
+        np.mean([(p > n) + 0.5 * (p == n) for p in proba[labels == c, c] for n in proba[labels != c, c]])
+        for c in range(3)
+    ])
+    assert metrics["auroc"] == pytest.approx(expected)
+    assert metrics["confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 2]]
+
+
+def test_top_features_rank_evidence_per_class_and_carry_names():
+    weight = np.array([[0.0, 2.0, -1.0, 0.0], [0.0, -2.0, 1.0, 3.0]])
+    top = top_features(weight, ["neg", "pos"], k=3, feature_names=["a", "b", "c", "d"])
+    # Evidence = weight minus the mean over classes: d for pos is 1.5, b for neg 2.0, c for pos 1.0.
+    assert [(f["name"], f["class"]) for f in top] == [("b", "neg"), ("d", "pos"), ("c", "pos")]
+    assert [f["weight"] for f in top] == [2.0, 1.5, 1.0]

@@ -1,0 +1,119 @@
+"""End to end: the default job on a small budget, the command line's errors, and a multirun."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mosaic.pipeline import run
+from tests.conftest import REPO, compose_config
+
+SMALL_SAE = ["sae.train_docs=300", "sae.train_epochs=2", "probe.max_epochs=60"]
+
+
+def _macro_f1_from_confusion(confusion):
+    confusion = np.array(confusion, dtype=float)
+    tp = np.diag(confusion)
+    f1 = 2 * tp / (confusion.sum(axis=0) + confusion.sum(axis=1))
+    return f1.mean()
+
+
+@pytest.mark.slow
+def test_default_pipeline_writes_valid_results_and_reuses_its_sae(tmp_path):
+    first = run(compose_config(*SMALL_SAE), tmp_path / "job0")
+    saved = json.loads((tmp_path / "job0" / "results.json").read_text())
+    assert saved == json.loads(json.dumps(first))
+
+    assert saved["schema"] == 1 and len(saved["config_hash"]) == 64
+    assert saved["config"]["model"]["name"] == "minilm" and saved["config"]["dataset"]["name"] == "bastion"
+    splits = saved["splits"]
+    assert sum(splits.values()) == 181
+    metrics = saved["metrics"]
+    assert np.array(metrics["confusion"]).sum() == splits["test"]
+    assert metrics["macro_f1"] == pytest.approx(_macro_f1_from_confusion(metrics["confusion"]))
+    assert metrics["macro_f1"] > 0.6  # prompt injection is far from chance with SAE features
+    assert set(metrics["per_class"]) == {"benign", "malicious"}
+    assert 0.5 < metrics["auroc"] <= 1.0
+    features = saved["features"]
+    assert features["type"] == "sae" and features["n_features"] == 8 * 384
+    assert len(saved["top_features"]) == 20
+    assert all(0 <= f["index"] < features["n_features"] for f in saved["top_features"])
+    assert set(saved["timings_s"]) >= {"extract", "encode", "pool", "probe", "total"}
+    assert saved["run"]["versions"]["torch"] and saved["cache"]["hit"] is False
+
+    # One offline W&B run inside the job dir whose records hold the job's macro F1 and confusion matrix.
+    records = list((tmp_path / "job0" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(records) == 1
+    data = records[0].read_bytes()
+    assert b"test/macro_f1" in data and json.dumps(metrics["macro_f1"]).encode() in data
+    assert b"test/confusion" in data and b"top_features" in data
+
+    second = run(compose_config(*SMALL_SAE, "pooling=topn", "binarize=threshold", "logger=none"), tmp_path / "job1")
+    assert second["cache"] == {"hit": True, "key": saved["cache"]["key"]}
+    assert second["features"]["nnz_per_doc"] <= second["features"]["n_features"]
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "run.py", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["layer=7"], "layer=7 is not allowed: model minilm has layers 0..5"),
+        (["pooling=topn", "pooling.top_n=0"], "pooling.top_n=0 is not allowed"),
+        (["binarize=threshold", "binarize.threshold=-1"], "binarize.threshold=-1.0 is not allowed"),
+        (["features=hidden", "pooling=topn"], "features=hidden supports pooling mean, max, sum, last"),
+        (["dataset.text_column=prompt"], "dataset.text_column='prompt' is not a column of dataset bastion"),
+        (["dataset.label_column=forbidden_tool", "dataset.label_names=null"], "missing values in dataset bastion"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(tmp_path, overrides, needle):
+    result = _cli(*overrides, f"hydra.run.dir={tmp_path}", "logger=none")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mosaic: error:")]
+    assert len(errors) == 1 and needle in errors[0]
+    assert not list(tmp_path.rglob("results.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("csv_text", "needle"),
+    [
+        ("text,label\n", "has no documents"),
+        ("text,label\na,x\nb,\nc,y\n", "has 1 missing values"),
+        ("text,label\na,x\nb,x\nc,x\n", "has one class (x): a probe needs at least two"),
+        ("body,label\na,x\nb,y\n", "dataset.text_column='text' is not a column"),
+    ],
+)
+def test_bad_dataset_files_exit_non_zero_before_any_model_loads(tmp_path, csv_text, needle):
+    data = tmp_path / "data.csv"
+    data.write_text(csv_text)
+    # model.device=cuda fails when the model loads on this CPU machine: a data error must come first.
+    result = _cli("dataset=csv", f"dataset.path={data}", "model.device=cuda", f"hydra.run.dir={tmp_path / 'out'}",
+                  "logger=none")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("mosaic: error:") and needle in result.stderr
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_unknown_group_option_fails_fast_on_the_command_line(tmp_path):
+    result = _cli("pooling=median", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0 and "Could not find 'pooling/median'" in result.stderr
+
+
+@pytest.mark.slow
+def test_four_cell_multirun_writes_one_result_per_cell(tmp_path):
+    result = _cli("-m", "features=sae,bow", "pooling=mean,max", f"hydra.sweep.dir={tmp_path}", "logger=none",
+                  *SMALL_SAE)
+    assert result.returncode == 0, result.stderr[-2000:]
+    cells = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("*/results.json"))]
+    assert len(cells) == 4
+    grid = {(c["config"]["features"]["type"], c["config"]["pooling"]["method"]) for c in cells}
+    assert grid == {("sae", "mean"), ("sae", "max"), ("bow", "mean"), ("bow", "max")}
+    assert len({c["config_hash"] for c in cells}) == 4
+    assert all(0 <= c["metrics"]["macro_f1"] <= 1 for c in cells)
+    assert "macro F1" in result.stdout

@@ -1,0 +1,100 @@
+"""Pooling and binarization against naive per-document loops, dense and sparse."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from mosaic.extract import extract_activations, load_model
+from mosaic.features import binarize, pool
+from tests.conftest import tiny_model_config
+
+LENGTHS = [3, 1, 0, 5, 2]
+
+
+def _naive(values: np.ndarray, offsets, method, top_n=2) -> np.ndarray:
+    """One document at a time, written for clarity: the reference the vectorised code must match."""
+    rows = []
+    for doc in range(len(offsets) - 1):
+        tokens = values[offsets[doc] : offsets[doc + 1]]
+        if len(tokens) == 0:
+            rows.append(np.zeros(values.shape[1]))
+        elif method == "mean":
+            rows.append(tokens.mean(axis=0))
+        elif method == "sum":
+            rows.append(tokens.sum(axis=0))
+        elif method == "max":
+            rows.append(tokens.max(axis=0))
+        elif method == "last":
+            rows.append(tokens[-1])
+        elif method == "topn":
+            counts = np.zeros(values.shape[1])
+            for token in tokens:
+                ranked = sorted(range(len(token)), key=lambda j: (-token[j], j))
+                for j in ranked[:top_n]:
+                    if token[j] > 0:
+                        counts[j] += 1
+            rows.append(counts)
+    return np.array(rows)
+
+
+def _token_matrix(seed=0, signed=True):
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(sum(LENGTHS), 7)).astype(np.float32)
+    values[rng.random(values.shape) < 0.6] = 0.0
+    if not signed:
+        values = np.abs(values)
+    # A column that is explicitly negative on every token of document 0 (max must stay negative).
+    values[0:3, 6] = [-1.0, -2.0, -0.5]
+    return values, np.concatenate([[0], np.cumsum(LENGTHS)])
+
+
+@pytest.mark.parametrize("method", ["mean", "sum", "max", "last"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_pooling_matches_naive_loop(method, sparse):
+    values, offsets = _token_matrix()
+    tokens = sp.csr_matrix(values) if sparse else values
+    pooled = pool(tokens, offsets, method)
+    assert sp.issparse(pooled) == sparse
+    dense = pooled.toarray() if sparse else pooled
+    np.testing.assert_allclose(dense, _naive(values, offsets, method), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("top_n", [1, 2, 3])
+def test_topn_counts_match_naive_loop(top_n):
+    values, offsets = _token_matrix(seed=1, signed=False)
+    values[3, :4] = 0.5  # ties: the lower latent index wins
+    pooled = pool(sp.csr_matrix(values), offsets, "topn", top_n=top_n)
+    np.testing.assert_array_equal(pooled.toarray(), _naive(values, offsets, "topn", top_n))
+
+
+def test_topn_hand_computed_case():
+    tokens = np.array([[0.9, 0.1, 0.5, 0.0], [0.0, 0.2, 0.3, 0.8], [0.4, 0.0, 0.0, 0.0]], dtype=np.float32)
+    pooled = pool(sp.csr_matrix(tokens), np.array([0, 2, 3]), "topn", top_n=2)
+    assert pooled.toarray().tolist() == [[1, 0, 2, 1], [1, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+@pytest.mark.parametrize("method", ["mean", "sum", "max", "last"])
+def test_pooled_padded_batches_equal_documents_pooled_alone(padding_side, method):
+    loaded = load_model(tiny_model_config("tiny_gpt2", padding_side=padding_side))
+    texts = ["short one", "a somewhat longer sentence with several more tokens", "x y", "mid length text here"]
+    batched = extract_activations(loaded, texts, [2], batch_size=4, max_length=64)[2]
+    pooled = pool(batched.values, batched.offsets, method)
+    for doc, text in enumerate(texts):
+        alone = extract_activations(loaded, [text], [2], batch_size=1, max_length=64)[2]
+        np.testing.assert_allclose(pooled[doc], _naive(alone.values, alone.offsets, method)[0], atol=3e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_binarize_is_strictly_above_threshold(sparse):
+    values = np.array([[0.0, 0.2, 0.5, 1.0], [0.5, 0.0, 3.0, 0.49]], dtype=np.float32)
+    out = binarize(sp.csr_matrix(values) if sparse else values, 0.5)
+    dense = out.toarray() if sparse else out
+    assert dense.tolist() == [[0, 0, 0, 1], [0, 0, 1, 0]]
+    if sparse:
+        assert out.nnz == 2
+
+
+def test_binarize_refuses_a_negative_threshold_on_sparse_input():
+    with pytest.raises(ValueError, match="negative threshold"):
+        binarize(sp.csr_matrix(np.eye(2, dtype=np.float32)), -0.1)

@@ -1,0 +1,73 @@
+"""Probes: the Lightning probe agrees with sklearn's LogisticRegression and restores its best epoch."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from omegaconf import OmegaConf
+from sklearn.datasets import make_classification
+from sklearn.metrics import f1_score
+
+from mosaic.config import ProbeConfig
+from mosaic.probes import fit_probe
+
+
+def _sparse_problem(seed, n_classes=3):
+    features, labels = make_classification(n_samples=1500, n_features=300, n_informative=15, n_classes=n_classes,
+                                           class_sep=1.5, random_state=seed)
+    features = sp.csr_matrix(np.maximum(features, 0).astype(np.float32))
+    return features, labels, np.arange(800), np.arange(800, 1000), np.arange(1000, 1500)
+
+
+def _fit(probe_type, features, labels, train, val, penalty="l2", **changes):
+    cfg = OmegaConf.structured(ProbeConfig(type=probe_type, penalty=penalty, **changes))
+    n_classes = len(np.unique(labels))
+    return fit_probe(features[train], labels[train], features[val], labels[val], n_classes, cfg, seed=0)
+
+
+@pytest.mark.parametrize(("seed", "penalty"), [(0, "l2"), (2, "l2"), (0, "l1")])
+def test_lightning_probe_agrees_with_sklearn_within_002_macro_f1(seed, penalty):
+    features, labels, train, val, test = _sparse_problem(seed)
+    scores = {}
+    for probe_type in ("linear", "sklearn"):
+        probe = _fit(probe_type, features, labels, train, val, penalty)
+        scores[probe_type] = f1_score(labels[test], probe.predict(features[test]), average="macro")
+    assert scores["sklearn"] > 0.7
+    assert abs(scores["linear"] - scores["sklearn"]) <= 0.02
+
+
+def test_returned_weights_are_those_of_the_best_validation_epoch():
+    features, labels, train, val, _ = _sparse_problem(1)
+    probe = _fit("linear", features, labels, train, val, patience=5, max_epochs=60)
+    val_f1 = f1_score(labels[val], probe.predict(features[val]), average="macro")
+    assert probe.summary["best_val_macro_f1"] == pytest.approx(val_f1, abs=1e-6)
+    # Early stopping ended training `patience` epochs after the best one, well before max_epochs.
+    assert probe.summary["epochs"] == probe.summary["best_epoch"] + 5 + 1
+    assert probe.summary["epochs"] < 60
+
+
+def test_binary_probes_give_probabilities_in_label_order():
+    features, labels, train, val, test = _sparse_problem(3, n_classes=2)
+    for probe_type in ("linear", "sklearn"):
+        probe = _fit(probe_type, features, labels, train, val)
+        proba = probe.predict_proba(features[test])
+        assert proba.shape == (len(test), 2)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+        # Class 1's probability rises with the evidence for class 1.
+        assert np.corrcoef(proba[:, 1], labels[test])[0, 1] > 0.5
+
+
+def test_column_scaling_is_folded_into_the_returned_weights():
+    features, labels, train, val, test = _sparse_problem(0)
+    stretched = sp.csr_matrix(features @ sp.diags(np.linspace(1, 1000, features.shape[1])))
+    plain = _fit("sklearn", features, labels, train, val)
+    scaled = _fit("sklearn", stretched, labels, train, val)
+    # Scaling columns by constants is undone by max-abs scaling: same predictions on the raw inputs.
+    np.testing.assert_allclose(plain.predict_proba(features[test]), scaled.predict_proba(stretched[test]),
+                               atol=1e-3)
+
+
+def test_dense_and_sparse_inputs_train_the_same_lightning_probe():
+    features, labels, train, val, test = _sparse_problem(0)
+    sparse_probe = _fit("linear", features, labels, train, val, max_epochs=20)
+    dense_probe = _fit("linear", features.toarray(), labels, train, val, max_epochs=20)
+    np.testing.assert_allclose(sparse_probe.weight, dense_probe.weight, atol=1e-5)

@@ -1,0 +1,89 @@
+"""SAE training/loading/encoding through SAELens, and the cache that keeps trained SAEs."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from safetensors.numpy import load_file
+
+from mosaic.cache import cache_root, cached_directory
+from mosaic.sae import encode_tokens, load_sae, train_sae
+
+
+def _sparse_mixture(n_tokens=6000, d_in=16, n_atoms=32, seed=0):
+    """Tokens made of a few random directions each: the structure an SAE should recover."""
+    rng = np.random.default_rng(seed)
+    atoms = rng.normal(size=(n_atoms, d_in))
+    weights = rng.exponential(size=(n_tokens, n_atoms)) * (rng.random((n_tokens, n_atoms)) < 0.08)
+    return (weights @ atoms).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    values = _sparse_mixture()
+    directory = tmp_path_factory.mktemp("sae")
+    stats = train_sae(values, d_sae=64, out_dir=directory, l1_coefficient=1.0, lr=3e-3, epochs=8,
+                      batch_tokens=256, seed=0)
+    return values, directory, stats
+
+
+def test_trained_sae_is_saved_in_saelens_format_and_reconstructs(trained):
+    values, directory, stats = trained
+    assert {"cfg.json", "sae_weights.safetensors"} <= {p.name for p in directory.iterdir()}
+    assert json.loads((directory / "cfg.json").read_text())["d_sae"] == 64
+    assert stats["explained_variance"] > 0.6
+    assert 0 < stats["l0"] < 32
+
+
+def test_encoding_is_relu_of_the_affine_encoder_on_raw_activations(trained):
+    values, directory, _ = trained
+    weights = load_file(str(directory / "sae_weights.safetensors"))
+    expected = np.maximum(0, (values[:500] - weights["b_dec"]) @ weights["W_enc"] + weights["b_enc"])
+    sae = load_sae(directory)
+    codes = encode_tokens(sae, values[:500], batch_tokens=128)
+    assert sp.isspmatrix_csr(codes) and codes.shape == (500, 64)
+    np.testing.assert_allclose(codes.toarray(), expected, atol=1e-4)
+    with torch.inference_mode():
+        np.testing.assert_allclose(codes.toarray(), sae.encode(torch.from_numpy(values[:500])).numpy(), atol=1e-5)
+    assert codes.nnz < 0.6 * codes.shape[0] * codes.shape[1]
+
+
+def test_loading_a_directory_that_is_not_an_sae_fails_clearly(tmp_path):
+    with pytest.raises(Exception, match="not a SAELens SAE directory"):
+        load_sae(tmp_path)
+
+
+def test_cache_builds_once_then_hits(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path))
+    builds = []
+
+    def build(directory):
+        builds.append(directory)
+        (directory / "payload.txt").write_text("data")
+
+    first, hit_first = cached_directory("things", {"a": 1}, build)
+    second, hit_second = cached_directory("things", {"a": 1}, build)
+    other, _ = cached_directory("things", {"a": 2}, build)
+    assert (hit_first, hit_second) == (False, True)
+    assert first == second != other and len(builds) == 2
+    assert (first / "payload.txt").read_text() == "data"
+    assert first.parent == cache_root() / "things"
+
+
+def test_a_failed_build_leaves_nothing_and_a_partial_entry_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path))
+
+    def failing(directory):
+        (directory / "half.txt").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        cached_directory("things", {"a": 1}, failing)
+    assert [p for p in (tmp_path / "things").iterdir() if not p.name.endswith(".lock")] == []
+
+    entry, _ = cached_directory("things", {"a": 1}, lambda d: (d / "ok.txt").write_text("ok"))
+    (entry / "manifest.json").unlink()  # an entry without its manifest is never trusted
+    rebuilt, hit = cached_directory("things", {"a": 1}, lambda d: (d / "new.txt").write_text("new"))
+    assert not hit and rebuilt == entry and (rebuilt / "new.txt").exists() and not (rebuilt / "ok.txt").exists()
