@@ -49,8 +49,10 @@ def cached_directory(kind: str, fields: dict[str, Any], build: Callable[[Path], 
     with FileLock(str(parent / f"{key}.lock")):
         if (entry / COMPLETE_MARKER).is_file():
             return entry, True
-        if entry.exists():
-            shutil.rmtree(entry)
+        # Holding the lock, any entry without a manifest or temporary build dir is a dead writer's.
+        for stale in [entry, *parent.glob(f".{key}-*")]:
+            if stale.exists():
+                shutil.rmtree(stale)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=parent))
         try:
             build(tmp)

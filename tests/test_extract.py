@@ -36,8 +36,9 @@ def _alone(loaded, text, layer):
 def test_layer_l_is_the_output_of_block_l(name):
     loaded = _load(name)
     n_layers = len(transformer_blocks(loaded.model))
-    # The last block's output differs from hidden_states[-1] where the model applies a final norm to it.
-    layers = list(range(n_layers - 1))
+    # Decoders apply a final norm to hidden_states[-1], so their last block's output differs from it;
+    # BERT (post-norm, no final norm) matches at every layer.
+    layers = list(range(n_layers if name == "tiny_bert" else n_layers - 1))
     acts = extract_activations(loaded, TEXTS, layers, batch_size=2, max_length=64)
     for layer in layers:
         for doc, text in enumerate(TEXTS):

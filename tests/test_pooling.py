@@ -74,15 +74,25 @@ def test_topn_hand_computed_case():
 
 
 @pytest.mark.parametrize("padding_side", ["left", "right"])
-@pytest.mark.parametrize("method", ["mean", "sum", "max", "last"])
+@pytest.mark.parametrize("method", ["mean", "sum", "max", "last", "topn"])
 def test_pooled_padded_batches_equal_documents_pooled_alone(padding_side, method):
     loaded = load_model(tiny_model_config("tiny_gpt2", padding_side=padding_side))
     texts = ["short one", "a somewhat longer sentence with several more tokens", "x y", "mid length text here"]
     batched = extract_activations(loaded, texts, [2], batch_size=4, max_length=64)[2]
-    pooled = pool(batched.values, batched.offsets, method)
+    pooled = pool(batched.values, batched.offsets, method, top_n=2)
+    pooled = pooled.toarray() if sp.issparse(pooled) else pooled
     for doc, text in enumerate(texts):
         alone = extract_activations(loaded, [text], [2], batch_size=1, max_length=64)[2]
-        np.testing.assert_allclose(pooled[doc], _naive(alone.values, alone.offsets, method)[0], atol=3e-5, rtol=1e-4)
+        expected = _naive(alone.values, alone.offsets, method, top_n=2)[0]
+        np.testing.assert_allclose(pooled[doc], expected, atol=3e-5, rtol=1e-4)
+
+
+def test_topn_leaves_its_input_unchanged():
+    values, offsets = _token_matrix(seed=2)
+    tokens = sp.csr_matrix(values)
+    before = tokens.toarray().copy()
+    pool(tokens, offsets, "topn", top_n=2)
+    np.testing.assert_array_equal(tokens.toarray(), before)
 
 
 @pytest.mark.parametrize("sparse", [False, True])

@@ -1,6 +1,11 @@
 """SAE training/loading/encoding through SAELens, and the cache that keeps trained SAEs."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -87,3 +92,53 @@ def test_a_failed_build_leaves_nothing_and_a_partial_entry_is_rebuilt(tmp_path, 
     (entry / "manifest.json").unlink()  # an entry without its manifest is never trusted
     rebuilt, hit = cached_directory("things", {"a": 1}, lambda d: (d / "new.txt").write_text("new"))
     assert not hit and rebuilt == entry and (rebuilt / "new.txt").exists() and not (rebuilt / "ok.txt").exists()
+
+
+BUILDER = """
+import sys, time
+from pathlib import Path
+from mosaic.cache import cached_directory
+
+log = Path(sys.argv[1])
+
+def build(directory):
+    with log.open("a") as stream:
+        stream.write("build\\n")
+    (directory / "payload.txt").write_text("data")
+    time.sleep(float(sys.argv[2]))
+
+entry, hit = cached_directory("things", {"a": 1}, build)
+print(entry, hit)
+"""
+
+
+def _builder(tmp_path, log, seconds):
+    env = {**os.environ, "MOSAIC_CACHE": str(tmp_path / "cache")}
+    return subprocess.Popen([sys.executable, "-c", BUILDER, str(log), str(seconds)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_two_processes_wanting_one_entry_build_it_once(tmp_path):
+    log = tmp_path / "builds.log"
+    first, second = _builder(tmp_path, log, 2), _builder(tmp_path, log, 2)
+    outputs = [process.communicate(timeout=120)[0].split() for process in (first, second)]
+    assert log.read_text().count("build") == 1
+    assert outputs[0][0] == outputs[1][0]
+    assert sorted(hit for _, hit in outputs) == ["False", "True"]
+
+
+def test_a_writer_killed_mid_build_leaves_no_entry_and_the_next_job_rebuilds(tmp_path, monkeypatch):
+    log = tmp_path / "builds.log"
+    writer = _builder(tmp_path, log, 60)
+    deadline = time.time() + 60
+    while not (log.exists() and list((tmp_path / "cache" / "things").glob(".*-*/payload.txt"))):
+        assert time.time() < deadline, "the writer never started building"
+        time.sleep(0.1)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    entry, hit = cached_directory("things", {"a": 1}, lambda d: (d / "payload.txt").write_text("again"))
+    assert not hit and (entry / "payload.txt").read_text() == "again"
+    leftovers = [p.name for p in entry.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []

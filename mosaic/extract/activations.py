@@ -103,8 +103,9 @@ def extract_activations(
                 if loaded.is_decoder:
                     # Positions count real tokens, so a left-padded document sees the same positions as alone.
                     inputs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
+                    inputs["use_cache"] = False
                 try:
-                    loaded.model(**{k: v.to(loaded.device) for k, v in inputs.items()})
+                    loaded.model(**{k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()})
                 except _StopForward:
                     pass
                 # Boolean indexing keeps rows document by document, whichever side the padding is on.

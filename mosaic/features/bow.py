@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 
+from mosaic.errors import DataError
+
 
 def bow_features(
     texts: Sequence[str],
@@ -25,7 +27,10 @@ def bow_features(
     if pooling not in ("mean", "max", "sum"):
         raise ValueError(f"bag-of-words pooling must be mean, max or sum, not {pooling!r}")
     vectorizer = CountVectorizer(ngram_range=(1, ngram_max), min_df=min_df)
-    vectorizer.fit([texts[i] for i in train_index])
+    try:
+        vectorizer.fit([texts[i] for i in train_index])
+    except ValueError as error:  # sklearn's "empty vocabulary" and min_df/max_df conflicts
+        raise DataError(f"features=bow: no usable word n-grams in the training documents ({error})") from None
     counts = vectorizer.transform(texts).astype(np.float32)
     if pooling == "mean":
         totals = np.asarray(counts.sum(axis=1)).ravel()

@@ -78,8 +78,7 @@ def topn_pool(values: Matrix, offsets: np.ndarray, top_n: int) -> sp.csr_matrix:
 
     Ties keep the lower latent index.
     """
-    codes = sp.csr_matrix(values)
-    codes.eliminate_zeros()
+    codes = sp.csr_matrix(values, copy=True)
     codes.data[codes.data < 0] = 0
     codes.eliminate_zeros()
     rows = np.repeat(np.arange(codes.shape[0]), np.diff(codes.indptr))

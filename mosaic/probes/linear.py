@@ -61,12 +61,17 @@ class SparseFeatureDataModule(L.LightningDataModule):
 
 
 class LinearProbe(L.LightningModule):
-    """Logits = x W^T + b, trained with class-weighted cross-entropy and an L1/L2 weight penalty."""
+    """Logits = x W^T + b, trained with class-weighted cross-entropy and an L1/L2 weight penalty.
+
+    A binary probe has one weight vector, the log-odds of class 1 (class 0's logit is fixed at 0),
+    as sklearn's has: with two free softmax rows the same penalty would be half as strong.
+    """
 
     def __init__(self, n_features: int, n_classes: int, class_weights: torch.Tensor,
                  penalty: str, penalty_scale: float, lr: float):
         super().__init__()
-        self.linear = torch.nn.Linear(n_features, n_classes)
+        self.binary = n_classes == 2
+        self.linear = torch.nn.Linear(n_features, 1 if self.binary else n_classes)
         torch.nn.init.zeros_(self.linear.weight)
         torch.nn.init.zeros_(self.linear.bias)
         self.register_buffer("class_weights", class_weights.float())
@@ -77,7 +82,27 @@ class LinearProbe(L.LightningModule):
         self._val_labels: list[torch.Tensor] = []
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(features)
+        logits = self.linear(features)
+        if self.binary:
+            return torch.cat([torch.zeros_like(logits), logits], dim=1)
+        return logits
+
+    def class_weight_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """Weight (classes x features) and bias in the softmax form every probe returns."""
+        weight = self.linear.weight.detach().cpu().numpy()
+        bias = self.linear.bias.detach().cpu().numpy()
+        if self.binary:
+            weight = np.vstack([np.zeros_like(weight), weight])
+            bias = np.concatenate([[0.0], bias])
+        return weight, bias
+
+    def weighted_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch of class-weighted cross-entropy: sklearn's per-sample weighting, scaled by 1/n.
+
+        (`cross_entropy(weight=...)` would divide by the batch's summed weights, reweighting each batch.)
+        """
+        losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        return (self.class_weights[labels] * losses).mean()
 
     def _penalty(self) -> torch.Tensor:
         weight = self.linear.weight
@@ -87,15 +112,14 @@ class LinearProbe(L.LightningModule):
 
     def training_step(self, batch, batch_index):
         features, labels = batch
-        loss = torch.nn.functional.cross_entropy(self(features), labels, weight=self.class_weights)
-        loss = loss + self._penalty()
+        loss = self.weighted_loss(self(features), labels) + self._penalty()
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 
     def validation_step(self, batch, batch_index):
         features, labels = batch
         logits = self(features)
-        loss = torch.nn.functional.cross_entropy(logits, labels, weight=self.class_weights)
+        loss = self.weighted_loss(logits, labels)
         self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
         self._val_predictions.append(logits.argmax(dim=1).cpu())
         self._val_labels.append(labels.cpu())
@@ -160,6 +184,5 @@ def fit_lightning_probe(
     )
     trainer.fit(module, datamodule=SparseFeatureDataModule(x_train, y_train, x_val, y_val, cfg.batch_size, seed))
     summary = {"epochs": trainer.current_epoch, "best_epoch": best.best_epoch, "best_val_macro_f1": best.best[0]}
-    weight = module.linear.weight.detach().cpu().numpy()
-    bias = module.linear.bias.detach().cpu().numpy()
+    weight, bias = module.class_weight_matrix()
     return weight, bias, summary
