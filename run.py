@@ -11,8 +11,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mosaic.config import validate
+from mosaic.config import check_group_overrides, validate
 from mosaic.errors import MosaicError
+
+CONF = Path(__file__).resolve().parent / "conf"
+
+
+def _exit_with(error: MosaicError) -> None:
+    print(f"mosaic: error: {error}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -23,9 +30,12 @@ def main(cfg: DictConfig) -> float:
 
         return run(cfg, Path(HydraConfig.get().runtime.output_dir))["metrics"]["macro_f1"]
     except MosaicError as error:
-        print(f"mosaic: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _exit_with(error)
 
 
 if __name__ == "__main__":
+    try:
+        check_group_overrides(sys.argv[1:], CONF)
+    except MosaicError as error:
+        _exit_with(error)
     main()

