@@ -27,8 +27,9 @@ def main(cfg: DictConfig) -> float:
     try:
         validate(cfg)
         from mosaic.pipeline import run
+        from mosaic.sweep import current_sweep
 
-        return run(cfg, Path(HydraConfig.get().runtime.output_dir))["metrics"]["macro_f1"]
+        return run(cfg, Path(HydraConfig.get().runtime.output_dir), current_sweep())["metrics"]["macro_f1"]
     except MosaicError as error:
         _exit_with(error)
 

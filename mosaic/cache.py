@@ -1,8 +1,10 @@
 """A content-addressed on-disk cache of directories, safe when jobs run side by side or are killed.
 
-An entry is a directory named by a hash of everything that changes its bytes. It is built in a
-temporary sibling directory and renamed into place, so a reader never sees a half-written entry;
-a file lock per key makes a second job wait for the first instead of building the same entry.
+An entry is a directory named by a hash of everything that changes its bytes, under a folder per
+kind (`saes`, `models`, `layers`, `codes`). It is built in a temporary sibling directory, given a
+manifest (the fields it was built from, each file's size and SHA-256) and renamed into place, so a
+reader never sees a half-written entry. A file lock per key makes a second job wait for the first
+instead of building the same entry; a dead writer's leftovers are removed by the next one.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-COMPLETE_MARKER = "manifest.json"
+MANIFEST = "manifest.json"
 
 
 def cache_root() -> Path:
@@ -34,32 +39,125 @@ def content_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
-def cached_directory(kind: str, fields: dict[str, Any], build: Callable[[Path], None]) -> tuple[Path, bool]:
-    """Return the entry for `fields` under `kind`, building it with `build(tmp_dir)` if absent.
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    Returns the entry's path and whether it was already there. An entry counts only once its
-    manifest is written, which happens after `build` returned, and the entry appears by rename.
+
+def _data_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+@dataclass
+class Entry:
+    """One cache entry as its manifest describes it."""
+
+    path: Path
+    kind: str
+    key: str
+    fields: dict[str, Any]
+    files: dict[str, dict[str, Any]]
+    created: float
+
+    @property
+    def size(self) -> int:
+        return sum(f["size"] for f in self.files.values())
+
+
+def read_entry(path: Path) -> Entry | None:
+    """The entry at `path` if its manifest exists and every listed file has its recorded size."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    for name, info in manifest["files"].items():
+        file = path / name
+        if not file.is_file() or file.stat().st_size != info["size"]:
+            return None
+    return Entry(path, manifest["kind"], manifest["key"], manifest["fields"], manifest["files"], manifest["created"])
+
+
+def _write_manifest(directory: Path, kind: str, key: str, fields: dict[str, Any]) -> None:
+    files = {
+        str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _data_files(directory)
+    }
+    manifest = {"kind": kind, "key": key, "fields": fields, "files": files, "created": time.time()}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+
+
+def cached_directories(
+    kind: str, fields_list: Sequence[dict[str, Any]], build: Callable[[dict[str, Path]], None]
+) -> list[tuple[Path, bool]]:
+    """The entries for several descriptions, building all missing ones together.
+
+    `build(directories)` receives a temporary directory per missing key and fills them all (one
+    model forward can serve many entries). Returns, per description, its path and whether it
+    was already complete. Locks are taken in key order, so concurrent callers cannot deadlock.
     """
-    key = content_key(fields)
     parent = cache_root() / kind
-    entry = parent / key
-    if (entry / COMPLETE_MARKER).is_file():
-        return entry, True
-    parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(parent / f"{key}.lock")):
-        if (entry / COMPLETE_MARKER).is_file():
-            return entry, True
-        # Holding the lock, any entry without a manifest or temporary build dir is a dead writer's.
-        for stale in [entry, *parent.glob(f".{key}-*")]:
+    keys = [content_key(fields) for fields in fields_list]
+    built: list[str] = []
+    missing = sorted({key for key in keys if read_entry(parent / key) is None})
+    if missing:
+        parent.mkdir(parents=True, exist_ok=True)
+        with ExitStack() as locks:
+            for key in missing:
+                locks.enter_context(FileLock(str(parent / f"{key}.lock")))
+            # Another job may have built some while this one waited for their locks.
+            built = [key for key in missing if read_entry(parent / key) is None]
+            if built:
+                _build_locked(parent, kind, built, dict(zip(keys, fields_list)), build)
+    return [(parent / key, key not in built) for key in keys]
+
+
+def _build_locked(parent: Path, kind: str, missing: list[str], fields: dict[str, dict], build) -> None:
+    # Holding the locks, any incomplete entry or temporary build dir for these keys is a dead writer's.
+    for key in missing:
+        for stale in [parent / key, *parent.glob(f".{key}-*")]:
             if stale.exists():
                 shutil.rmtree(stale)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=parent))
-        try:
-            build(tmp)
-            (tmp / COMPLETE_MARKER).write_text(json.dumps({"key": key, "kind": kind, "fields": fields},
-                                                          indent=2, default=str))
-            os.replace(tmp, entry)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-    return entry, False
+    temporary = {key: Path(tempfile.mkdtemp(prefix=f".{key}-", dir=parent)) for key in missing}
+    try:
+        build(temporary)
+        for key, directory in temporary.items():
+            _write_manifest(directory, kind, key, fields[key])
+            os.replace(directory, parent / key)
+    finally:
+        for directory in temporary.values():
+            if directory.exists():
+                shutil.rmtree(directory)
+
+
+def cached_directory(kind: str, fields: dict[str, Any], build: Callable[[Path], None]) -> tuple[Path, bool]:
+    """The entry for `fields` under `kind`, built with `build(tmp_dir)` if absent; and whether it was there."""
+    [(path, hit)] = cached_directories(kind, [fields], lambda directories: build(next(iter(directories.values()))))
+    return path, hit
+
+
+def list_entries(kind: str | None = None) -> list[Entry]:
+    """Complete entries under the cache root (of one kind, or all), oldest first."""
+    root = cache_root()
+    kinds = [root / kind] if kind else sorted(p for p in root.glob("*") if p.is_dir())
+    entries = [read_entry(p) for k in kinds if k.is_dir() for p in sorted(k.iterdir()) if p.is_dir()]
+    return sorted((e for e in entries if e is not None), key=lambda e: e.created)
+
+
+def verify_entry(entry: Entry) -> list[str]:
+    """Problems with an entry's files against its manifest (empty when every checksum matches)."""
+    problems = []
+    for name, info in entry.files.items():
+        file = entry.path / name
+        if not file.is_file():
+            problems.append(f"{name}: missing")
+        elif _sha256(file) != info["sha256"]:
+            problems.append(f"{name}: checksum mismatch")
+    return problems
+
+
+def remove_entry(entry: Entry) -> None:
+    """Delete an entry, under its lock so no reader or writer of the same key is mid-way."""
+    with FileLock(str(entry.path.parent / f"{entry.key}.lock")):
+        shutil.rmtree(entry.path, ignore_errors=True)

@@ -83,7 +83,8 @@ class DatasetConfig:
     `hub` datasets load through the `datasets` library from `hub_id` (`hub_config`, `revision`);
     `hub_split` keeps one of its splits (e.g. a language), else its train/validation/test splits
     are used as they are. Integer labels index into `label_names`. The test and validation
-    fractions apply when the data has no split of its own; `limit` keeps a stratified sample.
+    fractions apply when the data has no split of its own; `limit` keeps a stratified sample (the
+    same documents whatever the job's seed).
     """
 
     name: str = MISSING

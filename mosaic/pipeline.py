@@ -3,11 +3,13 @@
 dataset -> extractor -> SAE encode -> pooling -> binarize -> probe -> evaluate -> record.
 
 Each stage is a module with a small surface; this file only wires them together, times them and
-assembles `results.json`.
+assembles `results.json`. The extractor and SAE encode run inside `token_cache`, which skips both
+when an earlier job already cached their output.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from mosaic.cache import cached_directory, content_key
 from mosaic.data import LabelledTexts, Splits, load_labelled_texts, load_unlabelled_texts, make_splits
 from mosaic.evaluate import classification_metrics, top_features
-from mosaic.extract import LoadedModel, extract_activations, load_model
+from mosaic.extract import LoadedModel, extract_activations
 from mosaic.extract.models import resolve_device
 from mosaic.features import binarize, bow_features, pool
 from mosaic.probes import fit_probe
@@ -32,8 +34,10 @@ from mosaic.record import (
     summary_table,
     write_json_atomic,
 )
-from mosaic.releases import gemma_scope_sae_id
-from mosaic.sae import check_sae_fits, encode_tokens, load_release_sae, load_sae, train_sae
+from mosaic.releases import canonical_widths, gemma_scope_sae_id
+from mosaic.sae import load_release_sae, load_sae, train_sae
+from mosaic.sweep import Sweep
+from mosaic.token_cache import HIDDEN, Encoder, Request, cached_features, model_identity, read_codes, read_hidden
 
 # What results.json says about caching when the job's features use no cache.
 NO_CACHE: dict[str, Any] = {"hit": None, "key": None}
@@ -62,57 +66,87 @@ def _sae_corpus(cfg: DictConfig, data: LabelledTexts, splits: Splits) -> tuple[l
     """Texts the SAE is trained on, and what identifies them (part of the SAE's cache key)."""
     if cfg.sae.train_corpus == "train_split":
         texts = [data.texts[i] for i in splits.train[: cfg.sae.train_docs]]
-        return texts, {"corpus": "train_split", "dataset": OmegaConf.to_container(cfg.dataset), "seed": cfg.seed,
-                       "texts": content_key({"texts": texts})}
+        return texts, {"corpus": "train_split", "texts": content_key({"texts": texts})}
     texts = load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, cfg.sae.seed)
     return texts, {"corpus": cfg.sae.train_corpus, "docs": cfg.sae.train_docs, "seed": cfg.sae.seed}
 
 
-def _trained_sae(cfg: DictConfig, loaded: LoadedModel, data: LabelledTexts, splits: Splits):
-    """The project-trained SAE for this model and layer: from the cache, or trained now and cached."""
-    texts, corpus = _sae_corpus(cfg, data, splits)
+def _trained_encoder(cfg: DictConfig, layer: int, corpus_texts: list[str], corpus: dict[str, Any],
+                     device_type: str) -> Encoder:
+    """The SAE MOSAIC trains with SAELens for this model and layer, cached under `saes` by its settings."""
     sae_cfg = cfg.sae
     fields = {
-        "model": OmegaConf.to_container(cfg.model),
-        "layer": cfg.layer,
+        "model": model_identity(cfg.model, device_type),
+        "layer": layer,
         "max_length": cfg.max_length,
         "train": {k: sae_cfg[k] for k in ("expansion", "l1_coefficient", "lr", "train_epochs",
                                           "train_batch_tokens", "seed")},
         "corpus": corpus,
     }
 
-    def build(directory: Path) -> None:
-        acts = extract_activations(loaded, texts, [cfg.layer], cfg.batch_size, cfg.max_length,
-                                   desc="extract SAE corpus")[cfg.layer]
-        stats = train_sae(
-            acts.values,
-            d_sae=sae_cfg.expansion * cfg.model.d_model,
-            out_dir=directory,
-            l1_coefficient=sae_cfg.l1_coefficient,
-            lr=sae_cfg.lr,
-            epochs=sae_cfg.train_epochs,
-            batch_tokens=sae_cfg.train_batch_tokens,
-            seed=sae_cfg.seed,
-            device=str(loaded.device),
-            hook_name=f"blocks.{cfg.layer}.hook_resid_post",
-        )
-        (directory / "training.json").write_text(OmegaConf.to_yaml({"tokens": len(acts.values), **stats}))
+    def load(loaded: LoadedModel):
+        def build(directory: Path) -> None:
+            acts = extract_activations(loaded, corpus_texts, [layer], cfg.batch_size, cfg.max_length,
+                                       desc=f"extract SAE corpus (layer {layer})")[layer]
+            stats = train_sae(acts.values, d_sae=sae_cfg.expansion * cfg.model.d_model, out_dir=directory,
+                              l1_coefficient=sae_cfg.l1_coefficient, lr=sae_cfg.lr, epochs=sae_cfg.train_epochs,
+                              batch_tokens=sae_cfg.train_batch_tokens, seed=sae_cfg.seed,
+                              device=str(loaded.device), hook_name=f"blocks.{layer}.hook_resid_post")
+            (directory / "training.json").write_text(json.dumps({"tokens": len(acts.values), **stats}))
 
-    directory, hit = cached_directory("saes", fields, build)
-    return load_sae(directory, device=str(loaded.device)), {"hit": hit, "key": directory.name}
+        directory, _ = cached_directory("saes", fields, build)
+        return load_sae(directory, device=str(loaded.device))
+
+    return Encoder({"type": "sae", "source": "trained", "key": content_key(fields)}, load, needs_model=True)
 
 
-def _given_sae(cfg: DictConfig):
-    """A Gemma Scope SAE (SAELens release + id), or a SAELens directory on disk; and what identifies it."""
-    device = str(resolve_device(cfg.model.device))
+def _given_encoder(cfg: DictConfig, layer: int, width: str, device: str) -> Encoder:
+    """A Gemma Scope SAE (SAELens release + canonical id), or a SAELens directory on disk."""
     if cfg.sae.source == "local":
-        return load_sae(cfg.sae.path, device=device), {"source": "local", "path": cfg.sae.path}
+        weights = Path(cfg.sae.path) / "sae_weights.safetensors"
+        identity = {"type": "sae", "source": "local", "path": cfg.sae.path,
+                    "weights": [weights.stat().st_size, weights.stat().st_mtime_ns] if weights.exists() else None}
+        return Encoder(identity, lambda _: load_sae(cfg.sae.path, device=device))
     release = cfg.sae.release or cfg.model.gemma_scope_release
-    sae_id = gemma_scope_sae_id(cfg.layer, cfg.sae.width)
-    return load_release_sae(release, sae_id, device=device), {"source": "gemma_scope", "release": release, "id": sae_id}
+    sae_id = gemma_scope_sae_id(layer, width)
+    identity = {"type": "sae", "source": "gemma_scope", "release": release, "id": sae_id}
+    return Encoder(identity, lambda _: load_release_sae(release, sae_id, device=device))
 
 
-def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: _Stopwatch):
+def _encoders(cfg: DictConfig, data: LabelledTexts, splits: Splits, sweep: Sweep) -> tuple[Request, Encoder]:
+    """What one forward should compute: this job's encoder at its layer, and those its sweep will want.
+
+    Sibling layers and widths are kept only where they are valid (inside the model, and for Gemma
+    Scope where a canonical SAE exists), so a sweep never fails on a neighbour's behalf.
+    """
+    device = resolve_device(cfg.model.device)
+    layers = sorted({cfg.layer, *(x for x in sweep.layers if 0 <= x < cfg.model.n_layers)})
+    kinds = {cfg.features.type, *(f for f in sweep.features if f in ("sae", "hidden"))}
+    if cfg.sae.source == "local":
+        layers = [cfg.layer]
+    corpus = _sae_corpus(cfg, data, splits) if "sae" in kinds and cfg.sae.source == "trained" else None
+
+    def sae_encoders(layer: int) -> list[Encoder]:
+        if cfg.sae.source == "trained":
+            return [_trained_encoder(cfg, layer, *corpus, device.type)]
+        if cfg.sae.source == "local":
+            return [_given_encoder(cfg, layer, cfg.sae.width, str(device))]
+        valid = canonical_widths(cfg.sae.release or cfg.model.gemma_scope_release).get(layer, [])
+        widths = sorted({cfg.sae.width, *sweep.widths} & set(valid))
+        return [_given_encoder(cfg, layer, width, str(device)) for width in widths]
+
+    encoders = {layer: ([HIDDEN] if "hidden" in kinds else []) + (sae_encoders(layer) if "sae" in kinds else [])
+                for layer in layers}
+    if cfg.features.type == "hidden":
+        own = HIDDEN
+    elif cfg.sae.source == "trained":
+        own = _trained_encoder(cfg, cfg.layer, *corpus, device.type)
+    else:
+        own = _given_encoder(cfg, cfg.layer, cfg.sae.width, str(device))
+    return Request(data.texts, encoders), own
+
+
+def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: _Stopwatch, sweep: Sweep):
     """Document features for every document: (matrix, description, feature names or None, cache info)."""
     kind = cfg.features.type
     if kind == "bow":
@@ -121,30 +155,23 @@ def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: 
                                          cfg.features.ngram_max, cfg.features.min_df)
         return matrix, {"type": "bow", "n_features": matrix.shape[1]}, names, NO_CACHE
 
-    sae, cache = None, NO_CACHE
-    if kind == "sae" and cfg.sae.source != "trained":
-        with watch.time("sae"):  # before the model: an unavailable SAE should not cost a model load
-            sae, identity = _given_sae(cfg)
-    with watch.time("extract"):
-        loaded = load_model(cfg.model)
-        acts = extract_activations(loaded, data.texts, [cfg.layer], cfg.batch_size, cfg.max_length)[cfg.layer]
-    tokens = acts.values
-    if kind == "sae":
-        if sae is None:
-            with watch.time("sae"):
-                sae, cache = _trained_sae(cfg, loaded, data, splits)
-            identity = {"source": "trained", "key": cache["key"]}
-        check_sae_fits(sae, cfg.model.d_model, cfg.layer)
-        with watch.time("encode"):
-            tokens = encode_tokens(sae, acts.values, cfg.sae.encode_batch_tokens)
+    request, own = _encoders(cfg, data, splits, sweep)
+    entry, hit = cached_features(cfg.model, resolve_device(cfg.model.device).type, request, (cfg.layer, own),
+                                 cfg.max_length, cfg.batch_size, cfg.sae.encode_batch_tokens)
+    watch.seconds.update(request.timings)
     with watch.time("pool"):
-        matrix = pool(tokens, acts.offsets, cfg.pooling.method, cfg.pooling.top_n)
-    described = {"type": kind, "n_features": matrix.shape[1], "layer": cfg.layer,
-                 "tokens": int(acts.offsets[-1])}
+        if kind == "hidden":
+            matrix = read_hidden(entry, cfg.pooling.method)
+            offsets = np.load(entry / "offsets.npy")
+        else:
+            codes, offsets = read_codes(entry)
+            matrix = pool(codes, offsets, cfg.pooling.method, cfg.pooling.top_n)
+    described = {"type": kind, "n_features": matrix.shape[1], "layer": cfg.layer, "tokens": int(offsets[-1])}
     if kind == "sae":
-        described.update(width=matrix.shape[1], sae=identity,
-                         l0_per_token=float(tokens.getnnz() / max(1, tokens.shape[0])))
-    return matrix, described, None, cache
+        sae_identity = {k: v for k, v in own.identity.items() if k != "type"}
+        described.update(width=matrix.shape[1], sae=sae_identity,
+                         l0_per_token=float(codes.getnnz() / max(1, codes.shape[0])))
+    return matrix, described, None, {"hit": hit, "key": entry.name}
 
 
 def _nnz_per_doc(matrix) -> float:
@@ -152,16 +179,20 @@ def _nnz_per_doc(matrix) -> float:
     return float(nnz / max(1, matrix.shape[0]))
 
 
-def run(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
-    """Run one validated job and write `job_dir/results.json`; returns the results."""
+def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str, Any]:
+    """Run one validated job and write `job_dir/results.json`; returns the results.
+
+    `sweep` names the layers, widths and feature types the surrounding multirun also asks for, so
+    a job that has to run the model caches their activations from the same forward.
+    """
     started = datetime.now(timezone.utc)
     watch = _Stopwatch()
     total_start = time.perf_counter()
     config = OmegaConf.to_container(cfg, resolve=True)
 
-    data = load_labelled_texts(cfg.dataset, seed=cfg.seed)
+    data = load_labelled_texts(cfg.dataset)
     splits = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size, data.split)
-    matrix, described, feature_names, cache = build_features(cfg, data, splits, watch)
+    matrix, described, feature_names, cache = build_features(cfg, data, splits, watch, sweep or Sweep())
     if cfg.binarize.method == "threshold":
         matrix = binarize(matrix, cfg.binarize.threshold)
     described["nnz_per_doc"] = _nnz_per_doc(matrix)

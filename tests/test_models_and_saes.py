@@ -108,7 +108,7 @@ def test_local_sae_runs_through_the_pipeline(tmp_path):
                          "probe=sklearn", "pooling=sum")
     validate(cfg)
     results = run(cfg, tmp_path / "job")
-    assert results["features"]["sae"] == {"source": "local", "path": str(directory)}
+    assert (results["features"]["sae"]["source"], results["features"]["sae"]["path"]) == ("local", str(directory))
     assert results["features"]["n_features"] == 128
     assert json.loads((tmp_path / "job" / "results.json").read_text())["metrics"]["macro_f1"] >= 0
 

@@ -114,8 +114,11 @@ def _stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def load_labelled_texts(cfg, seed: int = 0) -> LabelledTexts:
+def load_labelled_texts(cfg) -> LabelledTexts:
     """Load and check the dataset described by a `DatasetConfig`.
+
+    `limit` draws its stratified sample with a fixed seed, not the job's: every job of a grid,
+    whatever its `seed`, sees the same documents (and shares their cached activations).
 
     Labels are mapped to integers in the order of `label_names` when given (so class 1 is the
     positive class of a binary task), else in sorted order.
@@ -156,7 +159,7 @@ def load_labelled_texts(cfg, seed: int = 0) -> LabelledTexts:
     if cfg.limit is not None and cfg.limit < len(present):
         raise DataError(f"dataset.limit={cfg.limit} is smaller than the {len(present)} classes of dataset {cfg.name}")
     if cfg.limit is not None and cfg.limit < len(labels):
-        keep = _stratified_sample(labels, cfg.limit, seed)
+        keep = _stratified_sample(labels, cfg.limit, seed=0)
     return LabelledTexts(
         texts=texts.to_numpy()[keep].tolist(),
         labels=labels[keep],

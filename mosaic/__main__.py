@@ -1,0 +1,111 @@
+"""`python -m mosaic ...`: tools around the job runner.
+
+  python -m mosaic cache list [--kind K] [--where FIELD=VALUE ...]
+  python -m mosaic cache remove (--where FIELD=VALUE ... | --all) [--kind K]
+  python -m mosaic cache verify [--kind K]
+  python -m mosaic bench [--quick]
+
+FIELD is a dotted path into an entry's key fields, e.g. `layer=12`, `model.source=minilm`,
+`encoder.type=sae`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from typing import Any
+
+from mosaic.cache import Entry, cache_root, list_entries, remove_entry, verify_entry
+
+
+def _field(fields: dict[str, Any], dotted: str) -> Any:
+    node: Any = fields
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _matches(entry: Entry, conditions: list[str]) -> bool:
+    for condition in conditions:
+        name, _, value = condition.partition("=")
+        if str(_field(entry.fields, name)) != value:
+            return False
+    return True
+
+
+def _summary(entry: Entry) -> str:
+    fields = entry.fields
+    model = fields.get("model", {})
+    parts = [str(model.get("hf_id") or model.get("path") or model.get("source") or "")]
+    if "layer" in fields:
+        parts.append(f"layer {fields['layer']}")
+    encoder = fields.get("encoder") or {}
+    parts.append(encoder.get("id") or encoder.get("source") or encoder.get("type") or fields.get("package", ""))
+    return " ".join(p for p in parts if p)
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def _selected(args) -> list[Entry]:
+    return [e for e in list_entries(args.kind) if _matches(e, args.where)]
+
+
+def cache_command(args) -> int:
+    entries = _selected(args)
+    if args.action == "list":
+        print(f"cache: {cache_root()}")
+        for e in entries:
+            created = datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M")
+            print(f"{e.kind:<12} {e.key}  {_human(e.size):>9}  {created}  {_summary(e)}")
+        print(f"{len(entries)} entries, {_human(sum(e.size for e in entries))}")
+        return 0
+    if args.action == "remove":
+        if not args.where and not args.all:
+            print("mosaic: error: cache remove needs --where FIELD=VALUE or --all", file=sys.stderr)
+            return 2
+        for e in entries:
+            remove_entry(e)
+        print(f"removed {len(entries)} entries")
+        return 0
+    bad = 0
+    for e in entries:
+        problems = verify_entry(e)
+        bad += bool(problems)
+        for problem in problems:
+            print(f"{e.kind}/{e.key}: {problem}")
+    print(f"verified {len(entries)} entries: {bad} damaged")
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mosaic", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    cache = commands.add_parser("cache", help="list, remove or verify cached SAEs, models and activations")
+    cache.add_argument("action", choices=("list", "remove", "verify"))
+    cache.add_argument("--kind", help="only entries of this kind (activations, saes, models)")
+    cache.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                       help="only entries whose key field equals VALUE (repeatable)")
+    cache.add_argument("--all", action="store_true", help="with remove: every selected entry")
+    bench = commands.add_parser("bench", help="run the benchmark; writes bench/results.json")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    args = parser.parse_args(argv)
+    if args.command == "cache":
+        return cache_command(args)
+    from mosaic.bench import run_benchmark
+
+    run_benchmark(quick=args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

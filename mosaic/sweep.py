@@ -1,0 +1,52 @@
+"""What the running Hydra multirun sweeps over, so its first job can fill the cache for its siblings.
+
+Hydra writes the sweep's composed config, with the command-line sweep overrides and any
+`hydra.sweeper.params` of an experiment config, to `multirun.yaml` in the sweep directory before
+launching jobs (locally and through submitit alike). Reading it back lets the job for `layer=5`
+extract layers 12 and 19 in the same forward when the sweep is `layer=5,12,19`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Values swept in the current multirun (empty outside one)."""
+
+    layers: tuple[int, ...] = ()
+    widths: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+
+
+def _swept(overrides: list[str]) -> dict[str, list[str]]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    values = {}
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override():
+            values[override.key_or_group.lstrip("+")] = list(override.sweep_string_iterator())
+    return values
+
+
+def current_sweep() -> Sweep:
+    """The sweep this Hydra job belongs to, read from the sweep directory's `multirun.yaml`."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return Sweep()
+    saved = Path(HydraConfig.get().sweep.dir) / "multirun.yaml"
+    if not saved.is_file():
+        return Sweep()
+    hydra_cfg = OmegaConf.load(saved).hydra
+    params = hydra_cfg.sweeper.get("params") or {}
+    values = _swept([*hydra_cfg.overrides.task, *(f"{key}={value}" for key, value in params.items())])
+    return Sweep(
+        layers=tuple(int(v) for v in values.get("layer", [])),
+        widths=tuple(values.get("sae.width", [])),
+        features=tuple(values.get("features", [])),
+    )
