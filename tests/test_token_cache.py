@@ -82,7 +82,8 @@ def test_a_multirun_reads_its_sweep_and_hits_the_cache_after_the_first_job(tmp_p
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    cells = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/results.json"), key=lambda p: int(p.parent.name))]
+    paths = sorted(tmp_path.glob("*/results.json"), key=lambda p: int(p.parent.name))
+    cells = [json.loads(p.read_text()) for p in paths]
     assert [c["cache"]["hit"] for c in cells] == [False, True, True, True]
 
 
