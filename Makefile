@@ -1,4 +1,4 @@
-# MOSAIC: make install | run | sweep | test | test-fast | lint | clean
+# MOSAIC: make install | run | sweep | test | test-fast | bench | lint | clean
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ TORCH_PIP_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install run sweep test test-fast lint clean
+.PHONY: install run sweep test test-fast bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test:
 
 test-fast:
 	WANDB_MODE=offline $(PY) -m pytest -m "not slow"
+
+bench:
+	WANDB_MODE=disabled $(PY) -m mosaic bench
 
 lint:
 	$(PY) -m ruff check .

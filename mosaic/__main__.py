@@ -12,11 +12,12 @@ FIELD is a dotted path into an entry's key fields, e.g. `layer=12`, `model.sourc
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from datetime import datetime
 from typing import Any
 
-from mosaic.cache import Entry, cache_root, list_entries, remove_entry, verify_entry
+from mosaic.cache import Entry, cache_root, incomplete_dirs, list_entries, remove_entry, verify_entry
 
 
 def _field(fields: dict[str, Any], dotted: str) -> Any:
@@ -67,6 +68,9 @@ def cache_command(args) -> int:
             created = datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M")
             print(f"{e.kind:<12} {e.key}  {_human(e.size):>9}  {created}  {_summary(e)}")
         print(f"{len(entries)} entries, {_human(sum(e.size for e in entries))}")
+        broken = incomplete_dirs(args.kind)
+        if broken:
+            print(f"{len(broken)} incomplete (rebuilt when next needed; `cache remove --all` deletes them)")
         return 0
     if args.action == "remove":
         if not args.where and not args.all:
@@ -74,7 +78,10 @@ def cache_command(args) -> int:
             return 2
         for e in entries:
             remove_entry(e)
-        print(f"removed {len(entries)} entries")
+        broken = incomplete_dirs(args.kind) if args.all else []
+        for path in broken:
+            shutil.rmtree(path, ignore_errors=True)
+        print(f"removed {len(entries)} entries" + (f" and {len(broken)} incomplete" if broken else ""))
         return 0
     bad = 0
     for e in entries:
@@ -82,8 +89,11 @@ def cache_command(args) -> int:
         bad += bool(problems)
         for problem in problems:
             print(f"{e.kind}/{e.key}: {problem}")
-    print(f"verified {len(entries)} entries: {bad} damaged")
-    return 1 if bad else 0
+    broken = incomplete_dirs(args.kind)
+    for path in broken:
+        print(f"{path.parent.name}/{path.name}: incomplete (no valid manifest, or a file of the wrong size)")
+    print(f"verified {len(entries)} entries: {bad} damaged, {len(broken)} incomplete")
+    return 1 if bad or broken else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """A content-addressed on-disk cache of directories, safe when jobs run side by side or are killed.
 
 An entry is a directory named by a hash of everything that changes its bytes, under a folder per
-kind (`saes`, `models`, `layers`, `codes`). It is built in a temporary sibling directory, given a
+kind (`activations`, `saes`, `models`). It is built in a temporary sibling directory, given a
 manifest (the fields it was built from, each file's size and SHA-256) and renamed into place, so a
 reader never sees a half-written entry. A file lock per key makes a second job wait for the first
 instead of building the same entry; a dead writer's leftovers are removed by the next one.
@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,7 @@ def content_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
@@ -68,34 +68,40 @@ class Entry:
 
 
 def read_entry(path: Path) -> Entry | None:
-    """The entry at `path` if its manifest exists and every listed file has its recorded size."""
+    """The entry at `path` if its manifest is readable and every listed file has its recorded size."""
     try:
         manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError):
+        entry = Entry(path, manifest["kind"], manifest["key"], manifest["fields"], manifest["files"],
+                      manifest["created"])
+    except (OSError, ValueError, KeyError, TypeError):  # absent, half-written, or from another format
         return None
-    for name, info in manifest["files"].items():
+    for name, info in entry.files.items():
         file = path / name
         if not file.is_file() or file.stat().st_size != info["size"]:
             return None
-    return Entry(path, manifest["kind"], manifest["key"], manifest["fields"], manifest["files"], manifest["created"])
+    return entry
 
 
 def _write_manifest(directory: Path, kind: str, key: str, fields: dict[str, Any]) -> None:
     files = {
-        str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _data_files(directory)
+        str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in _data_files(directory)
     }
     manifest = {"kind": kind, "key": key, "fields": fields, "files": files, "created": time.time()}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
 
 
 def cached_directories(
-    kind: str, fields_list: Sequence[dict[str, Any]], build: Callable[[dict[str, Path]], None]
+    kind: str,
+    fields_list: Sequence[dict[str, Any]],
+    build: Callable[[dict[str, Path]], Collection[str] | None],
 ) -> list[tuple[Path, bool]]:
     """The entries for several descriptions, building all missing ones together.
 
-    `build(directories)` receives a temporary directory per missing key and fills them all (one
-    model forward can serve many entries). Returns, per description, its path and whether it
-    was already complete. Locks are taken in key order, so concurrent callers cannot deadlock.
+    `build(directories)` receives a temporary directory per missing key and fills them (one model
+    forward can serve many entries); it may return keys it could not build, which are left out.
+    Returns, per description, its path and whether it was already complete (a skipped entry's path
+    does not exist). Locks are taken in key order, so concurrent callers cannot deadlock.
     """
     parent = cache_root() / kind
     keys = [content_key(fields) for fields in fields_list]
@@ -121,9 +127,12 @@ def _build_locked(parent: Path, kind: str, missing: list[str], fields: dict[str,
                 shutil.rmtree(stale)
     temporary = {key: Path(tempfile.mkdtemp(prefix=f".{key}-", dir=parent)) for key in missing}
     try:
-        build(temporary)
+        skipped = set(build(temporary) or ())
         for key, directory in temporary.items():
+            if key in skipped:
+                continue
             _write_manifest(directory, kind, key, fields[key])
+            directory.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
             os.replace(directory, parent / key)
     finally:
         for directory in temporary.values():
@@ -133,16 +142,28 @@ def _build_locked(parent: Path, kind: str, missing: list[str], fields: dict[str,
 
 def cached_directory(kind: str, fields: dict[str, Any], build: Callable[[Path], None]) -> tuple[Path, bool]:
     """The entry for `fields` under `kind`, built with `build(tmp_dir)` if absent; and whether it was there."""
-    [(path, hit)] = cached_directories(kind, [fields], lambda directories: build(next(iter(directories.values()))))
+    def build_one(directories: dict[str, Path]) -> None:
+        build(next(iter(directories.values())))
+
+    [(path, hit)] = cached_directories(kind, [fields], build_one)
     return path, hit
+
+
+def _entry_dirs(kind: str | None) -> list[Path]:
+    root = cache_root()
+    kinds = [root / kind] if kind else sorted(p for p in root.glob("*") if p.is_dir())
+    return [p for k in kinds if k.is_dir() for p in sorted(k.iterdir()) if p.is_dir()]
 
 
 def list_entries(kind: str | None = None) -> list[Entry]:
     """Complete entries under the cache root (of one kind, or all), oldest first."""
-    root = cache_root()
-    kinds = [root / kind] if kind else sorted(p for p in root.glob("*") if p.is_dir())
-    entries = [read_entry(p) for k in kinds if k.is_dir() for p in sorted(k.iterdir()) if p.is_dir()]
+    entries = [read_entry(p) for p in _entry_dirs(kind)]
     return sorted((e for e in entries if e is not None), key=lambda e: e.created)
+
+
+def incomplete_dirs(kind: str | None = None) -> list[Path]:
+    """Directories that are not complete entries: half-written, truncated, or a dead writer's temporary dir."""
+    return [p for p in _entry_dirs(kind) if read_entry(p) is None]
 
 
 def verify_entry(entry: Entry) -> list[str]:
@@ -152,7 +173,7 @@ def verify_entry(entry: Entry) -> list[str]:
         file = entry.path / name
         if not file.is_file():
             problems.append(f"{name}: missing")
-        elif _sha256(file) != info["sha256"]:
+        elif file_sha256(file) != info["sha256"]:
             problems.append(f"{name}: checksum mismatch")
     return problems
 

@@ -15,3 +15,9 @@ class ConfigError(MosaicError):
 
 class DataError(MosaicError):
     """A dataset that is empty, lacks a column, or cannot support a classification probe."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type name): enough to quote in a one-line error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from mosaic.cache import cached_directory, content_key
+from mosaic.cache import cached_directory, content_key, file_sha256
 from mosaic.data import LabelledTexts, Splits, load_labelled_texts, load_unlabelled_texts, make_splits
 from mosaic.evaluate import classification_metrics, top_features
 from mosaic.extract import LoadedModel, extract_activations
@@ -103,9 +103,11 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_texts: list[str], corpu
 def _given_encoder(cfg: DictConfig, layer: int, width: str, device: str) -> Encoder:
     """A Gemma Scope SAE (SAELens release + canonical id), or a SAELens directory on disk."""
     if cfg.sae.source == "local":
-        weights = Path(cfg.sae.path) / "sae_weights.safetensors"
-        identity = {"type": "sae", "source": "local", "path": cfg.sae.path,
-                    "weights": [weights.stat().st_size, weights.stat().st_mtime_ns] if weights.exists() else None}
+        # By content, not path: a moved copy still hits, an SAE rewritten in place does not.
+        directory = Path(cfg.sae.path)
+        identity = {"type": "sae", "source": "local",
+                    "sha256": {name: file_sha256(directory / name) for name in ("cfg.json", "sae_weights.safetensors")
+                               if (directory / name).is_file()}}
         return Encoder(identity, lambda _: load_sae(cfg.sae.path, device=device))
     release = cfg.sae.release or cfg.model.gemma_scope_release
     sae_id = gemma_scope_sae_id(layer, width)
@@ -169,6 +171,8 @@ def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: 
     described = {"type": kind, "n_features": matrix.shape[1], "layer": cfg.layer, "tokens": int(offsets[-1])}
     if kind == "sae":
         sae_identity = {k: v for k, v in own.identity.items() if k != "type"}
+        if cfg.sae.source == "local":
+            sae_identity["path"] = cfg.sae.path
         described.update(width=matrix.shape[1], sae=sae_identity,
                          l0_per_token=float(codes.getnnz() / max(1, codes.shape[0])))
     return matrix, described, None, {"hit": hit, "key": entry.name}

@@ -22,12 +22,24 @@ class Sweep:
 
 
 def _swept(overrides: list[str]) -> dict[str, list[str]]:
+    """Key -> swept values, later overrides winning as in Hydra's basic sweeper (a plain value ends a sweep).
+
+    Sweeps that need Hydra's config loader (`glob(...)`) or are not discrete (`interval(...)`) are
+    left out: the sibling cache is an optimisation, never a reason for a job to fail.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    values = {}
-    for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_sweep_override():
-            values[override.key_or_group.lstrip("+")] = list(override.sweep_string_iterator())
+    parser = OverridesParser.create()
+    values: dict[str, list[str]] = {}
+    for text in overrides:
+        try:
+            [override] = parser.parse_overrides([text])
+            key = override.key_or_group.lstrip("+")
+            values.pop(key, None)
+            if override.is_sweep_override():
+                values[key] = list(override.sweep_string_iterator())
+        except Exception:  # noqa: BLE001 - any sweep Hydra alone can expand
+            continue
     return values
 
 
@@ -44,7 +56,7 @@ def current_sweep() -> Sweep:
         return Sweep()
     hydra_cfg = OmegaConf.load(saved).hydra
     params = hydra_cfg.sweeper.get("params") or {}
-    values = _swept([*hydra_cfg.overrides.task, *(f"{key}={value}" for key, value in params.items())])
+    values = _swept([*(f"{key}={value}" for key, value in params.items()), *hydra_cfg.overrides.task])
     return Sweep(
         layers=tuple(int(v) for v in values.get("layer", [])),
         widths=tuple(values.get("sae.width", [])),

@@ -3,9 +3,11 @@
 An entry (cache kind `activations`) holds what the cheap half needs for one (model, texts,
 max_length, layer, encoder): for an SAE, the per-token codes (CSR, `codes.npz`) and document
 offsets, from which every pooling is rebuilt; for the raw hidden state, the four poolings defined
-on it (token-level hidden states of a large model would not fit on disk). A job that misses builds
-its own entry and those its sweep will ask for next, all from one forward that stops at the deepest
-layer; a job that hits loads no model at all.
+on it (token-level hidden states of a large model would not fit on disk). A job whose entry exists
+loads no model at all. A job that misses builds its own entry and those its sweep will ask for
+next, from one pass over the documents that stops at the deepest layer; documents go through in
+chunks, each encoded and pooled before the next is extracted, so memory holds one chunk's
+activations, not the dataset's.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from mosaic.cache import cached_directories, content_key
+from mosaic.cache import cache_root, cached_directories, content_key, read_entry
+from mosaic.errors import MosaicError
 from mosaic.extract import LoadedModel, extract_activations, load_model
 from mosaic.features import pool
 from mosaic.sae import check_sae_fits, encode_tokens
 
 CACHE_KIND = "activations"
 HIDDEN_POOLINGS = ("mean", "max", "sum", "last")
+CHUNK_DOCUMENTS = 1024
 
 
 @dataclass
@@ -46,7 +50,7 @@ HIDDEN = Encoder({"type": "hidden"})
 
 @dataclass
 class Request:
-    """Everything one forward must produce: per layer, the encoders to apply."""
+    """Everything one pass should produce: per layer, the encoders to apply."""
 
     texts: Sequence[str]
     encoders: dict[int, list[Encoder]]
@@ -56,7 +60,7 @@ class Request:
 def model_identity(model_cfg, device_type: str) -> dict[str, Any]:
     """The model settings that change activation bytes (not its display name)."""
     keys = ("source", "hf_id", "revision", "path", "family", "n_layers", "d_model", "n_heads", "dtype",
-            "attn_implementation")
+            "attn_implementation", "padding_side")
     return {**{k: model_cfg[k] for k in keys}, "device_type": device_type}
 
 
@@ -64,58 +68,94 @@ def _fields(model: dict, texts_key: str, max_length: int, layer: int, encoder: E
     return {"model": model, "texts": texts_key, "max_length": max_length, "layer": layer, "encoder": encoder.identity}
 
 
-def _write(directory: Path, encoder: Encoder, tokens: np.ndarray, offsets: np.ndarray, sae, batch_tokens: int):
-    np.save(directory / "offsets.npy", offsets)
-    if sae is None:
-        for method in HIDDEN_POOLINGS:
-            np.save(directory / f"hidden_{method}.npy", pool(tokens, offsets, method))
-    else:
-        sp.save_npz(directory / "codes.npz", encode_tokens(sae, tokens, batch_tokens), compressed=False)
+class _EntryWriter:
+    """Accumulates one entry chunk by chunk: CSR codes, or the hidden-state poolings."""
+
+    def __init__(self, sae, encode_batch_tokens: int):
+        self.sae, self.encode_batch_tokens = sae, encode_batch_tokens
+        self.parts: list[Any] = []
+        self.lengths: list[np.ndarray] = []
+
+    def add(self, tokens: np.ndarray, offsets: np.ndarray) -> None:
+        self.lengths.append(np.diff(offsets))
+        if self.sae is None:
+            self.parts.append({method: pool(tokens, offsets, method) for method in HIDDEN_POOLINGS})
+        else:
+            self.parts.append(encode_tokens(self.sae, tokens, self.encode_batch_tokens))
+
+    def save(self, directory: Path) -> None:
+        np.save(directory / "offsets.npy", np.concatenate([[0], np.cumsum(np.concatenate(self.lengths))]))
+        if self.sae is None:
+            for method in HIDDEN_POOLINGS:
+                np.save(directory / f"hidden_{method}.npy", np.concatenate([part[method] for part in self.parts]))
+        else:
+            sp.save_npz(directory / "codes.npz", sp.vstack(self.parts, format="csr"), compressed=False)
 
 
 def cached_features(
     model_cfg, device_type: str, request: Request, own: tuple[int, Encoder], max_length: int, batch_size: int,
     encode_batch_tokens: int,
 ) -> tuple[Path, bool]:
-    """The cache entry for `own` (layer, encoder), building every missing entry of `request` if it is absent.
+    """The cache entry for `own` (layer, encoder) and whether it was already there.
 
-    Returns the entry's directory and whether it was already there. Extraction and encoding time of
-    a build are added to `request.timings`.
+    On a miss, every missing entry of `request` is built in the same pass. A sibling entry that
+    cannot be built (its SAE unavailable, say) is skipped; this job's own entry must be built.
+    Extraction and encoding time are added to `request.timings`.
     """
     model = model_identity(model_cfg, device_type)
     texts_key = content_key({"texts": list(request.texts)})
+    own_fields = _fields(model, texts_key, max_length, *own)
+    own_key = content_key(own_fields)
+    if read_entry(cache_root() / CACHE_KIND / own_key) is not None:
+        return cache_root() / CACHE_KIND / own_key, True
     wanted = {
         content_key(_fields(model, texts_key, max_length, layer, encoder)): (layer, encoder)
         for layer, encoders in request.encoders.items()
         for encoder in encoders
     }
-    own_fields = _fields(model, texts_key, max_length, *own)
-    wanted[content_key(own_fields)] = own
-    fields_list = [own_fields] + [_fields(model, texts_key, max_length, *wanted[k]) for k in sorted(wanted)]
+    wanted[own_key] = own
 
-    def build(directories: dict[str, Path]) -> None:
-        own_encoder = own[1]
-        saes = {}
-        if own_encoder.load is not None and not own_encoder.needs_model:
-            saes[content_key(own_fields)] = own_encoder.load(None)  # an unavailable SAE fails before the model
+    def load_sae(key: str, loaded: LoadedModel | None, skipped: set[str]):
+        layer, encoder = wanted[key]
+        try:
+            sae = encoder.load(loaded)
+            check_sae_fits(sae, model_cfg.d_model, layer)
+            return sae
+        except MosaicError:
+            if key == own_key:
+                raise
+            skipped.add(key)  # a neighbour's problem is reported by the neighbour's own job
+
+    def build(directories: dict[str, Path]) -> set[str]:
+        skipped: set[str] = set()
+        keys = sorted(directories, key=lambda k: k != own_key)  # own first: its SAE must fail before the model
+        saes = {k: load_sae(k, None, skipped) for k in keys if wanted[k][1].load and not wanted[k][1].needs_model}
         start = time.perf_counter()
         loaded = load_model(model_cfg)
-        layers = sorted({wanted[key][0] for key in directories})
-        acts = extract_activations(loaded, request.texts, layers, batch_size, max_length)
         request.timings["extract"] = time.perf_counter() - start
-        start = time.perf_counter()
-        for key, directory in directories.items():
-            layer, encoder = wanted[key]
-            if key in saes:
-                sae = saes.pop(key)
-            else:
-                sae = None if encoder.load is None else encoder.load(loaded)
-            if sae is not None:
-                check_sae_fits(sae, model_cfg.d_model, layer)
-            _write(directory, encoder, acts[layer].values, acts[layer].offsets, sae, encode_batch_tokens)
-        request.timings["encode"] = time.perf_counter() - start
+        saes.update({k: load_sae(k, loaded, skipped) for k in keys if wanted[k][1].needs_model})
+        keys = [k for k in keys if k not in skipped]
+        writers = {k: _EntryWriter(saes.get(k), encode_batch_tokens) for k in keys}
+        layers = sorted({wanted[k][0] for k in keys})
+        chunks = range(0, len(request.texts), CHUNK_DOCUMENTS)
+        for number, first in enumerate(chunks, start=1):
+            start = time.perf_counter()
+            texts = request.texts[first : first + CHUNK_DOCUMENTS]
+            acts = extract_activations(loaded, texts, layers, batch_size, max_length,
+                                       desc=f"extract {number}/{len(chunks)}")
+            request.timings["extract"] += time.perf_counter() - start
+            start = time.perf_counter()
+            for key in keys:
+                layer = wanted[key][0]
+                writers[key].add(acts[layer].values, acts[layer].offsets)
+            del acts
+            request.timings["encode"] = request.timings.get("encode", 0.0) + time.perf_counter() - start
+        for key in keys:
+            writers[key].save(directories[key])
+        return skipped
 
-    [(entry, hit), *_] = cached_directories(CACHE_KIND, fields_list, build)
+    siblings = [_fields(model, texts_key, max_length, *wanted[k]) for k in sorted(wanted) if k != own_key]
+    [(entry, hit), *_] = cached_directories(CACHE_KIND, [own_fields, *siblings], build)
     return entry, hit
 
 

@@ -73,7 +73,13 @@ def test_forward_stops_after_the_deepest_requested_layer():
 
 def test_several_layers_cost_one_forward_and_agree_with_single_layer_runs():
     loaded = _load("tiny_llama")
-    together = extract_activations(loaded, TEXTS, [2, 0], batch_size=3, max_length=64)
+    forwards = []
+    handle = loaded.model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    try:
+        together = extract_activations(loaded, TEXTS, [2, 0], batch_size=3, max_length=64)
+    finally:
+        handle.remove()
+    assert len(forwards) == 2  # five documents in batches of three: one forward per batch for both layers
     for layer in (0, 2):
         alone = extract_activations(loaded, TEXTS, [layer], batch_size=3, max_length=64)[layer]
         np.testing.assert_array_equal(together[layer].values, alone.values)

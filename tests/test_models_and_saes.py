@@ -36,10 +36,24 @@ def test_every_paper_cell_composes_and_validates(model, layer, width):
 
 @pytest.mark.parametrize("experiment", ["paper_layers", "paper_layers_9b", "paper_widths", "paper_pooling",
                                         "paper_binarize"])
-def test_experiment_configs_compose_onto_gemma_scope(experiment):
-    cfg = compose_config(f"experiment={experiment}")
-    assert cfg.model.name.startswith("gemma2") and cfg.sae.source == "gemma_scope"
-    assert cfg.dataset.name == "jailbreak"
+def test_every_cell_of_every_experiment_grid_validates(experiment):
+    """Expand the experiment's own sweeper params, as Hydra's basic sweeper does, and validate each cell."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        params = compose(config_name="config", overrides=[f"experiment={experiment}"],
+                         return_hydra_config=True).hydra.sweeper.params
+    axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
+    cells = list(itertools.product(*axes))
+    assert len(cells) >= 4
+    for cell in cells:
+        cfg = compose_config(f"experiment={experiment}", *cell)
+        assert cfg.model.name.startswith("gemma2") and cfg.sae.source == "gemma_scope"
+        validate(cfg)
 
 
 def test_widths_and_layers_outside_gemma_scope_are_named():
@@ -141,11 +155,12 @@ def test_unavailable_gemma_scope_sae_is_one_line_pointing_at_sae_local():
 
 
 def test_unavailable_hub_model_is_one_line_pointing_at_model_path():
-    cfg = compose_config("model=gemma2_2b").model
+    # An id no hub cache can hold, so the test never loads a copy of Gemma 2 the user happens to have.
+    cfg = compose_config("model=gemma2_2b", "model.hf_id=mosaic-tests/gemma-2-2b-absent").model
     with pytest.raises(MosaicError) as error:
         load_model(cfg)
     message = str(error.value)
-    assert "\n" not in message and "google/gemma-2-2b" in message and "model.path" in message
+    assert "\n" not in message and "mosaic-tests/gemma-2-2b-absent" in message and "model.path" in message
 
 
 def test_unavailable_hub_dataset_is_one_line_naming_it():

