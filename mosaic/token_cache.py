@@ -100,7 +100,7 @@ def cached_features(
 
     On a miss, every missing entry of `request` is built in the same pass. A sibling entry that
     cannot be built (its SAE unavailable, say) is skipped; this job's own entry must be built.
-    Extraction and encoding time are added to `request.timings`.
+    SAE loading (or training), extraction and encoding times go to `request.timings`.
     """
     model = model_identity(model_cfg, device_type)
     texts_key = content_key({"texts": list(request.texts)})
@@ -129,11 +129,15 @@ def cached_features(
     def build(directories: dict[str, Path]) -> set[str]:
         skipped: set[str] = set()
         keys = sorted(directories, key=lambda k: k != own_key)  # own first: its SAE must fail before the model
+        start = time.perf_counter()
         saes = {k: load_sae(k, None, skipped) for k in keys if wanted[k][1].load and not wanted[k][1].needs_model}
+        request.timings["sae"] = time.perf_counter() - start
         start = time.perf_counter()
         loaded = load_model(model_cfg)
         request.timings["extract"] = time.perf_counter() - start
+        start = time.perf_counter()
         saes.update({k: load_sae(k, loaded, skipped) for k in keys if wanted[k][1].needs_model})
+        request.timings["sae"] += time.perf_counter() - start  # loading, or training SAEs MOSAIC trains itself
         keys = [k for k in keys if k not in skipped]
         writers = {k: _EntryWriter(saes.get(k), encode_batch_tokens) for k in keys}
         layers = sorted({wanted[k][0] for k in keys})
