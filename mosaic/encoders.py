@@ -1,0 +1,110 @@
+"""Which encoders a job needs: the hidden state, or an SAE from Gemma Scope, a directory, or MOSAIC's training.
+
+`plan_encoders` returns this job's encoder and a `Request` holding every (layer, encoder) its
+sweep will also ask for, which `token_cache` fills from one pass over the documents. Each SAE is
+described by an identity that is part of the cache key: its release and id, the SHA-256 of its
+files, or the settings it was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mosaic.cache import cached_directory, content_key, file_sha256
+from mosaic.data import LabelledTexts, Splits, load_unlabelled_texts
+from mosaic.extract import LoadedModel, extract_activations
+from mosaic.extract.models import resolve_device
+from mosaic.releases import canonical_widths, gemma_scope_sae_id
+from mosaic.sae import load_release_sae, load_sae, train_sae
+from mosaic.sweep import Sweep
+from mosaic.token_cache import HIDDEN, Encoder, Request, model_identity
+
+
+def _sae_corpus(cfg: DictConfig, data: LabelledTexts, splits: Splits) -> tuple[list[str], dict[str, Any]]:
+    """Texts the SAE is trained on, and what identifies them (part of the SAE's cache key)."""
+    if cfg.sae.train_corpus == "train_split":
+        texts = [data.texts[i] for i in splits.train[: cfg.sae.train_docs]]
+        return texts, {"corpus": "train_split", "texts": content_key({"texts": texts})}
+    texts = load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, cfg.sae.seed)
+    return texts, {"corpus": cfg.sae.train_corpus, "docs": cfg.sae.train_docs, "seed": cfg.sae.seed}
+
+
+def _trained_encoder(cfg: DictConfig, layer: int, corpus_texts: list[str], corpus: dict[str, Any],
+                     device_type: str) -> Encoder:
+    """The SAE MOSAIC trains with SAELens for this model and layer, cached under `saes` by its settings."""
+    sae_cfg = cfg.sae
+    fields = {
+        "model": model_identity(cfg.model, device_type),
+        "layer": layer,
+        "max_length": cfg.max_length,
+        "train": {k: sae_cfg[k] for k in ("expansion", "l1_coefficient", "lr", "train_epochs",
+                                          "train_batch_tokens", "seed")},
+        "corpus": corpus,
+    }
+
+    def load(loaded: LoadedModel):
+        def build(directory: Path) -> None:
+            acts = extract_activations(loaded, corpus_texts, [layer], cfg.batch_size, cfg.max_length,
+                                       desc=f"extract SAE corpus (layer {layer})")[layer]
+            stats = train_sae(acts.values, d_sae=sae_cfg.expansion * cfg.model.d_model, out_dir=directory,
+                              l1_coefficient=sae_cfg.l1_coefficient, lr=sae_cfg.lr, epochs=sae_cfg.train_epochs,
+                              batch_tokens=sae_cfg.train_batch_tokens, seed=sae_cfg.seed,
+                              device=str(loaded.device), hook_name=f"blocks.{layer}.hook_resid_post")
+            (directory / "training.json").write_text(json.dumps({"tokens": len(acts.values), **stats}))
+
+        directory, _ = cached_directory("saes", fields, build)
+        return load_sae(directory, device=str(loaded.device))
+
+    return Encoder({"type": "sae", "source": "trained", "key": content_key(fields)}, load, needs_model=True)
+
+
+def _given_encoder(cfg: DictConfig, layer: int, width: str, device: str) -> Encoder:
+    """A Gemma Scope SAE (SAELens release + canonical id), or a SAELens directory on disk."""
+    if cfg.sae.source == "local":
+        # By content, not path: a moved copy still hits, an SAE rewritten in place does not.
+        directory = Path(cfg.sae.path)
+        identity = {"type": "sae", "source": "local",
+                    "sha256": {name: file_sha256(directory / name) for name in ("cfg.json", "sae_weights.safetensors")
+                               if (directory / name).is_file()}}
+        return Encoder(identity, lambda _: load_sae(cfg.sae.path, device=device))
+    release = cfg.sae.release or cfg.model.gemma_scope_release
+    sae_id = gemma_scope_sae_id(layer, width)
+    identity = {"type": "sae", "source": "gemma_scope", "release": release, "id": sae_id}
+    return Encoder(identity, lambda _: load_release_sae(release, sae_id, device=device))
+
+
+def plan_encoders(cfg: DictConfig, data: LabelledTexts, splits: Splits, sweep: Sweep) -> tuple[Request, Encoder]:
+    """What one forward should compute: this job's encoder at its layer, and those its sweep will want.
+
+    Sibling layers and widths are kept only where they are valid (inside the model, and for Gemma
+    Scope where a canonical SAE exists), so a sweep never fails on a neighbour's behalf.
+    """
+    device = resolve_device(cfg.model.device)
+    layers = sorted({cfg.layer, *(x for x in sweep.layers if 0 <= x < cfg.model.n_layers)})
+    kinds = {cfg.features.type, *(f for f in sweep.features if f in ("sae", "hidden"))}
+    if cfg.sae.source == "local":
+        layers = [cfg.layer]
+    corpus = _sae_corpus(cfg, data, splits) if "sae" in kinds and cfg.sae.source == "trained" else None
+
+    def sae_encoders(layer: int) -> list[Encoder]:
+        if cfg.sae.source == "trained":
+            return [_trained_encoder(cfg, layer, *corpus, device.type)]
+        if cfg.sae.source == "local":
+            return [_given_encoder(cfg, layer, cfg.sae.width, str(device))]
+        valid = canonical_widths(cfg.sae.release or cfg.model.gemma_scope_release).get(layer, [])
+        widths = sorted({cfg.sae.width, *sweep.widths} & set(valid))
+        return [_given_encoder(cfg, layer, width, str(device)) for width in widths]
+
+    encoders = {layer: ([HIDDEN] if "hidden" in kinds else []) + (sae_encoders(layer) if "sae" in kinds else [])
+                for layer in layers}
+    if cfg.features.type == "hidden":
+        own = HIDDEN
+    elif cfg.sae.source == "trained":
+        own = _trained_encoder(cfg, cfg.layer, *corpus, device.type)
+    else:
+        own = _given_encoder(cfg, cfg.layer, cfg.sae.width, str(device))
+    return Request(data.texts, encoders), own
