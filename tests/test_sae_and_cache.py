@@ -142,3 +142,39 @@ def test_a_writer_killed_mid_build_leaves_no_entry_and_the_next_job_rebuilds(tmp
     assert not hit and (entry / "payload.txt").read_text() == "again"
     leftovers = [p.name for p in entry.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+MULTI_BUILDER = """
+import sys, time
+from pathlib import Path
+from mosaic.cache import cached_directories
+
+log, names = Path(sys.argv[1]), sys.argv[2].split(",")
+
+def build(directories):
+    for key, directory in sorted(directories.items()):
+        with log.open("a") as stream:
+            stream.write(f"{key}\\n")
+        (directory / "payload.txt").write_text(key)
+    time.sleep(1.5)
+
+results = cached_directories("things", [{"name": n} for n in names], build)
+print(" ".join(str(hit) for _, hit in results))
+"""
+
+
+def test_overlapping_multi_entry_builds_never_build_an_entry_twice(tmp_path):
+    log = tmp_path / "builds.log"
+    env = {**os.environ, "MOSAIC_CACHE": str(tmp_path / "cache")}
+    processes = [
+        subprocess.Popen([sys.executable, "-c", MULTI_BUILDER, str(log), names], env=env, stdout=subprocess.PIPE,
+                         text=True)
+        for names in ("a,b,c", "c,b,d", "d,a")
+    ]
+    for process in processes:
+        process.communicate(timeout=120)
+        assert process.returncode == 0
+    built = log.read_text().split()
+    assert sorted(built) == sorted(set(built)) and len(built) == 4
+    assert sorted(p.name for p in (tmp_path / "cache" / "things").iterdir() if not p.name.endswith(".lock")) == \
+        sorted(set(built))
