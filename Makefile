@@ -1,4 +1,4 @@
-# MOSAIC: make install | run | sweep | test | test-fast | bench | lint | clean
+# MOSAIC: make install | run | sweep | report | test | test-fast | bench | lint | clean
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ TORCH_PIP_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install run sweep test test-fast bench lint clean
+.PHONY: install run sweep report test test-fast bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run:
 
 sweep:
 	$(PY) run.py -m pooling=mean,max,sum,last,topn binarize=none,threshold
+
+# The newest run or sweep directory, or SWEEP=multirun/DATE/TIME.
+report:
+	$(PY) -m mosaic report $${SWEEP:-$$(ls -d multirun/*/*/ | sort | tail -1)}
 
 test:
 	WANDB_MODE=offline $(PY) -m pytest

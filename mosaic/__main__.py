@@ -4,6 +4,7 @@
   python -m mosaic cache remove (--where FIELD=VALUE ... | --all) [--kind K]
   python -m mosaic cache verify [--kind K]
   python -m mosaic bench [--quick]
+  python -m mosaic report SWEEP_DIR [--out DIR]
 
 FIELD is a dotted path into an entry's key fields, e.g. `layer=12`, `model.source=minilm`,
 `encoder.type=sae`.
@@ -15,6 +16,7 @@ import argparse
 import shutil
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from mosaic.cache import Entry, cache_root, incomplete_dirs, list_entries, remove_entry, verify_entry
@@ -108,9 +110,23 @@ def main(argv: list[str] | None = None) -> int:
     cache.add_argument("--all", action="store_true", help="with remove: every selected entry")
     bench = commands.add_parser("bench", help="run the benchmark; writes bench/results.json")
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    report = commands.add_parser("report", help="tables and plots from every results.json under a sweep dir")
+    report.add_argument("sweep_dir", type=Path)
+    report.add_argument("--out", type=Path, help="where to write (default: the sweep dir)")
     args = parser.parse_args(argv)
     if args.command == "cache":
         return cache_command(args)
+    if args.command == "report":
+        from mosaic.report import write_report
+
+        try:
+            written = write_report(args.sweep_dir, args.out)
+        except FileNotFoundError as error:
+            print(f"mosaic: error: {error}", file=sys.stderr)
+            return 2
+        for path in written.values():
+            print(path)
+        return 0
     from mosaic.bench import run_benchmark
 
     run_benchmark(quick=args.quick)
