@@ -32,6 +32,7 @@ from mosaic.record import (
     summary_table,
     write_json_atomic,
 )
+from mosaic.releases import neuronpedia_url_prefix
 from mosaic.sweep import Sweep
 from mosaic.token_cache import cached_features, read_codes, read_hidden
 
@@ -88,6 +89,14 @@ def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: 
     return matrix, described, None, {"hit": hit, "key": entry.name}
 
 
+def _feature_url_prefix(described: dict[str, Any]) -> str | None:
+    """Neuronpedia's page for a Gemma Scope SAE's features, when there is one."""
+    sae = described.get("sae") or {}
+    if sae.get("source") != "gemma_scope":
+        return None
+    return neuronpedia_url_prefix(sae["release"], sae["id"])
+
+
 def _nnz_per_doc(matrix) -> float:
     nnz = matrix.getnnz() if hasattr(matrix, "getnnz") else np.count_nonzero(matrix)
     return float(nnz / max(1, matrix.shape[0]))
@@ -127,7 +136,9 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
             "features": described,
             "splits": splits.as_dict(),
             "probe": probe.summary,
-            "top_features": top_features(probe.weight, data.label_names, k=20, feature_names=feature_names),
+            "top_features": top_features(probe.weight, data.label_names, k=20, feature_names=feature_names,
+                                         features=matrix[splits.train], labels=labels[splits.train],
+                                         url_prefix=_feature_url_prefix(described)),
             "cache": cache,
             "timings_s": watch.seconds,
             "run": run_info(started),

@@ -64,3 +64,11 @@ def check_gemma_scope(release: str, layer: int, width: str) -> None:
         raise ConfigError(f"sae.width={width!r} is not allowed: {release} has widths "
                           + ", ".join(widths[layer]) + f" at layer {layer}")
 
+
+
+def neuronpedia_url_prefix(release: str, sae_id: str) -> str | None:
+    """`https://www.neuronpedia.org/<model>/<sae>/` for an SAE SAELens knows a Neuronpedia id for; append an index."""
+    for entry in saelens_release_table().get(release, {}).get("saes", []):
+        if entry["id"] == sae_id and entry.get("neuronpedia"):
+            return f"https://www.neuronpedia.org/{entry['neuronpedia']}/"
+    return None

@@ -44,3 +44,14 @@ def test_top_features_rank_evidence_per_class_and_carry_names():
     # Evidence = weight minus the mean over classes: d for pos is 1.5, b for neg 2.0, c for pos 1.0.
     assert [(f["name"], f["class"]) for f in top] == [("b", "neg"), ("d", "pos"), ("c", "pos")]
     assert [f["weight"] for f in top] == [2.0, 1.5, 1.0]
+
+
+def test_top_features_give_mean_activation_per_class_and_links():
+    weight = np.array([[0.0, 1.0, 0.0], [0.0, -1.0, 3.0]])  # evidence: feature 2 for b 1.5, feature 1 for a 1.0
+    features = np.array([[1.0, 4.0, 0.0], [3.0, 2.0, 1.0], [5.0, 0.0, 6.0]])
+    labels = np.array([0, 0, 1])
+    top = top_features(weight, ["a", "b"], k=2, features=features, labels=labels, url_prefix="https://x/y/")
+    assert [(f["index"], f["class"]) for f in top] == [(2, "b"), (1, "a")]
+    # Feature 2: class a rows have 0 and 1 (mean 0.5), class b has 6; feature 1: a 4 and 2 (3), b 0.
+    assert top[0]["mean_by_class"] == {"a": 0.5, "b": 6.0} and top[1]["mean_by_class"] == {"a": 3.0, "b": 0.0}
+    assert top[0]["url"] == "https://x/y/2"

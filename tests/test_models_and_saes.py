@@ -14,7 +14,7 @@ from mosaic.data import load_labelled_texts
 from mosaic.errors import ConfigError, DataError, MosaicError
 from mosaic.extract import extract_activations, load_model
 from mosaic.pipeline import run
-from mosaic.releases import canonical_widths, check_gemma_scope, gemma_scope_sae_id
+from mosaic.releases import canonical_widths, check_gemma_scope, gemma_scope_sae_id, neuronpedia_url_prefix
 from mosaic.sae import check_sae_fits, encode_tokens, load_release_sae, load_sae
 from tests.conftest import compose_config, tiny_model_config
 
@@ -145,6 +145,17 @@ def test_gemma_scope_sae_is_requested_by_release_and_canonical_id(tmp_path, monk
     results = run(cfg, tmp_path / "job")
     assert requested == [("gemma-scope-2b-pt-res-canonical", "layer_1/width_16k/canonical", "cpu")]
     assert results["features"]["sae"]["id"] == "layer_1/width_16k/canonical"
+    assert all(f["url"] == f"https://www.neuronpedia.org/gemma-2-2b/1-gemmascope-res-16k/{f['index']}"
+               for f in results["top_features"])
+
+
+@pytest.mark.parametrize(("release", "sae_id", "page"), [
+    ("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical", "gemma-2-2b/12-gemmascope-res-16k"),
+    ("gemma-scope-9b-pt-res-canonical", "layer_20/width_131k/canonical", "gemma-2-9b/20-gemmascope-res-131k"),
+    ("gemma-scope-9b-it-res-canonical", "layer_9/width_16k/canonical", "gemma-2-9b-it/9-gemmascope-res-16k"),
+])
+def test_neuronpedia_pages_for_each_gemma_scope_release(release, sae_id, page):
+    assert neuronpedia_url_prefix(release, sae_id) == f"https://www.neuronpedia.org/{page}/"
 
 
 def test_unavailable_gemma_scope_sae_is_one_line_pointing_at_sae_local():
