@@ -134,7 +134,8 @@ class ProbeConfig:
 
     `C` is sklearn's inverse regularisation strength and means the same for both probe types, so
     `probe=linear` (Lightning) and `probe=sklearn` optimise the same objective. The epoch, patience,
-    learning-rate and batch settings apply to the Lightning probe only.
+    learning-rate and batch settings apply to the Lightning probe only. `cv_folds >= 2` adds
+    stratified k-fold cross-validation over the train and validation documents (0: none).
     """
 
     type: str = "linear"
@@ -147,6 +148,7 @@ class ProbeConfig:
     lr: float = 0.05
     batch_size: int = 256
     max_iter: int = 5000
+    cv_folds: int = 0
 
 
 @dataclass
@@ -244,6 +246,8 @@ def validate(cfg: Any) -> None:
     for key in ("binarize.threshold", "probe.patience", "sae.l1_coefficient"):
         value = _get(cfg, key)
         _require(value >= 0, key, value, "must be >= 0")
+    folds = cfg.probe.cv_folds
+    _require(folds == 0 or folds >= 2, "probe.cv_folds", folds, "0 (no cross-validation) or at least 2")
     for key in ("probe.C", "probe.lr", "sae.lr"):
         value = _get(cfg, key)
         _require(value > 0, key, value, "must be > 0")

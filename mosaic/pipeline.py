@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mosaic.data import LabelledTexts, Splits, load_labelled_texts, make_splits
 from mosaic.encoders import plan_encoders
-from mosaic.evaluate import classification_metrics, top_features
+from mosaic.evaluate import classification_metrics, cross_validate, top_features
 from mosaic.extract.models import resolve_device
 from mosaic.features import binarize, bow_features, pool
 from mosaic.probes import fit_probe
@@ -127,12 +127,19 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
             probe = fit_probe(matrix[splits.train], labels[splits.train], matrix[splits.val], labels[splits.val],
                               n_classes, cfg.probe, cfg.seed, logger=tracker.lightning_logger())
         proba = probe.predict_proba(matrix[splits.test])
+        metrics = classification_metrics(labels[splits.test], proba, data.label_names)
+        if cfg.probe.cv_folds:
+            with watch.time("cv"):
+                metrics["cv"] = cross_validate(
+                    matrix, labels, np.concatenate([splits.train, splits.val]),
+                    lambda xt, yt, xv, yv: fit_probe(xt, yt, xv, yv, n_classes, cfg.probe, cfg.seed),
+                    cfg.probe.cv_folds, cfg.seed)
         watch.seconds["total"] = time.perf_counter() - total_start
         results = {
             "schema": SCHEMA_VERSION,
             "config_hash": config_hash(config),
             "config": config,
-            "metrics": classification_metrics(labels[splits.test], proba, data.label_names),
+            "metrics": metrics,
             "features": described,
             "splits": splits.as_dict(),
             "probe": probe.summary,

@@ -120,7 +120,9 @@ def summary_table(results: dict[str, Any]) -> str:
         ("job", f"{cfg['dataset']['name']} | {cfg['model']['name']} layer {cfg['layer']} | "
                 f"{features['type']} ({features['n_features']} features) | pooling {cfg['pooling']['method']} | "
                 f"binarize {cfg['binarize']['method']} | probe {cfg['probe']['type']}"),
-        ("macro F1", f"{metrics['macro_f1']:.3f}"),
+        ("macro F1", f"{metrics['macro_f1']:.3f}" + (
+            f"   ({metrics['cv']['folds']}-fold CV on train+val: {metrics['cv']['macro_f1_mean']:.3f} "
+            f"± {metrics['cv']['macro_f1_std']:.3f})" if "cv" in metrics else "")),
         ("accuracy", f"{metrics['accuracy']:.3f}   balanced {metrics['balanced_accuracy']:.3f}   "
                      f"AUROC {'n/a' if auroc is None else f'{auroc:.3f}'}"),
         ("documents", "   ".join(f"{k} {v}" for k, v in results["splits"].items())),

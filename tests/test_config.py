@@ -78,6 +78,7 @@ def test_wrong_type_is_rejected_at_composition():
         (["dataset.test_size=0.6", "dataset.val_size=0.5"], "dataset.val_size+dataset.test_size"),
         (["dataset=csv", "dataset.path=/nonexistent.csv"], "dataset.path"),
         (["sae.train_corpus=test_split"], "sae.train_corpus"),
+        (["probe.cv_folds=1"], "probe.cv_folds"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, key):

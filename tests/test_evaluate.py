@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mosaic.evaluate import classification_metrics, top_features
+from mosaic.evaluate import classification_metrics, cross_validate, top_features
 
 
 def test_metrics_of_a_hand_computed_binary_case():
@@ -55,3 +55,27 @@ def test_top_features_give_mean_activation_per_class_and_links():
     # Feature 2: class a rows have 0 and 1 (mean 0.5), class b has 6; feature 1: a 4 and 2 (3), b 0.
     assert top[0]["mean_by_class"] == {"a": 0.5, "b": 6.0} and top[1]["mean_by_class"] == {"a": 3.0, "b": 0.0}
     assert top[0]["url"] == "https://x/y/2"
+
+
+def test_cross_validation_never_sees_test_documents():
+    labels = np.array([0, 1] * 30)
+    test = np.arange(0, 60, 5)
+    documents = np.setdiff1d(np.arange(60), test)
+    features = np.arange(60, dtype=float)[:, None]  # each row carries its own index
+    seen = []
+
+    class Majority:
+        def predict(self, rows):
+            return np.zeros(len(rows), dtype=int)
+
+    def fit(x_train, y_train, x_val, y_val):
+        seen.append((x_train[:, 0].astype(int), x_val[:, 0].astype(int)))
+        return Majority()
+
+    cv = cross_validate(features, labels, documents, fit, folds=4, seed=0)
+    assert cv["folds"] == 4 and len(cv["fold_macro_f1"]) == 4
+    for train, val in seen:
+        assert not set(train) & set(test) and not set(val) & set(test) and not set(train) & set(val)
+    # Predicting class 0 everywhere on balanced folds: F1 2/3 for class 0, 0 for class 1.
+    assert cv["macro_f1_mean"] == pytest.approx(np.mean(cv["fold_macro_f1"]))
+    assert all(0.3 <= f <= 0.35 for f in cv["fold_macro_f1"])

@@ -127,3 +127,13 @@ def test_four_cell_multirun_writes_one_result_per_cell(tmp_path):
     assert len({c["config_hash"] for c in cells}) == 4
     assert all(0 <= c["metrics"]["macro_f1"] <= 1 for c in cells)
     assert "macro F1" in result.stdout
+
+
+def test_cross_validation_is_recorded_next_to_the_test_metrics(tmp_path):
+    results = run(compose_config("model=tiny_gpt2", "layer=1", "features=hidden", "probe=sklearn",
+                                 "probe.cv_folds=3", "logger=none", "dataset.limit=60"), tmp_path)
+    cv = results["metrics"]["cv"]
+    assert cv["folds"] == 3 and len(cv["fold_macro_f1"]) == 3
+    assert cv["macro_f1_mean"] == pytest.approx(np.mean(cv["fold_macro_f1"]))
+    assert cv["macro_f1_std"] == pytest.approx(np.std(cv["fold_macro_f1"]))
+    assert "cv" in results["timings_s"]

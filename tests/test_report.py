@@ -31,7 +31,8 @@ def test_report_table_is_exact_and_marks_missing_cells(tmp_path):
         "",
         "## bastion",
         "",
-        "macro F1 (mean over seeds and probes where several ran; best in bold)",
+        "macro F1 on the test split (mean over seeds and probes where several ran; ± the cross-validation std "
+        "where the jobs ran CV; best in bold)",
         "",
         "| features / pooling / binarize | minilm L1 3072 | minilm L3 | minilm L3 3072 |",
         "| --- | --- | --- | --- |",

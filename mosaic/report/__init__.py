@@ -2,7 +2,8 @@
 
 Reads every `results.json` below the directory (and nothing else: a report never reruns a job)
 and writes `report.md` (a table per dataset: rows = features x pooling x binarize, columns =
-model / layer / width, cells = macro F1 with the best cell in bold), `report.csv` (one row per
+model / layer / width, cells = macro F1 with the cross-validation std when jobs ran CV, the best
+cell in bold), `report.csv` (one row per
 job) and PNG plots. A cell that no job filled is shown as missing ("—"), never as zero.
 """
 
@@ -45,6 +46,7 @@ def _row(results: dict[str, Any]) -> dict[str, Any]:
         "macro_f1": results["metrics"]["macro_f1"],
         "accuracy": results["metrics"]["accuracy"],
         "auroc": results["metrics"]["auroc"],
+        "cv_macro_f1_std": (results["metrics"].get("cv") or {}).get("macro_f1_std"),
     }
 
 
@@ -63,12 +65,16 @@ def _tables(rows: list[dict[str, Any]]) -> str:
     for dataset in sorted({r["dataset"] for r in rows}):
         subset = [r for r in rows if r["dataset"] == dataset]
         cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+        spreads: dict[tuple[str, str], list[float | None]] = defaultdict(list)
         for r in subset:
-            cells[(f"{r['features']} / {r['pooling']} / {r['binarize']}", _column(r))].append(r["macro_f1"])
+            key = (f"{r['features']} / {r['pooling']} / {r['binarize']}", _column(r))
+            cells[key].append(r["macro_f1"])
+            spreads[key].append(r["cv_macro_f1_std"])
         row_keys = sorted({k[0] for k in cells})
         columns = sorted({k[1] for k in cells})
         best = max(_mean(v) for v in cells.values())
-        lines += [f"## {dataset}", "", "macro F1 (mean over seeds and probes where several ran; best in bold)", "",
+        lines += [f"## {dataset}", "", "macro F1 on the test split (mean over seeds and probes where several ran; "
+                  "± the cross-validation std where the jobs ran CV; best in bold)", "",
                   "| features / pooling / binarize | " + " | ".join(columns) + " |",
                   "| --- |" + " --- |" * len(columns)]
         for key in row_keys:
@@ -79,6 +85,8 @@ def _tables(rows: list[dict[str, Any]]) -> str:
                     continue
                 value = _mean(cells[(key, column)])
                 text = f"{value:.3f}"
+                if None not in spreads[(key, column)]:
+                    text += f" ± {_mean(spreads[(key, column)]):.3f}"
                 values.append(f"**{text}**" if value == best else text)
             lines.append(f"| {key} | " + " | ".join(values) + " |")
         lines.append("")
