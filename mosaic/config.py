@@ -136,6 +136,8 @@ class ProbeConfig:
     `probe=linear` (Lightning) and `probe=sklearn` optimise the same objective. The epoch, patience,
     learning-rate and batch settings apply to the Lightning probe only. `cv_folds >= 2` adds
     stratified k-fold cross-validation over the train and validation documents (0: none).
+    `load` evaluates a probe saved by an earlier job (its `probe/` directory) instead of training
+    one: the same features of another model, language or dataset, for transfer.
     """
 
     type: str = "linear"
@@ -149,6 +151,7 @@ class ProbeConfig:
     batch_size: int = 256
     max_iter: int = 5000
     cv_folds: int = 0
+    load: str | None = None
 
 
 @dataclass
@@ -246,6 +249,9 @@ def validate(cfg: Any) -> None:
     for key in ("binarize.threshold", "probe.patience", "sae.l1_coefficient"):
         value = _get(cfg, key)
         _require(value >= 0, key, value, "must be >= 0")
+    load = cfg.probe.load
+    _require(load is None or (Path(load) / "probe.json").is_file(), "probe.load", load,
+             "must be a saved probe directory (JOB_DIR/probe with probe.json and weights.safetensors)")
     folds = cfg.probe.cv_folds
     _require(folds == 0 or folds >= 2, "probe.cv_folds", folds, "0 (no cross-validation) or at least 2")
     for key in ("probe.C", "probe.lr", "sae.lr"):

@@ -19,10 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from mosaic.data import LabelledTexts, Splits, load_labelled_texts, make_splits
 from mosaic.encoders import plan_encoders
+from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
 from mosaic.extract.models import resolve_device
 from mosaic.features import binarize, bow_features, pool
-from mosaic.probes import fit_probe
+from mosaic.probes import TrainedProbe, fit_probe, load_probe
 from mosaic.record import (
     RESULTS_FILE,
     SCHEMA_VERSION,
@@ -97,6 +98,18 @@ def _feature_url_prefix(described: dict[str, Any]) -> str | None:
     return neuronpedia_url_prefix(sae["release"], sae["id"])
 
 
+def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> TrainedProbe:
+    """A saved probe, refused unless it reads features of this width and predicts these classes."""
+    probe, metadata = load_probe(path)
+    if probe.weight.shape[1] != n_features:
+        raise MosaicError(f"probe.load={path!r} reads {probe.weight.shape[1]} features but this job's features "
+                          f"have {n_features}: use the same SAE (or hidden size) the probe was trained on")
+    if metadata["label_names"] != list(label_names):
+        raise MosaicError(f"probe.load={path!r} predicts {metadata['label_names']} but this dataset's classes "
+                          f"are {list(label_names)}: set dataset.label_names to match")
+    return probe
+
+
 def _nnz_per_doc(matrix) -> float:
     nnz = matrix.getnnz() if hasattr(matrix, "getnnz") else np.count_nonzero(matrix)
     return float(nnz / max(1, matrix.shape[0]))
@@ -124,11 +137,17 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     tracker = Tracker(cfg.logger, config, job_dir, name=job_dir.name)
     try:
         with watch.time("probe"):
-            probe = fit_probe(matrix[splits.train], labels[splits.train], matrix[splits.val], labels[splits.val],
-                              n_classes, cfg.probe, cfg.seed, logger=tracker.lightning_logger())
+            if cfg.probe.load:
+                probe = _loaded_probe(cfg.probe.load, matrix.shape[1], data.label_names)
+            else:
+                probe = fit_probe(matrix[splits.train], labels[splits.train], matrix[splits.val],
+                                  labels[splits.val], n_classes, cfg.probe, cfg.seed,
+                                  logger=tracker.lightning_logger())
+                probe.save(job_dir / "probe", {"label_names": data.label_names, "features": described,
+                                               "config": config})
         proba = probe.predict_proba(matrix[splits.test])
         metrics = classification_metrics(labels[splits.test], proba, data.label_names)
-        if cfg.probe.cv_folds:
+        if cfg.probe.cv_folds and not cfg.probe.load:
             with watch.time("cv"):
                 metrics["cv"] = cross_validate(
                     matrix, labels, np.concatenate([splits.train, splits.val]),

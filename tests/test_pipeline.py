@@ -137,3 +137,28 @@ def test_cross_validation_is_recorded_next_to_the_test_metrics(tmp_path):
     assert cv["macro_f1_mean"] == pytest.approx(np.mean(cv["fold_macro_f1"]))
     assert cv["macro_f1_std"] == pytest.approx(np.std(cv["fold_macro_f1"]))
     assert "cv" in results["timings_s"]
+
+
+TINY_HIDDEN = ["model=tiny_gpt2", "layer=1", "features=hidden", "logger=none", "dataset.limit=60"]
+
+
+def test_a_saved_probe_reloads_to_identical_predictions(tmp_path):
+    from mosaic.probes import load_probe
+
+    trained = run(compose_config(*TINY_HIDDEN, "probe.max_epochs=20"), tmp_path / "train")
+    probe, metadata = load_probe(tmp_path / "train" / "probe")
+    assert metadata["label_names"] == ["benign", "malicious"] and metadata["features"]["type"] == "hidden"
+    assert probe.weight.shape == (2, 32)
+    reused = run(compose_config(*TINY_HIDDEN, f"probe.load={tmp_path / 'train' / 'probe'}"), tmp_path / "eval")
+    assert reused["metrics"] == trained["metrics"]
+    assert not (tmp_path / "eval" / "probe").exists()
+
+
+def test_a_saved_probe_refuses_features_of_another_width(tmp_path):
+    from mosaic.errors import MosaicError
+
+    run(compose_config(*TINY_HIDDEN, "probe=sklearn"), tmp_path / "train")
+    other = compose_config(*TINY_HIDDEN, "pooling=max", "features=bow", f"probe.load={tmp_path / 'train' / 'probe'}")
+    with pytest.raises(MosaicError, match=r"reads 32 features but this job's features have \d+"):
+        run(other, tmp_path / "eval")
+    assert not (tmp_path / "eval" / "results.json").exists()

@@ -7,12 +7,18 @@ evaluation and interpretation never need to know which probe produced them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from safetensors.numpy import load_file, save_file
 from sklearn.preprocessing import MaxAbsScaler
 from sklearn.utils.class_weight import compute_class_weight
+
+from mosaic.errors import MosaicError
 
 
 @dataclass
@@ -34,6 +40,23 @@ class TrainedProbe:
 
     def predict(self, features) -> np.ndarray:
         return self.decision_function(features).argmax(axis=1)
+
+    def save(self, directory: Path, metadata: dict[str, Any]) -> None:
+        """`weights.safetensors` (weight, bias) and `probe.json` (`metadata`: labels, features it reads)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({"weight": self.weight, "bias": self.bias}, str(directory / "weights.safetensors"))
+        (directory / "probe.json").write_text(json.dumps({**metadata, "summary": self.summary}, indent=2))
+
+
+def load_probe(directory: str | Path) -> tuple[TrainedProbe, dict[str, Any]]:
+    """A probe saved by `TrainedProbe.save`, and its metadata; no pickle involved."""
+    directory = Path(directory)
+    if not (directory / "weights.safetensors").is_file() or not (directory / "probe.json").is_file():
+        raise MosaicError(f"probe.load={str(directory)!r} is not a saved probe: it needs weights.safetensors and "
+                          "probe.json (every job writes them to JOB_DIR/probe)")
+    tensors = load_file(str(directory / "weights.safetensors"))
+    metadata = json.loads((directory / "probe.json").read_text())
+    return TrainedProbe(tensors["weight"], tensors["bias"], metadata.get("summary", {})), metadata
 
 
 def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
@@ -92,4 +115,4 @@ def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, lo
     return TrainedProbe(weight=(weight / scale).astype(np.float32), bias=bias.astype(np.float32), summary=summary)
 
 
-__all__ = ["TrainedProbe", "fit_probe"]
+__all__ = ["TrainedProbe", "fit_probe", "load_probe"]
