@@ -11,7 +11,7 @@ This module imports no pipeline stage: it must stay cheap for `--help` and `--cf
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,8 @@ class ProbeConfig:
     `probe=linear` (Lightning) and `probe=sklearn` optimise the same objective. The epoch, patience,
     learning-rate and batch settings apply to the Lightning probe only. `cv_folds >= 2` adds
     stratified k-fold cross-validation over the train and validation documents (0: none).
-    `load` evaluates a probe saved by an earlier job (its `probe/` directory) instead of training
+    A non-empty `C_grid` fits one probe per C and keeps the best on validation macro F1 (the test
+    split plays no part). `load` evaluates a probe saved by an earlier job (its `probe/` directory) instead of training
     one: the same features of another model, language or dataset, for transfer.
     """
 
@@ -152,6 +153,7 @@ class ProbeConfig:
     max_iter: int = 5000
     cv_folds: int = 0
     load: str | None = None
+    C_grid: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -252,6 +254,7 @@ def validate(cfg: Any) -> None:
     load = cfg.probe.load
     _require(load is None or (Path(load) / "probe.json").is_file(), "probe.load", load,
              "must be a saved probe directory (JOB_DIR/probe with probe.json and weights.safetensors)")
+    _require(all(C > 0 for C in cfg.probe.C_grid), "probe.C_grid", list(cfg.probe.C_grid), "every C must be > 0")
     folds = cfg.probe.cv_folds
     _require(folds == 0 or folds >= 2, "probe.cv_folds", folds, "0 (no cross-validation) or at least 2")
     for key in ("probe.C", "probe.lr", "sae.lr"):

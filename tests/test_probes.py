@@ -99,3 +99,16 @@ def test_dense_and_sparse_inputs_train_the_same_lightning_probe():
     sparse_probe = _fit("linear", features, labels, train, val, max_epochs=20)
     dense_probe = _fit("linear", features.toarray(), labels, train, val, max_epochs=20)
     np.testing.assert_allclose(sparse_probe.weight, dense_probe.weight, atol=1e-5)
+
+
+def test_C_is_chosen_on_validation_data_only():
+    features, labels, train, val, test = _sparse_problem(0)
+    probe = _fit("sklearn", features, labels, train, val, C_grid=[1e-4, 0.1, 10.0])
+    scores = probe.summary["val_macro_f1_by_C"]
+    assert set(scores) == {"0.0001", "0.1", "10.0"}
+    assert probe.summary["C"] == max([1e-4, 0.1, 10.0], key=lambda C: scores[str(C)])
+    # The chosen probe is the one fitted with that C alone.
+    alone = _fit("sklearn", features, labels, train, val, C=probe.summary["C"])
+    np.testing.assert_allclose(probe.weight, alone.weight, rtol=1e-5, atol=1e-6)
+    # A vanishing C (almost pure penalty) cannot win against a sensible one on this separable problem.
+    assert scores["0.0001"] < max(scores.values())

@@ -104,15 +104,36 @@ def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, lo
     x_val_scaled = sp.csr_matrix(x_val @ inverse) if sp.issparse(x_val) else x_val / scale
     class_weights = _class_weights(y_train, n_classes, cfg.class_weight)
 
-    if cfg.type == "sklearn":
-        weight, bias, summary = _fit_sklearn(x_train_scaled, y_train, n_classes, class_weights, cfg, seed)
-    else:
+    def fit_with(settings):
+        if settings.type == "sklearn":
+            return _fit_sklearn(x_train_scaled, y_train, n_classes, class_weights, settings, seed)
         from mosaic.probes.linear import fit_lightning_probe
 
-        weight, bias, summary = fit_lightning_probe(
-            x_train_scaled, y_train, x_val_scaled, y_val, n_classes, class_weights, cfg, seed, logger
+        return fit_lightning_probe(
+            x_train_scaled, y_train, x_val_scaled, y_val, n_classes, class_weights, settings, seed, logger
         )
+
+    if not cfg.C_grid:
+        weight, bias, summary = fit_with(cfg)
+    else:
+        weight, bias, summary = _best_C_on_validation(fit_with, cfg, x_val_scaled, y_val)
     return TrainedProbe(weight=(weight / scale).astype(np.float32), bias=bias.astype(np.float32), summary=summary)
+
+
+def _best_C_on_validation(fit_with, cfg, x_val, y_val):
+    """Fit once per C of `cfg.C_grid` and keep the one with the best validation macro F1 (first on ties)."""
+    from omegaconf import OmegaConf
+    from sklearn.metrics import f1_score
+
+    best, scores = None, {}
+    for C in cfg.C_grid:
+        weight, bias, summary = fit_with(OmegaConf.merge(cfg, {"C": C}))
+        predictions = (np.asarray(x_val @ weight.T) + bias).argmax(axis=1)
+        scores[str(C)] = float(f1_score(y_val, predictions, average="macro", zero_division=0))
+        if best is None or scores[str(C)] > best[0]:
+            best = (scores[str(C)], C, weight, bias, summary)
+    _, C, weight, bias, summary = best
+    return weight, bias, {**summary, "C": C, "val_macro_f1_by_C": scores}
 
 
 __all__ = ["TrainedProbe", "fit_probe", "load_probe"]
