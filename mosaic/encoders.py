@@ -9,6 +9,7 @@ files, or the settings it was trained with.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,20 @@ from mosaic.sweep import Sweep
 from mosaic.token_cache import HIDDEN, Encoder, Request, model_identity
 
 
-def _sae_corpus(cfg: DictConfig, data: LabelledTexts, splits: Splits) -> tuple[list[str], dict[str, Any]]:
-    """Texts the SAE is trained on, and what identifies them (part of the SAE's cache key)."""
+def _sae_corpus(cfg: DictConfig, data: LabelledTexts, splits: Splits) -> tuple[Callable[[], list[str]], dict]:
+    """A loader for the texts the SAE is trained on, and what identifies them (part of its cache key).
+
+    A packaged corpus is identified by its name, size and seed, so it is read only if an SAE must
+    actually be trained; the training split is identified by its texts.
+    """
     if cfg.sae.train_corpus == "train_split":
         texts = [data.texts[i] for i in splits.train[: cfg.sae.train_docs]]
-        return texts, {"corpus": "train_split", "texts": content_key({"texts": texts})}
-    texts = load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, cfg.sae.seed)
-    return texts, {"corpus": cfg.sae.train_corpus, "docs": cfg.sae.train_docs, "seed": cfg.sae.seed}
+        return lambda: texts, {"corpus": "train_split", "texts": content_key({"texts": texts})}
+    return (lambda: load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, cfg.sae.seed),
+            {"corpus": cfg.sae.train_corpus, "docs": cfg.sae.train_docs, "seed": cfg.sae.seed})
 
 
-def _trained_encoder(cfg: DictConfig, layer: int, corpus_texts: list[str], corpus: dict[str, Any],
+def _trained_encoder(cfg: DictConfig, layer: int, corpus_texts: Callable[[], list[str]], corpus: dict[str, Any],
                      device_type: str) -> Encoder:
     """The SAE MOSAIC trains with SAELens for this model and layer, cached under `saes` by its settings."""
     sae_cfg = cfg.sae
@@ -48,7 +53,7 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_texts: list[str], corpu
 
     def load(loaded: LoadedModel):
         def build(directory: Path) -> None:
-            acts = extract_activations(loaded, corpus_texts, [layer], cfg.batch_size, cfg.max_length,
+            acts = extract_activations(loaded, corpus_texts(), [layer], cfg.batch_size, cfg.max_length,
                                        desc=f"extract SAE corpus (layer {layer})")[layer]
             stats = train_sae(acts.values, d_sae=sae_cfg.expansion * cfg.model.d_model, out_dir=directory,
                               l1_coefficient=sae_cfg.l1_coefficient, lr=sae_cfg.lr, epochs=sae_cfg.train_epochs,
@@ -90,21 +95,21 @@ def plan_encoders(cfg: DictConfig, data: LabelledTexts, splits: Splits, sweep: S
         layers = [cfg.layer]
     corpus = _sae_corpus(cfg, data, splits) if "sae" in kinds and cfg.sae.source == "trained" else None
 
-    def sae_encoders(layer: int) -> list[Encoder]:
+    def sae_encoder(layer: int, width: str) -> Encoder:
         if cfg.sae.source == "trained":
-            return [_trained_encoder(cfg, layer, *corpus, device.type)]
-        if cfg.sae.source == "local":
-            return [_given_encoder(cfg, layer, cfg.sae.width, str(device))]
+            return _trained_encoder(cfg, layer, *corpus, device.type)
+        return _given_encoder(cfg, layer, width, str(device))
+
+    own_sae = sae_encoder(cfg.layer, cfg.sae.width) if "sae" in kinds else None
+
+    def sae_encoders(layer: int) -> list[Encoder]:
+        if cfg.sae.source != "gemma_scope":
+            return [own_sae if layer == cfg.layer else sae_encoder(layer, cfg.sae.width)]
         valid = canonical_widths(cfg.sae.release or cfg.model.gemma_scope_release).get(layer, [])
         widths = sorted({cfg.sae.width, *sweep.widths} & set(valid))
-        return [_given_encoder(cfg, layer, width, str(device)) for width in widths]
+        return [own_sae if (layer, w) == (cfg.layer, cfg.sae.width) else sae_encoder(layer, w) for w in widths]
 
     encoders = {layer: ([HIDDEN] if "hidden" in kinds else []) + (sae_encoders(layer) if "sae" in kinds else [])
                 for layer in layers}
-    if cfg.features.type == "hidden":
-        own = HIDDEN
-    elif cfg.sae.source == "trained":
-        own = _trained_encoder(cfg, cfg.layer, *corpus, device.type)
-    else:
-        own = _given_encoder(cfg, cfg.layer, cfg.sae.width, str(device))
+    own = HIDDEN if cfg.features.type == "hidden" else own_sae
     return Request(data.texts, encoders), own

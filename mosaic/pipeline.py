@@ -61,7 +61,18 @@ class _Stopwatch:
 
 
 def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: _Stopwatch, sweep: Sweep):
-    """Document features for every document: (matrix, description, feature names or None, cache info)."""
+    """Pooled (and, if configured, binarized) features of every document.
+
+    Returns the matrix, a description for results.json, the feature names (bag of words) or None,
+    and what the activation cache did.
+    """
+    matrix, described, names, cache = _pooled_features(cfg, data, splits, watch, sweep)
+    if cfg.binarize.method == "threshold":
+        matrix = binarize(matrix, cfg.binarize.threshold)
+    return matrix, described, names, cache
+
+
+def _pooled_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: _Stopwatch, sweep: Sweep):
     kind = cfg.features.type
     if kind == "bow":
         with watch.time("pool"):
@@ -129,8 +140,6 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     data = load_labelled_texts(cfg.dataset)
     splits = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size, data.split)
     matrix, described, feature_names, cache = build_features(cfg, data, splits, watch, sweep or Sweep())
-    if cfg.binarize.method == "threshold":
-        matrix = binarize(matrix, cfg.binarize.threshold)
     described["nnz_per_doc"] = _nnz_per_doc(matrix)
 
     labels, n_classes = data.labels, len(data.label_names)
@@ -196,7 +205,5 @@ def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndar
     everything = np.arange(len(texts))
     splits = Splits(train=everything, val=everything[:0], test=everything[:0])
     matrix, *_ = build_features(cfg, data, splits, _Stopwatch(), Sweep())
-    if cfg.binarize.method == "threshold":
-        matrix = binarize(matrix, cfg.binarize.threshold)
     proba = probe.predict_proba(matrix)
     return [label_names[i] for i in proba.argmax(axis=1)], proba

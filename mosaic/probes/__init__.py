@@ -128,7 +128,7 @@ def _best_C_on_validation(fit_with, cfg, x_val, y_val):
     best, scores = None, {}
     for C in cfg.C_grid:
         weight, bias, summary = fit_with(OmegaConf.merge(cfg, {"C": C}))
-        predictions = (np.asarray(x_val @ weight.T) + bias).argmax(axis=1)
+        predictions = TrainedProbe(weight, bias).predict(x_val)
         scores[str(C)] = float(f1_score(y_val, predictions, average="macro", zero_division=0))
         if best is None or scores[str(C)] > best[0]:
             best = (scores[str(C)], C, weight, bias, summary)
