@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from mosaic.cache import Entry, cache_root, incomplete_dirs, list_entries, remove_entry, verify_entry
+from mosaic.config import get_dotted
 
 
 def _field(fields: dict[str, Any], dotted: str) -> Any:
-    node: Any = fields
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+    try:
+        return get_dotted(fields, dotted)
+    except (KeyError, TypeError):
+        return None
 
 
 def _matches(entry: Entry, conditions: list[str]) -> bool:

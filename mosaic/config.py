@@ -214,7 +214,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "logger.type": ("wandb", "none"),
 }
 
-def _get(cfg: Any, dotted: str) -> Any:
+def get_dotted(cfg: Any, dotted: str) -> Any:
+    """The value at a dotted key (`pooling.top_n`) of a config or nested mapping; KeyError if absent."""
     node = cfg
     for part in dotted.split("."):
         node = node[part]
@@ -232,7 +233,7 @@ def validate(cfg: Any) -> None:
     Works on the DictConfig Hydra composed (or any mapping with the same keys); loads nothing.
     """
     for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
+        value = get_dotted(cfg, key)
         _require(value in allowed, key, value, "choose one of " + ", ".join(allowed))
 
     n_layers = cfg.model.n_layers
@@ -246,10 +247,10 @@ def validate(cfg: Any) -> None:
                 "sae.train_epochs", "sae.train_batch_tokens", "sae.encode_batch_tokens",
                 "probe.max_epochs", "probe.batch_size", "probe.max_iter", "features.ngram_max",
                 "features.min_df"):
-        value = _get(cfg, key)
+        value = get_dotted(cfg, key)
         _require(value >= 1, key, value, "must be an integer >= 1")
     for key in ("binarize.threshold", "probe.patience", "sae.l1_coefficient"):
-        value = _get(cfg, key)
+        value = get_dotted(cfg, key)
         _require(value >= 0, key, value, "must be >= 0")
     load = cfg.probe.load
     _require(load is None or (Path(load) / "probe.json").is_file(), "probe.load", load,
@@ -258,11 +259,11 @@ def validate(cfg: Any) -> None:
     folds = cfg.probe.cv_folds
     _require(folds == 0 or folds >= 2, "probe.cv_folds", folds, "0 (no cross-validation) or at least 2")
     for key in ("probe.C", "probe.lr", "sae.lr"):
-        value = _get(cfg, key)
+        value = get_dotted(cfg, key)
         _require(value > 0, key, value, "must be > 0")
 
     for key in ("dataset.val_size", "dataset.test_size"):
-        value = _get(cfg, key)
+        value = get_dotted(cfg, key)
         _require(0 < value < 1, key, value, "must be a fraction strictly between 0 and 1")
     total = cfg.dataset.val_size + cfg.dataset.test_size
     _require(total < 1, "dataset.val_size+dataset.test_size", total, "must be < 1 to leave training data")

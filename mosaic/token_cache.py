@@ -25,6 +25,7 @@ from mosaic.cache import cache_root, cached_directories, content_key, read_entry
 from mosaic.config import POOLING_FOR_FEATURES
 from mosaic.errors import MosaicError
 from mosaic.extract import LoadedModel, extract_activations, load_model
+from mosaic.extract.activations import offsets_from_lengths
 from mosaic.features import pool
 from mosaic.sae import check_sae_fits, encode_tokens
 
@@ -85,7 +86,7 @@ class _EntryWriter:
             self.parts.append(encode_tokens(self.sae, tokens, self.encode_batch_tokens))
 
     def save(self, directory: Path) -> None:
-        np.save(directory / "offsets.npy", np.concatenate([[0], np.cumsum(np.concatenate(self.lengths))]))
+        np.save(directory / "offsets.npy", offsets_from_lengths(np.concatenate(self.lengths)))
         if self.sae is None:
             for method in HIDDEN_POOLINGS:
                 np.save(directory / f"hidden_{method}.npy", np.concatenate([part[method] for part in self.parts]))

@@ -35,17 +35,18 @@ class _StopForward(Exception):
     """Raised by the deepest hook: the rest of the network is not needed."""
 
 
-def _offsets(lengths: np.ndarray) -> np.ndarray:
+def offsets_from_lengths(lengths: np.ndarray) -> np.ndarray:
+    """Document start offsets (n + 1 entries) from per-document token counts."""
     return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
 def _restore_order(lengths_sorted: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row permutation and offsets that put documents processed in `order` back in input order."""
-    sorted_offsets = _offsets(lengths_sorted)
+    sorted_offsets = offsets_from_lengths(lengths_sorted)
     position = np.empty_like(order)
     position[order] = np.arange(len(order))
     lengths = lengths_sorted[position]
-    offsets = _offsets(lengths)
+    offsets = offsets_from_lengths(lengths)
     rows = np.repeat(sorted_offsets[position] - offsets[:-1], lengths) + np.arange(offsets[-1])
     return rows, offsets
 
