@@ -130,7 +130,7 @@ class BinarizeConfig:
 
 @dataclass
 class ProbeConfig:
-    """A multinomial logistic-regression probe.
+    """A multinomial logistic-regression probe, or a decision tree (`type=tree`).
 
     `C` is sklearn's inverse regularisation strength and means the same for both probe types, so
     `probe=linear` (Lightning) and `probe=sklearn` optimise the same objective. The epoch, patience,
@@ -138,7 +138,8 @@ class ProbeConfig:
     stratified k-fold cross-validation over the train and validation documents (0: none).
     A non-empty `C_grid` fits one probe per C and keeps the best on validation macro F1 (the test
     split plays no part). `load` evaluates a probe saved by an earlier job (its `probe/` directory) instead of training
-    one: the same features of another model, language or dataset, for transfer.
+    one: the same features of another model, language or dataset, for transfer. The tree fits
+    one tree per `depth_grid` depth and keeps the best on validation macro F1.
     """
 
     type: str = "linear"
@@ -154,6 +155,8 @@ class ProbeConfig:
     cv_folds: int = 0
     load: str | None = None
     C_grid: list[float] = field(default_factory=list)
+    depth_grid: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 12, 16])
+    min_samples_leaf: int = 1
 
 
 @dataclass
@@ -208,7 +211,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "features.type": tuple(POOLING_FOR_FEATURES),
     "pooling.method": POOLING_FOR_FEATURES["sae"],
     "binarize.method": ("none", "threshold"),
-    "probe.type": ("linear", "sklearn"),
+    "probe.type": ("linear", "sklearn", "tree"),
     "probe.penalty": ("l2", "l1"),
     "probe.class_weight": ("balanced", "none"),
     "logger.type": ("wandb", "none"),
@@ -245,8 +248,8 @@ def validate(cfg: Any) -> None:
     )
     for key in ("max_length", "batch_size", "pooling.top_n", "sae.expansion", "sae.train_docs",
                 "sae.train_epochs", "sae.train_batch_tokens", "sae.encode_batch_tokens",
-                "probe.max_epochs", "probe.batch_size", "probe.max_iter", "features.ngram_max",
-                "features.min_df"):
+                "probe.max_epochs", "probe.batch_size", "probe.max_iter", "probe.min_samples_leaf",
+                "features.ngram_max", "features.min_df"):
         value = get_dotted(cfg, key)
         _require(value >= 1, key, value, "must be an integer >= 1")
     for key in ("binarize.threshold", "probe.patience", "sae.l1_coefficient"):
@@ -256,6 +259,9 @@ def validate(cfg: Any) -> None:
     _require(load is None or (Path(load) / "probe.json").is_file(), "probe.load", load,
              "must be a saved probe directory (JOB_DIR/probe with probe.json and weights.safetensors)")
     _require(all(C > 0 for C in cfg.probe.C_grid), "probe.C_grid", list(cfg.probe.C_grid), "every C must be > 0")
+    depths = list(cfg.probe.depth_grid)
+    _require(len(depths) > 0 and all(depth >= 1 for depth in depths), "probe.depth_grid", depths,
+             "one or more tree depths, each >= 1")
     folds = cfg.probe.cv_folds
     _require(folds == 0 or folds >= 2, "probe.cv_folds", folds, "0 (no cross-validation) or at least 2")
     for key in ("probe.C", "probe.lr", "sae.lr"):

@@ -23,7 +23,7 @@ from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
 from mosaic.extract.models import resolve_device
 from mosaic.features import binarize, bow_features, pool
-from mosaic.probes import TrainedProbe, fit_probe, load_probe
+from mosaic.probes import TrainedProbe, TreeProbe, fit_probe, load_probe
 from mosaic.record import (
     RESULTS_FILE,
     SCHEMA_VERSION,
@@ -109,11 +109,11 @@ def _feature_url_prefix(described: dict[str, Any]) -> str | None:
     return neuronpedia_url_prefix(sae["release"], sae["id"])
 
 
-def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> TrainedProbe:
+def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> TrainedProbe | TreeProbe:
     """A saved probe, refused unless it reads features of this width and predicts these classes."""
     probe, metadata = load_probe(path)
-    if probe.weight.shape[1] != n_features:
-        raise MosaicError(f"probe.load={path!r} reads {probe.weight.shape[1]} features but this job's features "
+    if probe.n_features != n_features:
+        raise MosaicError(f"probe.load={path!r} reads {probe.n_features} features but this job's features "
                           f"have {n_features}: use the same SAE (or hidden size) the probe was trained on")
     if metadata["label_names"] != list(label_names):
         raise MosaicError(f"probe.load={path!r} predicts {metadata['label_names']} but this dataset's classes "
@@ -171,7 +171,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
             "features": described,
             "splits": splits.as_dict(),
             "probe": probe.summary,
-            "top_features": top_features(probe.weight, data.label_names, k=20, feature_names=feature_names,
+            "top_features": top_features(probe.evidence(), data.label_names, k=20, feature_names=feature_names,
                                          features=matrix[splits.train], labels=labels[splits.train],
                                          url_prefix=_feature_url_prefix(described)),
             "cache": cache,

@@ -95,7 +95,7 @@ class Tracker:
         scalars = {f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
         scalars.update({f"time/{k}": v for k, v in results["timings_s"].items()})
         self.run.summary.update(scalars)
-        columns = ["index", "class", "weight", "name", "url"]
+        columns = ["index", "class", "evidence", "name", "url"]
         self.run.log({
             **scalars,
             "test/confusion": wandb.plot.confusion_matrix(

@@ -81,6 +81,7 @@ def test_wrong_type_is_rejected_at_composition():
         (["probe.cv_folds=1"], "probe.cv_folds"),
         (["probe.load=/nonexistent/probe"], "probe.load"),
         (["probe.C_grid=[1.0,0]"], "probe.C_grid"),
+        (["probe=tree", "probe.depth_grid=[]"], "probe.depth_grid"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, key):

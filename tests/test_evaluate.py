@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
+from mosaic.probes import TrainedProbe
 
 
 def test_metrics_of_a_hand_computed_binary_case():
@@ -40,17 +41,19 @@ def test_three_class_auroc_is_one_vs_rest_macro():
 
 def test_top_features_rank_evidence_per_class_and_carry_names():
     weight = np.array([[0.0, 2.0, -1.0, 0.0], [0.0, -2.0, 1.0, 3.0]])
-    top = top_features(weight, ["neg", "pos"], k=3, feature_names=["a", "b", "c", "d"])
+    evidence = TrainedProbe(weight, np.zeros(2)).evidence()
+    top = top_features(evidence, ["neg", "pos"], k=3, feature_names=["a", "b", "c", "d"])
     # Evidence = weight minus the mean over classes: d for pos is 1.5, b for neg 2.0, c for pos 1.0.
     assert [(f["name"], f["class"]) for f in top] == [("b", "neg"), ("d", "pos"), ("c", "pos")]
-    assert [f["weight"] for f in top] == [2.0, 1.5, 1.0]
+    assert [f["evidence"] for f in top] == [2.0, 1.5, 1.0]
 
 
 def test_top_features_give_mean_activation_per_class_and_links():
     weight = np.array([[0.0, 1.0, 0.0], [0.0, -1.0, 3.0]])  # evidence: feature 2 for b 1.5, feature 1 for a 1.0
     features = np.array([[1.0, 4.0, 0.0], [3.0, 2.0, 1.0], [5.0, 0.0, 6.0]])
     labels = np.array([0, 0, 1])
-    top = top_features(weight, ["a", "b"], k=2, features=features, labels=labels, url_prefix="https://x/y/")
+    top = top_features(TrainedProbe(weight, np.zeros(2)).evidence(), ["a", "b"], k=2, features=features,
+                       labels=labels, url_prefix="https://x/y/")
     assert [(f["index"], f["class"]) for f in top] == [(2, "b"), (1, "a")]
     # Feature 2: class a rows have 0 and 1 (mean 0.5), class b has 6; feature 1: a 4 and 2 (3), b 0.
     assert top[0]["mean_by_class"] == {"a": 0.5, "b": 6.0} and top[1]["mean_by_class"] == {"a": 3.0, "b": 0.0}

@@ -142,13 +142,14 @@ def test_cross_validation_is_recorded_next_to_the_test_metrics(tmp_path):
 TINY_HIDDEN = ["model=tiny_gpt2", "layer=1", "features=hidden", "logger=none", "dataset.limit=60"]
 
 
-def test_a_saved_probe_reloads_to_identical_predictions(tmp_path):
+@pytest.mark.parametrize("probe", ["probe.max_epochs=20", "probe=tree"])
+def test_a_saved_probe_reloads_to_identical_predictions(tmp_path, probe):
     from mosaic.probes import load_probe
 
-    trained = run(compose_config(*TINY_HIDDEN, "probe.max_epochs=20"), tmp_path / "train")
-    probe, metadata = load_probe(tmp_path / "train" / "probe")
+    trained = run(compose_config(*TINY_HIDDEN, probe), tmp_path / "train")
+    loaded, metadata = load_probe(tmp_path / "train" / "probe")
     assert metadata["label_names"] == ["benign", "malicious"] and metadata["features"]["type"] == "hidden"
-    assert probe.weight.shape == (2, 32)
+    assert loaded.n_features == 32 and metadata["kind"] == trained["config"]["probe"]["type"]
     reused = run(compose_config(*TINY_HIDDEN, f"probe.load={tmp_path / 'train' / 'probe'}"), tmp_path / "eval")
     assert reused["metrics"] == trained["metrics"]
     assert not (tmp_path / "eval" / "probe").exists()

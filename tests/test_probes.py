@@ -112,3 +112,59 @@ def test_C_is_chosen_on_validation_data_only():
     np.testing.assert_allclose(probe.weight, alone.weight, rtol=1e-5, atol=1e-6)
     # A vanishing C (almost pure penalty) cannot win against a sensible one on this separable problem.
     assert scores["0.0001"] < max(scores.values())
+
+
+def _sklearn_tree(features, labels, train, depth):
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mosaic.probes import _class_weights
+
+    weights = _class_weights(labels[train], len(np.unique(labels)), "balanced")
+    return DecisionTreeClassifier(max_depth=depth, class_weight=dict(enumerate(weights)),
+                                  random_state=0).fit(features[train], labels[train])
+
+
+def test_tree_probe_predicts_what_sklearns_tree_predicts_on_sparse_and_dense_rows():
+    features, labels, train, val, test = _sparse_problem(1)
+    probe = _fit("tree", features, labels, train, val, depth_grid=[5])
+    reference = _sklearn_tree(features, labels, train, depth=5)
+    np.testing.assert_allclose(probe.predict_proba(features[test]), reference.predict_proba(features[test]))
+    np.testing.assert_allclose(probe.predict_proba(features[test].toarray()),
+                               reference.predict_proba(features[test]))
+    # Evidence sums the impurity decreases, i.e. sklearn's (unnormalised) feature importances.
+    np.testing.assert_allclose(probe.evidence().sum(axis=0),
+                               reference.tree_.compute_feature_importances(normalize=False))
+
+
+def test_tree_depth_is_chosen_on_validation_data_only():
+    features, labels, train, val, test = _sparse_problem(0)
+    probe = _fit("tree", features, labels, train, val, depth_grid=[8, 1, 3])
+    scores = probe.summary["val_macro_f1_by_depth"]
+    assert set(scores) == {"1", "3", "8"}
+    best = max(scores.values())
+    assert probe.summary["max_depth"] == min(int(depth) for depth, score in scores.items() if score == best)
+    reference = _sklearn_tree(features, labels, train, depth=probe.summary["max_depth"])
+    assert f1_score(labels[val], reference.predict(features[val]), average="macro") == pytest.approx(best)
+    assert scores["1"] < best  # a stump cannot separate three classes
+
+
+def test_tree_evidence_points_at_the_class_a_high_value_indicates():
+    # Feature 1 is high for class 2 only; feature 0 is noise.
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 50)
+    features = np.column_stack([rng.normal(size=150), (labels == 2) * 5.0 + rng.normal(size=150) * 0.1])
+    probe = _fit("tree", features, labels, np.arange(150), np.arange(150), depth_grid=[1], scale=False)
+    assert np.unravel_index(np.argmax(probe.evidence()), probe.evidence().shape) == (2, 1)
+
+
+@pytest.mark.parametrize("probe_type", ["sklearn", "tree"])
+def test_saved_probe_round_trip_gives_identical_predictions(tmp_path, probe_type):
+    from mosaic.probes import load_probe
+
+    features, labels, train, val, test = _sparse_problem(2)
+    probe = _fit(probe_type, features, labels, train, val, depth_grid=[6])
+    probe.save(tmp_path / "probe", {"label_names": ["a", "b", "c"]})
+    loaded, metadata = load_probe(tmp_path / "probe")
+    assert type(loaded) is type(probe) and metadata["label_names"] == ["a", "b", "c"]
+    np.testing.assert_array_equal(loaded.predict_proba(features[test]), probe.predict_proba(features[test]))
+    assert loaded.summary == probe.summary

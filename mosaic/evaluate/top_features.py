@@ -1,4 +1,4 @@
-"""The features a linear probe leans on most, per class, with how strongly each class activates them."""
+"""The features a probe leans on most, per class, with how strongly each class activates them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _class_means(features, labels: np.ndarray, columns: np.ndarray, n_classes: i
 
 
 def top_features(
-    weight: np.ndarray,
+    evidence: np.ndarray,
     label_names: Sequence[str],
     k: int = 20,
     feature_names: Sequence[str] | None = None,
@@ -26,19 +26,16 @@ def top_features(
 ) -> list[dict]:
     """The `k` (feature, class) pairs with the largest evidence for that class, best first.
 
-    A feature's evidence for class c is its weight for c minus its mean weight over all classes:
-    softmax probabilities depend only on such differences, and for two classes it is half the
-    log-odds weight, the same for either parameterisation of a binary probe. With `features` and
-    `labels` (the training rows), each entry also gives the feature's mean value per class; with
-    `url_prefix` (e.g. a Neuronpedia SAE page), a link to the feature.
+    `evidence` (classes x features) is the probe's own measure (`probe.evidence()`). With
+    `features` and `labels` (the training rows), each entry also gives the feature's mean value per
+    class; with `url_prefix` (e.g. a Neuronpedia SAE page), a link to the feature.
     """
-    contrast = weight - weight.mean(axis=0, keepdims=True)
-    flat = np.argsort(-contrast, axis=None, kind="stable")[:k]
-    classes, indices = np.unravel_index(flat, contrast.shape)
+    flat = np.argsort(-evidence, axis=None, kind="stable")[:k]
+    classes, indices = np.unravel_index(flat, evidence.shape)
     means = None if features is None else _class_means(features, labels, indices, len(label_names))
     entries = []
     for position, (c, i) in enumerate(zip(classes, indices)):
-        entry = {"index": int(i), "class": label_names[c], "weight": float(contrast[c, i])}
+        entry = {"index": int(i), "class": label_names[c], "evidence": float(evidence[c, i])}
         if feature_names is not None:
             entry["name"] = feature_names[i]
         if means is not None:

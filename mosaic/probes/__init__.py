@@ -1,8 +1,10 @@
-"""Probes: linear classifiers on document features, trained on train, tuned on validation.
+"""Probes: classifiers on document features, trained on train, tuned on validation.
 
-`fit_probe` is the stage's one entry point. Both probe types return the same `TrainedProbe`: a
-weight matrix and bias in the units of the input features (any column scaling is folded in), so
-evaluation and interpretation never need to know which probe produced them.
+`fit_probe` is the stage's one entry point. The linear probes (`linear`, `sklearn`) return a
+`TrainedProbe`, a weight matrix and bias in the units of the input features (any column scaling is
+folded in); `tree` returns a `TreeProbe`. Both offer `predict_proba`, `predict`, `n_features`,
+`evidence()` (classes x features, for the top features) and `save`, so evaluation and
+interpretation never need to know which probe produced them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sklearn.preprocessing import MaxAbsScaler
 from sklearn.utils.class_weight import compute_class_weight
 
 from mosaic.errors import MosaicError
+from mosaic.probes.tree import TreeProbe, fit_tree_probe
 
 
 @dataclass
@@ -28,6 +31,20 @@ class TrainedProbe:
     weight: np.ndarray
     bias: np.ndarray
     summary: dict = field(default_factory=dict)
+
+    kind = "linear"
+
+    @property
+    def n_features(self) -> int:
+        return self.weight.shape[1]
+
+    def evidence(self) -> np.ndarray:
+        """Each feature's evidence for each class: its weight minus its mean weight over classes.
+
+        Softmax probabilities depend only on such differences, and for two classes this is half the
+        log-odds weight, the same for either parameterisation of a binary probe.
+        """
+        return self.weight - self.weight.mean(axis=0, keepdims=True)
 
     def decision_function(self, features) -> np.ndarray:
         return np.asarray(features @ self.weight.T) + self.bias
@@ -45,10 +62,11 @@ class TrainedProbe:
         """`weights.safetensors` (weight, bias) and `probe.json` (`metadata`: labels, features it reads)."""
         directory.mkdir(parents=True, exist_ok=True)
         save_file({"weight": self.weight, "bias": self.bias}, str(directory / "weights.safetensors"))
-        (directory / "probe.json").write_text(json.dumps({**metadata, "summary": self.summary}, indent=2))
+        (directory / "probe.json").write_text(
+            json.dumps({**metadata, "kind": self.kind, "summary": self.summary}, indent=2))
 
 
-def load_probe(directory: str | Path) -> tuple[TrainedProbe, dict[str, Any]]:
+def load_probe(directory: str | Path) -> tuple[TrainedProbe | TreeProbe, dict[str, Any]]:
     """A probe saved by `TrainedProbe.save`, and its metadata; no pickle involved."""
     directory = Path(directory)
     if not (directory / "weights.safetensors").is_file() or not (directory / "probe.json").is_file():
@@ -56,6 +74,8 @@ def load_probe(directory: str | Path) -> tuple[TrainedProbe, dict[str, Any]]:
                           "probe.json (every job writes them to JOB_DIR/probe)")
     tensors = load_file(str(directory / "weights.safetensors"))
     metadata = json.loads((directory / "probe.json").read_text())
+    if metadata.get("kind") == TreeProbe.kind:
+        return TreeProbe.from_tensors(tensors, metadata["summary"]), metadata
     return TrainedProbe(tensors["weight"], tensors["bias"], metadata.get("summary", {})), metadata
 
 
@@ -89,12 +109,17 @@ def _fit_sklearn(x_train, y_train, n_classes: int, class_weights: np.ndarray, cf
     return weight, bias, {"iterations": int(np.max(model.n_iter_))}
 
 
-def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> TrainedProbe:
-    """Train the probe described by a `ProbeConfig` (`linear` or `sklearn`).
+def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int,
+              logger=False) -> TrainedProbe | TreeProbe:
+    """Train the probe described by a `ProbeConfig` (`linear`, `sklearn` or `tree`).
 
     With `cfg.scale`, columns are divided by their maximum absolute training value first (sparsity
-    is kept), which puts hidden states, counts and SAE codes on one footing for the penalty.
+    is kept), which puts hidden states, counts and SAE codes on one footing for the penalty. Trees
+    split on thresholds and need no scaling.
     """
+    class_weights = _class_weights(y_train, n_classes, cfg.class_weight)
+    if cfg.type == "tree":
+        return fit_tree_probe(x_train, y_train, x_val, y_val, n_classes, class_weights, cfg, seed)
     scale = np.ones(x_train.shape[1], dtype=np.float32)
     if cfg.scale:
         scale = MaxAbsScaler().fit(x_train).scale_.astype(np.float32)
@@ -102,7 +127,6 @@ def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, lo
     inverse = sp.diags(1.0 / scale)
     x_train_scaled = sp.csr_matrix(x_train @ inverse) if sp.issparse(x_train) else x_train / scale
     x_val_scaled = sp.csr_matrix(x_val @ inverse) if sp.issparse(x_val) else x_val / scale
-    class_weights = _class_weights(y_train, n_classes, cfg.class_weight)
 
     def fit_with(settings):
         if settings.type == "sklearn":
@@ -136,4 +160,4 @@ def _best_C_on_validation(fit_with, cfg, x_val, y_val):
     return weight, bias, {**summary, "C": C, "val_macro_f1_by_C": scores}
 
 
-__all__ = ["TrainedProbe", "fit_probe", "load_probe"]
+__all__ = ["TrainedProbe", "TreeProbe", "fit_probe", "load_probe"]
