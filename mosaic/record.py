@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -61,7 +62,7 @@ def run_info(started: datetime) -> dict[str, Any]:
 class Tracker:
     """A W&B run for one job (or nothing, for `logger=none`), finished inside the job."""
 
-    def __init__(self, logger_cfg, config: dict[str, Any], job_dir: Path, name: str):
+    def __init__(self, logger_cfg, config: dict[str, Any], job_dir: Path, name: str, job_type: str = "job"):
         self.run = None
         if logger_cfg.type != "wandb":
             return
@@ -73,6 +74,7 @@ class Tracker:
             mode="offline" if logger_cfg.offline else "online",
             dir=str(job_dir),
             name=name,
+            job_type=job_type,
             config=config,
             reinit="finish_previous",
         )
@@ -94,6 +96,8 @@ class Tracker:
         metrics = results["metrics"]
         scalars = {f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
         scalars.update({f"time/{k}": v for k, v in results["timings_s"].items()})
+        for kind, targets in (results["transfer"] or {}).items():
+            scalars.update({f"transfer/{kind}/{name}/macro_f1": m["macro_f1"] for name, m in targets.items()})
         self.run.summary.update(scalars)
         columns = ["index", "class", "evidence", "name", "url"]
         self.run.log({
@@ -104,6 +108,19 @@ class Tracker:
             "top_features": wandb.Table(
                 columns=columns, data=[[f.get(c) for c in columns] for f in results["top_features"]]
             ),
+        })
+
+    def log_report(self, written: dict[str, Path]) -> None:
+        """A sweep report's plots as images and its per-job table, in this (report) run."""
+        if self.run is None:
+            return
+        import wandb
+
+        with written["csv"].open() as stream:
+            rows = list(csv.reader(stream))
+        self.run.log({
+            "report": wandb.Table(columns=rows[0], data=rows[1:]),
+            **{name: wandb.Image(str(path)) for name, path in written.items() if path.suffix == ".png"},
         })
 
     def finish(self) -> None:
@@ -129,5 +146,8 @@ def summary_table(results: dict[str, Any]) -> str:
         ("time (s)", "   ".join(f"{k} {v:.1f}" for k, v in results["timings_s"].items())),
         ("cache", {True: "hit", False: "miss", None: "not used"}[results["cache"]["hit"]]),
     ]
+    for kind, targets in (results["transfer"] or {}).items():
+        if targets:
+            rows.append((f"transfer {kind}", "   ".join(f"{name} {m['macro_f1']:.3f}" for name, m in targets.items())))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -82,6 +82,8 @@ def test_wrong_type_is_rejected_at_composition():
         (["probe.load=/nonexistent/probe"], "probe.load"),
         (["probe.C_grid=[1.0,0]"], "probe.C_grid"),
         (["probe=tree", "probe.depth_grid=[]"], "probe.depth_grid"),
+        (["features=bow", "pooling=sum", "+model@transfer.models.other=tiny_gpt2"], "features.type"),
+        (["layer=2", "+model@transfer.models.other=tiny_bert"], "transfer.models.other.d_model"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, key):

@@ -35,7 +35,7 @@ def test_every_paper_cell_composes_and_validates(model, layer, width):
 
 
 @pytest.mark.parametrize("experiment", ["paper_layers", "paper_layers_9b", "paper_widths", "paper_pooling",
-                                        "paper_binarize"])
+                                        "paper_binarize", "crosslingual", "crossmodel"])
 def test_every_cell_of_every_experiment_grid_validates(experiment):
     """Expand the experiment's own sweeper params, as Hydra's basic sweeper does, and validate each cell."""
     import itertools

@@ -182,3 +182,61 @@ def test_predict_labels_new_texts_like_the_job_scored_them(tmp_path, capsys):
     # The same documents through the same features and probe: the job's test accuracy again.
     correct = sum(label == data.label_names[data.labels[i]] for (label, _), i in zip(lines, test))
     assert correct / len(test) == pytest.approx(trained["metrics"]["accuracy"])
+
+
+def _language_csv(path, words, seed):
+    """A tiny two-class set in one 'language': each class has its own words."""
+    rng = np.random.default_rng(seed)
+    rows = ["text,label"]
+    for i in range(40):
+        label = i % 2
+        rows.append(" ".join(rng.choice(words[label], size=6)) + f",{['calm', 'toxic'][label]}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_crosslingual_matrix_has_a_row_per_training_language_and_its_diagonal_is_in_language(tmp_path):
+    from mosaic.report import write_report
+
+    words = {"en": (["good", "kind", "happy", "nice"], ["awful", "hate", "stupid", "ugly"]),
+             "es": (["bueno", "amable", "feliz", "lindo"], ["horrible", "odio", "estupido", "feo"]),
+             "de": (["gut", "nett", "froh", "schoen"], ["schrecklich", "hass", "dumm", "haesslich"])}
+    paths = {lang: _language_csv(tmp_path / f"{lang}.csv", pair, seed) for seed, (lang, pair) in
+             enumerate(words.items())}
+    targets = [override for lang, path in paths.items() for override in
+               (f"+dataset@transfer.datasets.{lang}=csv", f"transfer.datasets.{lang}.name={lang}",
+                f"transfer.datasets.{lang}.path={path}")]
+    own = {}
+    for lang, path in paths.items():
+        cfg = compose_config(*TINY_HIDDEN[:-1], "probe=sklearn", "dataset=csv", f"dataset.name={lang}",
+                             f"dataset.path={path}", *targets)
+        own[lang] = run(cfg, tmp_path / "sweep" / lang)["metrics"]["macro_f1"]
+    written = write_report(tmp_path / "sweep")
+    [matrix] = json.loads(written["transfer"].read_text())
+    assert matrix["kind"] == "datasets" and matrix["train"] == matrix["test"] == ["en", "es", "de"]
+    assert np.array(matrix["macro_f1"]).shape == (3, 3)
+    # Scoring a probe on its own language through the transfer path is the job's own test score.
+    assert [matrix["macro_f1"][i][i] for i in range(3)] == [own["en"], own["es"], own["de"]]
+    assert "## Transfer across datasets" in written["markdown"].read_text()
+    assert written["transfer_datasets_0"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_crossmodel_transfer_reads_other_models_through_the_jobs_features(tmp_path):
+    cfg = compose_config(*TINY_HIDDEN, "probe=sklearn", "+model@transfer.models.same=tiny_gpt2",
+                         "+model@transfer.models.llama=tiny_llama")
+    results = run(cfg, tmp_path)
+    scored = results["transfer"]["models"]
+    assert scored["same"] == results["metrics"]  # the same model again: the same features, the same scores
+    assert 0 <= scored["llama"]["macro_f1"] <= 1 and scored["llama"] != results["metrics"]
+
+
+def test_transfer_to_a_dataset_with_other_classes_is_refused(tmp_path):
+    from mosaic.errors import MosaicError
+
+    other = tmp_path / "other.csv"
+    other.write_text("text,label\n" + "".join(f"text {i},{'abc'[i % 3]}\n" for i in range(30)))
+    cfg = compose_config(*TINY_HIDDEN, "probe=sklearn", "+dataset@transfer.datasets.other=csv",
+                         f"transfer.datasets.other.path={other}")
+    with pytest.raises(MosaicError, match=r"^transfer.datasets.other has classes \['a', 'b', 'c'\]"):
+        run(cfg, tmp_path / "job")
+    assert not (tmp_path / "job" / "results.json").exists()

@@ -3,18 +3,21 @@
 import csv
 import json
 
+import pytest
+
 from mosaic.__main__ import main as mosaic_cli
 from mosaic.report import write_report
 
 
-def _job(directory, features, pooling, binarize, layer, macro_f1, dataset="bastion"):
+def _job(directory, features, pooling, binarize, layer, macro_f1, dataset="bastion", seed=0, **extra):
     directory.mkdir(parents=True)
     results = {
         "config": {"dataset": {"name": dataset}, "model": {"name": "minilm"}, "layer": layer,
                    "sae": {"width": "16k"}, "pooling": {"method": pooling}, "binarize": {"method": binarize},
-                   "probe": {"type": "linear"}, "seed": 0},
+                   "probe": {"type": "linear"}, "seed": seed},
         "features": {"type": features, "width": 3072} if features == "sae" else {"type": features},
         "metrics": {"macro_f1": macro_f1, "accuracy": macro_f1, "auroc": None},
+        **extra,
     }
     (directory / "results.json").write_text(json.dumps(results))
 
@@ -51,3 +54,34 @@ def test_report_table_is_exact_and_marks_missing_cells(tmp_path):
 def test_report_of_an_empty_directory_is_a_one_line_error(tmp_path, capsys):
     assert mosaic_cli(["report", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == f"mosaic: error: no results.json under {tmp_path}"
+
+
+def _scores(**macro_f1):
+    return {"datasets": {name: {"macro_f1": value} for name, value in macro_f1.items()}, "models": {}}
+
+
+def test_transfer_matrix_is_exact_averages_seeds_and_leaves_unscored_pairs_missing(tmp_path):
+    _job(tmp_path / "0", "hidden", "mean", "none", 3, 0.9, dataset="en", transfer=_scores(en=0.9, es=0.6))
+    _job(tmp_path / "1", "hidden", "mean", "none", 3, 0.8, dataset="en", seed=1, transfer=_scores(en=0.8, es=0.5))
+    _job(tmp_path / "2", "hidden", "mean", "none", 3, 0.7, dataset="es", transfer=_scores(es=0.7))
+    _job(tmp_path / "3", "hidden", "max", "none", 3, 0.4, dataset="es", transfer=_scores(es=0.4, en=0.3))
+    written = write_report(tmp_path)
+    mean_pooling, max_pooling = json.loads(written["transfer"].read_text())
+    assert mean_pooling["setting"]["pooling"] == "mean" and max_pooling["setting"]["pooling"] == "max"
+    assert (mean_pooling["train"], mean_pooling["test"]) == (["en", "es"], ["en", "es"])
+    assert mean_pooling["macro_f1"] == [[pytest.approx(0.85), pytest.approx(0.55)], [None, 0.7]]
+    assert (max_pooling["train"], max_pooling["test"], max_pooling["macro_f1"]) == (["es"], ["es", "en"], [[0.4, 0.3]])
+    lines = written["markdown"].read_text().splitlines()
+    table = lines.index("| trained on | en | es |")
+    assert lines[table + 2:table + 4] == ["| en | 0.850 | 0.550 |", "| es | — | 0.700 |"]
+
+
+def test_report_plots_go_to_wandb_when_the_jobs_logged_there(tmp_path):
+    logger = {"type": "wandb", "project": "mosaic-test", "entity": None, "offline": True}
+    _job(tmp_path / "0", "sae", "mean", "none", 1, 0.8)
+    results = json.loads((tmp_path / "0" / "results.json").read_text())
+    results["config"]["logger"] = logger
+    (tmp_path / "0" / "results.json").write_text(json.dumps(results))
+    write_report(tmp_path)
+    [record] = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"report_bastion" in record.read_bytes() and b"report" in record.read_bytes()

@@ -5,6 +5,10 @@ and writes `report.md` (a table per dataset: rows = features x pooling x binariz
 model / layer / width, cells = macro F1 with the cross-validation std when jobs ran CV, the best
 cell in bold), `report.csv` (one row per
 job) and PNG plots. A cell that no job filled is shown as missing ("—"), never as zero.
+
+Jobs that scored their probe on `transfer` targets also give train x test matrices (rows: the
+dataset or model a probe was trained on; columns: where it was scored), one per setting, in
+`transfer.json`, in report.md and as heatmaps.
 """
 
 from __future__ import annotations
@@ -129,19 +133,122 @@ def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     return written
 
 
+# What a transfer matrix's rows are, per kind of target: the config key a probe was trained with.
+_TRANSFER_SOURCE = {"datasets": "dataset", "models": "model"}
+
+
+def transfer_matrices(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Train x test macro F1 matrices from jobs with transfer scores, one per kind and setting.
+
+    A setting is everything but the varied axis (model or dataset, layer, width, features,
+    pooling, binarize, probe); cells average over seeds; a pair no job scored is None.
+    """
+    groups: dict[tuple, dict[str, Any]] = {}
+    for result in results:
+        row = _row(result)
+        for kind, source_key in _TRANSFER_SOURCE.items():
+            targets = (result.get("transfer") or {}).get(kind) or {}
+            if not targets:
+                continue
+            setting = {k: v for k, v in row.items() if k in ("dataset", "model", "layer", "width", "features",
+                                                             "pooling", "binarize", "probe") and k != source_key}
+            group = groups.setdefault((kind, *setting.values()), {"kind": kind, "setting": setting, "cells": {}})
+            for target, metrics in targets.items():
+                group["cells"].setdefault((row[source_key], target), []).append(metrics["macro_f1"])
+    matrices = []
+    for group in groups.values():
+        tests = list(dict.fromkeys(target for _, target in group["cells"]))
+        trains = list(dict.fromkeys(source for source, _ in group["cells"]))
+        trains.sort(key=lambda name: tests.index(name) if name in tests else len(tests))
+        matrix = [[_mean(group["cells"][(a, b)]) if (a, b) in group["cells"] else None for b in tests] for a in trains]
+        matrices.append({"kind": group["kind"], "setting": group["setting"], "train": trains, "test": tests,
+                         "macro_f1": matrix})
+    return matrices
+
+
+def _setting_text(setting: dict[str, Any]) -> str:
+    return " / ".join(f"{k} {v}" for k, v in setting.items() if v != "")
+
+
+def _transfer_tables(matrices: list[dict[str, Any]]) -> str:
+    lines = []
+    for matrix in matrices:
+        lines += [f"## Transfer across {matrix['kind']}: {_setting_text(matrix['setting'])}", "",
+                  "macro F1 of the probe trained on the row's data, scored on the column's test split", "",
+                  "| trained on | " + " | ".join(matrix["test"]) + " |", "| --- |" + " --- |" * len(matrix["test"])]
+        for name, values in zip(matrix["train"], matrix["macro_f1"]):
+            lines.append(f"| {name} | " + " | ".join(MISSING if v is None else f"{v:.3f}" for v in values) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _transfer_heatmaps(matrices: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    written = []
+    for number, matrix in enumerate(matrices):
+        values = np.array([[np.nan if v is None else v for v in row] for row in matrix["macro_f1"]])
+        figure, axes = plt.subplots(figsize=(1.2 * len(matrix["test"]) + 3, 0.8 * len(matrix["train"]) + 2))
+        image = axes.imshow(values, vmin=0, vmax=1, cmap="viridis")
+        for (i, j), value in np.ndenumerate(values):
+            axes.text(j, i, MISSING if np.isnan(value) else f"{value:.2f}", ha="center", va="center",
+                      color="white" if np.isnan(value) or value < 0.6 else "black", fontsize=8)
+        axes.set_xticks(range(len(matrix["test"])), matrix["test"], rotation=45, ha="right", fontsize=8)
+        axes.set_yticks(range(len(matrix["train"])), matrix["train"], fontsize=8)
+        axes.set(xlabel="tested on", ylabel="trained on", title=_setting_text(matrix["setting"]))
+        axes.title.set_fontsize(7)
+        figure.colorbar(image, ax=axes, label="macro F1")
+        figure.tight_layout()
+        path = out_dir / f"transfer_{matrix['kind']}_{number}.png"
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
 def write_report(sweep_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
     """Write report.md, report.csv and PNG plots for every job under `sweep_dir`; returns their paths."""
     out_dir = out_dir or sweep_dir
-    rows = [_row(r) for r in load_results(sweep_dir)]
+    results = load_results(sweep_dir)
+    rows = [_row(r) for r in results]
     if not rows:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    matrices = transfer_matrices(results)
     markdown = out_dir / "report.md"
-    markdown.write_text(_tables(rows))
+    markdown.write_text("\n".join([_tables(rows), _transfer_tables(matrices)]).rstrip() + "\n")
     table = out_dir / "report.csv"
     with table.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     plots = _plots(rows, out_dir)
-    return {"markdown": markdown, "csv": table, **{p.stem: p for p in plots}}
+    written = {"markdown": markdown, "csv": table}
+    if matrices:
+        written["transfer"] = out_dir / "transfer.json"
+        written["transfer"].write_text(json.dumps(matrices, indent=2))
+        plots += _transfer_heatmaps(matrices, out_dir)
+    written.update({p.stem: p for p in plots})
+    _log_to_wandb(results, written, sweep_dir, out_dir)
+    return written
+
+
+def _log_to_wandb(results: list[dict[str, Any]], written: dict[str, Path], sweep_dir: Path, out_dir: Path) -> None:
+    """The same plots into a W&B run of the sweep's project, when its jobs logged to W&B."""
+    from omegaconf import OmegaConf
+
+    from mosaic.record import Tracker
+
+    logged = [r["config"]["logger"] for r in results if r["config"].get("logger", {}).get("type") == "wandb"]
+    if not logged:
+        return
+    tracker = Tracker(OmegaConf.create(logged[0]), {"sweep_dir": str(sweep_dir), "jobs": len(results)}, out_dir,
+                      name=f"report {sweep_dir.name}", job_type="report")
+    try:
+        tracker.log_report(written)
+    finally:
+        tracker.finish()
