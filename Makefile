@@ -33,7 +33,7 @@ test:
 	WANDB_MODE=offline $(PY) -m pytest
 
 test-fast:
-	WANDB_MODE=offline $(PY) -m pytest -m "not slow"
+	WANDB_MODE=offline $(PY) -m pytest -m "not slow and not slurm"
 
 bench:
 	WANDB_MODE=disabled $(PY) -m mosaic bench

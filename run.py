@@ -9,7 +9,8 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from mosaic.config import check_group_overrides, validate
 from mosaic.errors import MosaicError
@@ -22,16 +23,36 @@ def _exit_with(error: MosaicError) -> None:
     raise SystemExit(2)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float:
-    try:
-        validate(cfg)
-        from mosaic.pipeline import run
-        from mosaic.sweep import current_sweep
+def _run_job(cfg: DictConfig, job_dir: Path) -> float:
+    validate(cfg)
+    from mosaic.pipeline import run
+    from mosaic.sweep import current_sweep, finished_results
 
-        return run(cfg, Path(HydraConfig.get().runtime.output_dir), current_sweep())["metrics"]["macro_f1"]
-    except MosaicError as error:
-        _exit_with(error)
+    if cfg.sweep.skip_done and (done := finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True))):
+        print(f"mosaic: {job_dir} is done (same config hash): skipped")
+        return done["metrics"]["macro_f1"]
+    return run(cfg, job_dir, current_sweep())["metrics"]["macro_f1"]
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        try:
+            return _run_job(cfg, job_dir)
+        except MosaicError as error:
+            _exit_with(error)
+    # In a grid a failing cell is recorded and the others still run; SweepOutcome reports it at the end.
+    from mosaic.sweep import clear_failure, record_failure
+
+    try:
+        score = _run_job(cfg, job_dir)
+    except Exception as error:  # noqa: BLE001 - any cell's failure is recorded, never fatal to the grid
+        record_failure(job_dir, list(hydra_cfg.overrides.task), error)
+        return None
+    clear_failure(job_dir)
+    return score
 
 
 if __name__ == "__main__":

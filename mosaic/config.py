@@ -18,7 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from mosaic.errors import ConfigError
+from mosaic.errors import ConfigError, NotApplicableError
 
 
 @dataclass
@@ -184,6 +184,13 @@ class TransferConfig:
 
 
 @dataclass
+class SweepConfig:
+    """How a multirun treats cells: `skip_done` skips a cell whose `results.json` has the same config hash."""
+
+    skip_done: bool = False
+
+
+@dataclass
 class MosaicConfig:
     """One job: which model, layer, SAE, dataset, features, pooling, binarization and probe."""
 
@@ -196,6 +203,7 @@ class MosaicConfig:
     probe: ProbeConfig = MISSING
     logger: LoggerConfig = MISSING
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     layer: int = 3
     seed: int = 0
     max_length: int = 128
@@ -291,8 +299,9 @@ def validate(cfg: Any) -> None:
 
     features, pooling = cfg.features.type, cfg.pooling.method
     allowed_pooling = POOLING_FOR_FEATURES[features]
-    _require(pooling in allowed_pooling, "pooling.method", pooling,
-             f"features={features} supports pooling " + ", ".join(allowed_pooling))
+    if pooling not in allowed_pooling:
+        raise NotApplicableError(f"pooling.method={pooling!r} is not allowed: features={features} supports pooling "
+                                 + ", ".join(allowed_pooling))
 
 
 def _validate_dataset(dataset: Any, key: str) -> None:

@@ -13,6 +13,14 @@ class ConfigError(MosaicError):
     """A configuration value outside what is allowed; raised before any heavy work starts."""
 
 
+class NotApplicableError(ConfigError):
+    """Valid values whose combination has no meaning (`topn` pooling of a bag of words).
+
+    A single job stops on it like on any bad value; in a grid the cell is skipped, not failed,
+    since a product of options naturally contains such pairs.
+    """
+
+
 class DataError(MosaicError):
     """A dataset that is empty, lacks a column, or cannot support a classification probe."""
 

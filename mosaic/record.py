@@ -36,7 +36,9 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    """What identifies a job's result: its resolved config, less how the sweep treats cells."""
+    hashed = {key: value for key, value in config.items() if key != "sweep"}
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:
@@ -49,12 +51,21 @@ def package_versions() -> dict[str, str | None]:
     return found
 
 
+def slurm_info() -> dict[str, str | None] | None:
+    """Where SLURM ran the job (None outside SLURM): job id, array job and task index, node."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    names = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",
+             "array_task_id": "SLURM_ARRAY_TASK_ID", "node": "SLURMD_NODENAME"}
+    return {key: os.environ.get(variable) for key, variable in names.items()}
+
+
 def run_info(started: datetime) -> dict[str, Any]:
     return {
         "started": started.isoformat(),
         "finished": datetime.now(timezone.utc).isoformat(),
         "host": socket.gethostname(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm": slurm_info(),
         "versions": package_versions(),
     }
 

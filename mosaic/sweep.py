@@ -1,15 +1,32 @@
-"""What the running Hydra multirun sweeps over, so its first job can fill the cache for its siblings.
+"""A job's place in its Hydra multirun: what the sweep covers, which cells are done, which failed.
 
 Hydra writes the sweep's composed config, with the command-line sweep overrides and any
 `hydra.sweeper.params` of an experiment config, to `multirun.yaml` in the sweep directory before
 launching jobs (locally and through submitit alike). Reading it back lets the job for `layer=5`
 extract layers 12 and 19 in the same forward when the sweep is `layer=5,12,19`.
+
+A cell that fails in a sweep writes `failure.json` in its job directory and returns, so the other
+cells still run (on any launcher); `SweepOutcome`, a Hydra callback, then writes the sweep's
+`failures.json` and makes the command exit non-zero. With `sweep.skip_done=true` a cell whose
+`results.json` has the same config hash is not run again: a killed sweep resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import json
+import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from mosaic.errors import MosaicError, NotApplicableError, first_line
+from mosaic.record import RESULTS_FILE, config_hash, write_json_atomic
+
+FAILURE_FILE = "failure.json"
+FAILURES_FILE = "failures.json"
 
 
 @dataclass(frozen=True)
@@ -62,3 +79,83 @@ def current_sweep() -> Sweep:
         widths=tuple(values.get("sae.width", [])),
         features=tuple(values.get("features", [])),
     )
+
+
+def finished_results(job_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's earlier `results.json` if it was produced by this very config, else None."""
+    path = job_dir / RESULTS_FILE
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return results if results.get("config_hash") == config_hash(config) else None
+
+
+def record_failure(job_dir: Path, overrides: list[str], error: BaseException) -> dict[str, Any]:
+    """Write the cell's `failure.json` and say on stderr, in one line, what went wrong.
+
+    MOSAIC's own errors are one line by design; anything else also gets its traceback, in the file
+    and on stderr, since it is a bug or a crash someone has to read.
+    """
+    status = "not_applicable" if isinstance(error, NotApplicableError) else "failed"
+    record = {"job": job_dir.name, "overrides": overrides, "status": status,
+              "error": f"{type(error).__name__}: {first_line(error)}"}
+    if not isinstance(error, MosaicError):
+        record["traceback"] = "".join(traceback.format_exception(error))
+        print(record["traceback"], file=sys.stderr, end="")
+    write_json_atomic(job_dir / FAILURE_FILE, record)
+    verb = "skipped" if status == "not_applicable" else "failed"
+    print(f"mosaic: cell {job_dir.name} {verb} ({' '.join(overrides)}): {first_line(error)}", file=sys.stderr)
+    return record
+
+
+def clear_failure(job_dir: Path) -> None:
+    """Forget an earlier failure of this cell (it has just succeeded or been found done)."""
+    (job_dir / FAILURE_FILE).unlink(missing_ok=True)
+
+
+def sweep_outcome(sweep_dir: Path, since: float = 0.0) -> dict[str, list]:
+    """Done, skipped (not applicable) and failed cells of the sweep, from its job directories.
+
+    Only cells Hydra started at or after `since` (a timestamp) count: a reused sweep directory may
+    hold cells of an earlier, different grid.
+    """
+    outcome: dict[str, list] = {"done": [], "not_applicable": [], "failed": []}
+    started = [p for p in sweep_dir.iterdir() if (p / ".hydra" / "config.yaml").is_file()
+               and (p / ".hydra" / "config.yaml").stat().st_mtime >= since]
+    for job_dir in sorted(started, key=lambda p: p.name):
+        if (job_dir / FAILURE_FILE).is_file():
+            record = json.loads((job_dir / FAILURE_FILE).read_text())
+            outcome[record["status"]].append(record)
+        elif (job_dir / RESULTS_FILE).is_file():
+            outcome["done"].append(job_dir.name)
+    return outcome
+
+
+class SweepOutcome(Callback):
+    """At the end of a multirun: write `failures.json`, print a one-line summary, exit 1 if a cell failed."""
+
+    def __init__(self):
+        self.started = 0.0
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        # Filesystem time, not this clock: job directories may be written by other nodes.
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        stamp = sweep_dir / ".sweep_started"
+        stamp.touch()
+        self.started = stamp.stat().st_mtime
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        outcome = sweep_outcome(sweep_dir, since=self.started)
+        failures = sweep_dir / FAILURES_FILE
+        if outcome["failed"]:
+            write_json_atomic(failures, {"failed": outcome["failed"]})
+        else:
+            failures.unlink(missing_ok=True)
+        print(f"mosaic: sweep {sweep_dir}: {len(outcome['done'])} done, "
+              f"{len(outcome['not_applicable'])} skipped (not applicable), {len(outcome['failed'])} failed"
+              + (f" (see {failures})" if outcome["failed"] else ""), file=sys.stderr)
+        if outcome["failed"]:
+            raise SystemExit(1)

@@ -16,6 +16,7 @@ import lightning as L
 import numpy as np
 import scipy.sparse as sp
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment
 from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader
 
@@ -23,6 +24,8 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates; nothing a user can act on.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+# Lightning suggests `srun` whenever SLURM is installed; the probe is one process on purpose.
+warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
 
 
 def _dense_rows(features, index) -> torch.Tensor:
@@ -181,6 +184,8 @@ def fit_lightning_probe(
         num_sanity_val_steps=0,
         log_every_n_steps=1,
         deterministic=True,
+        # One process on one device, also inside a SLURM job: never let Lightning read SLURM's task layout.
+        plugins=[LightningEnvironment()],
     )
     trainer.fit(module, datamodule=SparseFeatureDataModule(x_train, y_train, x_val, y_val, cfg.batch_size, seed))
     summary = {"epochs": trainer.current_epoch, "best_epoch": best.best_epoch, "best_val_macro_f1": best.best[0]}

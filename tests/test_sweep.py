@@ -1,0 +1,134 @@
+"""Grids: a failing cell is recorded and reported, not fatal; a killed sweep resumes with only its missing cells."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mosaic.record import slurm_info
+from tests.conftest import CONF, REPO
+
+# Four cheap cells: the tiny random GPT-2's hidden state, pooled four ways, the sklearn probe.
+GRID = ["-m", "model=tiny_gpt2", "layer=1", "features=hidden", "pooling=mean,max,sum,last", "probe=sklearn",
+        "dataset.limit=60", "logger=none"]
+
+
+def _run_py(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "run.py", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _finish(process):
+    out, err = process.communicate(timeout=600)
+    return process.returncode, out, err
+
+
+def _results(sweep_dir):
+    return {path.parent.name: json.loads(path.read_text()) for path in sweep_dir.glob("*/results.json")}
+
+
+def test_a_failing_cell_is_recorded_the_others_run_and_the_sweep_exits_1(tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\n" + "".join(f"document number {i},{'ab'[i % 2]}\n" for i in range(40)))
+    code, _, err = _finish(_run_py("-m", "model=tiny_gpt2", "layer=1", "features=hidden", "probe=sklearn",
+                                   "dataset=csv", f"dataset.path={data}", "dataset.label_column=label,missing",
+                                   "pooling=mean,last", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"))
+    assert code == 1
+    assert set(_results(tmp_path / "sweep")) == {"0", "1"}  # label_column=label with mean, last
+    failures = json.loads((tmp_path / "sweep" / "failures.json").read_text())["failed"]
+    assert [f["job"] for f in failures] == ["2", "3"]
+    assert all("dataset.label_column='missing' is not a column" in f["error"] for f in failures)
+    assert {"dataset.label_column=missing", "pooling=mean"} <= set(failures[0]["overrides"])
+    assert "2 done, 0 skipped (not applicable), 2 failed" in err
+    assert err.count("mosaic: cell 2 failed (") == 1
+
+
+def test_cells_without_meaning_are_skipped_not_failed(tmp_path):
+    code, _, err = _finish(_run_py(*GRID[:4], "features=hidden,bow", "pooling=mean,last", *GRID[5:],
+                                   f"hydra.sweep.dir={tmp_path}"))
+    assert code == 0, err[-2000:]
+    assert set(_results(tmp_path)) == {"0", "1", "2"}  # bow with last pooling has no meaning
+    assert json.loads((tmp_path / "3" / "failure.json").read_text())["status"] == "not_applicable"
+    assert not (tmp_path / "failures.json").exists()
+    assert "3 done, 1 skipped (not applicable), 0 failed" in err
+
+
+def test_a_killed_sweep_resumes_with_only_its_missing_cells_and_ends_as_an_uninterrupted_one(tmp_path):
+    killed = tmp_path / "killed"
+    process = _run_py(*GRID, f"hydra.sweep.dir={killed}", start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(_results(killed)) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = {name: (killed / name / "results.json").stat().st_mtime_ns for name in _results(killed)}
+    assert 2 <= len(before) < 4, "the sweep must be killed part-way"
+
+    code, out, err = _finish(_run_py(*GRID, f"hydra.sweep.dir={killed}", "sweep.skip_done=true"))
+    assert code == 0, err[-2000:]
+    assert sorted(line.split()[1] for line in out.splitlines() if line.endswith("skipped")) == \
+        sorted(str(killed / name) for name in before)
+    assert {name: (killed / name / "results.json").stat().st_mtime_ns for name in before} == before
+
+    uninterrupted = tmp_path / "uninterrupted"
+    assert _finish(_run_py(*GRID, f"hydra.sweep.dir={uninterrupted}"))[0] == 0
+    resumed, reference = _results(killed), _results(uninterrupted)
+    assert {r["config_hash"]: r["metrics"] for r in resumed.values()} == \
+        {r["config_hash"]: r["metrics"] for r in reference.values()}
+    assert len(resumed) == 4
+
+
+def test_a_done_cell_with_another_config_is_run_again(tmp_path):
+    from mosaic.sweep import finished_results
+
+    (tmp_path / "results.json").write_text(json.dumps({"config_hash": "0" * 64}))
+    assert finished_results(tmp_path, {"layer": 1}) is None
+    from mosaic.record import config_hash
+
+    (tmp_path / "results.json").write_text(json.dumps({"config_hash": config_hash({"layer": 1})}))
+    assert finished_results(tmp_path, {"layer": 1, "sweep": {"skip_done": True}}) is not None
+
+
+def test_slurm_placement_is_recorded_from_slurms_environment(monkeypatch):
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURMD_NODENAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert slurm_info() is None
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURMD_NODENAME", "gpu07")
+    assert slurm_info() == {"job_id": "41", "array_job_id": "40", "array_task_id": "1", "node": "gpu07"}
+
+
+def test_site_settings_in_conf_local_apply_to_every_job(tmp_path):
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    import mosaic.config  # noqa: F401  (registers the schema)
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf, ignore=shutil.ignore_patterns("local"))
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        assert compose(config_name="config", overrides=["hydra/launcher=slurm"],
+                       return_hydra_config=True).hydra.launcher.partition is None
+    (conf / "local").mkdir()
+    (conf / "local" / "site.yaml").write_text("# @package _global_\nhydra:\n  launcher:\n    partition: gpu-a100\n"
+                                              "batch_size: 8\n")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher.partition == "gpu-a100" and cfg.batch_size == 8
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "local"])
+def test_launcher_configs_compose_with_submitit(launcher):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith({"slurm": "SlurmLauncher", "local": "LocalLauncher"}[launcher])
+    assert cfg.hydra.launcher.timeout_min == 120
