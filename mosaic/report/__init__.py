@@ -97,6 +97,53 @@ def _tables(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+_FEATURE_COLOURS = {"sae": "tab:orange", "hidden": "tab:blue", "bow": "tab:green"}
+
+
+def _by_layer(axes, rows: list[dict[str, Any]], dataset: str) -> None:
+    """Best macro F1 per layer for each model / feature type / width; bag of words as a flat line."""
+    series: dict[tuple[str, str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["features"] != "bow":
+            series[(r["model"], r["features"], r["width"])][r["layer"]].append(r["macro_f1"])
+    layers = sorted({layer for points in series.values() for layer in points})
+    for (model, features, width), points in sorted(series.items()):
+        xs = sorted(points)
+        axes.plot(xs, [max(points[x]) for x in xs], marker="o", color=_FEATURE_COLOURS[features],
+                  linestyle="-" if features == "sae" else "--", label=f"{model} {features} {width}".strip())
+    for model in sorted({r["model"] for r in rows if r["features"] == "bow"}):
+        best = max(r["macro_f1"] for r in rows if r["features"] == "bow" and r["model"] == model)
+        axes.axhline(best, color=_FEATURE_COLOURS["bow"], linestyle=":", label="bag of words")
+    if layers:
+        axes.set_xticks(layers)
+        axes.set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
+    axes.set(title=f"{dataset}: best macro F1 by layer", xlabel="layer", ylabel="macro F1", ylim=(0, 1))
+    axes.legend(fontsize=7, loc="lower right")
+
+
+def _binarize_by_pooling(axes, rows: list[dict[str, Any]], dataset: str) -> None:
+    """Mean macro F1 with and without binarization, per feature type and pooling."""
+    groups = sorted({(r["features"], r["pooling"]) for r in rows})
+    for offset, method in ((-0.2, "none"), (0.2, "threshold")):
+        values = [[r["macro_f1"] for r in rows if (r["features"], r["pooling"]) == g and r["binarize"] == method]
+                  for g in groups]
+        xs = [i + offset for i, v in enumerate(values) if v]
+        axes.bar(xs, [_mean(v) for v in values if v], width=0.4, label=f"binarize={method}",
+                 color="tab:gray" if method == "none" else "tab:purple")
+    axes.set_xticks(range(len(groups)), [f"{f}\n{p}" for f, p in groups], fontsize=7)
+    axes.set(title=f"{dataset}: binarize on/off per pooling", ylabel="macro F1", ylim=(0, 1))
+    axes.legend(fontsize=7, loc="lower right")
+
+
+def _feature_types(axes, rows: list[dict[str, Any]], dataset: str) -> None:
+    """The best cell of each feature type: SAE vs hidden state vs bag of words."""
+    kinds = [k for k in _FEATURE_COLOURS if any(r["features"] == k for r in rows)]
+    best = [max(r["macro_f1"] for r in rows if r["features"] == k) for k in kinds]
+    bars = axes.bar(kinds, best, color=[_FEATURE_COLOURS[k] for k in kinds])
+    axes.bar_label(bars, fmt="%.3f", fontsize=8)
+    axes.set(title=f"{dataset}: best cell per feature type", ylabel="macro F1", ylim=(0, 1))
+
+
 def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -106,28 +153,13 @@ def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     written = []
     for dataset in sorted({r["dataset"] for r in rows}):
         subset = [r for r in rows if r["dataset"] == dataset]
-        figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-        series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for r in subset:
-            if r["features"] != "bow":
-                series[f"{r['model']} {r['features']} {r['width']}".strip()][r["layer"]].append(r["macro_f1"])
-        for label, points in sorted(series.items()):
-            layers = sorted(points)
-            axes[0].plot(layers, [max(points[x]) for x in layers], marker="o", label=label)
-        axes[0].set(title=f"{dataset}: best macro F1 by layer (over pooling, binarize)", xlabel="layer",
-                    ylabel="macro F1", ylim=(0, 1))
-        if series:
-            axes[0].legend(fontsize=7)
-        groups: dict[str, list[float]] = defaultdict(list)
-        for r in subset:
-            groups[f"{r['features']}\n{r['pooling']}/{r['binarize']}"].append(r["macro_f1"])
-        labels = sorted(groups)
-        axes[1].bar(range(len(labels)), [_mean(groups[k]) for k in labels])
-        axes[1].set_xticks(range(len(labels)), labels, fontsize=6, rotation=60)
-        axes[1].set(title=f"{dataset}: features x pooling x binarize", ylabel="macro F1", ylim=(0, 1))
+        figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), width_ratios=[1.1, 1.4, 0.7])
+        _by_layer(axes[0], subset, dataset)
+        _binarize_by_pooling(axes[1], subset, dataset)
+        _feature_types(axes[2], subset, dataset)
         figure.tight_layout()
         path = out_dir / f"report_{dataset}.png"
-        figure.savefig(path, dpi=120)
+        figure.savefig(path, dpi=110)
         plt.close(figure)
         written.append(path)
     return written
