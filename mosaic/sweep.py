@@ -133,7 +133,7 @@ def sweep_outcome(sweep_dir: Path, since: float = 0.0) -> dict[str, list]:
 
 
 class SweepOutcome(Callback):
-    """At the end of a multirun: write `failures.json`, print a one-line summary, exit 1 if a cell failed."""
+    """At the end of a multirun: write `failures.json` and the report, print a summary, exit 1 if a cell failed."""
 
     def __init__(self):
         self.started = 0.0
@@ -157,5 +157,20 @@ class SweepOutcome(Callback):
         print(f"mosaic: sweep {sweep_dir}: {len(outcome['done'])} done, "
               f"{len(outcome['not_applicable'])} skipped (not applicable), {len(outcome['failed'])} failed"
               + (f" (see {failures})" if outcome["failed"] else ""), file=sys.stderr)
+        if outcome["done"]:
+            _write_report(sweep_dir)
         if outcome["failed"]:
             raise SystemExit(1)
+
+
+def _write_report(sweep_dir: Path) -> None:
+    """The sweep's report.md and plots, so a grid ends with its table; a report problem never hides the sweep's."""
+    from mosaic.report import write_report
+
+    try:
+        written = write_report(sweep_dir)
+    except Exception as error:  # noqa: BLE001 - the cells' results are safe; the report can be rebuilt
+        print(f"mosaic: the report could not be written ({first_line(error)}); "
+              f"rerun `python -m mosaic report {sweep_dir}`", file=sys.stderr)
+        return
+    print(f"mosaic: report {written['markdown']}", file=sys.stderr)

@@ -44,6 +44,8 @@ def test_a_failing_cell_is_recorded_the_others_run_and_the_sweep_exits_1(tmp_pat
     assert all("dataset.label_column='missing' is not a column" in f["error"] for f in failures)
     assert {"dataset.label_column=missing", "pooling=mean"} <= set(failures[0]["overrides"])
     assert "2 done, 0 skipped (not applicable), 2 failed" in err
+    # The report of what did finish is written anyway, with the failed cells missing.
+    assert (tmp_path / "sweep" / "report.md").read_text().count("| hidden / ") == 2
     assert err.count("mosaic: cell 2 failed (") == 1
 
 
