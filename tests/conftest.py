@@ -37,3 +37,19 @@ def tiny_model_config(name: str = "tiny_gpt2", **changes):
 
     cfg = compose_config(f"model={name}").model
     return OmegaConf.merge(cfg, changes)
+
+
+def jumprelu_sae(directory, d_in, layer, seed=0):
+    """A Gemma-Scope-architecture (JumpReLU) SAE saved in SAELens's disk format."""
+    import torch
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    torch.manual_seed(seed)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=4 * d_in))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 1)
+        sae.b_enc.normal_(0, 0.5)
+        sae.threshold.uniform_(0.5, 1.5)
+    sae.cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_post"
+    sae.save_model(str(directory))
+    return directory

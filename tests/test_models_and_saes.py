@@ -6,17 +6,16 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from safetensors.numpy import load_file
 
 from mosaic.config import validate
-from mosaic.data import load_labelled_texts
+from mosaic.data import load_labelled_documents
 from mosaic.errors import ConfigError, DataError, MosaicError
 from mosaic.extract import extract_activations, load_model
 from mosaic.pipeline import run
 from mosaic.releases import canonical_widths, check_gemma_scope, gemma_scope_sae_id, neuronpedia_url_prefix
 from mosaic.sae import check_sae_fits, encode_tokens, load_release_sae, load_sae
-from tests.conftest import compose_config, tiny_model_config
+from tests.conftest import compose_config, jumprelu_sae, tiny_model_config
 
 # The paper's cells, as Gemma Scope published them (Lieberum et al. 2024): every one must validate.
 PAPER_CELLS = [
@@ -80,23 +79,8 @@ def test_gemma2_configs_never_use_float16():
         validate(compose_config("model=gemma2_2b", "model.dtype=float16"))
 
 
-def _jumprelu_sae(directory, d_in, layer, seed=0):
-    """A Gemma-Scope-architecture (JumpReLU) SAE saved in SAELens's disk format."""
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
-
-    torch.manual_seed(seed)
-    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=4 * d_in))
-    with torch.no_grad():
-        sae.W_enc.normal_(0, 1)
-        sae.b_enc.normal_(0, 0.5)
-        sae.threshold.uniform_(0.5, 1.5)
-    sae.cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_post"
-    sae.save_model(str(directory))
-    return directory
-
-
 def test_a_jumprelu_sae_on_disk_encodes_tiny_gemma2_activations(tmp_path):
-    directory = _jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
+    directory = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
     loaded = load_model(tiny_model_config("tiny_gemma2"))
     acts = extract_activations(loaded, ["a prompt", "another prompt entirely"], [1], 2, 32)[1]
     sae = load_sae(directory)
@@ -109,7 +93,7 @@ def test_a_jumprelu_sae_on_disk_encodes_tiny_gemma2_activations(tmp_path):
 
 
 def test_an_sae_for_another_layer_or_width_is_refused(tmp_path):
-    sae = load_sae(_jumprelu_sae(tmp_path / "sae", d_in=32, layer=2))
+    sae = load_sae(jumprelu_sae(tmp_path / "sae", d_in=32, layer=2))
     with pytest.raises(MosaicError, match=r"trained on blocks.2.hook_resid_post but layer=1: use layer=2"):
         check_sae_fits(sae, d_model=32, layer=1)
     with pytest.raises(MosaicError, match="width 32 but the model's residual stream has width 64"):
@@ -117,7 +101,7 @@ def test_an_sae_for_another_layer_or_width_is_refused(tmp_path):
 
 
 def test_local_sae_runs_through_the_pipeline(tmp_path):
-    directory = _jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
+    directory = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
     cfg = compose_config("model=tiny_gemma2", "layer=1", "sae=local", f"sae.path={directory}", "logger=none",
                          "probe=sklearn", "pooling=sum")
     validate(cfg)
@@ -131,7 +115,7 @@ def test_gemma_scope_sae_is_requested_by_release_and_canonical_id(tmp_path, monk
     """The Gemma Scope path with SAELens's download replaced by a tiny SAE of the same architecture."""
     import sae_lens
 
-    tiny = load_sae(_jumprelu_sae(tmp_path / "sae", d_in=32, layer=1))
+    tiny = load_sae(jumprelu_sae(tmp_path / "sae", d_in=32, layer=1))
     requested = []
 
     def from_pretrained(release, sae_id, device="cpu"):
@@ -176,7 +160,7 @@ def test_unavailable_hub_model_is_one_line_pointing_at_model_path():
 
 def test_unavailable_hub_dataset_is_one_line_naming_it():
     with pytest.raises(DataError) as error:
-        load_labelled_texts(compose_config("dataset=toxicity_ru").dataset)
+        load_labelled_documents(compose_config("dataset=toxicity_ru").dataset)
     message = str(error.value)
     assert "\n" not in message and "textdetox/multilingual_toxicity_dataset" in message
 
@@ -186,11 +170,11 @@ def test_integer_labels_index_into_label_names(tmp_path):
     pd.DataFrame({"text": ["a", "b", "c", "d"], "toxic": [0, 1, 1, 0]}).to_csv(path, index=False)
     cfg = compose_config("dataset=csv", f"dataset.path={path}", "dataset.label_column=toxic",
                          "dataset.label_names=[non_toxic,toxic]").dataset
-    data = load_labelled_texts(cfg)
+    data = load_labelled_documents(cfg)
     assert data.label_names == ["non_toxic", "toxic"] and data.labels.tolist() == [0, 1, 1, 0]
     pd.DataFrame({"text": ["a", "b"], "toxic": [0, 2]}).to_csv(path, index=False)
     with pytest.raises(DataError, match=re.escape("integer labels [2] outside 0..1")):
-        load_labelled_texts(cfg)
+        load_labelled_documents(cfg)
 
 
 @pytest.mark.slow

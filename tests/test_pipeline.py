@@ -167,14 +167,14 @@ def test_a_saved_probe_refuses_features_of_another_width(tmp_path):
 
 def test_predict_labels_new_texts_like_the_job_scored_them(tmp_path, capsys):
     from mosaic.__main__ import main as mosaic_cli
-    from mosaic.data import load_labelled_texts, make_splits
+    from mosaic.data import load_labelled_documents, make_splits
 
     cfg = compose_config(*TINY_HIDDEN, "probe=sklearn")
     trained = run(cfg, tmp_path / "job")
-    data = load_labelled_texts(cfg.dataset)
+    data = load_labelled_documents(cfg.dataset)
     test = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size).test
     texts = tmp_path / "texts.txt"
-    texts.write_text("\n".join(data.texts[i].replace("\n", " ") for i in test) + "\n")
+    texts.write_text("\n".join(data.documents[i].replace("\n", " ") for i in test) + "\n")
     capsys.readouterr()  # drop the training job's own table
     assert mosaic_cli(["predict", str(tmp_path / "job" / "probe"), str(texts)]) == 0
     lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]

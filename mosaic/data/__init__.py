@@ -1,10 +1,10 @@
-"""Datasets: labelled texts from packaged corpora or files, validated, and split for probing.
+"""Datasets: labelled texts or images from packaged corpora, files or the hub, validated, and split for probing.
 
 This stage knows nothing about models. It returns plain Python/NumPy objects and raises a
 `DataError` with one readable line for any dataset a probe cannot be trained on.
 """
 
-from mosaic.data.datasets import LabelledTexts, load_labelled_texts, load_unlabelled_texts
+from mosaic.data.datasets import LabelledDocuments, load_labelled_documents, load_unlabelled_texts
 from mosaic.data.splits import Splits, make_splits
 
-__all__ = ["LabelledTexts", "Splits", "load_labelled_texts", "load_unlabelled_texts", "make_splits"]
+__all__ = ["LabelledDocuments", "Splits", "load_labelled_documents", "load_unlabelled_texts", "make_splits"]

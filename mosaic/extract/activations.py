@@ -3,11 +3,14 @@
 One forward serves every requested layer: a hook on each block records its output, and the hook
 on the deepest block stops the forward there, so layer k of n costs about (k+1)/n of a full pass.
 Only real tokens are kept (not padding, not BOS/CLS/SEP/EOS), documents concatenated, so that any
-pooling downstream is a reduction over contiguous row segments and never sees a pad.
+pooling downstream is a reduction over contiguous row segments and never sees a pad. For a
+vision-language model the documents are images and the kept tokens are the image tokens, found
+where the processor put the image token id (never at assumed offsets).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +38,13 @@ class _StopForward(Exception):
     """Raised by the deepest hook: the rest of the network is not needed."""
 
 
+def _to_model(value, device: torch.device, dtype: torch.dtype):
+    """A model input on the model's device; floating inputs (pixels) also in its dtype."""
+    if not torch.is_tensor(value):
+        return value
+    return value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
+
+
 def offsets_from_lengths(lengths: np.ndarray) -> np.ndarray:
     """Document start offsets (n + 1 entries) from per-document token counts."""
     return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -51,9 +61,38 @@ def _restore_order(lengths_sorted: np.ndarray, order: np.ndarray) -> tuple[np.nd
     return rows, offsets
 
 
+def _text_inputs(loaded: LoadedModel, texts: Sequence[str], max_length: int) -> tuple[dict, torch.Tensor]:
+    encoded = loaded.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                               return_tensors="pt", return_special_tokens_mask=True)
+    mask = encoded["attention_mask"]
+    keep = mask.bool() & ~encoded["special_tokens_mask"].bool()
+    inputs = {"input_ids": encoded["input_ids"], "attention_mask": mask}
+    if loaded.is_decoder:
+        # Positions count real tokens, so a left-padded document sees the same positions as alone.
+        inputs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        inputs["use_cache"] = False
+    return inputs, keep
+
+
+def image_inputs(loaded: LoadedModel, images: Sequence[bytes]) -> tuple[dict, torch.Tensor]:
+    """A vision-language model's inputs for encoded images, and the mask of its image-token positions.
+
+    Every image gets the same prompt, so rows have equal length. `token_type_ids` mark the prefix
+    (image tokens and prompt), which PaliGemma attends to in both directions as in its training.
+    """
+    from PIL import Image
+
+    pictures = [Image.open(io.BytesIO(image)).convert("RGB") for image in images]
+    encoded = loaded.processor(text=["<image>" + loaded.prompt] * len(pictures), images=pictures,
+                               return_tensors="pt", padding="longest")
+    keep = encoded["input_ids"] == loaded.processor.image_token_id
+    inputs = {key: encoded[key] for key in ("input_ids", "attention_mask", "pixel_values", "token_type_ids")}
+    return inputs, keep
+
+
 def extract_activations(
     loaded: LoadedModel,
-    texts: Sequence[str],
+    documents: Sequence[str] | Sequence[bytes],
     layers: Sequence[int],
     batch_size: int,
     max_length: int,
@@ -62,8 +101,8 @@ def extract_activations(
     """Residual-stream activations (float32, on CPU) of every real token at each of `layers`.
 
     Layer L is the output of transformer block L (Gemma Scope's `blocks.L.hook_resid_post`,
-    `hidden_states[L + 1]` of a Hugging Face forward). Documents are batched by length to cut
-    padding; the result is in the order of `texts`.
+    `hidden_states[L + 1]` of a Hugging Face forward). Texts are batched by length to cut padding;
+    images (for a model with a processor) yield their image tokens; the result is in input order.
     """
     blocks = transformer_blocks(loaded.model)
     wanted = sorted(set(layers))
@@ -79,30 +118,19 @@ def extract_activations(
         return hook
 
     handles = [blocks[layer].register_forward_hook(hook_for(layer)) for layer in wanted]
-    order = np.argsort([len(text) for text in texts], kind="stable")
+    order = np.argsort([len(d) if isinstance(d, str) else 0 for d in documents], kind="stable")
+    dtype = next(loaded.model.parameters()).dtype
     chunks: dict[int, list[np.ndarray]] = {layer: [] for layer in wanted}
     lengths: list[np.ndarray] = []
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     try:
         with torch.inference_mode():
             for batch in tqdm(batches, desc=desc, unit="batch", disable=len(batches) < 2):
-                encoded = loaded.tokenizer(
-                    [texts[i] for i in batch],
-                    padding=True,
-                    truncation=True,
-                    max_length=max_length,
-                    return_tensors="pt",
-                    return_special_tokens_mask=True,
-                )
-                mask = encoded["attention_mask"]
-                keep = mask.bool() & ~encoded["special_tokens_mask"].bool()
-                inputs = {"input_ids": encoded["input_ids"], "attention_mask": mask}
-                if loaded.is_decoder:
-                    # Positions count real tokens, so a left-padded document sees the same positions as alone.
-                    inputs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
-                    inputs["use_cache"] = False
+                chosen = [documents[i] for i in batch]
+                inputs, keep = (image_inputs(loaded, chosen) if loaded.processor is not None
+                                else _text_inputs(loaded, chosen, max_length))
                 try:
-                    loaded.model(**{k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()})
+                    loaded.model(**{k: _to_model(v, loaded.device, dtype) for k, v in inputs.items()})
                 except _StopForward:
                     pass
                 # Boolean indexing keeps rows document by document, whichever side the padding is on.

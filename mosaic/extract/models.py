@@ -12,17 +12,26 @@ from mosaic.cache import cached_directory
 from mosaic.errors import MosaicError, first_line
 
 # Where each architecture keeps its list of transformer blocks, on the base model or a wrapper.
-_BLOCK_PATHS = ("encoder.layer", "h", "layers", "model.layers", "transformer.h", "model.language_model.layers")
+_BLOCK_PATHS = ("encoder.layer", "h", "layers", "model.layers", "transformer.h", "language_model.layers",
+                "model.language_model.layers")
+# The tiny random PaliGemma's images: 56 x 56 pixels in 14 x 14 patches, so 16 image tokens.
+_TINY_IMAGE_SIZE, _TINY_PATCH_SIZE = 56, 14
 
 
 @dataclass
 class LoadedModel:
-    """A base model (no LM head), its tokenizer, and the device its weights are on."""
+    """A base model (no LM head), its tokenizer, and the device its weights are on.
+
+    A vision-language model also has its `processor` (image preprocessing and the prompt layout
+    with image tokens) and the `prompt` that follows the image tokens.
+    """
 
     model: torch.nn.Module
     tokenizer: Any
     device: torch.device
     is_decoder: bool
+    processor: Any = None
+    prompt: str = ""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,6 +95,44 @@ def _random_model(cfg, vocab: int) -> torch.nn.Module:
     return tf.AutoModel.from_config(configs[cfg.family]())
 
 
+def _tiny_paligemma_tokenizer():
+    """A byte-fallback BPE tokenizer over characters, built in memory: no tokenizer file to download."""
+    from transformers import GemmaTokenizer
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    characters = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'-:\n") + ["▁"]
+    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    return GemmaTokenizer(vocab={token: i for i, token in enumerate(specials + characters + bytes_)}, merges=[])
+
+
+def _random_paligemma(cfg) -> tuple[torch.nn.Module, Any]:
+    """An untrained PaliGemma 2-style model (SigLIP vision tower + Gemma 2 language model) and its processor.
+
+    The language model has the configured sizes; the vision tower is one small layer. The processor
+    is PaliGemma's own, so image tokens are laid out exactly as for the real model.
+    """
+    import transformers as tf
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    n_image_tokens = (_TINY_IMAGE_SIZE // _TINY_PATCH_SIZE) ** 2
+    images = SiglipImageProcessorPil(size={"height": _TINY_IMAGE_SIZE, "width": _TINY_IMAGE_SIZE},
+                                     image_seq_length=n_image_tokens)
+    processor = tf.PaliGemmaProcessor(image_processor=images, tokenizer=_tiny_paligemma_tokenizer())
+    tokenizer = processor.tokenizer
+    head_dim = cfg.d_model // cfg.n_heads
+    text = tf.Gemma2Config(vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=2 * cfg.d_model,
+                           num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=1,
+                           head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=64,
+                           max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    vision = tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                   image_size=_TINY_IMAGE_SIZE, patch_size=_TINY_PATCH_SIZE, vision_use_head=False)
+    config = tf.PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=processor.image_token_id,
+                                projection_dim=cfg.d_model, vocab_size=len(tokenizer))
+    torch.manual_seed(0)
+    return tf.AutoModel.from_config(config), processor
+
+
 def _convert_packaged_gemma3(directory: Path) -> None:
     """Write the packaged Gemma 3 270M GGUF as a safetensors model + tokenizer directory (fp32)."""
     try:
@@ -139,7 +186,16 @@ def load_model(cfg) -> LoadedModel:
 
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    if cfg.source == "minilm":
+    processor = None
+    if cfg.family == "paligemma" and cfg.source == "random":
+        model, processor = _random_paligemma(cfg)
+        tokenizer = processor.tokenizer
+    elif cfg.family == "paligemma" and cfg.source == "hub":
+        source, revision = _hub_source(cfg)
+        processor = _from_pretrained(cfg, tf.AutoProcessor, source, **revision)
+        tokenizer = processor.tokenizer
+        model = _from_pretrained(cfg, tf.AutoModel, source, dtype=dtype, **revision)
+    elif cfg.source == "minilm":
         model = tf.AutoModel.from_pretrained(_minilm_path())
         tokenizer = tf.AutoTokenizer.from_pretrained(_minilm_path())
     elif cfg.source == "random":
@@ -162,4 +218,5 @@ def load_model(cfg) -> LoadedModel:
     if n_blocks != cfg.n_layers:
         raise MosaicError(f"model.n_layers={cfg.n_layers} but {cfg.name} has {n_blocks} blocks")
     model = model.to(device=device, dtype=dtype).eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, device=device, is_decoder=cfg.family != "bert")
+    return LoadedModel(model=model, tokenizer=tokenizer, device=device, is_decoder=cfg.family != "bert",
+                       processor=processor, prompt=cfg.prompt)
