@@ -144,11 +144,25 @@ def _feature_types(axes, rows: list[dict[str, Any]], dataset: str) -> None:
     axes.set(title=f"{dataset}: best cell per feature type", ylabel="macro F1", ylim=(0, 1))
 
 
-def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend (reports run on headless nodes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    _pyplot().close(figure)
+    return path
+
+
+def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    plt = _pyplot()
 
     written = []
     for dataset in sorted({r["dataset"] for r in rows}):
@@ -157,11 +171,7 @@ def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         _by_layer(axes[0], subset, dataset)
         _binarize_by_pooling(axes[1], subset, dataset)
         _feature_types(axes[2], subset, dataset)
-        figure.tight_layout()
-        path = out_dir / f"report_{dataset}.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(figure, out_dir / f"report_{dataset}.png"))
     return written
 
 
@@ -215,11 +225,9 @@ def _transfer_tables(matrices: list[dict[str, Any]]) -> str:
 
 
 def _transfer_heatmaps(matrices: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = _pyplot()
 
     written = []
     for number, matrix in enumerate(matrices):
@@ -234,11 +242,7 @@ def _transfer_heatmaps(matrices: list[dict[str, Any]], out_dir: Path) -> list[Pa
         axes.set(xlabel="tested on", ylabel="trained on", title=_setting_text(matrix["setting"]))
         axes.title.set_fontsize(7)
         figure.colorbar(image, ax=axes, label="macro F1")
-        figure.tight_layout()
-        path = out_dir / f"transfer_{matrix['kind']}_{number}.png"
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(figure, out_dir / f"transfer_{matrix['kind']}_{number}.png"))
     return written
 
 
