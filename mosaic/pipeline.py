@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from mosaic.config import MosaicConfig
 from mosaic.data import LabelledDocuments, Splits, load_labelled_documents, make_splits
 from mosaic.encoders import plan_encoders
 from mosaic.errors import MosaicError
@@ -140,11 +141,14 @@ def _transfer_scores(cfg: DictConfig, probe: TrainedProbe | TreeProbe, data: Lab
         matrix, *_ = build_features(target, target_data, target_splits, _Stopwatch(), Sweep())
         scores["datasets"][name] = classification_metrics(
             target_data.labels[target_splits.test], probe.predict_proba(matrix[target_splits.test]), data.label_names)
+    # Another model reads only the test documents: the probe is never retrained on its features.
+    test = LabelledDocuments([data.documents[i] for i in splits.test], data.labels[splits.test], data.label_names)
+    everything = np.arange(len(splits.test))
+    test_splits = Splits(train=everything, val=everything[:0], test=everything)
     for name, model_cfg in cfg.transfer.models.items():
         target = OmegaConf.merge(cfg, {"model": model_cfg})
-        matrix, *_ = build_features(target, data, splits, _Stopwatch(), Sweep(), sae_job=cfg)
-        scores["models"][name] = classification_metrics(
-            data.labels[splits.test], probe.predict_proba(matrix[splits.test]), data.label_names)
+        matrix, *_ = build_features(target, test, test_splits, _Stopwatch(), Sweep(), sae_job=cfg)
+        scores["models"][name] = classification_metrics(test.labels, probe.predict_proba(matrix), data.label_names)
     return scores
 
 
@@ -226,7 +230,8 @@ def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndar
     saved, and an SAE trained on a job's own training split cannot be rebuilt from new texts.
     """
     probe, metadata = load_probe(probe_dir)
-    cfg = OmegaConf.create(metadata["config"])
+    # On the schema, so a probe saved before a key existed reads that key's default.
+    cfg = OmegaConf.merge(OmegaConf.structured(MosaicConfig), metadata["config"])
     if cfg.features.type == "bow":
         raise MosaicError("predict works with probes on sae or hidden features, not bow (its vocabulary is not saved)")
     if cfg.dataset.modality != "text":

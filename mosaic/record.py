@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 RESULTS_FILE = "results.json"
-SCHEMA_VERSION = 1
+# 2: run.slurm (was run.slurm_job_id), top_features[].evidence (was weight), transfer.
+SCHEMA_VERSION = 2
 _VERSIONED_PACKAGES = ("mosaic", "torch", "transformers", "sae-lens", "lightning", "scikit-learn", "wandb")
 
 

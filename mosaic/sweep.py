@@ -14,6 +14,7 @@ cells still run (on any launcher); `SweepOutcome`, a Hydra callback, then writes
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import traceback
 from dataclasses import dataclass
@@ -104,6 +105,9 @@ def record_failure(job_dir: Path, overrides: list[str], error: BaseException) ->
         record["traceback"] = "".join(traceback.format_exception(error))
         print(record["traceback"], file=sys.stderr, end="")
     write_json_atomic(job_dir / FAILURE_FILE, record)
+    # What an earlier attempt of this cell left is not this attempt's result.
+    (job_dir / RESULTS_FILE).unlink(missing_ok=True)
+    shutil.rmtree(job_dir / "probe", ignore_errors=True)
     verb = "skipped" if status == "not_applicable" else "failed"
     print(f"mosaic: cell {job_dir.name} {verb} ({' '.join(overrides)}): {first_line(error)}", file=sys.stderr)
     return record
@@ -123,10 +127,10 @@ def sweep_outcome(sweep_dir: Path, since: float = 0.0) -> dict[str, list]:
     outcome: dict[str, list] = {"done": [], "not_applicable": [], "failed": []}
     started = [p for p in sweep_dir.iterdir() if (p / ".hydra" / "config.yaml").is_file()
                and (p / ".hydra" / "config.yaml").stat().st_mtime >= since]
-    for job_dir in sorted(started, key=lambda p: p.name):
+    for job_dir in sorted(started, key=lambda p: (len(p.name), p.name)):  # 0, 1, ..., 10, not 0, 1, 10, 2
         if (job_dir / FAILURE_FILE).is_file():
             record = json.loads((job_dir / FAILURE_FILE).read_text())
-            outcome[record["status"]].append(record)
+            outcome["not_applicable" if record.get("status") == "not_applicable" else "failed"].append(record)
         elif (job_dir / RESULTS_FILE).is_file():
             outcome["done"].append(job_dir.name)
     return outcome
@@ -147,7 +151,15 @@ class SweepOutcome(Callback):
         self.started = stamp.stat().st_mtime
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        # Hydra turns a callback's exception into a warning; a sweep must never end "green" by accident.
+        try:
+            self._summarise(Path(config.hydra.sweep.dir))
+        except Exception as error:  # noqa: BLE001 - reported in one line, and the exit status says it
+            print(f"mosaic: could not summarise the sweep: {type(error).__name__}: {first_line(error)}",
+                  file=sys.stderr)
+            raise SystemExit(1) from None
+
+    def _summarise(self, sweep_dir: Path) -> None:
         outcome = sweep_outcome(sweep_dir, since=self.started)
         failures = sweep_dir / FAILURES_FILE
         if outcome["failed"]:
@@ -158,17 +170,17 @@ class SweepOutcome(Callback):
               f"{len(outcome['not_applicable'])} skipped (not applicable), {len(outcome['failed'])} failed"
               + (f" (see {failures})" if outcome["failed"] else ""), file=sys.stderr)
         if outcome["done"]:
-            _write_report(sweep_dir)
+            _write_report(sweep_dir, [sweep_dir / name for name in outcome["done"]])
         if outcome["failed"]:
             raise SystemExit(1)
 
 
-def _write_report(sweep_dir: Path) -> None:
+def _write_report(sweep_dir: Path, job_dirs: list[Path]) -> None:
     """The sweep's report.md and plots, so a grid ends with its table; a report problem never hides the sweep's."""
     from mosaic.report import write_report
 
     try:
-        written = write_report(sweep_dir)
+        written = write_report(sweep_dir, job_dirs=job_dirs)
     except Exception as error:  # noqa: BLE001 - the cells' results are safe; the report can be rebuilt
         print(f"mosaic: the report could not be written ({first_line(error)}); "
               f"rerun `python -m mosaic report {sweep_dir}`", file=sys.stderr)

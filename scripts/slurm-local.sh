@@ -73,7 +73,7 @@ install_sacct_standin() {
 ids=""
 while [ $# -gt 0 ]; do
     case "$1" in
-        -j) ids="$ids,$2"; shift 2 ;;
+        -j) [ $# -ge 2 ] || break; ids="$ids,$2"; shift 2 ;;
         -j*) ids="$ids,${1#-j}"; shift ;;
         --jobs=*) ids="$ids,${1#--jobs=}"; shift ;;
         *) shift ;;
@@ -99,7 +99,8 @@ ready() { timeout 20 srun -t 1 true >/dev/null 2>&1; }
 
 start() {
     if command -v srun >/dev/null && pgrep -x slurmctld >/dev/null && pgrep -x slurmd >/dev/null && ready; then
-        [ "$(id -u)" = 0 ] && install_sacct_standin
+        # The stand-in belongs to this script's cluster only, never to a real one that happens to answer.
+        if [ "$(id -u)" = 0 ] && grep -qs "ClusterName=mosaic-local" "$CONF"; then install_sacct_standin; fi
         echo "slurm-local: running"; return
     fi
     [ "$(id -u)" = 0 ] || die "starting SLURM daemons needs root"
@@ -120,6 +121,7 @@ start() {
 stop() {
     pkill -x slurmd 2>/dev/null || true
     pkill -x slurmctld 2>/dev/null || true
+    pkill -x slurmstepd 2>/dev/null || true
     for _ in $(seq 20); do pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break; sleep 0.5; done
     echo "slurm-local: stopped"
 }

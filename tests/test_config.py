@@ -24,7 +24,13 @@ def test_every_group_option_composes_and_validates(group, tmp_path):
         ("dataset", "jsonl"): [f"dataset.path={data}"],
         ("sae", "gemma_scope"): ["model=gemma2_2b", "layer=12"],
         ("sae", "local"): [f"sae.path={tmp_path}"],
+        ("dataset", "imagefolder"): [f"dataset.path={tmp_path}"],
+        ("model", "paligemma2_3b"): ["dataset=digits"],
+        ("model", "tiny_paligemma"): ["dataset=digits", "sae.train_corpus=train_split"],
     }
+    images = ["model=tiny_paligemma", "layer=1", "sae.train_corpus=train_split"]
+    for option in ("digits", "imagefolder", "cifar100", "oxford_flowers", "indian_food"):
+        needs[("dataset", option)] = [*needs.get(("dataset", option), []), *images]
     for option in _options(group):
         overrides = [f"{group}={option}", *needs.get((group, option), [])]
         if group == "model":

@@ -26,7 +26,7 @@ def test_default_pipeline_writes_valid_results_and_reuses_its_sae(tmp_path):
     saved = json.loads((tmp_path / "job0" / "results.json").read_text())
     assert saved == json.loads(json.dumps(first))
 
-    assert saved["schema"] == 1 and len(saved["config_hash"]) == 64
+    assert saved["schema"] == 2 and len(saved["config_hash"]) == 64
     assert saved["config"]["model"]["name"] == "minilm" and saved["config"]["dataset"]["name"] == "bastion"
     splits = saved["splits"]
     assert sum(splits.values()) == 181
@@ -182,6 +182,12 @@ def test_predict_labels_new_texts_like_the_job_scored_them(tmp_path, capsys):
     # The same documents through the same features and probe: the job's test accuracy again.
     correct = sum(label == data.label_names[data.labels[i]] for (label, _), i in zip(lines, test))
     assert correct / len(test) == pytest.approx(trained["metrics"]["accuracy"])
+    # A probe saved before the image keys existed still predicts: missing keys take the schema's defaults.
+    saved = json.loads((tmp_path / "job" / "probe" / "probe.json").read_text())
+    del saved["config"]["dataset"]["modality"], saved["config"]["model"]["prompt"]
+    (tmp_path / "job" / "probe" / "probe.json").write_text(json.dumps(saved))
+    assert mosaic_cli(["predict", str(tmp_path / "job" / "probe"), str(texts)]) == 0
+    assert [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()] == lines
 
 
 def _language_csv(path, words, seed):
@@ -224,10 +230,13 @@ def test_crosslingual_matrix_has_a_row_per_training_language_and_its_diagonal_is
 def test_crossmodel_transfer_reads_other_models_through_the_jobs_features(tmp_path):
     cfg = compose_config(*TINY_HIDDEN, "probe=sklearn", "+model@transfer.models.same=tiny_gpt2",
                          "+model@transfer.models.llama=tiny_llama")
-    results = run(cfg, tmp_path)
+    results = run(cfg, tmp_path / "job")
     scored = results["transfer"]["models"]
     assert scored["same"] == results["metrics"]  # the same model again: the same features, the same scores
-    assert 0 <= scored["llama"]["macro_f1"] <= 1 and scored["llama"] != results["metrics"]
+    # The saved probe, loaded into a job on tiny_llama, scores that model's test split the same way.
+    reloaded = run(compose_config(*TINY_HIDDEN, "model=tiny_llama", f"probe.load={tmp_path / 'job' / 'probe'}"),
+                   tmp_path / "llama")
+    assert scored["llama"] == reloaded["metrics"] and scored["llama"] != results["metrics"]
 
 
 def test_transfer_to_a_dataset_with_other_classes_is_refused(tmp_path):

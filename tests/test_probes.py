@@ -117,11 +117,8 @@ def test_C_is_chosen_on_validation_data_only():
 def _sklearn_tree(features, labels, train, depth):
     from sklearn.tree import DecisionTreeClassifier
 
-    from mosaic.probes import _class_weights
-
-    weights = _class_weights(labels[train], len(np.unique(labels)), "balanced")
-    return DecisionTreeClassifier(max_depth=depth, class_weight=dict(enumerate(weights)),
-                                  random_state=0).fit(features[train], labels[train])
+    return DecisionTreeClassifier(max_depth=depth, class_weight="balanced", random_state=0).fit(
+        features[train], labels[train])
 
 
 def test_tree_probe_predicts_what_sklearns_tree_predicts_on_sparse_and_dense_rows():

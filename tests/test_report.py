@@ -82,6 +82,21 @@ def test_report_plots_go_to_wandb_when_the_jobs_logged_there(tmp_path):
     results = json.loads((tmp_path / "0" / "results.json").read_text())
     results["config"]["logger"] = logger
     (tmp_path / "0" / "results.json").write_text(json.dumps(results))
-    write_report(tmp_path)
-    [record] = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
-    assert b"report_bastion" in record.read_bytes() and b"report" in record.read_bytes()
+    written = write_report(tmp_path)
+    [run] = (tmp_path / "wandb").glob("offline-run-*")
+    [image] = run.glob("files/media/images/report_bastion_*.png")
+    assert image.read_bytes() == written["report_bastion"].read_bytes()
+    [table] = run.glob("files/media/table/report_*.table.json")
+    logged = json.loads(table.read_text())
+    assert logged["columns"][:3] == ["dataset", "model", "layer"] and logged["data"][0][:3] == ["bastion", "minilm", "1"]
+
+
+def test_two_datasets_under_one_name_are_refused_not_averaged(tmp_path, capsys):
+    for number, path in enumerate(("en.csv", "es.csv")):
+        _job(tmp_path / str(number), "hidden", "mean", "none", 3, 0.9, dataset="csv", transfer=_scores(es=0.5))
+        results = json.loads((tmp_path / str(number) / "results.json").read_text())
+        results["config"]["dataset"]["path"] = path
+        (tmp_path / str(number) / "results.json").write_text(json.dumps(results))
+    assert mosaic_cli(["report", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == ("mosaic: error: two jobs trained on different dataset configs are "
+                                               "both named 'csv': give each its own dataset.name")

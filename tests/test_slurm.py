@@ -1,7 +1,9 @@
 """Grids through a real single-node SLURM cluster (`scripts/slurm-local.sh`), via hydra-submitit-launcher.
 
-These need the cluster: where it cannot be started (not root, no apt-get) they are skipped with the
-reason; where it can, a failure to start it fails them.
+These need a cluster. One that already answers `srun true` is used as it is. Otherwise, with
+`MOSAIC_START_SLURM=1` (set by `.ci/run`), the script installs and starts one as root and the
+tests stop it afterwards; where that cannot happen (not asked, not root, no apt-get) they are
+skipped with the reason, and where it can, a failure to start fails them.
 """
 
 import json
@@ -25,15 +27,21 @@ TINY = ["model=tiny_gpt2", "layer=1", "probe=sklearn", "dataset.limit=60", "logg
 
 @pytest.fixture(scope="module")
 def slurm_cluster():
-    """A running cluster: started by the script (as root), or one that already answers `srun true`."""
+    """A running cluster: one that already answers `srun true`, or one the script starts (and stops)."""
     if subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0:
+        yield
         return
+    if os.environ.get("MOSAIC_START_SLURM") != "1":
+        pytest.skip("no SLURM cluster answers `srun true`; MOSAIC_START_SLURM=1 lets the tests start one "
+                    "(scripts/slurm-local.sh, root and apt-get)")
     if os.geteuid() != 0:
         pytest.skip("starting a local SLURM cluster needs root (scripts/slurm-local.sh start)")
     if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
         pytest.skip("installing SLURM needs apt-get (Debian/Ubuntu)")
     started = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
     assert started.returncode == 0, started.stderr
+    yield
+    subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=120)
 
 
 def _sweep(sweep_dir, cache_dir, *overrides):

@@ -7,8 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from mosaic.record import slurm_info
 from tests.conftest import CONF, REPO
 
@@ -34,11 +32,16 @@ def _results(sweep_dir):
 def test_a_failing_cell_is_recorded_the_others_run_and_the_sweep_exits_1(tmp_path):
     data = tmp_path / "data.csv"
     data.write_text("text,label\n" + "".join(f"document number {i},{'ab'[i % 2]}\n" for i in range(40)))
+    # A cell left by an earlier grid in the same directory, and an old result in a cell that will now fail.
+    for stale in ("7", "2"):
+        (tmp_path / "sweep" / stale / "probe").mkdir(parents=True)
+        (tmp_path / "sweep" / stale / "results.json").write_text('{"stale": true}')
     code, _, err = _finish(_run_py("-m", "model=tiny_gpt2", "layer=1", "features=hidden", "probe=sklearn",
                                    "dataset=csv", f"dataset.path={data}", "dataset.label_column=label,missing",
                                    "pooling=mean,last", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"))
     assert code == 1
-    assert set(_results(tmp_path / "sweep")) == {"0", "1"}  # label_column=label with mean, last
+    assert set(_results(tmp_path / "sweep")) == {"0", "1", "7"}  # label_column=label with mean, last; the stale 7
+    assert not (tmp_path / "sweep" / "2" / "probe").exists()
     failures = json.loads((tmp_path / "sweep" / "failures.json").read_text())["failed"]
     assert [f["job"] for f in failures] == ["2", "3"]
     assert all("dataset.label_column='missing' is not a column" in f["error"] for f in failures)
@@ -106,7 +109,7 @@ def test_slurm_placement_is_recorded_from_slurms_environment(monkeypatch):
     assert slurm_info() == {"job_id": "41", "array_job_id": "40", "array_task_id": "1", "node": "gpu07"}
 
 
-def test_site_settings_in_conf_local_apply_to_every_job(tmp_path):
+def test_site_settings_in_conf_local_apply_where_they_belong(tmp_path):
     import shutil
 
     from hydra import compose, initialize_config_dir
@@ -115,22 +118,29 @@ def test_site_settings_in_conf_local_apply_to_every_job(tmp_path):
 
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf, ignore=shutil.ignore_patterns("local"))
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        assert compose(config_name="config", overrides=["hydra/launcher=slurm"],
-                       return_hydra_config=True).hydra.launcher.partition is None
+
+    def composed(*overrides):
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+    assert composed("hydra/launcher=slurm").hydra.launcher.partition is None
     (conf / "local").mkdir()
-    (conf / "local" / "site.yaml").write_text("# @package _global_\nhydra:\n  launcher:\n    partition: gpu-a100\n"
-                                              "batch_size: 8\n")
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
-    assert cfg.hydra.launcher.partition == "gpu-a100" and cfg.batch_size == 8
+    (conf / "local" / "site.yaml").write_text("# @package _global_\nbatch_size: 8\n")
+    (conf / "local" / "slurm.yaml").write_text("partition: gpu-a100\naccount: my-lab\n")
+    on_slurm = composed("hydra/launcher=slurm")
+    assert (on_slurm.hydra.launcher.partition, on_slurm.hydra.launcher.account) == ("gpu-a100", "my-lab")
+    assert on_slurm.batch_size == 8
+    # Without the SLURM launcher its site keys stay out of the way (the basic launcher has no partition).
+    plain = composed()
+    assert plain.batch_size == 8 and "partition" not in plain.hydra.launcher
 
 
-@pytest.mark.parametrize("launcher", ["slurm", "local"])
-def test_launcher_configs_compose_with_submitit(launcher):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
-    assert cfg.hydra.launcher._target_.endswith({"slurm": "SlurmLauncher", "local": "LocalLauncher"}[launcher])
-    assert cfg.hydra.launcher.timeout_min == 120
+def test_the_local_launcher_runs_each_cell_in_its_own_submitit_process(tmp_path):
+    code, _, err = _finish(_run_py(*GRID[:4], "pooling=mean,max", *GRID[5:], "hydra/launcher=local",
+                                   f"hydra.sweep.dir={tmp_path}"))
+    assert code == 0, err[-2000:]
+    cells = _results(tmp_path)
+    assert set(cells) == {"0", "1"} and all(cell["run"]["slurm"] is None for cell in cells.values())
+    # submitit's own record: one job folder (named by the process id) per cell, each with its result.
+    finished = list((tmp_path / ".submitit").glob("*/*_result.pkl"))
+    assert len(finished) == 2 and len({path.parent.name for path in finished}) == 2

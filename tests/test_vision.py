@@ -142,3 +142,18 @@ def test_paligemma2_on_cifar100_composes_validates_and_fails_clearly_offline(tmp
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("mosaic: error: dataset cifar100: cannot load 'uoft-cs/cifar100'")
     assert not (tmp_path / "results.json").exists()
+
+
+def test_a_csv_of_image_paths_reads_them_relative_to_the_file_and_names_a_missing_one(tmp_path):
+    from mosaic.errors import DataError
+
+    for i, image in enumerate(_images(4, seed=9)):
+        (tmp_path / f"{i}.png").write_bytes(image)
+    (tmp_path / "images.csv").write_text("file,label\n0.png,a\n1.png,b\n2.png,a\n3.png,b\n")
+    overrides = ["dataset=csv", f"dataset.path={tmp_path / 'images.csv'}", "dataset.modality=image",
+                 "dataset.image_column=file"]
+    data = load_labelled_documents(compose_config(*overrides).dataset)
+    assert data.documents == [(tmp_path / f"{i}.png").read_bytes() for i in range(4)]
+    (tmp_path / "images.csv").write_text("file,label\n0.png,a\nmissing.png,b\n")
+    with pytest.raises(DataError, match=r"image file '.*missing.png' \(from dataset.image_column\) does not exist"):
+        load_labelled_documents(compose_config(*overrides).dataset)

@@ -121,18 +121,24 @@ def read_table(cfg) -> pd.DataFrame:
                     "digits, imagefolder")
 
 
-def _image_bytes(values: pd.Series, name: str) -> list[bytes]:
-    """Encoded image files from a column of bytes, `datasets` image dicts ({bytes, path}) or file paths."""
+def _image_bytes(values: pd.Series, name: str, base: Path | None) -> list[bytes]:
+    """Encoded image files from a column of bytes, `datasets` image dicts ({bytes, path}) or file paths.
+
+    Relative paths are read from `base` (the folder of a CSV/JSONL file) when given.
+    """
     def one(value) -> bytes:
         if isinstance(value, bytes):
             return value
         if isinstance(value, dict) and value.get("bytes"):
             return value["bytes"]
         path = value.get("path") if isinstance(value, dict) else value
-        if isinstance(path, str) and Path(path).is_file():
-            return Path(path).read_bytes()
-        raise DataError(f"dataset.image_column of dataset {name} holds {type(value).__name__} values, not images "
-                        "(encoded bytes, a datasets Image, or a file path)")
+        if not isinstance(path, str):
+            raise DataError(f"dataset.image_column of dataset {name} holds {type(value).__name__} values, not images "
+                            "(encoded bytes, a datasets Image, or a file path)")
+        file = base / path if base is not None and not Path(path).is_absolute() else Path(path)
+        if not file.is_file():
+            raise DataError(f"dataset {name}: image file {str(file)!r} (from dataset.image_column) does not exist")
+        return file.read_bytes()
 
     return [one(value) for value in values]
 
@@ -187,7 +193,9 @@ def load_labelled_documents(cfg) -> LabelledDocuments:
     if len(table) == 0:
         raise DataError(f"dataset {cfg.name} has no documents")
     if cfg.modality == "image":
-        documents = _image_bytes(_require_column(table, "dataset.image_column", cfg.image_column, cfg.name), cfg.name)
+        base = Path(cfg.path).parent if cfg.source in ("csv", "jsonl") else None
+        documents = _image_bytes(_require_column(table, "dataset.image_column", cfg.image_column, cfg.name), cfg.name,
+                                 base)
     else:
         documents = _require_column(table, "dataset.text_column", cfg.text_column, cfg.name).astype(str).tolist()
     raw_labels = _label_strings(_require_column(table, "dataset.label_column", cfg.label_column, cfg.name), cfg)

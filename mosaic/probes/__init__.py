@@ -9,18 +9,16 @@ interpretation never need to know which probe produced them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from safetensors.numpy import load_file, save_file
 from sklearn.preprocessing import MaxAbsScaler
 from sklearn.utils.class_weight import compute_class_weight
 
-from mosaic.errors import MosaicError
+from mosaic.probes.storage import read_probe, write_probe
 from mosaic.probes.tree import TreeProbe, fit_tree_probe
 
 
@@ -60,20 +58,13 @@ class TrainedProbe:
 
     def save(self, directory: Path, metadata: dict[str, Any]) -> None:
         """`weights.safetensors` (weight, bias) and `probe.json` (`metadata`: labels, features it reads)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({"weight": self.weight, "bias": self.bias}, str(directory / "weights.safetensors"))
-        (directory / "probe.json").write_text(
-            json.dumps({**metadata, "kind": self.kind, "summary": self.summary}, indent=2))
+        write_probe(directory, {"weight": self.weight, "bias": self.bias},
+                    {**metadata, "kind": self.kind, "summary": self.summary})
 
 
 def load_probe(directory: str | Path) -> tuple[TrainedProbe | TreeProbe, dict[str, Any]]:
-    """A probe saved by `TrainedProbe.save`, and its metadata; no pickle involved."""
-    directory = Path(directory)
-    if not (directory / "weights.safetensors").is_file() or not (directory / "probe.json").is_file():
-        raise MosaicError(f"probe.load={str(directory)!r} is not a saved probe: it needs weights.safetensors and "
-                          "probe.json (every job writes them to JOB_DIR/probe)")
-    tensors = load_file(str(directory / "weights.safetensors"))
-    metadata = json.loads((directory / "probe.json").read_text())
+    """A probe saved by `TrainedProbe.save` or `TreeProbe.save`, and its metadata."""
+    tensors, metadata = read_probe(directory)
     if metadata.get("kind") == TreeProbe.kind:
         return TreeProbe.from_tensors(tensors, metadata["summary"]), metadata
     return TrainedProbe(tensors["weight"], tensors["bias"], metadata.get("summary", {})), metadata
@@ -117,9 +108,8 @@ def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int,
     is kept), which puts hidden states, counts and SAE codes on one footing for the penalty. Trees
     split on thresholds and need no scaling.
     """
-    class_weights = _class_weights(y_train, n_classes, cfg.class_weight)
     if cfg.type == "tree":
-        return fit_tree_probe(x_train, y_train, x_val, y_val, n_classes, class_weights, cfg, seed)
+        return fit_tree_probe(x_train, y_train, x_val, y_val, n_classes, cfg, seed)
     scale = np.ones(x_train.shape[1], dtype=np.float32)
     if cfg.scale:
         scale = MaxAbsScaler().fit(x_train).scale_.astype(np.float32)
@@ -127,6 +117,7 @@ def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int,
     inverse = sp.diags(1.0 / scale)
     x_train_scaled = sp.csr_matrix(x_train @ inverse) if sp.issparse(x_train) else x_train / scale
     x_val_scaled = sp.csr_matrix(x_val @ inverse) if sp.issparse(x_val) else x_val / scale
+    class_weights = _class_weights(y_train, n_classes, cfg.class_weight)
 
     def fit_with(settings):
         if settings.type == "sklearn":

@@ -7,15 +7,15 @@ pickle, the same way the linear probe does.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import save_file
 from sklearn.metrics import f1_score
 from sklearn.tree import DecisionTreeClassifier
+
+from mosaic.probes.storage import write_probe
 
 # sklearn's marker for "no child": the node is a leaf.
 _LEAF = -1
@@ -70,11 +70,8 @@ class TreeProbe:
 
     def save(self, directory: Path, metadata: dict[str, Any]) -> None:
         """`weights.safetensors` (the node arrays) and `probe.json` (`metadata`, kind, summary)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({name: np.ascontiguousarray(getattr(self, name)) for name in _ARRAYS},
-                  str(directory / "weights.safetensors"))
-        (directory / "probe.json").write_text(
-            json.dumps({**metadata, "kind": self.kind, "summary": self.summary}, indent=2))
+        write_probe(directory, {name: getattr(self, name) for name in _ARRAYS},
+                    {**metadata, "kind": self.kind, "summary": self.summary})
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray], summary: dict) -> TreeProbe:
@@ -104,13 +101,13 @@ def _from_sklearn(tree: DecisionTreeClassifier, n_classes: int, n_features: int)
     )
 
 
-def fit_tree_probe(x_train, y_train, x_val, y_val, n_classes: int, class_weights: np.ndarray, cfg,
-                   seed: int) -> TreeProbe:
+def fit_tree_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int) -> TreeProbe:
     """Fit one tree per depth of `cfg.depth_grid`; keep the best on validation macro F1 (shallowest on ties)."""
     best, scores = None, {}
     for depth in sorted(cfg.depth_grid):
         tree = DecisionTreeClassifier(max_depth=depth, min_samples_leaf=cfg.min_samples_leaf,
-                                      class_weight=dict(enumerate(class_weights)), random_state=seed)
+                                      class_weight="balanced" if cfg.class_weight == "balanced" else None,
+                                      random_state=seed)
         tree.fit(x_train, y_train)
         probe = _from_sklearn(tree, n_classes, x_train.shape[1])
         scores[str(depth)] = float(f1_score(y_val, probe.predict(x_val), average="macro", zero_division=0))

@@ -19,13 +19,21 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mosaic.errors import MosaicError
+
 MISSING = "—"
 
 
-def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every readable `results.json` under `sweep_dir`, in path order."""
+def load_results(sweep_dir: Path, job_dirs: list[Path] | None = None) -> list[dict[str, Any]]:
+    """Every readable `results.json` under `sweep_dir` (or in `job_dirs`), in path order.
+
+    A job directory whose last attempt failed (`failure.json`) is left out, whatever it held before.
+    """
+    paths = sorted(sweep_dir.rglob("results.json")) if job_dirs is None else [d / "results.json" for d in job_dirs]
     found = []
-    for path in sorted(sweep_dir.rglob("results.json")):
+    for path in paths:
+        if (path.parent / "failure.json").exists():
+            continue
         try:
             found.append(json.loads(path.read_text()))
         except (OSError, ValueError):
@@ -186,12 +194,18 @@ def transfer_matrices(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pooling, binarize, probe); cells average over seeds; a pair no job scored is None.
     """
     groups: dict[tuple, dict[str, Any]] = {}
+    sources: dict[tuple[str, str], str] = {}
     for result in results:
         row = _row(result)
         for kind, source_key in _TRANSFER_SOURCE.items():
             targets = (result.get("transfer") or {}).get(kind) or {}
             if not targets:
                 continue
+            # A row is named by the config's name: two different configs under one name would be averaged.
+            identity = json.dumps(result["config"][source_key], sort_keys=True)
+            if sources.setdefault((source_key, row[source_key]), identity) != identity:
+                raise MosaicError(f"two jobs trained on different {source_key} configs are both named "
+                                  f"{row[source_key]!r}: give each its own {source_key}.name")
             setting = {k: v for k, v in row.items() if k in ("dataset", "model", "layer", "width", "features",
                                                              "pooling", "binarize", "probe") and k != source_key}
             group = groups.setdefault((kind, *setting.values()), {"kind": kind, "setting": setting, "cells": {}})
@@ -246,10 +260,13 @@ def _transfer_heatmaps(matrices: list[dict[str, Any]], out_dir: Path) -> list[Pa
     return written
 
 
-def write_report(sweep_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
-    """Write report.md, report.csv and PNG plots for every job under `sweep_dir`; returns their paths."""
+def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Path] | None = None) -> dict[str, Path]:
+    """Write report.md, report.csv and PNG plots for every job under `sweep_dir` (or `job_dirs` only).
+
+    Returns the written paths by name.
+    """
     out_dir = out_dir or sweep_dir
-    results = load_results(sweep_dir)
+    results = load_results(sweep_dir, job_dirs)
     rows = [_row(r) for r in results]
     if not rows:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
