@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -122,16 +121,14 @@ class Tracker:
             ),
         })
 
-    def log_report(self, written: dict[str, Path]) -> None:
-        """A sweep report's plots as images and its per-job table, in this (report) run."""
+    def log_report(self, written: dict[str, Path], rows: list[dict[str, Any]]) -> None:
+        """A sweep report's plots as images and its per-job table (`rows`), in this (report) run."""
         if self.run is None:
             return
         import wandb
 
-        with written["csv"].open() as stream:
-            rows = list(csv.reader(stream))
         self.run.log({
-            "report": wandb.Table(columns=rows[0], data=rows[1:]),
+            "report": wandb.Table(columns=list(rows[0]), data=[list(row.values()) for row in rows]),
             **{name: wandb.Image(str(path)) for name, path in written.items() if path.suffix == ".png"},
         })
 

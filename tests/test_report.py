@@ -88,7 +88,7 @@ def test_report_plots_go_to_wandb_when_the_jobs_logged_there(tmp_path):
     assert image.read_bytes() == written["report_bastion"].read_bytes()
     [table] = run.glob("files/media/table/report_*.table.json")
     logged = json.loads(table.read_text())
-    assert logged["columns"][:3] == ["dataset", "model", "layer"] and logged["data"][0][:3] == ["bastion", "minilm", "1"]
+    assert logged["columns"][:3] == ["dataset", "model", "layer"] and logged["data"][0][:3] == ["bastion", "minilm", 1]
 
 
 def test_two_datasets_under_one_name_are_refused_not_averaged(tmp_path, capsys):

@@ -286,11 +286,12 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
         written["transfer"].write_text(json.dumps(matrices, indent=2))
         plots += _transfer_heatmaps(matrices, out_dir)
     written.update({p.stem: p for p in plots})
-    _log_to_wandb(results, written, sweep_dir, out_dir)
+    _log_to_wandb(results, rows, written, sweep_dir, out_dir)
     return written
 
 
-def _log_to_wandb(results: list[dict[str, Any]], written: dict[str, Path], sweep_dir: Path, out_dir: Path) -> None:
+def _log_to_wandb(results: list[dict[str, Any]], rows: list[dict[str, Any]], written: dict[str, Path],
+                  sweep_dir: Path, out_dir: Path) -> None:
     """The same plots into a W&B run of the sweep's project, when its jobs logged to W&B."""
     from omegaconf import OmegaConf
 
@@ -302,6 +303,6 @@ def _log_to_wandb(results: list[dict[str, Any]], written: dict[str, Path], sweep
     tracker = Tracker(OmegaConf.create(logged[0]), {"sweep_dir": str(sweep_dir), "jobs": len(results)}, out_dir,
                       name=f"report {sweep_dir.name}", job_type="report")
     try:
-        tracker.log_report(written)
+        tracker.log_report(written, rows)
     finally:
         tracker.finish()
