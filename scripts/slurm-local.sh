@@ -119,9 +119,11 @@ start() {
 }
 
 stop() {
+    # Let finishing jobs report completion first: a job step whose controller is gone retries forever.
+    for _ in $(seq 20); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.5; done
     pkill -x slurmd 2>/dev/null || true
     pkill -x slurmctld 2>/dev/null || true
-    pkill -x slurmstepd 2>/dev/null || true
+    pkill -9 -x slurmstepd 2>/dev/null || true
     for _ in $(seq 20); do pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break; sleep 0.5; done
     echo "slurm-local: stopped"
 }
