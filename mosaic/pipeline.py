@@ -126,6 +126,12 @@ def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> Trained
     return probe
 
 
+def _unsplit(n_documents: int) -> Splits:
+    """Documents that are only scored, never trained on: one unsplit set, as `build_features` expects."""
+    everything = np.arange(n_documents)
+    return Splits(train=everything, val=everything[:0], test=everything[:0])
+
+
 def _transfer_scores(cfg: DictConfig, probe: TrainedProbe | TreeProbe, data: LabelledDocuments,
                      splits: Splits) -> dict[str, dict[str, Any]]:
     """The job's probe on each `transfer` target: other datasets' test splits, other models' features."""
@@ -143,11 +149,9 @@ def _transfer_scores(cfg: DictConfig, probe: TrainedProbe | TreeProbe, data: Lab
             target_data.labels[target_splits.test], probe.predict_proba(matrix[target_splits.test]), data.label_names)
     # Another model reads only the test documents: the probe is never retrained on its features.
     test = LabelledDocuments([data.documents[i] for i in splits.test], data.labels[splits.test], data.label_names)
-    everything = np.arange(len(splits.test))
-    test_splits = Splits(train=everything, val=everything[:0], test=everything)
     for name, model_cfg in cfg.transfer.models.items():
         target = OmegaConf.merge(cfg, {"model": model_cfg})
-        matrix, *_ = build_features(target, test, test_splits, _Stopwatch(), Sweep(), sae_job=cfg)
+        matrix, *_ = build_features(target, test, _unsplit(len(test.documents)), _Stopwatch(), Sweep(), sae_job=cfg)
         scores["models"][name] = classification_metrics(test.labels, probe.predict_proba(matrix), data.label_names)
     return scores
 
@@ -242,8 +246,6 @@ def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndar
     label_names = metadata["label_names"]
     data = LabelledDocuments(documents=list(texts), labels=np.zeros(len(texts), dtype=np.int64),
                              label_names=label_names)
-    everything = np.arange(len(texts))
-    splits = Splits(train=everything, val=everything[:0], test=everything[:0])
-    matrix, *_ = build_features(cfg, data, splits, _Stopwatch(), Sweep())
+    matrix, *_ = build_features(cfg, data, _unsplit(len(texts)), _Stopwatch(), Sweep())
     proba = probe.predict_proba(matrix)
     return [label_names[i] for i in proba.argmax(axis=1)], proba
