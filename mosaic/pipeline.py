@@ -26,6 +26,7 @@ from mosaic.extract.models import resolve_device
 from mosaic.features import binarize, bow_features, pool
 from mosaic.probes import TrainedProbe, TreeProbe, fit_probe, load_probe
 from mosaic.record import (
+    PROBE_DIR,
     RESULTS_FILE,
     SCHEMA_VERSION,
     Tracker,
@@ -187,7 +188,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
                 probe = fit_probe(matrix[splits.train], labels[splits.train], matrix[splits.val],
                                   labels[splits.val], n_classes, cfg.probe, cfg.seed,
                                   logger=tracker.lightning_logger())
-                probe.save(job_dir / "probe", {"label_names": data.label_names, "features": described,
+                probe.save(job_dir / PROBE_DIR, {"label_names": data.label_names, "features": described,
                                                "config": config})
         proba = probe.predict_proba(matrix[splits.test])
         metrics = classification_metrics(labels[splits.test], proba, data.label_names)

@@ -15,6 +15,10 @@ from typing import Any
 import numpy as np
 
 RESULTS_FILE = "results.json"
+# A cell of a multirun whose last attempt failed holds this instead of a result.
+FAILURE_FILE = "failure.json"
+# Where a job saves its trained probe, beside its results.
+PROBE_DIR = "probe"
 # 2: run.slurm (was run.slurm_job_id), top_features[].evidence (was weight), transfer.
 SCHEMA_VERSION = 2
 _VERSIONED_PACKAGES = ("mosaic", "torch", "transformers", "sae-lens", "lightning", "scikit-learn", "wandb")

@@ -24,9 +24,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from mosaic.errors import MosaicError, NotApplicableError, first_line
-from mosaic.record import RESULTS_FILE, config_hash, write_json_atomic
+from mosaic.record import FAILURE_FILE, PROBE_DIR, RESULTS_FILE, config_hash, write_json_atomic
 
-FAILURE_FILE = "failure.json"
 FAILURES_FILE = "failures.json"
 
 
@@ -107,7 +106,7 @@ def record_failure(job_dir: Path, overrides: list[str], error: BaseException) ->
     write_json_atomic(job_dir / FAILURE_FILE, record)
     # What an earlier attempt of this cell left is not this attempt's result.
     (job_dir / RESULTS_FILE).unlink(missing_ok=True)
-    shutil.rmtree(job_dir / "probe", ignore_errors=True)
+    shutil.rmtree(job_dir / PROBE_DIR, ignore_errors=True)
     verb = "skipped" if status == "not_applicable" else "failed"
     print(f"mosaic: cell {job_dir.name} {verb} ({' '.join(overrides)}): {first_line(error)}", file=sys.stderr)
     return record

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mosaic.errors import MosaicError
+from mosaic.record import FAILURE_FILE
 
 MISSING = "—"
 
@@ -32,7 +33,7 @@ def load_results(sweep_dir: Path, job_dirs: list[Path] | None = None) -> list[di
     paths = sorted(sweep_dir.rglob("results.json")) if job_dirs is None else [d / "results.json" for d in job_dirs]
     found = []
     for path in paths:
-        if (path.parent / "failure.json").exists():
+        if (path.parent / FAILURE_FILE).exists():
             continue
         try:
             found.append(json.loads(path.read_text()))
