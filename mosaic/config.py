@@ -63,6 +63,8 @@ class SAEConfig:
     `train_corpus` (never the probe's test split) at the configured layer, and caches it.
     `gemma_scope`: the Gemma Scope SAE of `release` (default: the model's `gemma_scope_release`)
     for the job's layer and `width`, loaded through SAELens. `local`: a SAELens-format directory.
+    An SAE recorded as reading another hook point than the residual stream after block `layer`
+    is refused unless `allow_any_hook` is set.
     """
 
     source: str = "trained"
@@ -78,6 +80,7 @@ class SAEConfig:
     train_batch_tokens: int = 1024
     encode_batch_tokens: int = 4096
     seed: int = 0
+    allow_any_hook: bool = False
 
 
 @dataclass
@@ -141,13 +144,15 @@ class ProbeConfig:
     """A multinomial logistic-regression probe, or a decision tree (`type=tree`).
 
     `C` is sklearn's inverse regularisation strength and means the same for both probe types, so
-    `probe=linear` (Lightning) and `probe=sklearn` optimise the same objective. The epoch, patience,
-    learning-rate and batch settings apply to the Lightning probe only. `cv_folds >= 2` adds
+    `probe=linear` (Lightning) and `probe=sklearn` optimise the same objective and, by default, reach
+    the same optimum (to `tol`, within `max_iter` iterations). `early_stopping=true` trains the
+    Lightning probe with mini-batch Adam instead and stops on validation macro F1; the epoch,
+    patience, learning-rate and batch settings apply to that mode only. `cv_folds >= 2` adds
     stratified k-fold cross-validation over the train and validation documents (0: none).
     A non-empty `C_grid` fits one probe per C and keeps the best on validation macro F1 (the test
-    split plays no part). `load` evaluates a probe saved by an earlier job (its `probe/` directory) instead of training
-    one: the same features of another model, language or dataset, for transfer. The tree fits
-    one tree per `depth_grid` depth and keeps the best on validation macro F1.
+    split plays no part). `load` evaluates a probe saved by an earlier job (its `probe/` directory)
+    instead of training one: the same features of another model, language or dataset, for
+    transfer. The tree fits one tree per `depth_grid` depth and keeps the best on validation macro F1.
     """
 
     type: str = "linear"
@@ -155,6 +160,8 @@ class ProbeConfig:
     penalty: str = "l2"
     class_weight: str = "balanced"
     scale: bool = True
+    early_stopping: bool = False
+    tol: float = 1e-6
     max_epochs: int = 300
     patience: int = 40
     lr: float = 0.05
@@ -296,7 +303,7 @@ def validate(cfg: Any) -> None:
              "one or more tree depths, each >= 1")
     folds = cfg.probe.cv_folds
     _require(folds == 0 or folds >= 2, "probe.cv_folds", folds, "0 (no cross-validation) or at least 2")
-    for key in ("probe.C", "probe.lr", "sae.lr"):
+    for key in ("probe.C", "probe.lr", "probe.tol", "sae.lr"):
         value = get_dotted(cfg, key)
         _require(value > 0, key, value, "must be > 0")
 

@@ -1,4 +1,7 @@
-"""Classification metrics with macro F1 as the headline, computed with scikit-learn."""
+"""Classification metrics with macro F1 as the headline, computed with scikit-learn.
+
+Macro F1 is `mosaic.probes.selection.macro_f1`, the definition validation selection uses too.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,11 @@ from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
     confusion_matrix,
-    f1_score,
     precision_recall_fscore_support,
     roc_auc_score,
 )
+
+from mosaic.probes.selection import macro_f1
 
 
 def _auroc(labels: np.ndarray, proba: np.ndarray) -> float | None:
@@ -37,7 +41,7 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, label_names: S
         labels, predictions, labels=classes, zero_division=0
     )
     return {
-        "macro_f1": float(f1_score(labels, predictions, labels=classes, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(labels, predictions),
         "accuracy": float(accuracy_score(labels, predictions)),
         "balanced_accuracy": float(balanced_accuracy_score(labels, predictions)),
         "auroc": _auroc(labels, proba),

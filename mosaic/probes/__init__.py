@@ -2,9 +2,9 @@
 
 `fit_probe` is the stage's one entry point. The linear probes (`linear`, `sklearn`) return a
 `TrainedProbe`, a weight matrix and bias in the units of the input features (any column scaling is
-folded in); `tree` returns a `TreeProbe`. Both offer `predict_proba`, `predict`, `n_features`,
-`evidence()` (classes x features, for the top features) and `save`, so evaluation and
-interpretation never need to know which probe produced them.
+folded in, and the scale kept for interpretation); `tree` returns a `TreeProbe`. Both offer
+`predict_proba`, `predict`, `n_features`, `evidence()` (classes x features, for the top features)
+and `save`, so evaluation and interpretation never need to know which probe produced them.
 """
 
 from __future__ import annotations
@@ -15,20 +15,27 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from omegaconf import OmegaConf
 from sklearn.preprocessing import MaxAbsScaler
 from sklearn.utils.class_weight import compute_class_weight
 
+from mosaic.probes.selection import best_on_validation
 from mosaic.probes.storage import read_probe, write_probe
 from mosaic.probes.tree import TreeProbe, fit_tree_probe
 
 
 @dataclass
 class TrainedProbe:
-    """logits = features @ weight.T + bias; one row of `weight` per class."""
+    """logits = features @ weight.T + bias; one row of `weight` per class.
+
+    `scale` is each feature's divisor in the space the probe was fitted in (its maximum absolute
+    training value under `probe.scale`, else 1): `weight * scale` are the fitted weights.
+    """
 
     weight: np.ndarray
     bias: np.ndarray
     summary: dict = field(default_factory=dict)
+    scale: np.ndarray | None = None
 
     kind = "linear"
 
@@ -37,12 +44,15 @@ class TrainedProbe:
         return self.weight.shape[1]
 
     def evidence(self) -> np.ndarray:
-        """Each feature's evidence for each class: its weight minus its mean weight over classes.
+        """Each feature's evidence for each class: its fitted-space weight minus the mean over classes.
 
-        Softmax probabilities depend only on such differences, and for two classes this is half the
-        log-odds weight, the same for either parameterisation of a binary probe.
+        The fitted-space weight (raw weight times the feature's scale) is the change in log-odds over
+        the feature's training range, so a latent that barely fires cannot rank first through a huge
+        raw-unit weight. Softmax probabilities depend only on differences between classes, and for
+        two classes this is half the log-odds weight, the same for either parameterisation.
         """
-        return self.weight - self.weight.mean(axis=0, keepdims=True)
+        fitted = self.weight if self.scale is None else self.weight * self.scale
+        return fitted - fitted.mean(axis=0, keepdims=True)
 
     def decision_function(self, features) -> np.ndarray:
         return np.asarray(features @ self.weight.T) + self.bias
@@ -58,8 +68,10 @@ class TrainedProbe:
 
     def save(self, directory: Path, metadata: dict[str, Any]) -> None:
         """`weights.safetensors` (weight, bias) and `probe.json` (`metadata`: labels, features it reads)."""
-        write_probe(directory, {"weight": self.weight, "bias": self.bias},
-                    {**metadata, "kind": self.kind, "summary": self.summary})
+        arrays = {"weight": self.weight, "bias": self.bias}
+        if self.scale is not None:
+            arrays["scale"] = self.scale
+        write_probe(directory, arrays, {**metadata, "kind": self.kind, "summary": self.summary})
 
 
 def load_probe(directory: str | Path) -> tuple[TrainedProbe | TreeProbe, dict[str, Any]]:
@@ -67,7 +79,7 @@ def load_probe(directory: str | Path) -> tuple[TrainedProbe | TreeProbe, dict[st
     tensors, metadata = read_probe(directory)
     if metadata.get("kind") == TreeProbe.kind:
         return TreeProbe.from_tensors(tensors, metadata["summary"]), metadata
-    return TrainedProbe(tensors["weight"], tensors["bias"], metadata.get("summary", {})), metadata
+    return TrainedProbe(tensors["weight"], tensors["bias"], metadata.get("summary", {}), tensors.get("scale")), metadata
 
 
 def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
@@ -81,12 +93,15 @@ def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
 def _fit_sklearn(x_train, y_train, n_classes: int, class_weights: np.ndarray, cfg, seed: int):
     from sklearn.linear_model import LogisticRegression
 
+    # scikit-learn >= 1.8 (pinned): `l1_ratio` alone sets the penalty; older versions ignored it without
+    # penalty="elasticnet" and would have fitted L2 under the name L1.
     model = LogisticRegression(
         C=cfg.C,
         l1_ratio=1.0 if cfg.penalty == "l1" else 0.0,
         solver="saga" if cfg.penalty == "l1" else "lbfgs",
         class_weight=dict(enumerate(class_weights)),
         max_iter=cfg.max_iter,
+        tol=cfg.tol,
         random_state=seed,
     )
     model.fit(x_train, y_train)
@@ -128,27 +143,28 @@ def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int,
             x_train_scaled, y_train, x_val_scaled, y_val, n_classes, class_weights, settings, seed, logger
         )
 
-    if not cfg.C_grid:
-        weight, bias, summary = fit_with(cfg)
-    else:
-        weight, bias, summary = _best_C_on_validation(fit_with, cfg, x_val_scaled, y_val)
-    return TrainedProbe(weight=(weight / scale).astype(np.float32), bias=bias.astype(np.float32), summary=summary)
-
-
-def _best_C_on_validation(fit_with, cfg, x_val, y_val):
-    """Fit once per C of `cfg.C_grid` and keep the one with the best validation macro F1 (first on ties)."""
-    from omegaconf import OmegaConf
-    from sklearn.metrics import f1_score
-
-    best, scores = None, {}
-    for C in cfg.C_grid:
+    def fit_at(C: float) -> TrainedProbe:
         weight, bias, summary = fit_with(OmegaConf.merge(cfg, {"C": C}))
-        predictions = TrainedProbe(weight, bias).predict(x_val)
-        scores[str(C)] = float(f1_score(y_val, predictions, average="macro", zero_division=0))
-        if best is None or scores[str(C)] > best[0]:
-            best = (scores[str(C)], C, weight, bias, summary)
-    _, C, weight, bias, summary = best
-    return weight, bias, {**summary, "C": C, "val_macro_f1_by_C": scores}
+        return TrainedProbe(weight, bias, {**summary, "C": C})
+
+    if not cfg.C_grid:
+        fitted = fit_at(cfg.C)
+    else:
+        _, fitted, scores = best_on_validation(cfg.C_grid, fit_at, x_val_scaled, y_val)
+        fitted.summary["val_macro_f1_by_C"] = scores
+    return TrainedProbe(weight=(fitted.weight / scale).astype(np.float32), bias=fitted.bias.astype(np.float32),
+                        summary=fitted.summary, scale=scale)
 
 
-__all__ = ["TrainedProbe", "TreeProbe", "fit_probe", "load_probe"]
+def effective_hyperparameters(probe: TrainedProbe | TreeProbe, cfg) -> dict[str, dict[str, Any]]:
+    """Each selected hyper-parameter as configured (a value or a grid) and as the fitted probe uses it.
+
+    For results.json, reports and W&B, so a reader sees the C (or tree depth) a grid chose beside
+    the configured value. A loaded probe reports what it was trained with.
+    """
+    if probe.kind == TreeProbe.kind:
+        return {"max_depth": {"configured": list(cfg.depth_grid), "chosen": probe.summary.get("max_depth")}}
+    return {"C": {"configured": list(cfg.C_grid) or cfg.C, "chosen": probe.summary.get("C", cfg.C)}}
+
+
+__all__ = ["TrainedProbe", "TreeProbe", "effective_hyperparameters", "fit_probe", "load_probe"]

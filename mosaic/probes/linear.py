@@ -1,9 +1,15 @@
-"""The Lightning linear probe: multinomial logistic regression on (sparse) features.
+"""The Lightning linear probe: multinomial logistic regression on (sparse) features, sklearn's estimator.
 
 Its objective is sklearn's LogisticRegression objective divided by `C * n_train`: class-weighted
 mean cross-entropy plus `||W||^2 / (2 C n)` (L2) or `||W||_1 / (C n)` (L1), bias unpenalised, so
-that `probe.C` means the same for both probe types. Training stops when validation macro F1 has
-not improved for `patience` epochs, and the weights of the best validation epoch are restored.
+that `probe.C` means the same for both probe types and both reach the same optimum.
+
+By default (`probe.early_stopping=false`) the probe is solved to that optimum on the whole training
+set at once, in float64: L-BFGS for L2, and for L1 accelerated proximal gradient (FISTA), whose
+soft-thresholding step gives exact zeros as sklearn's saga does. The training matrix stays sparse
+(a torch CSR tensor), so "full batch" costs what the non-zeros cost. `probe.early_stopping=true`
+is the other estimator, named as such: mini-batch Adam that stops when validation macro F1 has not
+improved for `patience` epochs and restores the best epoch's weights.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from lightning.fabric.plugins.environments import LightningEnvironment
-from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader
+
+from mosaic.probes.selection import macro_f1
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -26,6 +33,8 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 # Lightning suggests `srun` whenever SLURM is installed; the probe is one process on purpose.
 warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
+# The full-batch solver multiplies a CSR tensor, which torch marks as beta.
+warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
 
 
 def _dense_rows(features, index) -> torch.Tensor:
@@ -33,17 +42,36 @@ def _dense_rows(features, index) -> torch.Tensor:
     return torch.from_numpy(rows.toarray() if sp.issparse(rows) else np.asarray(rows)).float()
 
 
-class SparseFeatureDataModule(L.LightningDataModule):
-    """Train/validation mini-batches over a CSR (or dense) matrix, densified one batch at a time."""
+def _as_tensor(features, dtype: torch.dtype) -> torch.Tensor:
+    """The whole matrix as a torch tensor: CSR stays CSR, so only the non-zeros are held."""
+    if sp.issparse(features):
+        csr = sp.csr_matrix(features)
+        return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
+                                       torch.from_numpy(csr.indices.astype(np.int64)),
+                                       torch.from_numpy(csr.data).to(dtype), size=csr.shape,
+                                       check_invariants=False)  # built from a valid scipy CSR
+    return torch.from_numpy(np.asarray(features)).to(dtype)
 
-    def __init__(self, x_train, y_train, x_val, y_val, batch_size: int, seed: int):
+
+class FeatureDataModule(L.LightningDataModule):
+    """Training and validation batches: the whole split as one batch, or shuffled mini-batches densified one at a time.
+
+    `batch_size=None` means one full batch (the exact solver); features stay sparse in it.
+    """
+
+    def __init__(self, x_train, y_train, x_val, y_val, batch_size: int | None, seed: int,
+                 dtype: torch.dtype = torch.float32):
         super().__init__()
         self.splits = {"train": (x_train, y_train), "val": (x_val, y_val)}
         self.batch_size = batch_size
         self.seed = seed
+        self.dtype = dtype
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         features, labels = self.splits[split]
+        if self.batch_size is None:
+            whole = [(_as_tensor(features, self.dtype), torch.from_numpy(labels))]
+            return DataLoader(whole, batch_size=None)
 
         def collate(index: list[int]):
             return _dense_rows(features, index), torch.from_numpy(labels[index])
@@ -68,32 +96,42 @@ class LinearProbe(L.LightningModule):
 
     A binary probe has one weight vector, the log-odds of class 1 (class 0's logit is fixed at 0),
     as sklearn's has: with two free softmax rows the same penalty would be half as strong.
+    `solver` is `exact` (full batch to the optimum: L-BFGS for L2, FISTA for L1) or `adam`
+    (mini-batches, for early stopping).
     """
 
-    def __init__(self, n_features: int, n_classes: int, class_weights: torch.Tensor,
-                 penalty: str, penalty_scale: float, lr: float):
+    def __init__(self, n_features: int, n_classes: int, class_weights: torch.Tensor, penalty: str,
+                 penalty_scale: float, lr: float = 0.05, solver: str = "adam", max_iter: int = 5000,
+                 tol: float = 1e-6, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.binary = n_classes == 2
-        self.linear = torch.nn.Linear(n_features, 1 if self.binary else n_classes)
+        self.linear = torch.nn.Linear(n_features, 1 if self.binary else n_classes, dtype=dtype)
         torch.nn.init.zeros_(self.linear.weight)
         torch.nn.init.zeros_(self.linear.bias)
-        self.register_buffer("class_weights", class_weights.float())
+        self.register_buffer("class_weights", class_weights.to(dtype))
         self.penalty = penalty
         self.penalty_scale = penalty_scale
         self.lr = lr
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.iterations = 0
+        self.converged = False
+        self.automatic_optimization = solver == "adam"
         self._val_predictions: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        logits = self.linear(features)
+        logits = self.linear(features) if not features.is_sparse_csr else (
+            features @ self.linear.weight.T + self.linear.bias)
         if self.binary:
             return torch.cat([torch.zeros_like(logits), logits], dim=1)
         return logits
 
     def class_weight_matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """Weight (classes x features) and bias in the softmax form every probe returns."""
-        weight = self.linear.weight.detach().cpu().numpy()
-        bias = self.linear.bias.detach().cpu().numpy()
+        weight = self.linear.weight.detach().cpu().double().numpy()
+        bias = self.linear.bias.detach().cpu().double().numpy()
         if self.binary:
             weight = np.vstack([np.zeros_like(weight), weight])
             bias = np.concatenate([[0.0], bias])
@@ -113,11 +151,94 @@ class LinearProbe(L.LightningModule):
             return self.penalty_scale * weight.abs().sum()
         return 0.5 * self.penalty_scale * (weight**2).sum()
 
+    def objective(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The penalised objective this probe minimises (sklearn's, divided by C n)."""
+        return self.weighted_loss(self(features), labels) + self._penalty()
+
     def training_step(self, batch, batch_index):
         features, labels = batch
-        loss = self.weighted_loss(self(features), labels) + self._penalty()
+        if self.solver == "adam":
+            loss = self.objective(features, labels)
+        elif self.penalty == "l1":
+            loss = self._fista(features, labels)
+        else:
+            loss = self._lbfgs(features, labels)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
-        return loss
+        if self.solver == "adam":
+            return loss
+        self.trainer.should_stop = True  # the exact solvers run to convergence within one step
+        return None
+
+    def _lbfgs(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        optimizer = self.optimizers().optimizer
+
+        def closure():
+            optimizer.zero_grad()
+            loss = self.objective(features, labels)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        state = optimizer.state[optimizer._params[0]]
+        self.iterations = int(state.get("n_iter", 0))
+        self.converged = self.iterations < self.max_iter
+        with torch.no_grad():
+            return self.objective(features, labels)
+
+    def _fista(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Accelerated proximal gradient with backtracking and adaptive restart, to a proximal-gradient tolerance.
+
+        The smooth part is the weighted cross-entropy; the L1 term enters through soft-thresholding,
+        so weights that the optimum sets to zero are exactly zero.
+        """
+        weight, bias = self.linear.weight, self.linear.bias
+
+        def smooth(w, b):
+            logits = features @ w.T + b
+            if self.binary:
+                logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
+            return self.weighted_loss(logits, labels)
+
+        def value_and_grad(w, b):
+            with torch.enable_grad():
+                w, b = w.detach().requires_grad_(True), b.detach().requires_grad_(True)
+                value = smooth(w, b)
+                grad_w, grad_b = torch.autograd.grad(value, (w, b))
+            return value.detach(), grad_w, grad_b
+
+        def shrink(w, threshold):
+            return torch.sign(w) * torch.clamp(w.abs() - threshold, min=0)
+
+        with torch.no_grad():
+            w, b = weight.detach().clone(), bias.detach().clone()
+            y_w, y_b, momentum, step = w.clone(), b.clone(), 1.0, 1.0
+            previous = smooth(w, b) + self.penalty_scale * w.abs().sum()
+            for iteration in range(1, self.max_iter + 1):
+                self.iterations = iteration
+                value, grad_w, grad_b = value_and_grad(y_w, y_b)
+                while True:  # backtracking: the quadratic model must bound the smooth part
+                    new_w = shrink(y_w - step * grad_w, step * self.penalty_scale)
+                    new_b = y_b - step * grad_b
+                    dw, db = new_w - y_w, new_b - y_b
+                    bound = value + (grad_w * dw).sum() + (grad_b * db).sum() + ((dw**2).sum() + (db**2).sum()) / (
+                        2 * step)
+                    if smooth(new_w, new_b) <= bound + 1e-15:
+                        break
+                    step /= 2
+                mapping = max(float(dw.abs().max()), float(db.abs().max())) / step
+                current = smooth(new_w, new_b) + self.penalty_scale * new_w.abs().sum()
+                if current > previous:  # restart the momentum when it overshoots
+                    momentum = 1.0
+                next_momentum = (1 + (1 + 4 * momentum**2) ** 0.5) / 2
+                y_w = new_w + (momentum - 1) / next_momentum * (new_w - w)
+                y_b = new_b + (momentum - 1) / next_momentum * (new_b - b)
+                w, b, momentum, previous = new_w, new_b, next_momentum, current
+                if mapping < self.tol:
+                    self.converged = True
+                    break
+            weight.copy_(w)
+            bias.copy_(b)
+            return previous
 
     def validation_step(self, batch, batch_index):
         features, labels = batch
@@ -132,10 +253,15 @@ class LinearProbe(L.LightningModule):
         labels = torch.cat(self._val_labels).numpy()
         self._val_predictions.clear()
         self._val_labels.clear()
-        self.log("val_macro_f1", f1_score(labels, predictions, average="macro", zero_division=0))
+        self.log("val_macro_f1", macro_f1(labels, predictions))
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+        if self.solver == "adam":
+            return torch.optim.Adam(self.parameters(), lr=self.lr)
+        # FISTA updates the weights itself; L-BFGS is torch's, with a strong-Wolfe line search.
+        return torch.optim.LBFGS(self.parameters(), lr=1, max_iter=self.max_iter, max_eval=2 * self.max_iter,
+                                 tolerance_grad=self.tol, tolerance_change=1e-12, history_size=20,
+                                 line_search_fn="strong_wolfe")
 
 
 class RestoreBestWeights(L.Callback):
@@ -158,23 +284,10 @@ class RestoreBestWeights(L.Callback):
             module.load_state_dict(self.state)
 
 
-def fit_lightning_probe(
-    x_train, y_train, x_val, y_val, n_classes: int, class_weights: np.ndarray, cfg, seed: int, logger=False
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Train a `LinearProbe` and return its weight (classes x features), bias and a training summary."""
-    L.seed_everything(seed, workers=False, verbose=False)
-    module = LinearProbe(
-        n_features=x_train.shape[1],
-        n_classes=n_classes,
-        class_weights=torch.from_numpy(class_weights),
-        penalty=cfg.penalty,
-        penalty_scale=1.0 / (cfg.C * x_train.shape[0]),
-        lr=cfg.lr,
-    )
-    best = RestoreBestWeights()
-    trainer = L.Trainer(
-        max_epochs=cfg.max_epochs,
-        callbacks=[L.pytorch.callbacks.EarlyStopping("val_macro_f1", mode="max", patience=cfg.patience), best],
+def _trainer(max_epochs: int, callbacks: list, logger) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=max_epochs,
+        callbacks=callbacks,
         logger=logger,
         accelerator="cpu",
         devices=1,
@@ -187,7 +300,39 @@ def fit_lightning_probe(
         # One process on one device, also inside a SLURM job: never let Lightning read SLURM's task layout.
         plugins=[LightningEnvironment()],
     )
-    trainer.fit(module, datamodule=SparseFeatureDataModule(x_train, y_train, x_val, y_val, cfg.batch_size, seed))
-    summary = {"epochs": trainer.current_epoch, "best_epoch": best.best_epoch, "best_val_macro_f1": best.best[0]}
+
+
+def fit_lightning_probe(
+    x_train, y_train, x_val, y_val, n_classes: int, class_weights: np.ndarray, cfg, seed: int, logger=False
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Train a `LinearProbe` and return its weight (classes x features), bias and a training summary."""
+    L.seed_everything(seed, workers=False, verbose=False)
+    exact = not cfg.early_stopping
+    dtype = torch.float64 if exact else torch.float32
+    module = LinearProbe(
+        n_features=x_train.shape[1],
+        n_classes=n_classes,
+        class_weights=torch.from_numpy(class_weights),
+        penalty=cfg.penalty,
+        penalty_scale=1.0 / (cfg.C * x_train.shape[0]),
+        lr=cfg.lr,
+        solver="exact" if exact else "adam",
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        dtype=dtype,
+    )
+    data = FeatureDataModule(x_train, y_train, x_val, y_val, None if exact else cfg.batch_size, seed, dtype)
+    if exact:
+        trainer = _trainer(1, [], logger)
+        trainer.fit(module, datamodule=data)
+        summary = {"solver": "lbfgs" if cfg.penalty == "l2" else "fista", "iterations": module.iterations,
+                   "converged": module.converged}
+    else:
+        best = RestoreBestWeights()
+        stop = L.pytorch.callbacks.EarlyStopping("val_macro_f1", mode="max", patience=cfg.patience)
+        trainer = _trainer(cfg.max_epochs, [stop, best], logger)
+        trainer.fit(module, datamodule=data)
+        summary = {"solver": "adam_early_stopping", "epochs": trainer.current_epoch, "best_epoch": best.best_epoch,
+                   "best_val_macro_f1": best.best[0]}
     weight, bias = module.class_weight_matrix()
     return weight, bias, summary

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import f1_score
 from sklearn.tree import DecisionTreeClassifier
 
+from mosaic.probes.selection import best_on_validation
 from mosaic.probes.storage import write_probe
 
 # sklearn's marker for "no child": the node is a leaf.
@@ -103,17 +103,15 @@ def _from_sklearn(tree: DecisionTreeClassifier, n_classes: int, n_features: int)
 
 def fit_tree_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int) -> TreeProbe:
     """Fit one tree per depth of `cfg.depth_grid`; keep the best on validation macro F1 (shallowest on ties)."""
-    best, scores = None, {}
-    for depth in sorted(cfg.depth_grid):
+    def fit_at(depth: int) -> TreeProbe:
         tree = DecisionTreeClassifier(max_depth=depth, min_samples_leaf=cfg.min_samples_leaf,
                                       class_weight="balanced" if cfg.class_weight == "balanced" else None,
                                       random_state=seed)
         tree.fit(x_train, y_train)
         probe = _from_sklearn(tree, n_classes, x_train.shape[1])
-        scores[str(depth)] = float(f1_score(y_val, probe.predict(x_val), average="macro", zero_division=0))
-        if best is None or scores[str(depth)] > best[0]:
-            best = (scores[str(depth)], depth, probe, tree)
-    _, depth, probe, tree = best
-    probe.summary = {"max_depth": depth, "depth": int(tree.get_depth()), "leaves": int(tree.get_n_leaves()),
-                     "val_macro_f1_by_depth": scores}
+        probe.summary = {"max_depth": depth, "depth": int(tree.get_depth()), "leaves": int(tree.get_n_leaves())}
+        return probe
+
+    _, probe, scores = best_on_validation(sorted(cfg.depth_grid), fit_at, x_val, y_val)
+    probe.summary["val_macro_f1_by_depth"] = scores
     return probe
