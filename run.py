@@ -25,11 +25,13 @@ def _exit_with(error: MosaicError) -> None:
 
 def _run_job(cfg: DictConfig, job_dir: Path) -> float:
     validate(cfg)
+    from mosaic.inputs import job_inputs
     from mosaic.pipeline import run
     from mosaic.sweep import current_sweep, finished_results
 
-    if cfg.sweep.skip_done and (done := finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True))):
-        print(f"mosaic: {job_dir} is done (same config hash): skipped")
+    if cfg.sweep.skip_done and (done := finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True),
+                                                         job_inputs(cfg))):
+        print(f"mosaic: {job_dir} is done (same config and inputs): skipped")
         return done["metrics"]["macro_f1"]
     return run(cfg, job_dir, current_sweep())["metrics"]["macro_f1"]
 

@@ -47,6 +47,39 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def fingerprint(paths: Sequence[Path], root: Path | None = None) -> dict[str, str]:
+    """SHA-256 of each file (relative name -> digest), remembered across runs while its size and mtime stay.
+
+    Hashing a 20 GB model takes a minute; the memo (`fingerprints.json` in the cache root, keyed by
+    absolute path, size and modification time) makes every later job's check a `stat`.
+    """
+    memo_path = cache_root() / "fingerprints.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    digests, changed = {}, False
+    for path in sorted(paths):
+        stat = path.stat()
+        stamp = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if stamp not in memo:
+            memo[stamp], changed = file_sha256(path), True
+        digests[str(path.relative_to(root)) if root else path.name] = memo[stamp]
+    if changed:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=".fingerprints.", dir=memo_path.parent)
+        with os.fdopen(handle, "w") as stream:
+            json.dump(memo, stream)
+        os.replace(tmp, memo_path)
+    return digests
+
+
+def directory_fingerprint(directory: Path) -> str:
+    """One digest for every file under `directory` (names and contents)."""
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    return content_key(fingerprint(files, root=directory))
+
+
 def _data_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
 
@@ -67,8 +100,12 @@ class Entry:
         return sum(f["size"] for f in self.files.values())
 
 
-def read_entry(path: Path) -> Entry | None:
-    """The entry at `path` if its manifest is readable and every listed file has its recorded size."""
+def read_entry(path: Path, verify: bool = False) -> Entry | None:
+    """The entry at `path` if its manifest is readable and every listed file has its recorded size.
+
+    With `verify`, also every file's SHA-256: an entry damaged in place (same size, other bytes) is
+    then None, as if absent, and is rebuilt rather than read.
+    """
     try:
         manifest = json.loads((path / MANIFEST).read_text())
         entry = Entry(path, manifest["kind"], manifest["key"], manifest["fields"], manifest["files"],
@@ -79,6 +116,8 @@ def read_entry(path: Path) -> Entry | None:
         file = path / name
         if not file.is_file() or file.stat().st_size != info["size"]:
             return None
+    if verify and verify_entry(entry):
+        return None
     return entry
 
 
@@ -101,19 +140,20 @@ def cached_directories(
     `build(directories)` receives a temporary directory per missing key and fills them (one model
     forward can serve many entries); it may return keys it could not build, which are left out.
     Returns, per description, its path and whether it was already complete (a skipped entry's path
-    does not exist). Locks are taken in key order, so concurrent callers cannot deadlock.
+    does not exist). Locks are taken in key order, so concurrent callers cannot deadlock. Entries
+    are checked against their manifest's checksums before they count as present.
     """
     parent = cache_root() / kind
     keys = [content_key(fields) for fields in fields_list]
     built: list[str] = []
-    missing = sorted({key for key in keys if read_entry(parent / key) is None})
+    missing = sorted({key for key in keys if read_entry(parent / key, verify=True) is None})
     if missing:
         parent.mkdir(parents=True, exist_ok=True)
         with ExitStack() as locks:
             for key in missing:
                 locks.enter_context(FileLock(str(parent / f"{key}.lock")))
             # Another job may have built some while this one waited for their locks.
-            built = [key for key in missing if read_entry(parent / key) is None]
+            built = [key for key in missing if read_entry(parent / key, verify=True) is None]
             if built:
                 _build_locked(parent, kind, built, dict(zip(keys, fields_list)), build)
     return [(parent / key, key not in built) for key in keys]

@@ -200,7 +200,7 @@ class TransferConfig:
 
 @dataclass
 class SweepConfig:
-    """How a multirun treats cells: `skip_done` skips a cell whose `results.json` has the same config hash."""
+    """How a multirun treats cells: `skip_done` skips a cell whose `results.json` has the same config and inputs."""
 
     skip_done: bool = False
 

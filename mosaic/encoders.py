@@ -2,69 +2,119 @@
 
 `plan_encoders` returns this job's encoder and a `Request` holding every (layer, encoder) its
 sweep will also ask for, which `token_cache` fills from one pass over the documents. Each SAE is
-described by an identity that is part of the cache key: its release and id, the SHA-256 of its
-files, or the settings it was trained with.
+identified, in the activation cache key, by the SHA-256 of its weight files: a trained SAE's (after
+training it, or finding it in the cache), a local directory's, a Gemma Scope file's in the hub cache.
+Identities are resolved lazily, so a job whose own entry is cached never trains or downloads the
+SAEs its siblings would need.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from mosaic.cache import cached_directory, content_key, file_sha256
-from mosaic.data import LabelledDocuments, Splits, load_unlabelled_texts
+from mosaic.cache import cache_root, cached_directory, content_key, fingerprint, read_entry
+from mosaic.data import LabelledDocuments, Splits, document_hash, load_unlabelled_texts
+from mosaic.errors import MosaicError
 from mosaic.extract import LoadedModel, extract_activations
 from mosaic.extract.models import resolve_device
 from mosaic.releases import canonical_widths, gemma_scope_sae_id
-from mosaic.sae import load_release_sae, load_sae, train_sae
+from mosaic.sae import load_release_sae, load_sae, release_sae_file, train_sae
 from mosaic.sweep import Sweep
 from mosaic.token_cache import HIDDEN, Encoder, Request, documents_key, model_identity
 
+SAE_FILES = ("cfg.json", "sae_weights.safetensors")
 
-def _sae_corpus(cfg: DictConfig, data: LabelledDocuments, splits: Splits) -> tuple[Callable[[], list], dict]:
-    """A loader for the documents the SAE is trained on, and what identifies them (part of its cache key).
 
-    A packaged corpus is identified by its name, size and seed, so it is read only if an SAE must
-    actually be trained; the training split is identified by its documents.
+def _sae_corpus(cfg: DictConfig, data: LabelledDocuments, splits: Splits,
+                protected: frozenset[str]) -> tuple[Callable[[], list], Callable[[], dict]]:
+    """A loader for the documents the SAE is trained on, and one for what identifies them (part of its cache key).
+
+    No document whose content is in `protected` (every document the job and its transfer targets
+    validate, test or cross-validate on) is ever in the corpus. For the training split, documents
+    that also occur in validation or test (duplicates by content) are dropped; a packaged corpus
+    loses every protected text, and the removed contents are part of its identity.
     """
     if cfg.sae.train_corpus == "train_split":
-        documents = [data.documents[i] for i in splits.train[: cfg.sae.train_docs]]
-        return lambda: documents, {"corpus": "train_split", "documents": documents_key(documents)}
-    return (lambda: load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, cfg.sae.seed),
-            {"corpus": cfg.sae.train_corpus, "docs": cfg.sae.train_docs, "seed": cfg.sae.seed})
+        held_out = {document_hash(data.documents[i]) for i in (*splits.val, *splits.test)}
+        documents = [data.documents[i] for i in splits.train
+                     if document_hash(data.documents[i]) not in held_out][: cfg.sae.train_docs]
+        return lambda: documents, lambda: {"corpus": "train_split", "documents": documents_key(documents)}
+
+    @cache
+    def sample() -> tuple[list[str], list[str]]:
+        return load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, cfg.sae.seed, exclude=protected)
+
+    return (lambda: sample()[0],
+            lambda: {"corpus": cfg.sae.train_corpus, "docs": cfg.sae.train_docs, "seed": cfg.sae.seed,
+                     "excluded": content_key({"hashes": sample()[1]})})
 
 
-def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[], list], corpus: dict[str, Any],
-                     device_type: str) -> Encoder:
-    """The SAE MOSAIC trains with SAELens for this model and layer, cached under `saes` by its settings."""
+def _files_identity(directory: Path) -> dict[str, str]:
+    return fingerprint([directory / name for name in SAE_FILES if (directory / name).is_file()])
+
+
+def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[], list], corpus: Callable[[], dict],
+                     model: Callable[[], LoadedModel], device_type: str) -> Encoder:
+    """The SAE MOSAIC trains with SAELens for this model and layer, cached under `saes` by its settings.
+
+    It is trained with the job's own model (`model`) the first time its identity is asked for.
+    """
     sae_cfg = cfg.sae
-    fields = {
-        "model": model_identity(cfg.model, device_type),
-        "layer": layer,
-        "max_length": cfg.max_length,
-        "train": {k: sae_cfg[k] for k in ("expansion", "l1_coefficient", "lr", "train_epochs",
-                                          "train_batch_tokens", "seed")},
-        "corpus": corpus,
-    }
 
-    def load(loaded: LoadedModel):
-        def build(directory: Path) -> None:
+    @cache
+    def directory() -> Path:
+        fields = {
+            "model": model_identity(cfg.model, device_type),
+            "layer": layer,
+            "max_length": cfg.max_length,
+            "train": {k: sae_cfg[k] for k in ("expansion", "l1_coefficient", "lr", "train_epochs",
+                                              "train_batch_tokens", "seed")},
+            "corpus": corpus(),
+        }
+
+        def build(target: Path) -> None:
+            loaded = model()
             acts = extract_activations(loaded, corpus_documents(), [layer], cfg.batch_size, cfg.max_length,
                                        desc=f"extract SAE corpus (layer {layer})")[layer]
-            stats = train_sae(acts.values, d_sae=sae_cfg.expansion * cfg.model.d_model, out_dir=directory,
+            stats = train_sae(acts.values, d_sae=sae_cfg.expansion * cfg.model.d_model, out_dir=target,
                               l1_coefficient=sae_cfg.l1_coefficient, lr=sae_cfg.lr, epochs=sae_cfg.train_epochs,
                               batch_tokens=sae_cfg.train_batch_tokens, seed=sae_cfg.seed,
                               device=str(loaded.device), hook_name=f"blocks.{layer}.hook_resid_post")
-            (directory / "training.json").write_text(json.dumps({"tokens": len(acts.values), **stats}))
+            (target / "training.json").write_text(json.dumps({"tokens": len(acts.values), **stats}))
 
-        directory, _ = cached_directory("saes", fields, build)
-        return load_sae(directory, device=str(loaded.device))
+        return cached_directory("saes", fields, build)[0]
 
-    return Encoder({"type": "sae", "source": "trained", "key": content_key(fields)}, load, needs_model=True)
+    return Encoder(lambda: trained_identity(directory()), lambda: load_sae(directory(), device=device_type))
+
+
+def trained_identity(directory: Path) -> dict[str, Any]:
+    """A trained SAE's identity: its cache key and the SHA-256 of its files, as its manifest records them."""
+    entry = read_entry(directory)
+    if entry is None:
+        raise MosaicError(f"the trained SAE {directory.name} is not in the cache ({directory.parent}): rerun the job "
+                          "that trained it")
+    return {"type": "sae", "source": "trained", "key": entry.key,
+            "sha256": {name: entry.files[name]["sha256"] for name in SAE_FILES}}
+
+
+def saved_trained_encoder(identity: dict[str, Any], device: str) -> Encoder:
+    """A job's trained SAE, found by the identity its results recorded (for predict): never retrained."""
+    directory = cache_root() / "saes" / identity["key"]
+
+    def resolve() -> dict[str, Any]:
+        found = trained_identity(directory)
+        if found["sha256"] != identity["sha256"]:
+            raise MosaicError(f"the trained SAE {identity['key']} in the cache is not the one the probe was trained on "
+                              "(its files changed): rerun the job")
+        return found
+
+    return Encoder(resolve, lambda: load_sae(directory, device=device))
 
 
 def _given_encoder(cfg: DictConfig, layer: int, width: str, device: str) -> Encoder:
@@ -72,17 +122,21 @@ def _given_encoder(cfg: DictConfig, layer: int, width: str, device: str) -> Enco
     if cfg.sae.source == "local":
         # By content, not path: a moved copy still hits, an SAE rewritten in place does not.
         directory = Path(cfg.sae.path)
-        identity = {"type": "sae", "source": "local",
-                    "sha256": {name: file_sha256(directory / name) for name in ("cfg.json", "sae_weights.safetensors")
-                               if (directory / name).is_file()}}
-        return Encoder(identity, lambda _: load_sae(cfg.sae.path, device=device))
+        return Encoder(lambda: {"type": "sae", "source": "local", "sha256": _files_identity(directory)},
+                       lambda: load_sae(cfg.sae.path, device=device))
     release = cfg.sae.release or cfg.model.gemma_scope_release
     sae_id = gemma_scope_sae_id(layer, width)
-    identity = {"type": "sae", "source": "gemma_scope", "release": release, "id": sae_id}
-    return Encoder(identity, lambda _: load_release_sae(release, sae_id, device=device))
+
+    def resolve() -> dict[str, Any]:
+        weights = release_sae_file(release, sae_id)
+        return {"type": "sae", "source": "gemma_scope", "release": release, "id": sae_id,
+                "sha256": fingerprint([weights])}
+
+    return Encoder(resolve, lambda: load_release_sae(release, sae_id, device=device))
 
 
-def plan_encoders(cfg: DictConfig, data: LabelledDocuments, splits: Splits, sweep: Sweep) -> tuple[Request, Encoder]:
+def plan_encoders(cfg: DictConfig, data: LabelledDocuments, splits: Splits, sweep: Sweep, protected: frozenset[str],
+                  model: Callable[[], LoadedModel]) -> tuple[Request, Encoder]:
     """What one forward should compute: this job's encoder at its layer, and those its sweep will want.
 
     Sibling layers and widths are kept only where they are valid (inside the model, and for Gemma
@@ -93,11 +147,11 @@ def plan_encoders(cfg: DictConfig, data: LabelledDocuments, splits: Splits, swee
     kinds = {cfg.features.type, *(f for f in sweep.features if f in ("sae", "hidden"))}
     if cfg.sae.source == "local":
         layers = [cfg.layer]
-    corpus = _sae_corpus(cfg, data, splits) if "sae" in kinds and cfg.sae.source == "trained" else None
+    corpus = _sae_corpus(cfg, data, splits, protected) if "sae" in kinds and cfg.sae.source == "trained" else None
 
     def sae_encoder(layer: int, width: str) -> Encoder:
         if cfg.sae.source == "trained":
-            return _trained_encoder(cfg, layer, *corpus, device.type)
+            return _trained_encoder(cfg, layer, *corpus, model, device.type)
         return _given_encoder(cfg, layer, width, str(device))
 
     own_sae = sae_encoder(cfg.layer, cfg.sae.width) if "sae" in kinds else None

@@ -110,6 +110,10 @@ class Tracker:
 
         metrics = results["metrics"]
         scalars = {f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        scalars.update({f"val/{k}": v for k, v in metrics["val"].items() if isinstance(v, (int, float))})
+        if "cv" in metrics:
+            scalars.update({f"cv/{k}": metrics["cv"][k] for k in ("macro_f1_mean", "macro_f1_std")})
+        scalars.update({f"chosen/{name}": value["chosen"] for name, value in results["hyperparameters"].items()})
         scalars.update({f"time/{k}": v for k, v in results["timings_s"].items()})
         for kind, targets in (results["transfer"] or {}).items():
             scalars.update({f"transfer/{kind}/{name}/macro_f1": m["macro_f1"] for name, m in targets.items()})
@@ -146,13 +150,19 @@ def summary_table(results: dict[str, Any]) -> str:
     """A few aligned lines a researcher reads at the end of a run."""
     cfg, metrics, features = results["config"], results["metrics"], results["features"]
     auroc = metrics["auroc"]
+    chosen = "   ".join(f"{name} {value['chosen']}" for name, value in results["hyperparameters"].items())
     rows = [
         ("job", f"{cfg['dataset']['name']} | {cfg['model']['name']} layer {cfg['layer']} | "
                 f"{features['type']} ({features['n_features']} features) | pooling {cfg['pooling']['method']} | "
-                f"binarize {cfg['binarize']['method']} | probe {cfg['probe']['type']}"),
-        ("macro F1", f"{metrics['macro_f1']:.3f}" + (
-            f"   ({metrics['cv']['folds']}-fold CV on train+val: {metrics['cv']['macro_f1_mean']:.3f} "
-            f"± {metrics['cv']['macro_f1_std']:.3f})" if "cv" in metrics else "")),
+                f"binarize {cfg['binarize']['method']} | probe {cfg['probe']['type']} ({chosen})"),
+        ("macro F1", f"test {metrics['macro_f1']:.3f}   validation {metrics['val']['macro_f1']:.3f}"),
+    ]
+    if "cv" in metrics:
+        cv = metrics["cv"]
+        caveat = "" if cv["held_out"] else f" (not held out: {cv['not_held_out']})"
+        rows.append(("CV", f"{cv['folds']}-fold on train+val: macro F1 {cv['macro_f1_mean']:.3f} ± "
+                           f"{cv['macro_f1_std']:.3f}{caveat}"))
+    rows += [
         ("accuracy", f"{metrics['accuracy']:.3f}   balanced {metrics['balanced_accuracy']:.3f}   "
                      f"AUROC {'n/a' if auroc is None else f'{auroc:.3f}'}"),
         ("documents", "   ".join(f"{k} {v}" for k, v in results["splits"].items())),

@@ -8,7 +8,8 @@ extract layers 12 and 19 in the same forward when the sweep is `layer=5,12,19`.
 A cell that fails in a sweep writes `failure.json` in its job directory and returns, so the other
 cells still run (on any launcher); `SweepOutcome`, a Hydra callback, then writes the sweep's
 `failures.json` and makes the command exit non-zero. With `sweep.skip_done=true` a cell whose
-`results.json` has the same config hash is not run again: a killed sweep resumes where it stopped.
+`results.json` has the same config hash and the same inputs (file contents, code version) is not
+run again: a killed sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -81,14 +82,19 @@ def current_sweep() -> Sweep:
     )
 
 
-def finished_results(job_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The job's earlier `results.json` if it was produced by this very config, else None."""
+def finished_results(job_dir: Path, config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's earlier `results.json` if this very config produced it from these very inputs, else None.
+
+    `inputs` is `mosaic.inputs.job_inputs` now: the files the job reads and the code version. A
+    dataset edited in place, a rewritten local SAE or a new MOSAIC that changes numbers reruns the cell.
+    """
     path = job_dir / RESULTS_FILE
     try:
         results = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return results if results.get("config_hash") == config_hash(config) else None
+    same = results.get("config_hash") == config_hash(config) and results.get("inputs") == inputs
+    return results if same else None
 
 
 def record_failure(job_dir: Path, overrides: list[str], error: BaseException) -> dict[str, Any]:

@@ -27,28 +27,44 @@ from mosaic.config import POOLING_FOR_FEATURES
 from mosaic.errors import MosaicError
 from mosaic.extract import LoadedModel, extract_activations, load_model
 from mosaic.extract.activations import offsets_from_lengths
+from mosaic.extract.models import weights_fingerprint
 from mosaic.features import pool
 from mosaic.sae import check_sae_fits, encode_tokens
 
 CACHE_KIND = "activations"
 HIDDEN_POOLINGS = POOLING_FOR_FEATURES["hidden"]
 CHUNK_DOCUMENTS = 1024
+# Part of every entry's key. Bump it whenever extraction (masking, positions, truncation), SAE encoding or
+# what an entry stores changes, so that entries written by earlier code are never read as this code's.
+EXTRACTION_VERSION = 2
 
 
 @dataclass
 class Encoder:
     """Turns a layer's residual stream into cached features: the hidden state itself, or an SAE.
 
-    `identity` is part of the cache key; `load(loaded_model)` returns the SAE and is None for the
-    hidden state. Only an SAE that MOSAIC trains itself (`needs_model`) uses the loaded model.
+    `resolve()` returns its identity, part of the cache key (for an SAE, the SHA-256 of its weights:
+    it may have to train or download the SAE first, so it runs only when the key is needed);
+    `load()` returns the SAE, and is None for the hidden state.
     """
 
-    identity: dict[str, Any]
-    load: Callable[[LoadedModel | None], Any] | None = None
-    needs_model: bool = False
+    resolve: Callable[[], dict[str, Any]]
+    load: Callable[[], Any] | None = None
 
 
-HIDDEN = Encoder({"type": "hidden"})
+HIDDEN = Encoder(lambda: {"type": "hidden"})
+
+
+def lazy_model(model_cfg) -> Callable[[], LoadedModel]:
+    """The model, loaded on the first call and shared by later ones (an SAE to train and the forward)."""
+    loaded: list[LoadedModel] = []
+
+    def get() -> LoadedModel:
+        if not loaded:
+            loaded.append(load_model(model_cfg))
+        return loaded[0]
+
+    return get
 
 
 @dataclass
@@ -61,10 +77,10 @@ class Request:
 
 
 def model_identity(model_cfg, device_type: str) -> dict[str, Any]:
-    """The model settings that change activation bytes (not its display name)."""
+    """The model settings and weights that change activation bytes (not its display name)."""
     keys = ("source", "hf_id", "revision", "path", "family", "n_layers", "d_model", "n_heads", "dtype",
             "attn_implementation", "padding_side", "prompt")
-    return {**{k: model_cfg[k] for k in keys}, "device_type": device_type}
+    return {**{k: model_cfg[k] for k in keys}, "device_type": device_type, "weights": weights_fingerprint(model_cfg)}
 
 
 def documents_key(documents: Sequence[str] | Sequence[bytes]) -> str:
@@ -74,9 +90,9 @@ def documents_key(documents: Sequence[str] | Sequence[bytes]) -> str:
     return content_key({"images": [hashlib.sha256(document).hexdigest() for document in documents]})
 
 
-def _fields(model: dict, documents: str, max_length: int, layer: int, encoder: Encoder) -> dict[str, Any]:
+def _fields(model: dict, documents: str, max_length: int, layer: int, encoder: dict) -> dict[str, Any]:
     return {"model": model, "documents": documents, "max_length": max_length, "layer": layer,
-            "encoder": encoder.identity}
+            "encoder": encoder, "code": EXTRACTION_VERSION}
 
 
 class _EntryWriter:
@@ -105,71 +121,80 @@ class _EntryWriter:
 
 def cached_features(
     model_cfg, device_type: str, request: Request, own: tuple[int, Encoder], max_length: int, batch_size: int,
-    encode_batch_tokens: int,
+    encode_batch_tokens: int, model: Callable[[], LoadedModel], allow_any_hook: bool = False,
 ) -> tuple[Path, bool]:
-    """The cache entry for `own` (layer, encoder) and whether it was already there.
+    """The cache entry for `own` (layer, encoder) and whether it was already there (and intact).
 
-    On a miss, every missing entry of `request` is built in the same pass. A sibling entry that
-    cannot be built (its SAE unavailable, say) is skipped; this job's own entry must be built.
-    SAE loading (or training), extraction and encoding times go to `request.timings`.
+    On a miss, every missing entry of `request` is built in the same pass of `model` (loaded on
+    first use). A sibling entry that cannot be built (its SAE unavailable, say) is skipped; this
+    job's own entry must be built. SAE (training or loading), model loading, extraction and encoding
+    times go to `request.timings`.
     """
-    model = model_identity(model_cfg, device_type)
+    timings = request.timings
+    identity = model_identity(model_cfg, device_type)
     docs_key = documents_key(request.documents)
-    own_fields = _fields(model, docs_key, max_length, *own)
+    start = time.perf_counter()
+    own_fields = _fields(identity, docs_key, max_length, own[0], own[1].resolve())
+    timings["sae"] = time.perf_counter() - start
     own_key = content_key(own_fields)
-    if read_entry(cache_root() / CACHE_KIND / own_key) is not None:
+    if read_entry(cache_root() / CACHE_KIND / own_key, verify=True) is not None:
         return cache_root() / CACHE_KIND / own_key, True
-    wanted = {
-        content_key(_fields(model, docs_key, max_length, layer, encoder)): (layer, encoder)
-        for layer, encoders in request.encoders.items()
-        for encoder in encoders
-    }
-    wanted[own_key] = own
 
-    def load_sae(key: str, loaded: LoadedModel | None, skipped: set[str]):
-        layer, encoder = wanted[key]
+    start = time.perf_counter()
+    wanted: dict[str, tuple[int, Encoder, dict]] = {own_key: (*own, own_fields)}
+    for layer, encoders in request.encoders.items():
+        for encoder in encoders:
+            if encoder is own[1] and layer == own[0]:
+                continue
+            try:
+                fields = _fields(identity, docs_key, max_length, layer, encoder.resolve())
+            except MosaicError:
+                continue  # a neighbour's problem is reported by the neighbour's own job
+            wanted.setdefault(content_key(fields), (layer, encoder, fields))
+    timings["sae"] += time.perf_counter() - start
+
+    def load_sae(key: str, skipped: set[str]):
+        layer, encoder, _ = wanted[key]
         try:
-            sae = encoder.load(loaded)
-            check_sae_fits(sae, model_cfg.d_model, layer)
+            sae = encoder.load()
+            check_sae_fits(sae, model_cfg.d_model, layer, allow_any_hook)
             return sae
         except MosaicError:
             if key == own_key:
                 raise
-            skipped.add(key)  # a neighbour's problem is reported by the neighbour's own job
+            skipped.add(key)
 
     def build(directories: dict[str, Path]) -> set[str]:
         skipped: set[str] = set()
         keys = sorted(directories, key=lambda k: k != own_key)  # own first: its SAE must fail before the model
         start = time.perf_counter()
-        saes = {k: load_sae(k, None, skipped) for k in keys if wanted[k][1].load and not wanted[k][1].needs_model}
-        request.timings["sae"] = time.perf_counter() - start
+        saes = {k: load_sae(k, skipped) for k in keys if wanted[k][1].load}
+        timings["sae"] += time.perf_counter() - start
         start = time.perf_counter()
-        loaded = load_model(model_cfg)
-        request.timings["extract"] = time.perf_counter() - start
-        start = time.perf_counter()
-        saes.update({k: load_sae(k, loaded, skipped) for k in keys if wanted[k][1].needs_model})
-        request.timings["sae"] += time.perf_counter() - start  # loading, or training SAEs MOSAIC trains itself
+        loaded = model()
+        timings["model"] = time.perf_counter() - start
         keys = [k for k in keys if k not in skipped]
         writers = {k: _EntryWriter(saes.get(k), encode_batch_tokens) for k in keys}
         layers = sorted({wanted[k][0] for k in keys})
         chunks = range(0, len(request.documents), CHUNK_DOCUMENTS)
+        timings["extract"] = timings["encode"] = 0.0
         for number, first in enumerate(chunks, start=1):
             start = time.perf_counter()
             documents = request.documents[first : first + CHUNK_DOCUMENTS]
             acts = extract_activations(loaded, documents, layers, batch_size, max_length,
                                        desc=f"extract {number}/{len(chunks)}")
-            request.timings["extract"] += time.perf_counter() - start
+            timings["extract"] += time.perf_counter() - start
             start = time.perf_counter()
             for key in keys:
                 layer = wanted[key][0]
                 writers[key].add(acts[layer].values, acts[layer].offsets)
             del acts
-            request.timings["encode"] = request.timings.get("encode", 0.0) + time.perf_counter() - start
+            timings["encode"] += time.perf_counter() - start
         for key in keys:
             writers[key].save(directories[key])
         return skipped
 
-    siblings = [_fields(model, docs_key, max_length, *wanted[k]) for k in sorted(wanted) if k != own_key]
+    siblings = [wanted[k][2] for k in sorted(wanted) if k != own_key]
     [(entry, hit), *_] = cached_directories(CACHE_KIND, [own_fields, *siblings], build)
     return entry, hit
 

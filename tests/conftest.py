@@ -53,3 +53,50 @@ def jumprelu_sae(directory, d_in, layer, seed=0):
     sae.cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_post"
     sae.save_model(str(directory))
     return directory
+
+
+def fake_hub_file(monkeypatch, cache_dir, repo_id, path, content: bytes, commit="a" * 40, revision="main"):
+    """A file laid out as the Hugging Face hub client caches it (refs/REVISION -> snapshots/COMMIT/PATH).
+
+    Points the client's cache at `cache_dir`; with HF_HUB_OFFLINE=1 the real client code resolves
+    the revision and finds the file there, as on a node that fetched it earlier.
+    """
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache_dir))
+    repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / revision).write_text(commit)
+    target = repo / "snapshots" / commit / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    return target
+
+
+def read_offline_wandb_run(run_dir, timeout=120.0):
+    """An offline W&B run read back with W&B's own reader (`wandb leet inspect --json`), once W&B says it is written.
+
+    W&B writes the `exit` record last; on a busy machine it can land a moment after `run.finish()`
+    returns, so this waits for it instead of reading a file that is still being written. Returns the
+    run record (name, group, tags, config), the merged summary and the history rows.
+    """
+    import json
+    import subprocess
+    import sys
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
+                                capture_output=True, text=True)
+        records = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
+        if records and records[-1]["type"] == "exit":
+            break
+        assert time.monotonic() < deadline, f"W&B never finished writing {run_dir}: {listed.stderr[-500:]}"
+        time.sleep(0.5)
+    summary = {}
+    for record in records:
+        if record["type"] == "summary":
+            summary.update(record["summary"].get("update", {}))
+    return {"run": next(r["run"] for r in records if r["type"] == "run"), "summary": summary,
+            "history": [r["history"]["item"] for r in records if r["type"] == "history"]}

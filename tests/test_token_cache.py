@@ -95,9 +95,15 @@ def test_a_truncated_entry_is_rebuilt_and_a_corrupted_one_fails_verify(tmp_path,
     payload = bytearray(codes.read_bytes())
     payload[-10] ^= 0xFF
     codes.write_bytes(bytes(payload))  # same size: only the checksum can tell
-    assert read_entry(entry) is not None
+    assert read_entry(entry) is not None and read_entry(entry, verify=True) is None
     assert mosaic_cli(["cache", "verify", "--kind", "activations"]) == 1
     assert "codes.npz: checksum mismatch" in capsys.readouterr().out
+    # A job never reads the damaged bytes: it rebuilds the entry and scores as the first job did.
+    rebuilt = run(compose_config(*TINY), tmp_path / "rebuilt")
+    assert rebuilt["cache"] == {"hit": False, "key": results["cache"]["key"]}
+    assert rebuilt["metrics"] == results["metrics"]
+    assert mosaic_cli(["cache", "verify", "--kind", "activations"]) == 0
+    payload = bytearray(codes.read_bytes())
 
     codes.write_bytes(bytes(payload[: len(payload) // 2]))
     assert read_entry(entry) is None
@@ -117,3 +123,96 @@ def test_cache_list_and_remove_by_field(tmp_path, own_cache, capsys):
     remaining = list_entries("activations")
     assert [e.fields["encoder"]["type"] for e in remaining] == ["sae"]
     assert mosaic_cli(["cache", "remove", "--all"]) == 0 and list_entries() == []
+
+
+def _tiny_model_dir(directory, seed=0):
+    """A GPT-2-style model saved like a hub download (config, safetensors weights, tokenizer)."""
+    import torch
+    import transformers as tf
+
+    from mosaic.extract.models import _minilm_path
+
+    torch.manual_seed(seed)
+    model = tf.GPT2Model(tf.GPT2Config(vocab_size=30522, n_embd=32, n_layer=4, n_head=4, n_positions=1024))
+    model.save_pretrained(directory)
+    tf.AutoTokenizer.from_pretrained(_minilm_path()).save_pretrained(directory)
+    return directory
+
+
+def _reversed_csv(tmp_path):
+    """bastion's first 40 prompts, in reverse order."""
+    from mosaic.data import load_labelled_documents
+
+    data = load_labelled_documents(compose_config("dataset.limit=40").dataset)
+    rows = [(text, data.label_names[label]) for text, label in zip(data.documents, data.labels)][::-1]
+    path = tmp_path / "reversed.csv"
+    import pandas as pd
+
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
+    return path
+
+
+CHEAP = ["model=tiny_gpt2", "model.source=hub", "model.hf_id=null", "layer=1", "logger=none", "probe=sklearn",
+         "features=hidden", "dataset.limit=40"]
+
+
+@pytest.mark.parametrize(("change", "hit"), [
+    ("model bytes", False), ("sae bytes", False), ("max_length=16", False), ("layer=2", False),
+    ("model.dtype=bfloat16", False), ("model.padding_side=left", False), ("model.prompt=hello", False),
+    ("document order", False), ("pooling=max", True), ("probe=tree", True), ("seed=7", True),
+])
+def test_an_activation_entry_is_reused_only_when_nothing_that_changes_its_bytes_changed(tmp_path, own_cache,
+                                                                                          change, hit):
+    """Every input of the forward and the encoder is in the key; the cheap half is not."""
+    from tests.conftest import jumprelu_sae
+
+    model_dir = _tiny_model_dir(tmp_path / "model")
+    sae_dir = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
+    uses_sae = change in ("sae bytes", "layer=2")
+    base = [*CHEAP, f"model.path={model_dir}"]
+    if uses_sae:
+        base += ["features=sae", "sae=local", f"sae.path={sae_dir}"]
+    before, after = base, [*base, change]
+    if change == "document order":  # the same 40 documents, first in reverse order from a file
+        before = [*base, "dataset=csv", f"dataset.path={_reversed_csv(tmp_path)}"]
+        after = base
+    elif change in ("model bytes", "sae bytes"):
+        after = base
+    first = run(compose_config(*before), tmp_path / "first")
+    if change == "model bytes":
+        _tiny_model_dir(model_dir, seed=1)  # same files, other weights
+    elif change == "sae bytes":
+        jumprelu_sae(sae_dir, d_in=32, layer=1, seed=1)
+    elif change == "layer=2":
+        jumprelu_sae(sae_dir, d_in=32, layer=2)
+    second = run(compose_config(*after), tmp_path / "second")
+    assert second["cache"]["hit"] is hit
+    assert (second["cache"]["key"] == first["cache"]["key"]) is hit
+
+
+def test_a_hub_model_is_keyed_by_the_commit_its_revision_resolves_to(tmp_path, own_cache, monkeypatch):
+    """`main` moving to another commit is a miss, even offline: the hub client's own cache says where it points."""
+    from tests.conftest import fake_hub_file
+
+    hub = tmp_path / "hub"
+    for commit, seed in (("a" * 40, 0), ("b" * 40, 1)):
+        for file in _tiny_model_dir(tmp_path / f"model-{seed}", seed=seed).iterdir():
+            fake_hub_file(monkeypatch, hub, "mosaic-tests/tiny", file.name, file.read_bytes(), commit=commit)
+    repo_ref = hub / "models--mosaic-tests--tiny" / "refs" / "main"
+    overrides = [*CHEAP, "model.hf_id=mosaic-tests/tiny"]
+    repo_ref.write_text("a" * 40)
+    first = run(compose_config(*overrides), tmp_path / "first")
+    again = run(compose_config(*overrides), tmp_path / "again")
+    repo_ref.write_text("b" * 40)
+    moved = run(compose_config(*overrides), tmp_path / "moved")
+    assert first["cache"]["hit"] is False and again["cache"]["hit"] is True
+    assert moved["cache"]["hit"] is False and moved["metrics"] != first["metrics"]
+    assert read_entry(own_cache / "activations" / moved["cache"]["key"]).fields["model"]["weights"] == {
+        "commit": "b" * 40}
+
+
+def test_a_new_extraction_version_never_reads_entries_of_the_old_code(tmp_path, own_cache, monkeypatch):
+    first = run(compose_config(*TINY, "features=hidden"), tmp_path / "a")
+    monkeypatch.setattr(token_cache, "EXTRACTION_VERSION", token_cache.EXTRACTION_VERSION + 1)
+    again = run(compose_config(*TINY, "features=hidden"), tmp_path / "b")
+    assert again["cache"]["hit"] is False and again["cache"]["key"] != first["cache"]["key"]

@@ -4,7 +4,8 @@ This stage knows nothing about models. It returns plain Python/NumPy objects and
 `DataError` with one readable line for any dataset a probe cannot be trained on.
 """
 
-from mosaic.data.datasets import LabelledDocuments, load_labelled_documents, load_unlabelled_texts
+from mosaic.data.datasets import LabelledDocuments, document_hash, load_labelled_documents, load_unlabelled_texts
 from mosaic.data.splits import Splits, make_splits
 
-__all__ = ["LabelledDocuments", "Splits", "load_labelled_documents", "load_unlabelled_texts", "make_splits"]
+__all__ = ["LabelledDocuments", "Splits", "document_hash", "load_labelled_documents", "load_unlabelled_texts",
+           "make_splits"]

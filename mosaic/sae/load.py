@@ -7,7 +7,9 @@ from pathlib import Path
 
 from mosaic.errors import MosaicError, first_line
 
-_RESID_POST_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_post$")
+# TransformerLens residual-stream hooks: `resid_post` of block L is the output of block L (MOSAIC's layer L),
+# `resid_pre` of block L is the input of block L, the output of block L-1.
+_RESID_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
 
 def load_sae(path: str | Path, device: str = "cpu"):
@@ -20,6 +22,13 @@ def load_sae(path: str | Path, device: str = "cpu"):
     return SAE.load_from_disk(str(path), device=device).eval()
 
 
+def _unavailable(release: str, sae_id: str, error: BaseException) -> MosaicError:
+    return MosaicError(
+        f"SAE {release} / {sae_id} is not available ({first_line(error)}); the hub may be unreachable: fetch it "
+        "where it is reachable, save it with SAELens (sae.save_model(dir)) and use sae=local sae.path=dir"
+    )
+
+
 def load_release_sae(release: str, sae_id: str, device: str = "cpu"):
     """A published SAE by SAELens release and id; downloads through the hub cache like SAELens does."""
     from sae_lens import SAE
@@ -27,20 +36,56 @@ def load_release_sae(release: str, sae_id: str, device: str = "cpu"):
     try:
         return SAE.from_pretrained(release, sae_id, device=device).eval()
     except OSError as error:
-        reason = first_line(error)
-        raise MosaicError(
-            f"SAE {release} / {sae_id} is not available ({reason}); the hub may be unreachable: fetch it where "
-            "it is reachable, save it with SAELens (sae.save_model(dir)) and use sae=local sae.path=dir"
-        ) from None
+        raise _unavailable(release, sae_id, error) from None
 
 
-def check_sae_fits(sae, d_model: int, layer: int) -> None:
-    """Refuse an SAE whose input width or recorded hook does not match the model and layer read."""
+def release_sae_file(release: str, sae_id: str) -> Path:
+    """The local copy of a Gemma Scope SAE's weights (`params.npz`), where SAELens's loader reads it from.
+
+    Same repository and folder as SAELens's release table gives, fetched through the hub cache
+    (offline: found there or refused in one line), so its bytes can key the activation cache.
+    """
+    from huggingface_hub import hf_hub_download
+    from sae_lens.loading.pretrained_saes_directory import get_repo_id_and_folder_name
+
+    repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename="params.npz", subfolder=folder))
+    except Exception as error:  # noqa: BLE001 - offline, gated or missing: all mean "not available here"
+        raise _unavailable(release, sae_id, error) from None
+
+
+def sae_layer(hook: str | None) -> int | None:
+    """The layer (output of block L) a residual-stream hook reads; None for any other hook.
+
+    `blocks.L.hook_resid_post` is layer L; `blocks.L.hook_resid_pre` is the input of block L, so
+    layer L-1 (and `blocks.0.hook_resid_pre`, the embeddings, is no block's output).
+    """
+    match = _RESID_HOOK.match(hook or "")
+    if match is None:
+        return None
+    block, where = int(match.group(1)), match.group(2)
+    return block if where == "post" else block - 1
+
+
+def check_sae_fits(sae, d_model: int, layer: int, allow_any_hook: bool = False) -> None:
+    """Refuse an SAE whose input width or recorded hook does not match the model and layer read.
+
+    MOSAIC reads the residual stream after block `layer`; an SAE trained on another hook point
+    (an MLP or attention output, the embeddings, or one that records none) reads other vectors, and
+    is refused unless the job sets `sae.allow_any_hook=true`.
+    """
     if sae.cfg.d_in != d_model:
         raise MosaicError(
             f"the SAE reads vectors of width {sae.cfg.d_in} but the model's residual stream has width {d_model}"
         )
     hook = getattr(sae.cfg.metadata, "hook_name", None)
-    match = _RESID_POST_HOOK.match(hook or "")
-    if match and int(match.group(1)) != layer:
-        raise MosaicError(f"the SAE was trained on {hook} but layer={layer}: use layer={match.group(1)}")
+    read = sae_layer(hook)
+    if read is None or read < 0:
+        if allow_any_hook:
+            return
+        raise MosaicError(f"the SAE was trained on hook {hook!r}, not on the residual stream after a block "
+                          "(blocks.L.hook_resid_post, or blocks.L+1.hook_resid_pre): set sae.allow_any_hook=true "
+                          f"to read layer {layer}'s residual stream with it anyway")
+    if read != layer:
+        raise MosaicError(f"the SAE was trained on {hook} but layer={layer}: use layer={read}")

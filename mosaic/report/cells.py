@@ -1,0 +1,152 @@
+"""Report cells: one configuration each, its seeds averaged, and the best chosen on validation data.
+
+What varies across a sweep's jobs is read from their configs (every key whose value differs,
+not a fixed list), so two jobs share a cell only when they differ by `seed` alone. The best cell of
+a table, of a layer or of a feature type is the one with the best selection score, cross-validation
+macro F1 on train+val where every cell has it, else validation macro F1; its test score is what is
+reported for it. The test split never picks a winner.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from statistics import mean, pstdev
+from typing import Any
+
+# Config keys that never tell two experiments apart: the seed is averaged over, and how a job is
+# logged or resumed does not change its numbers.
+NOT_AN_EXPERIMENT = ("seed", "logger.", "sweep.")
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys to leaf values (lists and empty dicts as JSON text, so they compare and print)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    return flat
+
+
+def varying_keys(configs: list[dict[str, Any]]) -> list[str]:
+    """The dotted config keys whose values differ between jobs (a key some jobs lack counts as differing)."""
+    flats = [flatten(config) for config in configs]
+    keys = sorted({key for flat in flats for key in flat})
+    return [key for key in keys if not key.startswith(NOT_AN_EXPERIMENT)
+            and len({json.dumps(flat.get(key), sort_keys=True) for flat in flats}) > 1]
+
+
+def shown_keys(keys: list[str]) -> list[str]:
+    """The varying keys a reader needs to tell cells apart: a model or dataset by its name, not its fields."""
+    named = {key.split(".")[0] for key in keys if key.endswith(".name") and key.count(".") == 1}
+    return [key for key in keys if key.split(".")[0] not in named or key == f"{key.split('.')[0]}.name"]
+
+
+def job_row(results: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """One job as a flat row: what the plots need, the varying keys, and its scores."""
+    cfg, features, metrics = results["config"], results["features"], results["metrics"]
+    flat = flatten(cfg)
+    sae = features.get("sae") or {}
+    width = cfg["sae"]["width"] if sae.get("source") == "gemma_scope" else features.get("width")
+    cv = metrics.get("cv") or {}
+    chosen = {name: value["chosen"] for name, value in (results.get("hyperparameters") or {}).items()}
+    return {
+        "dataset": cfg["dataset"]["name"],
+        "model": cfg["model"]["name"],
+        "layer": cfg["layer"],
+        "width": "" if features["type"] != "sae" else str(width),
+        "features": features["type"],
+        "pooling": cfg["pooling"]["method"],
+        "binarize": cfg["binarize"]["method"],
+        "probe": cfg["probe"]["type"],
+        "seed": cfg["seed"],
+        "cell": {key: flat.get(key) for key in keys},
+        "macro_f1": metrics["macro_f1"],
+        "val_macro_f1": (metrics.get("val") or {}).get("macro_f1"),
+        "cv_macro_f1_mean": cv.get("macro_f1_mean"),
+        "cv_macro_f1_std": cv.get("macro_f1_std"),
+        "cv_held_out": cv.get("held_out"),
+        "chosen": ", ".join(f"{name}={value}" for name, value in chosen.items()),
+        "accuracy": metrics["accuracy"],
+        "auroc": metrics["auroc"],
+    }
+
+
+@dataclass
+class Cell:
+    """The jobs of one configuration (differing only by seed) and their averaged scores."""
+
+    dataset: str
+    setting: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    def _mean(self, key: str) -> float | None:
+        values = [row[key] for row in self.rows]
+        return None if any(v is None for v in values) else mean(values)
+
+    @property
+    def test(self) -> float:
+        return mean(row["macro_f1"] for row in self.rows)
+
+    @property
+    def test_std(self) -> float | None:
+        return pstdev(row["macro_f1"] for row in self.rows) if self.n > 1 else None
+
+    @property
+    def val(self) -> float | None:
+        return self._mean("val_macro_f1")
+
+    @property
+    def cv(self) -> float | None:
+        return self._mean("cv_macro_f1_mean")
+
+    @property
+    def cv_std(self) -> float | None:
+        return self._mean("cv_macro_f1_std")
+
+    @property
+    def cv_held_out(self) -> bool:
+        return all(row["cv_held_out"] is not False for row in self.rows)
+
+    @property
+    def chosen(self) -> str:
+        return "; ".join(dict.fromkeys(row["chosen"] for row in self.rows if row["chosen"]))
+
+    def first(self, key: str) -> Any:
+        return self.rows[0][key]
+
+
+def cells_of(rows: list[dict[str, Any]]) -> list[Cell]:
+    """Rows grouped into cells: same dataset, same value of every varying key; in first-seen order."""
+    cells: dict[str, Cell] = {}
+    for row in rows:
+        key = json.dumps([row["dataset"], row["cell"]], sort_keys=True, default=str)
+        cells.setdefault(key, Cell(row["dataset"], row["cell"])).rows.append(row)
+    return list(cells.values())
+
+
+def selection_basis(cells: list[Cell]) -> str:
+    """`cv` when every cell has cross-validation scores, else `val`; what "best" is chosen on."""
+    return "cv" if cells and all(cell.cv is not None for cell in cells) else "val"
+
+
+def best(cells: list[Cell], basis: str) -> Cell | None:
+    """The cell with the best selection score (the first on ties); None when no cell has one."""
+    scored = [cell for cell in cells if getattr(cell, basis) is not None]
+    return max(scored, key=lambda cell: getattr(cell, basis), default=None)
+
+
+def best_by(cells: list[Cell], basis: str, *keys: str) -> dict[tuple, Cell]:
+    """The best cell (on `basis`) for each combination of the plain fields `keys` (e.g. layer, features)."""
+    groups: dict[tuple, list[Cell]] = defaultdict(list)
+    for cell in cells:
+        groups[tuple(cell.first(key) for key in keys)].append(cell)
+    return {group: chosen for group, members in groups.items() if (chosen := best(members, basis)) is not None}
