@@ -227,7 +227,7 @@ features = pool(codes, offsets, "mean")
 del codes
 encode_s = time.perf_counter() - start
 train, val = np.arange(0, int(docs * 0.8)), np.arange(int(docs * 0.8), docs)
-cfg = OmegaConf.structured(ProbeConfig(type="linear", max_epochs=2))
+cfg = OmegaConf.structured(ProbeConfig(type="linear", early_stopping=True, max_epochs=2))
 start = time.perf_counter()
 fit_probe(features[train], labels[train], features[val], labels[val], 2, cfg, seed=0)
 print(json.dumps({"nnz": int(features.nnz), "encode_pool_s": encode_s, "probe_s": time.perf_counter() - start,
