@@ -254,14 +254,16 @@ def _table(results: dict) -> str:
     for item in results["extraction"]:
         rows.append(f"| 1. throughput {item['model']} (forward+hook+SAE encode+pool / bare forward) | "
                     f"{item['throughput_ratio']:.2f} ({item['pipeline_tokens_per_s']:.0f} vs "
-                    f"{item['bare_tokens_per_s']:.0f} tok/s) | >= 0.9 |")
+                    f"{item['bare_tokens_per_s']:.0f} tok/s) | >= 0.9 ({_met(item['throughput_ratio'] >= 0.9)}) |")
     for item in results["extraction"]:
         cells = ", ".join(f"L{k}: {v['measured']:.2f} vs {v['ideal']:.2f}" for k, v in item["early_exit"].items())
-        rows.append(f"| 2. early exit {item['model']} (time of layer k / full, vs (k+1)/n) | {cells} | within 10% |")
+        within = all(abs(v["measured"] - v["ideal"]) <= 0.1 * v["ideal"] for v in item["early_exit"].values())
+        rows.append(f"| 2. early exit {item['model']} (time of layer k / full, vs (k+1)/n) | {cells} | within 10% "
+                    f"({_met(within)}) |")
     sweep = results["sweep"]
     rows.append(f"| 3. 12-cell pooling x binarize grid / one cell (wall, with process start) | {sweep['ratio']:.2f} "
                 f"({sweep['grid_s']:.0f} s / {sweep['one_cell_s']:.0f} s; {sweep['cache_hits']} of 12 cells hit) "
-                f"| <= 2.0 |")
+                f"| <= 2.0 ({_met(sweep['ratio'] <= 2.0)}) |")
     probes = results["probes"]
     if {"linear", "sklearn"} <= set(probes):
         lin, ref = probes["linear"], probes["sklearn"]
@@ -274,7 +276,7 @@ def _table(results: dict) -> str:
     wide = results["wide"]
     rows.append(f"| 5. peak RSS, {wide['documents']} docs x {wide['d_sae']}-wide SAE (encode, pool, probe) | "
                 f"{wide['peak_rss_bytes'] / 2**30:.2f} GiB = {wide['peak_over_dense']:.2f} x the dense "
-                f"{wide['dense_bytes'] / 2**30:.1f} GiB | far under 1 |")
+                f"{wide['dense_bytes'] / 2**30:.1f} GiB | <= 0.5 ({_met(wide['peak_over_dense'] <= 0.5)}) |")
     return "\n".join(rows)
 
 

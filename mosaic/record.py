@@ -20,7 +20,9 @@ FAILURE_FILE = "failure.json"
 # Where a job saves its trained probe, beside its results.
 PROBE_DIR = "probe"
 # 2: run.slurm (was run.slurm_job_id), top_features[].evidence (was weight), transfer.
-SCHEMA_VERSION = 2
+# 3: inputs, hyperparameters, metrics.val, metrics.cv.{data, refit_per_fold, held_out, not_held_out};
+#    top_features[].evidence in the probe's fitted (scaled) space; features.sae.sha256.
+SCHEMA_VERSION = 3
 _VERSIONED_PACKAGES = ("mosaic", "torch", "transformers", "sae-lens", "lightning", "scikit-learn", "wandb")
 
 

@@ -28,7 +28,7 @@ def test_default_pipeline_writes_valid_results_and_reuses_its_sae(tmp_path):
     saved = json.loads((tmp_path / "job0" / "results.json").read_text())
     assert saved == json.loads(json.dumps(first))
 
-    assert saved["schema"] == 2 and len(saved["config_hash"]) == 64
+    assert saved["schema"] == 3 and len(saved["config_hash"]) == 64
     assert saved["config"]["model"]["name"] == "minilm" and saved["config"]["dataset"]["name"] == "bastion"
     splits = saved["splits"]
     assert sum(splits.values()) == 181

@@ -218,3 +218,31 @@ def test_saved_probe_round_trip_gives_identical_predictions(tmp_path, probe_type
     assert type(loaded) is type(probe) and metadata["label_names"] == ["a", "b", "c"]
     np.testing.assert_array_equal(loaded.predict_proba(features[test]), probe.predict_proba(features[test]))
     assert loaded.summary == probe.summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("features", ["features=hidden", "features=bow"])
+def test_lightning_and_sklearn_probes_reach_one_optimum_on_real_features(tmp_path, features):
+    """MiniLM's residual stream (and TF-IDF) of the packaged prompts: the benchmark's parity goal as a test."""
+    from mosaic.data import load_labelled_documents, make_splits
+    from mosaic.pipeline import FeatureContext, _Stopwatch, build_features, run
+    from mosaic.probes import load_probe
+    from mosaic.token_cache import lazy_model
+    from tests.conftest import compose_config
+
+    scored, fitted = {}, {}
+    for probe in ("linear", "sklearn"):
+        cfg = compose_config(features, "logger=none", f"probe={probe}", "probe.C=0.5")
+        scored[probe] = run(cfg, tmp_path / probe)["metrics"]["macro_f1"]
+        fitted[probe], _ = load_probe(tmp_path / probe / "probe")
+    assert abs(scored["linear"] - scored["sklearn"]) <= 0.01
+    # Both objectives on the same scaled training features, written out independently of either probe.
+    data = load_labelled_documents(cfg.dataset)
+    splits = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size)
+    matrix = build_features(cfg, data, splits, FeatureContext(_Stopwatch(), lazy_model(cfg.model))).matrix
+    scale = fitted["sklearn"].scale
+    np.testing.assert_array_equal(fitted["linear"].scale, scale)
+    x = sp.csr_matrix(sp.csr_matrix(matrix[splits.train]) @ sp.diags(1.0 / scale))
+    objective = {name: penalised_objective(p.weight * p.scale, p.bias, x, data.labels[splits.train], 0.5, "l2")
+                 for name, p in fitted.items()}
+    assert abs(objective["linear"] - objective["sklearn"]) / objective["sklearn"] <= 1e-3

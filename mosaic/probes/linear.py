@@ -203,10 +203,8 @@ class LinearProbe(L.LightningModule):
         else:
             loss = self._lbfgs(features, labels)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
-        if self.solver == "adam":
-            return loss
-        self.trainer.should_stop = True  # the exact solvers run to convergence within one step
-        return None
+        # The exact solvers run to convergence within this one step (of the trainer's one epoch).
+        return loss if self.solver == "adam" else None
 
     def _lbfgs(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         optimizer = self.optimizers().optimizer
