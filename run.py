@@ -12,10 +12,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mosaic.config import check_group_overrides, validate
+from mosaic.config import CONF_DIR, check_group_overrides, validate
 from mosaic.errors import MosaicError
-
-CONF = Path(__file__).resolve().parent / "conf"
 
 
 def _exit_with(error: MosaicError) -> None:
@@ -59,7 +57,7 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     try:
-        check_group_overrides(sys.argv[1:], CONF)
+        check_group_overrides(sys.argv[1:], CONF_DIR)
     except MosaicError as error:
         _exit_with(error)
     main()

@@ -100,7 +100,7 @@ def cache_command(args) -> int:
 
 
 def predict_command(args) -> int:
-    from mosaic.pipeline import predict_texts
+    from mosaic.predict import predict_texts
 
     try:
         texts = [line for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]

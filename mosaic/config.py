@@ -424,6 +424,22 @@ def check_group_overrides(arguments: list[str], conf_dir: Path) -> None:
                      "choose one of " + ", ".join(options))
 
 
+# The config tree sits beside the package in the repository (installed editable, `pip install -e .`).
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose(*overrides: str, config_dir: Path | None = None, with_hydra: bool = False):
+    """The job config `run.py` would compose for these command-line overrides (for tests and the benchmark).
+
+    `with_hydra` also returns the `hydra` node (sweeper params, launcher settings).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir or CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
+
+
 def register_configs() -> None:
     """Register the schema so `conf/config.yaml` can list `mosaic_schema` first in its defaults."""
     ConfigStore.instance().store(name="mosaic_schema", node=MosaicConfig)

@@ -13,9 +13,8 @@ activations, not the dataset's.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from mosaic.extract.activations import offsets_from_lengths
 from mosaic.extract.models import weights_fingerprint
 from mosaic.features import pool
 from mosaic.sae import check_sae_fits, encode_tokens
+from mosaic.timing import Stopwatch
 
 CACHE_KIND = "activations"
 HIDDEN_POOLINGS = POOLING_FOR_FEATURES["hidden"]
@@ -73,7 +73,6 @@ class Request:
 
     documents: Sequence[str] | Sequence[bytes]
     encoders: dict[int, list[Encoder]]
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def model_identity(model_cfg, device_type: str) -> dict[str, Any]:
@@ -121,37 +120,34 @@ class _EntryWriter:
 
 def cached_features(
     model_cfg, device_type: str, request: Request, own: tuple[int, Encoder], max_length: int, batch_size: int,
-    encode_batch_tokens: int, model: Callable[[], LoadedModel], allow_any_hook: bool = False,
+    encode_batch_tokens: int, model: Callable[[], LoadedModel], watch: Stopwatch, allow_any_hook: bool = False,
 ) -> tuple[Path, bool]:
     """The cache entry for `own` (layer, encoder) and whether it was already there (and intact).
 
     On a miss, every missing entry of `request` is built in the same pass of `model` (loaded on
     first use). A sibling entry that cannot be built (its SAE unavailable, say) is skipped; this
     job's own entry must be built. SAE (training or loading), model loading, extraction and encoding
-    times go to `request.timings`.
+    times go to `watch` (`sae`, `model`, `extract`, `encode`).
     """
-    timings = request.timings
     identity = model_identity(model_cfg, device_type)
     docs_key = documents_key(request.documents)
-    start = time.perf_counter()
-    own_fields = _fields(identity, docs_key, max_length, own[0], own[1].resolve())
-    timings["sae"] = time.perf_counter() - start
+    with watch.time("sae"):
+        own_fields = _fields(identity, docs_key, max_length, own[0], own[1].resolve())
     own_key = content_key(own_fields)
     if read_entry(cache_root() / CACHE_KIND / own_key, verify=True) is not None:
         return cache_root() / CACHE_KIND / own_key, True
 
-    start = time.perf_counter()
     wanted: dict[str, tuple[int, Encoder, dict]] = {own_key: (*own, own_fields)}
-    for layer, encoders in request.encoders.items():
-        for encoder in encoders:
-            if encoder is own[1] and layer == own[0]:
-                continue
-            try:
-                fields = _fields(identity, docs_key, max_length, layer, encoder.resolve())
-            except MosaicError:
-                continue  # a neighbour's problem is reported by the neighbour's own job
-            wanted.setdefault(content_key(fields), (layer, encoder, fields))
-    timings["sae"] += time.perf_counter() - start
+    with watch.time("sae"):
+        for layer, encoders in request.encoders.items():
+            for encoder in encoders:
+                if encoder is own[1] and layer == own[0]:
+                    continue
+                try:
+                    fields = _fields(identity, docs_key, max_length, layer, encoder.resolve())
+                except MosaicError:
+                    continue  # a neighbour's problem is reported by the neighbour's own job
+                wanted.setdefault(content_key(fields), (layer, encoder, fields))
 
     def load_sae(key: str, skipped: set[str]):
         layer, encoder, _ = wanted[key]
@@ -167,29 +163,24 @@ def cached_features(
     def build(directories: dict[str, Path]) -> set[str]:
         skipped: set[str] = set()
         keys = sorted(directories, key=lambda k: k != own_key)  # own first: its SAE must fail before the model
-        start = time.perf_counter()
-        saes = {k: load_sae(k, skipped) for k in keys if wanted[k][1].load}
-        timings["sae"] += time.perf_counter() - start
-        start = time.perf_counter()
-        loaded = model()
-        timings["model"] = time.perf_counter() - start
+        with watch.time("sae"):
+            saes = {k: load_sae(k, skipped) for k in keys if wanted[k][1].load}
+        with watch.time("model"):
+            loaded = model()
         keys = [k for k in keys if k not in skipped]
         writers = {k: _EntryWriter(saes.get(k), encode_batch_tokens) for k in keys}
         layers = sorted({wanted[k][0] for k in keys})
         chunks = range(0, len(request.documents), CHUNK_DOCUMENTS)
-        timings["extract"] = timings["encode"] = 0.0
         for number, first in enumerate(chunks, start=1):
-            start = time.perf_counter()
             documents = request.documents[first : first + CHUNK_DOCUMENTS]
-            acts = extract_activations(loaded, documents, layers, batch_size, max_length,
-                                       desc=f"extract {number}/{len(chunks)}")
-            timings["extract"] += time.perf_counter() - start
-            start = time.perf_counter()
-            for key in keys:
-                layer = wanted[key][0]
-                writers[key].add(acts[layer].values, acts[layer].offsets)
+            with watch.time("extract"):
+                acts = extract_activations(loaded, documents, layers, batch_size, max_length,
+                                           desc=f"extract {number}/{len(chunks)}")
+            with watch.time("encode"):
+                for key in keys:
+                    layer = wanted[key][0]
+                    writers[key].add(acts[layer].values, acts[layer].offsets)
             del acts
-            timings["encode"] += time.perf_counter() - start
         for key in keys:
             writers[key].save(directories[key])
         return skipped

@@ -11,7 +11,6 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ["WANDB_SILENT"] = "true"
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,12 +23,9 @@ def private_cache(tmp_path_factory):
 
 def compose_config(*overrides: str):
     """The job config `run.py` would see for these command-line overrides."""
-    from hydra import compose, initialize_config_dir
+    from mosaic.config import compose
 
-    import mosaic.config  # noqa: F401  (registers the schema)
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+    return compose(*overrides)
 
 
 def tiny_model_config(name: str = "tiny_gpt2", **changes):

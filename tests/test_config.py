@@ -3,9 +3,10 @@
 import pytest
 from hydra.errors import ConfigCompositionException, HydraException
 
+from mosaic.config import CONF_DIR as CONF
 from mosaic.config import POOLING_FOR_FEATURES, validate
 from mosaic.errors import ConfigError
-from tests.conftest import CONF, compose_config
+from tests.conftest import compose_config
 
 GROUPS = ["model", "sae", "dataset", "features", "pooling", "binarize", "probe", "logger"]
 

@@ -40,13 +40,9 @@ def test_every_cell_of_every_experiment_grid_validates(experiment):
     """Expand the experiment's own sweeper params, as Hydra's basic sweeper does, and validate each cell."""
     import itertools
 
-    from hydra import compose, initialize_config_dir
+    from mosaic.config import compose
 
-    from tests.conftest import CONF
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        params = compose(config_name="config", overrides=[f"experiment={experiment}"],
-                         return_hydra_config=True).hydra.sweeper.params
+    params = compose(f"experiment={experiment}", with_hydra=True).hydra.sweeper.params
     axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
     cells = list(itertools.product(*axes))
     assert len(cells) >= 4

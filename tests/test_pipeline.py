@@ -102,6 +102,7 @@ def _assert_one_line_error(result, needle):
                                                            "gemma-scope-2b-pt-res-canonical has widths 16k, 65k, 1m"),
     ],
 )
+@pytest.mark.slow
 def test_bad_config_values_exit_2_with_one_line_and_write_nothing(tmp_path, overrides, needle):
     result = _cli(*overrides, f"hydra.run.dir={tmp_path}", f"hydra.sweep.dir={tmp_path}", "logger=none")
     _assert_one_line_error(result, needle)
@@ -123,6 +124,7 @@ UNLOADABLE_MODEL = ["model=tiny_gpt2", "model.source=hub", "model.hf_id=mosaic-t
         ("body,label\na,x\nb,y\n", "dataset.text_column='text' is not a column"),
     ],
 )
+@pytest.mark.slow
 def test_bad_datasets_exit_2_with_one_line_before_any_model_loads(tmp_path, csv_text, needle):
     data = tmp_path / "data.csv"
     data.write_text(csv_text)
@@ -132,6 +134,7 @@ def test_bad_datasets_exit_2_with_one_line_before_any_model_loads(tmp_path, csv_
     assert not list(tmp_path.rglob("results.json"))
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_be_loaded_is_one_line_naming_it(tmp_path):
     result = _cli(*UNLOADABLE_MODEL, f"hydra.run.dir={tmp_path}", "logger=none")
     _assert_one_line_error(result, "cannot load 'mosaic-tests/no-such-model'")
@@ -188,16 +191,18 @@ def test_cross_validation_is_recorded_next_to_the_test_metrics(tmp_path):
 
 
 def test_bag_of_words_cross_validation_refits_vocabulary_and_idf_on_each_folds_training_part(tmp_path, monkeypatch):
-    import mosaic.pipeline as pipeline
+    import mosaic.featurize
+    import mosaic.pipeline
 
     fitted_on = []
-    original = pipeline.bow_features
+    original = mosaic.pipeline.bow_features
 
     def recording(texts, train_index, *args, **kwargs):
         fitted_on.append(set(np.asarray(train_index).tolist()))
         return original(texts, train_index, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "bow_features", recording)
+    for module in (mosaic.featurize, mosaic.pipeline):  # the job's features, then each CV fold's
+        monkeypatch.setattr(module, "bow_features", recording)
     results = run(compose_config("features=bow", "probe=sklearn", "probe.cv_folds=3", "logger=none"), tmp_path)
     job_fit, *fold_fits = fitted_on
     from mosaic.data import load_labelled_documents, make_splits

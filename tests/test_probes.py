@@ -225,8 +225,10 @@ def test_saved_probe_round_trip_gives_identical_predictions(tmp_path, probe_type
 def test_lightning_and_sklearn_probes_reach_one_optimum_on_real_features(tmp_path, features):
     """MiniLM's residual stream (and TF-IDF) of the packaged prompts: the benchmark's parity goal as a test."""
     from mosaic.data import load_labelled_documents, make_splits
-    from mosaic.pipeline import FeatureContext, _Stopwatch, build_features, run
+    from mosaic.featurize import FeatureContext, build_features
+    from mosaic.pipeline import run
     from mosaic.probes import load_probe
+    from mosaic.timing import Stopwatch
     from mosaic.token_cache import lazy_model
     from tests.conftest import compose_config
 
@@ -239,7 +241,7 @@ def test_lightning_and_sklearn_probes_reach_one_optimum_on_real_features(tmp_pat
     # Both objectives on the same scaled training features, written out independently of either probe.
     data = load_labelled_documents(cfg.dataset)
     splits = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size)
-    matrix = build_features(cfg, data, splits, FeatureContext(_Stopwatch(), lazy_model(cfg.model))).matrix
+    matrix = build_features(cfg, data, splits, FeatureContext(Stopwatch(), lazy_model(cfg.model))).matrix
     scale = fitted["sklearn"].scale
     np.testing.assert_array_equal(fitted["linear"].scale, scale)
     x = sp.csr_matrix(sp.csr_matrix(matrix[splits.train]) @ sp.diags(1.0 / scale))

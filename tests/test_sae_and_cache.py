@@ -118,6 +118,7 @@ def _builder(tmp_path, log, seconds):
                             stdout=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_two_processes_wanting_one_entry_build_it_once(tmp_path):
     log = tmp_path / "builds.log"
     first, second = _builder(tmp_path, log, 2), _builder(tmp_path, log, 2)
@@ -127,6 +128,7 @@ def test_two_processes_wanting_one_entry_build_it_once(tmp_path):
     assert sorted(hit for _, hit in outputs) == ["False", "True"]
 
 
+@pytest.mark.slow
 def test_a_writer_killed_mid_build_leaves_no_entry_and_the_next_job_rebuilds(tmp_path, monkeypatch):
     log = tmp_path / "builds.log"
     writer = _builder(tmp_path, log, 60)
@@ -163,6 +165,7 @@ print(" ".join(str(hit) for _, hit in results))
 """
 
 
+@pytest.mark.slow
 def test_overlapping_multi_entry_builds_never_build_an_entry_twice(tmp_path):
     log = tmp_path / "builds.log"
     env = {**os.environ, "MOSAIC_CACHE": str(tmp_path / "cache")}

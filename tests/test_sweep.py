@@ -7,10 +7,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 from omegaconf import OmegaConf
 
+from mosaic.config import CONF_DIR as CONF
 from mosaic.record import slurm_info
-from tests.conftest import CONF, REPO
+from tests.conftest import REPO
 
 # Four cheap cells: the tiny random GPT-2's hidden state, pooled four ways, the sklearn probe.
 GRID = ["-m", "model=tiny_gpt2", "layer=1", "features=hidden", "pooling=mean,max,sum,last", "probe=sklearn",
@@ -31,6 +33,7 @@ def _results(sweep_dir):
     return {path.parent.name: json.loads(path.read_text()) for path in sweep_dir.glob("*/results.json")}
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_recorded_the_others_run_and_the_sweep_exits_1(tmp_path):
     data = tmp_path / "data.csv"
     data.write_text("text,label\n" + "".join(f"document number {i},{'ab'[i % 2]}\n" for i in range(40)))
@@ -56,6 +59,7 @@ def test_a_failing_cell_is_recorded_the_others_run_and_the_sweep_exits_1(tmp_pat
     assert err.count("mosaic: cell 2 failed (") == 1
 
 
+@pytest.mark.slow
 def test_cells_without_meaning_are_skipped_not_failed(tmp_path):
     code, _, err = _finish(_run_py(*GRID[:4], "features=hidden,bow", "pooling=mean,last", *GRID[5:],
                                    f"hydra.sweep.dir={tmp_path}"))
@@ -66,6 +70,7 @@ def test_cells_without_meaning_are_skipped_not_failed(tmp_path):
     assert "3 done, 1 skipped (not applicable), 0 failed" in err
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_with_only_its_missing_cells_and_ends_as_an_uninterrupted_one(tmp_path):
     killed = tmp_path / "killed"
     process = _run_py(*GRID, f"hydra.sweep.dir={killed}", start_new_session=True)
@@ -143,16 +148,13 @@ def test_slurm_placement_is_recorded_from_slurms_environment(monkeypatch):
 def test_site_settings_in_conf_local_apply_where_they_belong(tmp_path):
     import shutil
 
-    from hydra import compose, initialize_config_dir
-
-    import mosaic.config  # noqa: F401  (registers the schema)
+    from mosaic.config import compose
 
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf, ignore=shutil.ignore_patterns("local"))
 
     def composed(*overrides):
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+        return compose(*overrides, config_dir=conf, with_hydra=True)
 
     assert composed("hydra/launcher=slurm").hydra.launcher.partition is None
     (conf / "local").mkdir()
@@ -166,6 +168,7 @@ def test_site_settings_in_conf_local_apply_where_they_belong(tmp_path):
     assert plain.batch_size == 8 and "partition" not in plain.hydra.launcher
 
 
+@pytest.mark.slow
 def test_the_local_launcher_runs_each_cell_in_its_own_submitit_process(tmp_path):
     code, _, err = _finish(_run_py(*GRID[:4], "pooling=mean,max", *GRID[5:], "hydra/launcher=local",
                                    f"hydra.sweep.dir={tmp_path}"))

@@ -77,6 +77,7 @@ def test_the_first_job_of_a_sweep_caches_its_siblings_from_one_forward(tmp_path,
     assert len(list_entries("activations")) == 4
 
 
+@pytest.mark.slow
 def test_a_multirun_reads_its_sweep_and_hits_the_cache_after_the_first_job(tmp_path):
     result = subprocess.run(
         [sys.executable, "run.py", "-m", *TINY, "layer=1,2", "features=sae,hidden", f"hydra.sweep.dir={tmp_path}"],

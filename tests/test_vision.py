@@ -126,6 +126,7 @@ def test_images_and_text_models_do_not_mix(overrides, needle):
         validate(compose_config(*overrides))
 
 
+@pytest.mark.slow
 def test_paligemma2_on_cifar100_composes_validates_and_fails_clearly_offline(tmp_path):
     import subprocess
     import sys

@@ -1,0 +1,112 @@
+"""A job's document features from its config: the activation cache (hidden state or SAE codes) or a bag of words,
+pooled and binarized as configured.
+
+The pipeline, transfer targets and `predict` all build features here, so a document is turned
+into a feature row the same way wherever it is scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from mosaic.data import LabelledDocuments, Splits
+from mosaic.encoders import plan_encoders
+from mosaic.extract import LoadedModel
+from mosaic.extract.models import resolve_device
+from mosaic.features import binarize, bow_features, pool
+from mosaic.sweep import Sweep
+from mosaic.timing import Stopwatch
+from mosaic.token_cache import HIDDEN, Encoder, Request, cached_features, read_codes, read_hidden
+
+# What results.json says about caching when the job's features use no cache.
+NO_CACHE: dict[str, Any] = {"hit": None, "key": None}
+
+
+@dataclass
+class Features:
+    """A job's document features and what produced them.
+
+    `encoder` is the job's own (hidden state or SAE): transfer targets and predictions are read
+    through exactly this one, never one rebuilt or retrained elsewhere.
+    """
+
+    matrix: Any
+    described: dict[str, Any]
+    names: list[str] | None
+    cache: dict[str, Any]
+    encoder: Encoder | None = None
+
+
+@dataclass
+class FeatureContext:
+    """What building features needs besides the config and documents.
+
+    `protected` holds the content hashes of every document the job (and its transfer targets)
+    validates, tests or cross-validates on: no SAE MOSAIC trains may see them. `model` loads the
+    job's model once, on first use.
+    """
+
+    watch: Stopwatch
+    model: Callable[[], LoadedModel]
+    sweep: Sweep = Sweep()
+    protected: frozenset[str] = frozenset()
+
+
+def build_features(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context: FeatureContext,
+                   encoder: Encoder | None = None) -> Features:
+    """Pooled (and, if configured, binarized) features of every document.
+
+    With `encoder`, activations are read through that encoder (the training job's SAE, for transfer
+    and prediction) instead of the one `cfg` plans.
+    """
+    features = _pooled_features(cfg, data, splits, context, encoder)
+    if cfg.binarize.method == "threshold":
+        features.matrix = binarize(features.matrix, cfg.binarize.threshold)
+    return features
+
+
+def _pooled_features(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context: FeatureContext,
+                     encoder: Encoder | None) -> Features:
+    kind, watch = cfg.features.type, context.watch
+    if kind == "bow":
+        with watch.time("pool"):
+            matrix, names = bow_features(data.documents, splits.train, cfg.pooling.method,
+                                         cfg.features.ngram_max, cfg.features.min_df)
+        return Features(matrix, {"type": "bow", "n_features": matrix.shape[1]}, names, NO_CACHE)
+
+    if encoder is None:
+        request, own = plan_encoders(cfg, data, splits, context.sweep, context.protected, context.model)
+    else:
+        own = HIDDEN if kind == "hidden" else encoder
+        request = Request(data.documents, {cfg.layer: [own]})
+    entry, hit = cached_features(cfg.model, resolve_device(cfg.model.device).type, request, (cfg.layer, own),
+                                 cfg.max_length, cfg.batch_size, cfg.sae.encode_batch_tokens, context.model, watch,
+                                 cfg.sae.allow_any_hook)
+    with watch.time("pool"):
+        if kind == "hidden":
+            matrix = read_hidden(entry, cfg.pooling.method)
+            offsets = np.load(entry / "offsets.npy")
+        else:
+            codes, offsets = read_codes(entry)
+            matrix = pool(codes, offsets, cfg.pooling.method, cfg.pooling.top_n)
+    described = {"type": kind, "n_features": matrix.shape[1], "layer": cfg.layer, "tokens": int(offsets[-1])}
+    if kind == "sae":
+        sae_identity = {k: v for k, v in own.resolve().items() if k != "type"}
+        if cfg.sae.source == "local":
+            sae_identity["path"] = cfg.sae.path
+        described.update(width=matrix.shape[1], sae=sae_identity,
+                         l0_per_token=float(codes.getnnz() / max(1, codes.shape[0])))
+    return Features(matrix, described, None, {"hit": hit, "key": entry.name}, own)
+
+
+def unsplit(n_documents: int) -> Splits:
+    """Documents that are only scored, never trained on: one unsplit set, as `build_features` expects."""
+    everything = np.arange(n_documents)
+    return Splits(train=everything, val=everything[:0], test=everything[:0])
+
+
