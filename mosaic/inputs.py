@@ -40,7 +40,7 @@ def dataset_fingerprint(dataset) -> dict[str, Any]:
 
 def job_inputs(cfg) -> dict[str, Any]:
     """The fingerprint of everything `cfg`'s job reads besides its config (see the module doc)."""
-    from mosaic.extract.models import weights_fingerprint
+    from mosaic.activations.models import weights_fingerprint
 
     try:
         weights = weights_fingerprint(cfg.model)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from mosaic.activations.plan import Sweep
+from mosaic.activations.store import lazy_model
 from mosaic.data import LabelledDocuments, Splits, document_hash, load_labelled_documents, make_splits
 from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
@@ -35,9 +37,7 @@ from mosaic.record import (
     write_json_atomic,
 )
 from mosaic.releases import neuronpedia_url_prefix
-from mosaic.sweep import Sweep
 from mosaic.timing import Stopwatch
-from mosaic.token_cache import lazy_model
 from mosaic.transfer import TransferDataset, transfer_datasets, transfer_scores
 
 

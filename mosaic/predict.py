@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from mosaic.activations.models import resolve_device
+from mosaic.activations.plan import saved_trained_encoder
+from mosaic.activations.store import lazy_model
 from mosaic.config import MosaicConfig
 from mosaic.data import LabelledDocuments
-from mosaic.encoders import saved_trained_encoder
 from mosaic.errors import MosaicError
-from mosaic.extract.models import resolve_device
 from mosaic.featurize import FeatureContext, build_features, unsplit
 from mosaic.probes import load_probe
 from mosaic.timing import Stopwatch
-from mosaic.token_cache import lazy_model
 
 
 def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndarray]:

@@ -12,12 +12,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mosaic.activations.store import lazy_model
 from mosaic.data import LabelledDocuments, Splits, load_labelled_documents, make_splits
 from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics
 from mosaic.featurize import FeatureContext, Features, build_features, unsplit
 from mosaic.probes import TrainedProbe, TreeProbe
-from mosaic.token_cache import lazy_model
 
 
 @dataclass

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from safetensors.numpy import load_file
 
+from mosaic.activations import extract_activations, load_model
+from mosaic.activations.saes import check_sae_fits, encode_tokens, load_release_sae, load_sae
 from mosaic.config import validate
 from mosaic.data import load_labelled_documents
 from mosaic.errors import ConfigError, DataError, MosaicError
-from mosaic.extract import extract_activations, load_model
 from mosaic.pipeline import run
 from mosaic.releases import canonical_widths, check_gemma_scope, gemma_scope_sae_id, neuronpedia_url_prefix
-from mosaic.sae import check_sae_fits, encode_tokens, load_release_sae, load_sae
 from tests.conftest import compose_config, fake_hub_file, jumprelu_sae, tiny_model_config
 
 # The paper's cells, as Gemma Scope published them (Lieberum et al. 2024): every one must validate.

@@ -40,10 +40,10 @@ def test_default_pipeline_writes_valid_results_and_reuses_its_sae(tmp_path):
     # AUROC and the top features, recomputed from the saved probe and the cached features.
     from sklearn.metrics import roc_auc_score
 
+    from mosaic.activations.store import read_codes
     from mosaic.data import load_labelled_documents, make_splits
     from mosaic.features import pool
     from mosaic.probes import load_probe
-    from mosaic.token_cache import read_codes
 
     cfg = compose_config(*SMALL_SAE)
     data = load_labelled_documents(cfg.dataset)
@@ -168,8 +168,8 @@ def test_cross_validation_is_recorded_next_to_the_test_metrics(tmp_path):
     from sklearn.model_selection import StratifiedKFold, train_test_split
     from sklearn.preprocessing import MaxAbsScaler
 
+    from mosaic.activations.store import read_hidden
     from mosaic.data import load_labelled_documents, make_splits
-    from mosaic.token_cache import read_hidden
 
     cfg = compose_config("model=tiny_gpt2", "dataset.limit=60")
     labels = load_labelled_documents(cfg.dataset).labels
@@ -227,9 +227,9 @@ def test_cross_validation_over_an_sae_trained_on_the_training_split_says_it_is_n
 def test_every_probe_records_validation_metrics_and_the_hyperparameters_it_chose(tmp_path):
     from sklearn.metrics import f1_score
 
+    from mosaic.activations.store import read_hidden
     from mosaic.data import load_labelled_documents, make_splits
     from mosaic.probes import load_probe
-    from mosaic.token_cache import read_hidden
 
     for probe in ("probe=linear", "probe=sklearn", "probe=tree"):
         cfg = compose_config(*TINY_HIDDEN, probe, "probe.C_grid=[0.01,1,100]", "probe.depth_grid=[1,3]")
@@ -250,7 +250,7 @@ TINY_HIDDEN = ["model=tiny_gpt2", "layer=1", "features=hidden", "logger=none", "
 
 def test_crossmodel_transfer_reads_through_the_jobs_own_sae_and_never_trains_one_on_the_target(tmp_path,
                                                                                               monkeypatch):
-    import mosaic.encoders as encoders
+    import mosaic.activations.plan as encoders
     from mosaic.cache import list_entries, remove_entry
 
     trained_with = []
@@ -313,8 +313,8 @@ def test_predict_labels_new_texts_like_the_job_scored_them(tmp_path, capsys):
     assert mosaic_cli(["predict", str(tmp_path / "job" / "probe"), str(texts)]) == 0
     lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
     # Each printed probability is the saved probe's on the job's own cached test features.
+    from mosaic.activations.store import read_hidden
     from mosaic.probes import load_probe
-    from mosaic.token_cache import read_hidden
 
     probe, _ = load_probe(tmp_path / "job" / "probe")
     cached = read_hidden(Path(os.environ["MOSAIC_CACHE"]) / "activations" / trained["cache"]["key"], "mean")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from mosaic.extract import extract_activations, load_model
+from mosaic.activations import extract_activations, load_model
 from mosaic.features import binarize, pool
 from tests.conftest import tiny_model_config
 

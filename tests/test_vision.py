@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from mosaic.activations import extract_activations, load_model
+from mosaic.activations.forward import image_inputs
 from mosaic.config import validate
 from mosaic.data import load_labelled_documents
 from mosaic.errors import ConfigError
-from mosaic.extract import extract_activations, load_model
-from mosaic.extract.activations import image_inputs
 from mosaic.pipeline import run
 from tests.conftest import compose_config, jumprelu_sae, tiny_model_config
 

@@ -1,8 +1,8 @@
 """Sparse autoencoders: load one in SAELens format, train one with SAELens, encode activations sparsely."""
 
-from mosaic.sae.encode import encode_tokens
-from mosaic.sae.load import check_sae_fits, load_release_sae, load_sae, release_sae_file, sae_layer
-from mosaic.sae.train import train_sae
+from mosaic.activations.saes.encode import encode_tokens
+from mosaic.activations.saes.load import check_sae_fits, load_release_sae, load_sae, release_sae_file, sae_layer
+from mosaic.activations.saes.train import train_sae
 
 __all__ = ["check_sae_fits", "encode_tokens", "load_release_sae", "load_sae", "release_sae_file", "sae_layer",
            "train_sae"]

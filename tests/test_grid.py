@@ -97,8 +97,8 @@ def test_a_killed_sweep_resumes_with_only_its_missing_cells_and_ends_as_an_unint
 
 
 def test_a_done_cell_with_another_config_is_run_again(tmp_path):
+    from mosaic.grid.resume import finished_results
     from mosaic.record import config_hash
-    from mosaic.sweep import finished_results
 
     inputs = {"code": 1}
     (tmp_path / "results.json").write_text(json.dumps({"config_hash": "0" * 64, "inputs": inputs}))
@@ -110,9 +110,9 @@ def test_a_done_cell_with_another_config_is_run_again(tmp_path):
 def test_a_done_cell_whose_inputs_changed_is_run_again(tmp_path, monkeypatch):
     """Same config, but the dataset file edited in place, a local SAE rewritten or a new code version."""
     import mosaic.inputs
+    from mosaic.grid.resume import finished_results
     from mosaic.inputs import job_inputs
     from mosaic.pipeline import run
-    from mosaic.sweep import finished_results
     from tests.conftest import compose_config, jumprelu_sae
 
     data = tmp_path / "data.csv"

@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from mosaic.activations import LoadedModel, extract_activations, load_model
+from mosaic.activations.forward import offsets_from_lengths
+from mosaic.activations.models import weights_fingerprint
+from mosaic.activations.saes import check_sae_fits, encode_tokens
 from mosaic.cache import cache_root, cached_directories, content_key, read_entry
 from mosaic.config import POOLING_FOR_FEATURES
 from mosaic.errors import MosaicError
-from mosaic.extract import LoadedModel, extract_activations, load_model
-from mosaic.extract.activations import offsets_from_lengths
-from mosaic.extract.models import weights_fingerprint
 from mosaic.features import pool
-from mosaic.sae import check_sae_fits, encode_tokens
 from mosaic.timing import Stopwatch
 
 CACHE_KIND = "activations"

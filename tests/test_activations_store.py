@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import mosaic.token_cache as token_cache
+import mosaic.activations.store as store
 from mosaic.__main__ import main as mosaic_cli
+from mosaic.activations.plan import Sweep
 from mosaic.cache import list_entries, read_entry
 from mosaic.pipeline import run
-from mosaic.sweep import Sweep
 from tests.conftest import REPO, compose_config
 
 TINY = ["model=tiny_gpt2", "layer=1", "sae.train_docs=60", "sae.train_epochs=1", "logger=none", "probe=sklearn",
@@ -30,8 +30,8 @@ def _forbid_model_and_encoder(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a cache hit must not run the model or the SAE")
 
-    monkeypatch.setattr(token_cache, "load_model", refuse)
-    monkeypatch.setattr(token_cache, "encode_tokens", refuse)
+    monkeypatch.setattr(store, "load_model", refuse)
+    monkeypatch.setattr(store, "encode_tokens", refuse)
 
 
 def test_a_job_differing_only_in_cheap_settings_runs_no_forward_and_no_encode(tmp_path, own_cache, monkeypatch):
@@ -46,7 +46,7 @@ def test_a_job_differing_only_in_cheap_settings_runs_no_forward_and_no_encode(tm
 def test_cached_codes_pool_like_freshly_encoded_ones(tmp_path, own_cache, monkeypatch):
     fresh = run(compose_config(*TINY, "pooling=max"), tmp_path / "a")
     entry = own_cache / "activations" / fresh["cache"]["key"]
-    codes, offsets = token_cache.read_codes(entry)
+    codes, offsets = store.read_codes(entry)
     assert sp.isspmatrix_csr(codes) and offsets[-1] == codes.shape[0] == fresh["features"]["tokens"]
     _forbid_model_and_encoder(monkeypatch)
     again = run(compose_config(*TINY, "pooling=max"), tmp_path / "b")
@@ -56,7 +56,7 @@ def test_cached_codes_pool_like_freshly_encoded_ones(tmp_path, own_cache, monkey
 def test_hidden_entries_hold_every_hidden_pooling(tmp_path, own_cache):
     results = run(compose_config(*TINY, "features=hidden", "pooling=last"), tmp_path / "a")
     entry = own_cache / "activations" / results["cache"]["key"]
-    pooled = {m: token_cache.read_hidden(entry, m) for m in token_cache.HIDDEN_POOLINGS}
+    pooled = {m: store.read_hidden(entry, m) for m in store.HIDDEN_POOLINGS}
     lengths = np.diff(np.load(entry / "offsets.npy"))
     assert all(p.shape == (60, 32) for p in pooled.values())
     np.testing.assert_allclose(pooled["sum"], pooled["mean"] * lengths[:, None], rtol=1e-4, atol=1e-5)
@@ -65,8 +65,8 @@ def test_hidden_entries_hold_every_hidden_pooling(tmp_path, own_cache):
 def test_the_first_job_of_a_sweep_caches_its_siblings_from_one_forward(tmp_path, own_cache, monkeypatch):
     sweep = Sweep(layers=(1, 2, 9), features=("sae", "hidden"))  # layer 9 is outside tiny_gpt2: skipped
     calls = []
-    real = token_cache.extract_activations
-    monkeypatch.setattr(token_cache, "extract_activations",
+    real = store.extract_activations
+    monkeypatch.setattr(store, "extract_activations",
                         lambda loaded, texts, layers, *a, **k: calls.append(list(layers)) or real(loaded, texts,
                                                                                                   layers, *a, **k))
     first = run(compose_config(*TINY), tmp_path / "a", sweep)
@@ -131,7 +131,7 @@ def _tiny_model_dir(directory, seed=0):
     import torch
     import transformers as tf
 
-    from mosaic.extract.models import _minilm_path
+    from mosaic.activations.models import _minilm_path
 
     torch.manual_seed(seed)
     model = tf.GPT2Model(tf.GPT2Config(vocab_size=30522, n_embd=32, n_layer=4, n_head=4, n_positions=1024))
@@ -214,6 +214,6 @@ def test_a_hub_model_is_keyed_by_the_commit_its_revision_resolves_to(tmp_path, o
 
 def test_a_new_extraction_version_never_reads_entries_of_the_old_code(tmp_path, own_cache, monkeypatch):
     first = run(compose_config(*TINY, "features=hidden"), tmp_path / "a")
-    monkeypatch.setattr(token_cache, "EXTRACTION_VERSION", token_cache.EXTRACTION_VERSION + 1)
+    monkeypatch.setattr(store, "EXTRACTION_VERSION", store.EXTRACTION_VERSION + 1)
     again = run(compose_config(*TINY, "features=hidden"), tmp_path / "b")
     assert again["cache"]["hit"] is False and again["cache"]["key"] != first["cache"]["key"]

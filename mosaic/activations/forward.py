@@ -19,7 +19,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from mosaic.extract.models import LoadedModel, transformer_blocks
+from mosaic.activations.models import LoadedModel, transformer_blocks
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Which encoders a job needs: the hidden state, or an SAE from Gemma Scope, a directory, or MOSAIC's training.
 
 `plan_encoders` returns this job's encoder and a `Request` holding every (layer, encoder) its
-sweep will also ask for, which `token_cache` fills from one pass over the documents. Each SAE is
+sweep will also ask for, which `store` fills from one pass over the documents. Each SAE is
 identified, in the activation cache key, by the SHA-256 of its weight files: a trained SAE's (after
 training it, or finding it in the cache), a local directory's, a Gemma Scope file's in the hub cache.
 Identities are resolved lazily, so a job whose own entry is cached never trains or downloads the
@@ -12,23 +12,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from mosaic.activations import LoadedModel, extract_activations
+from mosaic.activations.models import resolve_device
+from mosaic.activations.saes import load_release_sae, load_sae, release_sae_file, train_sae
+from mosaic.activations.store import HIDDEN, Encoder, Request, documents_key, model_identity
 from mosaic.cache import cache_root, cached_directory, content_key, fingerprint, read_entry
 from mosaic.data import LabelledDocuments, Splits, document_hash, load_unlabelled_texts
 from mosaic.errors import MosaicError
-from mosaic.extract import LoadedModel, extract_activations
-from mosaic.extract.models import resolve_device
 from mosaic.releases import canonical_widths, gemma_scope_sae_id
-from mosaic.sae import load_release_sae, load_sae, release_sae_file, train_sae
-from mosaic.sweep import Sweep
-from mosaic.token_cache import HIDDEN, Encoder, Request, documents_key, model_identity
 
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Values the surrounding multirun sweeps over (empty outside one): the siblings one forward can serve."""
+
+    layers: tuple[int, ...] = ()
+    widths: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
 
 
 def _sae_corpus(cfg: DictConfig, data: LabelledDocuments, splits: Splits,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mosaic.extract import extract_activations, load_model, transformer_blocks
+from mosaic.activations import extract_activations, load_model, transformer_blocks
 from tests.conftest import tiny_model_config
 
 TEXTS = [

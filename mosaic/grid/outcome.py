@@ -1,15 +1,8 @@
-"""A job's place in its Hydra multirun: what the sweep covers, which cells are done, which failed.
-
-Hydra writes the sweep's composed config, with the command-line sweep overrides and any
-`hydra.sweeper.params` of an experiment config, to `multirun.yaml` in the sweep directory before
-launching jobs (locally and through submitit alike). Reading it back lets the job for `layer=5`
-extract layers 12 and 19 in the same forward when the sweep is `layer=5,12,19`.
+"""A sweep's outcome: a failing cell is recorded and the others run; at the end, a summary, the report, the exit status.
 
 A cell that fails in a sweep writes `failure.json` in its job directory and returns, so the other
 cells still run (on any launcher); `SweepOutcome`, a Hydra callback, then writes the sweep's
-`failures.json` and makes the command exit non-zero. With `sweep.skip_done=true` a cell whose
-`results.json` has the same config hash and the same inputs (file contents, code version) is not
-run again: a killed sweep resumes where it stopped.
+`failures.json` and makes the command exit non-zero.
 """
 
 from __future__ import annotations
@@ -18,83 +11,15 @@ import json
 import shutil
 import sys
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 
 from mosaic.errors import MosaicError, NotApplicableError, first_line
-from mosaic.record import FAILURE_FILE, PROBE_DIR, RESULTS_FILE, config_hash, write_json_atomic
+from mosaic.record import FAILURE_FILE, PROBE_DIR, RESULTS_FILE, write_json_atomic
 
 FAILURES_FILE = "failures.json"
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """Values swept in the current multirun (empty outside one)."""
-
-    layers: tuple[int, ...] = ()
-    widths: tuple[str, ...] = ()
-    features: tuple[str, ...] = ()
-
-
-def _swept(overrides: list[str]) -> dict[str, list[str]]:
-    """Key -> swept values, later overrides winning as in Hydra's basic sweeper (a plain value ends a sweep).
-
-    Sweeps that need Hydra's config loader (`glob(...)`) or are not discrete (`interval(...)`) are
-    left out: the sibling cache is an optimisation, never a reason for a job to fail.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    values: dict[str, list[str]] = {}
-    for text in overrides:
-        try:
-            [override] = parser.parse_overrides([text])
-            key = override.key_or_group.lstrip("+")
-            values.pop(key, None)
-            if override.is_sweep_override():
-                values[key] = list(override.sweep_string_iterator())
-        except Exception:  # noqa: BLE001 - any sweep Hydra alone can expand
-            continue
-    return values
-
-
-def current_sweep() -> Sweep:
-    """The sweep this Hydra job belongs to, read from the sweep directory's `multirun.yaml`."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import OmegaConf
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return Sweep()
-    saved = Path(HydraConfig.get().sweep.dir) / "multirun.yaml"
-    if not saved.is_file():
-        return Sweep()
-    hydra_cfg = OmegaConf.load(saved).hydra
-    params = hydra_cfg.sweeper.get("params") or {}
-    values = _swept([*(f"{key}={value}" for key, value in params.items()), *hydra_cfg.overrides.task])
-    return Sweep(
-        layers=tuple(int(v) for v in values.get("layer", [])),
-        widths=tuple(values.get("sae.width", [])),
-        features=tuple(values.get("features", [])),
-    )
-
-
-def finished_results(job_dir: Path, config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any] | None:
-    """The job's earlier `results.json` if this very config produced it from these very inputs, else None.
-
-    `inputs` is `mosaic.inputs.job_inputs` now: the files the job reads and the code version. A
-    dataset edited in place, a rewritten local SAE or a new MOSAIC that changes numbers reruns the cell.
-    """
-    path = job_dir / RESULTS_FILE
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    same = results.get("config_hash") == config_hash(config) and results.get("inputs") == inputs
-    return results if same else None
 
 
 def record_failure(job_dir: Path, overrides: list[str], error: BaseException) -> dict[str, Any]:
