@@ -12,8 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mosaic.config import CONF_DIR, check_group_overrides, validate
+from mosaic.config import CONF_DIR, check_group_overrides, register_configs, validate
 from mosaic.errors import MosaicError
+
+# Hydra composes every job's config against MOSAIC's schema (`mosaic_schema` in conf/config.yaml).
+register_configs()
 
 
 def _exit_with(error: MosaicError) -> None:

@@ -1,0 +1,53 @@
+"""MOSAIC's configuration: the schema (`schema.py`), its validation (`validate.py`), and composing it.
+
+`register_configs()` puts the schema in Hydra's ConfigStore; `run.py` calls it before Hydra composes,
+and `compose` (tests, the benchmark) calls it too. Importing this package registers nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+
+from mosaic.config.schema import (
+    POOLING_FOR_FEATURES,
+    BinarizeConfig,
+    DatasetConfig,
+    FeaturesConfig,
+    LoggerConfig,
+    ModelConfig,
+    MosaicConfig,
+    PoolingConfig,
+    ProbeConfig,
+    SAEConfig,
+    SweepConfig,
+    TransferConfig,
+)
+from mosaic.config.validate import CHOICES, check_group_overrides, get_dotted, validate
+
+# The config tree sits beside the package in the repository (installed editable, `pip install -e .`).
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def register_configs() -> None:
+    """Register the schema so `conf/config.yaml` can list `mosaic_schema` first in its defaults."""
+    ConfigStore.instance().store(name="mosaic_schema", node=MosaicConfig)
+
+
+def compose(*overrides: str, config_dir: Path | None = None, with_hydra: bool = False):
+    """The job config `run.py` would compose for these command-line overrides (for tests and the benchmark).
+
+    `with_hydra` also returns the `hydra` node (sweeper params, launcher settings).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir or CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+__all__ = ["CHOICES", "CONF_DIR", "POOLING_FOR_FEATURES", "BinarizeConfig", "DatasetConfig", "FeaturesConfig",
+           "LoggerConfig", "ModelConfig", "MosaicConfig", "PoolingConfig", "ProbeConfig", "SAEConfig", "SweepConfig",
+           "TransferConfig", "check_group_overrides", "compose", "get_dotted", "register_configs", "validate"]
