@@ -25,7 +25,7 @@ from mosaic.evaluate import classification_metrics, cross_validate, top_features
 from mosaic.features import binarize, bow_features
 from mosaic.featurize import FeatureContext, Features, build_features
 from mosaic.inputs import job_inputs
-from mosaic.probes import TrainedProbe, TreeProbe, effective_hyperparameters, fit_probe, load_probe
+from mosaic.probes import Probe, effective_hyperparameters, fit_probe, load_probe
 from mosaic.record import (
     PROBE_DIR,
     RESULTS_FILE,
@@ -49,7 +49,7 @@ def _feature_url_prefix(described: dict[str, Any]) -> str | None:
     return neuronpedia_url_prefix(sae["release"], sae["id"])
 
 
-def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> TrainedProbe | TreeProbe:
+def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> Probe:
     """A saved probe, refused unless it reads features of this width and predicts these classes."""
     probe, metadata = load_probe(path)
     if probe.n_features != n_features:

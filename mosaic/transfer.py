@@ -17,7 +17,7 @@ from mosaic.data import LabelledDocuments, Splits, load_labelled_documents, make
 from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics
 from mosaic.featurize import FeatureContext, Features, build_features, unsplit
-from mosaic.probes import TrainedProbe, TreeProbe
+from mosaic.probes import Probe
 
 
 @dataclass
@@ -42,7 +42,7 @@ def transfer_datasets(cfg: DictConfig, data: LabelledDocuments) -> dict[str, Tra
     return targets
 
 
-def transfer_scores(cfg: DictConfig, probe: TrainedProbe | TreeProbe, data: LabelledDocuments, splits: Splits,
+def transfer_scores(cfg: DictConfig, probe: Probe, data: LabelledDocuments, splits: Splits,
                      targets: dict[str, TransferDataset], features: Features,
                      context: FeatureContext) -> dict[str, dict[str, Any]]:
     """The job's probe on each `transfer` target: other datasets' test splits, other models' features.

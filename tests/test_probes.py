@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score
 from mosaic.bench import penalised_objective
 from mosaic.config import ProbeConfig
 from mosaic.probes import fit_probe
-from mosaic.probes.linear import LinearProbe
+from mosaic.probes.lightning_trainer import LinearProbe
 
 
 def _sparse_problem(seed, n_classes=3):

@@ -1,162 +1,38 @@
 """Probes: classifiers on document features, trained on train, tuned on validation.
 
-`fit_probe` is the stage's one entry point. The linear probes (`linear`, `sklearn`) return a
-`TrainedProbe`, a weight matrix and bias in the units of the input features (any column scaling is
-folded in, and the scale kept for interpretation); `tree` returns a `TreeProbe`. Both offer
-`predict_proba`, `predict`, `n_features`, `evidence()` (classes x features, for the top features)
-and `save`, so evaluation and interpretation never need to know which probe produced them.
+`fit_probe` is the stage's one entry point; `probe.type` picks the fitter in `FITTERS` (the
+logistic probe for `linear` and `sklearn`, the decision tree for `tree`). Every fitted probe is a
+`Probe` (`base.py`): `predict_proba`, `predict`, `n_features`, `evidence()` and `save`, and
+`load_probe` reads any of them back by the kind its `probe.json` records.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
-from omegaconf import OmegaConf
-from sklearn.preprocessing import MaxAbsScaler
-from sklearn.utils.class_weight import compute_class_weight
-
-from mosaic.probes.selection import best_on_validation
-from mosaic.probes.storage import read_probe, write_probe
+from mosaic.probes.base import Probe
+from mosaic.probes.logistic import TrainedProbe, fit_logistic_probe
+from mosaic.probes.storage import read_probe
 from mosaic.probes.tree import TreeProbe, fit_tree_probe
 
-
-@dataclass
-class TrainedProbe:
-    """logits = features @ weight.T + bias; one row of `weight` per class.
-
-    `scale` is each feature's divisor in the space the probe was fitted in (its maximum absolute
-    training value under `probe.scale`, else 1): `weight * scale` are the fitted weights.
-    """
-
-    weight: np.ndarray
-    bias: np.ndarray
-    summary: dict = field(default_factory=dict)
-    scale: np.ndarray | None = None
-
-    kind = "linear"
-
-    @property
-    def n_features(self) -> int:
-        return self.weight.shape[1]
-
-    def evidence(self) -> np.ndarray:
-        """Each feature's evidence for each class: its fitted-space weight minus the mean over classes.
-
-        The fitted-space weight (raw weight times the feature's scale) is the change in log-odds over
-        the feature's training range, so a latent that barely fires cannot rank first through a huge
-        raw-unit weight. Softmax probabilities depend only on differences between classes, and for
-        two classes this is half the log-odds weight, the same for either parameterisation.
-        """
-        fitted = self.weight if self.scale is None else self.weight * self.scale
-        return fitted - fitted.mean(axis=0, keepdims=True)
-
-    def decision_function(self, features) -> np.ndarray:
-        return np.asarray(features @ self.weight.T) + self.bias
-
-    def predict_proba(self, features) -> np.ndarray:
-        logits = self.decision_function(features)
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
-
-    def predict(self, features) -> np.ndarray:
-        return self.decision_function(features).argmax(axis=1)
-
-    def save(self, directory: Path, metadata: dict[str, Any]) -> None:
-        """`weights.safetensors` (weight, bias) and `probe.json` (`metadata`: labels, features it reads)."""
-        arrays = {"weight": self.weight, "bias": self.bias}
-        if self.scale is not None:
-            arrays["scale"] = self.scale
-        write_probe(directory, arrays, {**metadata, "kind": self.kind, "summary": self.summary})
+# probe.type -> how it is fitted; probe.json's kind -> how it is read back.
+FITTERS = {"linear": fit_logistic_probe, "sklearn": fit_logistic_probe, "tree": fit_tree_probe}
+KINDS = {TrainedProbe.kind: TrainedProbe, TreeProbe.kind: TreeProbe}
 
 
-def load_probe(directory: str | Path) -> tuple[TrainedProbe | TreeProbe, dict[str, Any]]:
-    """A probe saved by `TrainedProbe.save` or `TreeProbe.save`, and its metadata."""
+def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> Probe:
+    """Train the probe described by a `ProbeConfig` on train, selecting on validation."""
+    return FITTERS[cfg.type](x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger)
+
+
+def load_probe(directory: str | Path) -> tuple[Probe, dict[str, Any]]:
+    """A probe saved by its `save`, and its metadata (probes saved before kinds existed are logistic)."""
     tensors, metadata = read_probe(directory)
-    if metadata.get("kind") == TreeProbe.kind:
-        return TreeProbe.from_tensors(tensors, metadata["summary"]), metadata
-    return TrainedProbe(tensors["weight"], tensors["bias"], metadata.get("summary", {}), tensors.get("scale")), metadata
+    return KINDS[metadata.get("kind", TrainedProbe.kind)].from_tensors(tensors, metadata.get("summary", {})), metadata
 
 
-def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
-    weights = np.ones(n_classes)
-    if mode == "balanced":
-        present = np.unique(labels)
-        weights[present] = compute_class_weight("balanced", classes=present, y=labels)
-    return weights.astype(np.float32)
-
-
-def _fit_sklearn(x_train, y_train, n_classes: int, class_weights: np.ndarray, cfg, seed: int):
-    from sklearn.linear_model import LogisticRegression
-
-    # scikit-learn >= 1.8 (pinned): `l1_ratio` alone sets the penalty; older versions ignored it without
-    # penalty="elasticnet" and would have fitted L2 under the name L1.
-    model = LogisticRegression(
-        C=cfg.C,
-        l1_ratio=1.0 if cfg.penalty == "l1" else 0.0,
-        solver="saga" if cfg.penalty == "l1" else "lbfgs",
-        class_weight=dict(enumerate(class_weights)),
-        max_iter=cfg.max_iter,
-        tol=cfg.tol,
-        random_state=seed,
-    )
-    model.fit(x_train, y_train)
-    weight = np.zeros((n_classes, x_train.shape[1]), dtype=np.float64)
-    bias = np.zeros(n_classes)
-    if model.coef_.shape[0] == 1:
-        # Binary: sklearn keeps one logit for the second class; the first class's logit is 0.
-        weight[model.classes_[1]], bias[model.classes_[1]] = model.coef_[0], model.intercept_[0]
-    else:
-        weight[model.classes_], bias[model.classes_] = model.coef_, model.intercept_
-    return weight, bias, {"iterations": int(np.max(model.n_iter_))}
-
-
-def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int,
-              logger=False) -> TrainedProbe | TreeProbe:
-    """Train the probe described by a `ProbeConfig` (`linear`, `sklearn` or `tree`).
-
-    With `cfg.scale`, columns are divided by their maximum absolute training value first (sparsity
-    is kept), which puts hidden states, counts and SAE codes on one footing for the penalty. Trees
-    split on thresholds and need no scaling.
-    """
-    if cfg.type == "tree":
-        return fit_tree_probe(x_train, y_train, x_val, y_val, n_classes, cfg, seed)
-    scale = np.ones(x_train.shape[1], dtype=np.float32)
-    if cfg.scale:
-        scale = MaxAbsScaler().fit(x_train).scale_.astype(np.float32)
-        scale[scale == 0] = 1.0
-    inverse = sp.diags(1.0 / scale)
-    x_train_scaled = sp.csr_matrix(x_train @ inverse) if sp.issparse(x_train) else x_train / scale
-    x_val_scaled = sp.csr_matrix(x_val @ inverse) if sp.issparse(x_val) else x_val / scale
-    class_weights = _class_weights(y_train, n_classes, cfg.class_weight)
-
-    def fit_with(settings):
-        if settings.type == "sklearn":
-            return _fit_sklearn(x_train_scaled, y_train, n_classes, class_weights, settings, seed)
-        from mosaic.probes.linear import fit_lightning_probe
-
-        return fit_lightning_probe(
-            x_train_scaled, y_train, x_val_scaled, y_val, n_classes, class_weights, settings, seed, logger
-        )
-
-    def fit_at(C: float) -> TrainedProbe:
-        weight, bias, summary = fit_with(OmegaConf.merge(cfg, {"C": C}))
-        return TrainedProbe(weight, bias, {**summary, "C": C})
-
-    if not cfg.C_grid:
-        fitted = fit_at(cfg.C)
-    else:
-        _, fitted, scores = best_on_validation(cfg.C_grid, fit_at, x_val_scaled, y_val)
-        fitted.summary["val_macro_f1_by_C"] = scores
-    return TrainedProbe(weight=(fitted.weight / scale).astype(np.float32), bias=fitted.bias.astype(np.float32),
-                        summary=fitted.summary, scale=scale)
-
-
-def effective_hyperparameters(probe: TrainedProbe | TreeProbe, cfg) -> dict[str, dict[str, Any]]:
+def effective_hyperparameters(probe: Probe, cfg) -> dict[str, dict[str, Any]]:
     """Each selected hyper-parameter as configured (a value or a grid) and as the fitted probe uses it.
 
     For results.json, reports and W&B, so a reader sees the C (or tree depth) a grid chose beside
@@ -167,4 +43,4 @@ def effective_hyperparameters(probe: TrainedProbe | TreeProbe, cfg) -> dict[str,
     return {"C": {"configured": list(cfg.C_grid) or cfg.C, "chosen": probe.summary.get("C", cfg.C)}}
 
 
-__all__ = ["TrainedProbe", "TreeProbe", "effective_hyperparameters", "fit_probe", "load_probe"]
+__all__ = ["FITTERS", "Probe", "TrainedProbe", "TreeProbe", "effective_hyperparameters", "fit_probe", "load_probe"]

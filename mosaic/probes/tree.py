@@ -101,8 +101,11 @@ def _from_sklearn(tree: DecisionTreeClassifier, n_classes: int, n_features: int)
     )
 
 
-def fit_tree_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int) -> TreeProbe:
-    """Fit one tree per depth of `cfg.depth_grid`; keep the best on validation macro F1 (shallowest on ties)."""
+def fit_tree_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> TreeProbe:
+    """Fit one tree per depth of `cfg.depth_grid`; keep the best on validation macro F1 (shallowest on ties).
+
+    Trees split on thresholds and need no feature scaling; they log no training curve (`logger`).
+    """
     def fit_at(depth: int) -> TreeProbe:
         tree = DecisionTreeClassifier(max_depth=depth, min_samples_leaf=cfg.min_samples_leaf,
                                       class_weight="balanced" if cfg.class_weight == "balanced" else None,

@@ -26,6 +26,7 @@ from lightning.fabric.plugins.environments import LightningEnvironment
 from torch.utils.data import DataLoader
 
 from mosaic.probes.selection import macro_f1
+from mosaic.probes.solvers import fista, linear_logits, whole_split
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -33,64 +34,11 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 # Lightning suggests `srun` whenever SLURM is installed; the probe is one process on purpose.
 warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
-# The full-batch solver multiplies a CSR tensor, which torch marks as beta.
-warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
 
 
 def _dense_rows(features, index) -> torch.Tensor:
     rows = features[index]
     return torch.from_numpy(rows.toarray() if sp.issparse(rows) else np.asarray(rows)).float()
-
-
-def _csr_tensor(csr: sp.csr_matrix, dtype: torch.dtype) -> torch.Tensor:
-    return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
-                                   torch.from_numpy(csr.indices.astype(np.int64)),
-                                   torch.from_numpy(csr.data).to(dtype), size=csr.shape,
-                                   check_invariants=False)  # built from a valid scipy CSR
-
-
-class CSRFeatures:
-    """A whole sparse split for the exact solver: the CSR matrix and its transpose, both as torch CSR tensors.
-
-    `x @ W.T` reads rows of the matrix and its gradient `x.T @ g` rows of the transpose; torch's own
-    CSR backward re-transposes on every call, about 30 times slower on pooled SAE codes.
-    """
-
-    def __init__(self, features, dtype: torch.dtype):
-        csr = sp.csr_matrix(features)
-        self.matrix = _csr_tensor(csr, dtype)
-        self.transposed = _csr_tensor(sp.csr_matrix(csr.T), dtype)
-        self.shape = csr.shape
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-
-class _CSRMatmul(torch.autograd.Function):
-    """`features @ weight.T` for `CSRFeatures`, with the gradient for `weight` from the stored transpose."""
-
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, features: CSRFeatures) -> torch.Tensor:
-        ctx.features = features
-        return features.matrix @ weight.T
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return (ctx.features.transposed @ grad).T, None
-
-
-def linear_logits(features, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """`features @ weight.T + bias` for a dense batch or a whole sparse split."""
-    if isinstance(features, CSRFeatures):
-        return _CSRMatmul.apply(weight, features) + bias
-    return features @ weight.T + bias
-
-
-def _whole_split(features, dtype: torch.dtype):
-    """A split as one batch: dense when it is dense, else `CSRFeatures` (only the non-zeros are held)."""
-    if sp.issparse(features):
-        return CSRFeatures(features, dtype)
-    return torch.from_numpy(np.asarray(features)).to(dtype)
 
 
 class FeatureDataModule(L.LightningDataModule):
@@ -110,7 +58,7 @@ class FeatureDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         features, labels = self.splits[split]
         if self.batch_size is None:
-            whole = [(_whole_split(features, self.dtype), torch.from_numpy(labels))]
+            whole = [(whole_split(features, self.dtype), torch.from_numpy(labels))]
             return DataLoader(whole, batch_size=None, collate_fn=lambda batch: batch)
 
         def collate(index: list[int]):
@@ -222,60 +170,20 @@ class LinearProbe(L.LightningModule):
         with torch.no_grad():
             return self.objective(features, labels)
 
-    def _fista(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Accelerated proximal gradient with backtracking and adaptive restart, to a proximal-gradient tolerance.
-
-        The smooth part is the weighted cross-entropy; the L1 term enters through soft-thresholding,
-        so weights that the optimum sets to zero are exactly zero.
-        """
-        weight, bias = self.linear.weight, self.linear.bias
-
+    def _fista(self, features, labels: torch.Tensor) -> torch.Tensor:
+        """L1: `solvers.fista` on the weighted cross-entropy, written back into the linear layer."""
         def smooth(w, b):
             logits = linear_logits(features, w, b)
             if self.binary:
                 logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
             return self.weighted_loss(logits, labels)
 
-        def value_and_grad(w, b):
-            with torch.enable_grad():
-                w, b = w.detach().requires_grad_(True), b.detach().requires_grad_(True)
-                value = smooth(w, b)
-                grad_w, grad_b = torch.autograd.grad(value, (w, b))
-            return value.detach(), grad_w, grad_b
-
-        def shrink(w, threshold):
-            return torch.sign(w) * torch.clamp(w.abs() - threshold, min=0)
-
+        w, b, objective, self.iterations, self.converged = fista(
+            smooth, self.linear.weight, self.linear.bias, self.penalty_scale, self.max_iter, self.tol)
         with torch.no_grad():
-            w, b = weight.detach().clone(), bias.detach().clone()
-            y_w, y_b, momentum, step = w.clone(), b.clone(), 1.0, 1.0
-            previous = smooth(w, b) + self.penalty_scale * w.abs().sum()
-            for iteration in range(1, self.max_iter + 1):
-                self.iterations = iteration
-                value, grad_w, grad_b = value_and_grad(y_w, y_b)
-                while True:  # backtracking: the quadratic model must bound the smooth part
-                    new_w = shrink(y_w - step * grad_w, step * self.penalty_scale)
-                    new_b = y_b - step * grad_b
-                    dw, db = new_w - y_w, new_b - y_b
-                    bound = value + (grad_w * dw).sum() + (grad_b * db).sum() + ((dw**2).sum() + (db**2).sum()) / (
-                        2 * step)
-                    if smooth(new_w, new_b) <= bound + 1e-15:
-                        break
-                    step /= 2
-                mapping = max(float(dw.abs().max()), float(db.abs().max())) / step
-                current = smooth(new_w, new_b) + self.penalty_scale * new_w.abs().sum()
-                if current > previous:  # restart the momentum when it overshoots
-                    momentum = 1.0
-                next_momentum = (1 + (1 + 4 * momentum**2) ** 0.5) / 2
-                y_w = new_w + (momentum - 1) / next_momentum * (new_w - w)
-                y_b = new_b + (momentum - 1) / next_momentum * (new_b - b)
-                w, b, momentum, previous = new_w, new_b, next_momentum, current
-                if mapping < self.tol:
-                    self.converged = True
-                    break
-            weight.copy_(w)
-            bias.copy_(b)
-            return previous
+            self.linear.weight.copy_(w)
+            self.linear.bias.copy_(b)
+        return torch.tensor(objective)
 
     def validation_step(self, batch, batch_index):
         features, labels = batch
