@@ -49,6 +49,13 @@ def _feature_url_prefix(described: dict[str, Any]) -> str | None:
     return neuronpedia_url_prefix(sae["release"], sae["id"])
 
 
+def _top_features(probe: Probe, data: LabelledDocuments, splits: Splits, features: Features) -> list[dict]:
+    """The probe's 20 strongest (feature, class) pairs, with each class's mean activation on the training split."""
+    return top_features(probe.evidence(), data.label_names, k=20, feature_names=features.names,
+                        features=features.matrix[splits.train], labels=data.labels[splits.train],
+                        url_prefix=_feature_url_prefix(features.described))
+
+
 def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> Probe:
     """A saved probe, refused unless it reads features of this width and predicts these classes."""
     probe, metadata = load_probe(path)
@@ -89,6 +96,18 @@ def _cross_validation(cfg: DictConfig, data: LabelledDocuments, splits: Splits, 
         cfg.probe.cv_folds, cfg.seed, refit=refit, not_held_out=not_held_out)
 
 
+def _held_out_metrics(cfg: DictConfig, probe: Probe, data: LabelledDocuments, splits: Splits, features: Features,
+                      test_proba: np.ndarray, watch: Stopwatch) -> dict[str, Any]:
+    """Test metrics (the headline), the same on validation, and cross-validation when asked."""
+    metrics = classification_metrics(data.labels[splits.test], test_proba, data.label_names)
+    metrics["val"] = classification_metrics(data.labels[splits.val], probe.predict_proba(features.matrix[splits.val]),
+                                            data.label_names)
+    if cfg.probe.cv_folds and not cfg.probe.load:
+        with watch.time("cv"):
+            metrics["cv"] = _cross_validation(cfg, data, splits, features)
+    return metrics
+
+
 def protected_documents(data: LabelledDocuments, targets: dict[str, TransferDataset]) -> frozenset[str]:
     """Content hashes of every document the job and its transfer targets score: never SAE training data.
 
@@ -102,7 +121,8 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     """Run one validated job and write `job_dir/results.json`; returns the results.
 
     `sweep` names the layers, widths and feature types the surrounding multirun also asks for, so
-    a job that has to run the model caches their activations from the same forward.
+    a job that has to run the model caches their activations from the same forward. (About 60
+    lines on purpose: the job's data flow reads top to bottom here, one stage per step.)
     """
     started = datetime.now(timezone.utc)
     watch = Stopwatch()
@@ -130,12 +150,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
                 probe.save(job_dir / PROBE_DIR, {"label_names": data.label_names, "features": described,
                                                "config": config})
         proba = probe.predict_proba(matrix[splits.test])
-        metrics = classification_metrics(labels[splits.test], proba, data.label_names)
-        metrics["val"] = classification_metrics(labels[splits.val], probe.predict_proba(matrix[splits.val]),
-                                                data.label_names)
-        if cfg.probe.cv_folds and not cfg.probe.load:
-            with watch.time("cv"):
-                metrics["cv"] = _cross_validation(cfg, data, splits, features)
+        metrics = _held_out_metrics(cfg, probe, data, splits, features, proba, watch)
         transfer = None
         if cfg.transfer.datasets or cfg.transfer.models:
             with watch.time("transfer"):
@@ -151,9 +166,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
             "features": described,
             "splits": splits.as_dict(),
             "probe": probe.summary,
-            "top_features": top_features(probe.evidence(), data.label_names, k=20, feature_names=features.names,
-                                         features=matrix[splits.train], labels=labels[splits.train],
-                                         url_prefix=_feature_url_prefix(described)),
+            "top_features": _top_features(probe, data, splits, features),
             "transfer": transfer,
             "cache": features.cache,
             "timings_s": watch.seconds,

@@ -90,6 +90,21 @@ def image_inputs(loaded: LoadedModel, images: Sequence[bytes]) -> tuple[dict, to
     return inputs, keep
 
 
+def _capture_blocks(model: torch.nn.Module, layers: list[int], captured: dict[int, torch.Tensor]) -> list:
+    """Hooks that store each block's output in `captured` and stop the forward after the deepest one."""
+    blocks = transformer_blocks(model)
+
+    def hook_for(layer: int):
+        def hook(module, inputs, output):
+            captured[layer] = output[0] if isinstance(output, tuple) else output
+            if layer == layers[-1]:
+                raise _StopForward
+
+        return hook
+
+    return [blocks[layer].register_forward_hook(hook_for(layer)) for layer in layers]
+
+
 def extract_activations(
     loaded: LoadedModel,
     documents: Sequence[str] | Sequence[bytes],
@@ -104,20 +119,9 @@ def extract_activations(
     `hidden_states[L + 1]` of a Hugging Face forward). Texts are batched by length to cut padding;
     images (for a model with a processor) yield their image tokens; the result is in input order.
     """
-    blocks = transformer_blocks(loaded.model)
     wanted = sorted(set(layers))
-    deepest = wanted[-1]
     captured: dict[int, torch.Tensor] = {}
-
-    def hook_for(layer: int):
-        def hook(module, inputs, output):
-            captured[layer] = output[0] if isinstance(output, tuple) else output
-            if layer == deepest:
-                raise _StopForward
-
-        return hook
-
-    handles = [blocks[layer].register_forward_hook(hook_for(layer)) for layer in wanted]
+    handles = _capture_blocks(loaded.model, wanted, captured)
     order = np.argsort([len(d) if isinstance(d, str) else 0 for d in documents], kind="stable")
     dtype = next(loaded.model.parameters()).dtype
     chunks: dict[int, list[np.ndarray]] = {layer: [] for layer in wanted}

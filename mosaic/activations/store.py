@@ -137,57 +137,84 @@ def cached_features(
     if read_entry(cache_root() / CACHE_KIND / own_key, verify=True) is not None:
         return cache_root() / CACHE_KIND / own_key, True
 
-    wanted: dict[str, tuple[int, Encoder, dict]] = {own_key: (*own, own_fields)}
     with watch.time("sae"):
-        for layer, encoders in request.encoders.items():
-            for encoder in encoders:
-                if encoder is own[1] and layer == own[0]:
-                    continue
-                try:
-                    fields = _fields(identity, docs_key, max_length, layer, encoder.resolve())
-                except MosaicError:
-                    continue  # a neighbour's problem is reported by the neighbour's own job
-                wanted.setdefault(content_key(fields), (layer, encoder, fields))
+        wanted = _wanted_entries(request, own, own_fields, identity, docs_key, max_length)
+    build = _EntriesBuilder(request.documents, wanted, own_key, model_cfg.d_model, model, watch, batch_size,
+                            max_length, encode_batch_tokens, allow_any_hook)
+    siblings = [wanted[k][2] for k in sorted(wanted) if k != own_key]
+    [(entry, hit), *_] = cached_directories(CACHE_KIND, [own_fields, *siblings], build)
+    return entry, hit
 
-    def load_sae(key: str, skipped: set[str]):
-        layer, encoder, _ = wanted[key]
+
+def _wanted_entries(request: Request, own: tuple[int, Encoder], own_fields: dict, identity: dict, docs_key: str,
+                    max_length: int) -> dict[str, tuple[int, Encoder, dict]]:
+    """Key -> (layer, encoder, key fields) of this job's entry and every sibling whose encoder can be resolved."""
+    wanted: dict[str, tuple[int, Encoder, dict]] = {content_key(own_fields): (*own, own_fields)}
+    for layer, encoders in request.encoders.items():
+        for encoder in encoders:
+            if encoder is own[1] and layer == own[0]:
+                continue
+            try:
+                fields = _fields(identity, docs_key, max_length, layer, encoder.resolve())
+            except MosaicError:
+                continue  # a neighbour's problem is reported by the neighbour's own job
+            wanted.setdefault(content_key(fields), (layer, encoder, fields))
+    return wanted
+
+
+@dataclass
+class _EntriesBuilder:
+    """Fills the temporary directories of missing entries from one pass of the model over the documents.
+
+    SAEs load before the model, this job's first: its SAE must fail before anything heavy loads; a
+    sibling whose SAE fails is skipped (returned), reported by its own job.
+    """
+
+    documents: Sequence[str] | Sequence[bytes]
+    wanted: dict[str, tuple[int, Encoder, dict]]
+    own_key: str
+    d_model: int
+    model: Callable[[], LoadedModel]
+    watch: Stopwatch
+    batch_size: int
+    max_length: int
+    encode_batch_tokens: int
+    allow_any_hook: bool
+
+    def _sae(self, key: str, skipped: set[str]):
+        layer, encoder, _ = self.wanted[key]
         try:
             sae = encoder.load()
-            check_sae_fits(sae, model_cfg.d_model, layer, allow_any_hook)
+            check_sae_fits(sae, self.d_model, layer, self.allow_any_hook)
             return sae
         except MosaicError:
-            if key == own_key:
+            if key == self.own_key:
                 raise
             skipped.add(key)
 
-    def build(directories: dict[str, Path]) -> set[str]:
+    def __call__(self, directories: dict[str, Path]) -> set[str]:
         skipped: set[str] = set()
-        keys = sorted(directories, key=lambda k: k != own_key)  # own first: its SAE must fail before the model
-        with watch.time("sae"):
-            saes = {k: load_sae(k, skipped) for k in keys if wanted[k][1].load}
-        with watch.time("model"):
-            loaded = model()
+        keys = sorted(directories, key=lambda k: k != self.own_key)
+        with self.watch.time("sae"):
+            saes = {k: self._sae(k, skipped) for k in keys if self.wanted[k][1].load}
+        with self.watch.time("model"):
+            loaded = self.model()
         keys = [k for k in keys if k not in skipped]
-        writers = {k: _EntryWriter(saes.get(k), encode_batch_tokens) for k in keys}
-        layers = sorted({wanted[k][0] for k in keys})
-        chunks = range(0, len(request.documents), CHUNK_DOCUMENTS)
+        writers = {k: _EntryWriter(saes.get(k), self.encode_batch_tokens) for k in keys}
+        layers = sorted({self.wanted[k][0] for k in keys})
+        chunks = range(0, len(self.documents), CHUNK_DOCUMENTS)
         for number, first in enumerate(chunks, start=1):
-            documents = request.documents[first : first + CHUNK_DOCUMENTS]
-            with watch.time("extract"):
-                acts = extract_activations(loaded, documents, layers, batch_size, max_length,
-                                           desc=f"extract {number}/{len(chunks)}")
-            with watch.time("encode"):
+            with self.watch.time("extract"):
+                acts = extract_activations(loaded, self.documents[first : first + CHUNK_DOCUMENTS], layers,
+                                           self.batch_size, self.max_length, desc=f"extract {number}/{len(chunks)}")
+            with self.watch.time("encode"):
                 for key in keys:
-                    layer = wanted[key][0]
+                    layer = self.wanted[key][0]
                     writers[key].add(acts[layer].values, acts[layer].offsets)
             del acts
         for key in keys:
             writers[key].save(directories[key])
         return skipped
-
-    siblings = [wanted[k][2] for k in sorted(wanted) if k != own_key]
-    [(entry, hit), *_] = cached_directories(CACHE_KIND, [own_fields, *siblings], build)
-    return entry, hit
 
 
 def read_hidden(entry: Path, method: str) -> np.ndarray:

@@ -181,6 +181,19 @@ def _stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
+def _own_split(table: pd.DataFrame, cfg) -> np.ndarray | None:
+    """train/val/test per document from `dataset.split_column` (or a hub dataset's splits), else None."""
+    split_column = cfg.split_column or (HUB_SPLIT_COLUMN if HUB_SPLIT_COLUMN in table else None)
+    if split_column is None:
+        return None
+    raw_split = _require_column(table, "dataset.split_column", split_column, cfg.name).astype(str)
+    bad = sorted(set(raw_split) - set(_SPLIT_ALIASES))
+    if bad:
+        raise DataError(f"dataset.split_column={split_column!r} has values {bad}: allowed are "
+                        + ", ".join(_SPLIT_ALIASES))
+    return raw_split.map(_SPLIT_ALIASES).to_numpy()
+
+
 def load_labelled_documents(cfg) -> LabelledDocuments:
     """Load and check the dataset described by a `DatasetConfig`.
 
@@ -215,18 +228,7 @@ def load_labelled_documents(cfg) -> LabelledDocuments:
         )
     labels = raw_labels.map({name: i for i, name in enumerate(names)}).to_numpy(dtype=np.int64)
 
-    split = None
-    split_column = cfg.split_column or (HUB_SPLIT_COLUMN if HUB_SPLIT_COLUMN in table else None)
-    if split_column is not None:
-        raw_split = _require_column(table, "dataset.split_column", split_column, cfg.name).astype(str)
-        bad = sorted(set(raw_split) - set(_SPLIT_ALIASES))
-        if bad:
-            raise DataError(
-                f"dataset.split_column={split_column!r} has values {bad}: allowed are "
-                + ", ".join(_SPLIT_ALIASES)
-            )
-        split = raw_split.map(_SPLIT_ALIASES).to_numpy()
-
+    split = _own_split(table, cfg)
     keep = np.arange(len(labels))
     if cfg.limit is not None and cfg.limit < len(present):
         raise DataError(f"dataset.limit={cfg.limit} is smaller than the {len(present)} classes of dataset {cfg.name}")
