@@ -51,27 +51,34 @@ def fingerprint(paths: Sequence[Path], root: Path | None = None) -> dict[str, st
     """SHA-256 of each file (relative name -> digest), remembered across runs while its size and mtime stay.
 
     Hashing a 20 GB model takes a minute; the memo (`fingerprints.json` in the cache root, keyed by
-    absolute path, size and modification time) makes every later job's check a `stat`.
+    absolute path, size and modification time) makes every later job's check a `stat`. It is
+    merged under a lock and readable by every user of a shared cache.
     """
     memo_path = cache_root() / "fingerprints.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    digests, changed = {}, False
+    stamps = {}
     for path in sorted(paths):
         stat = path.stat()
-        stamp = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-        if stamp not in memo:
-            memo[stamp], changed = file_sha256(path), True
-        digests[str(path.relative_to(root)) if root else path.name] = memo[stamp]
-    if changed:
+        stamps[path] = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    memo = _read_json(memo_path)
+    missing = {stamp: path for path, stamp in stamps.items() if stamp not in memo}
+    if missing:
+        digests = {stamp: file_sha256(path) for stamp, path in missing.items()}
         memo_path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=".fingerprints.", dir=memo_path.parent)
-        with os.fdopen(handle, "w") as stream:
-            json.dump(memo, stream)
-        os.replace(tmp, memo_path)
-    return digests
+        with FileLock(str(memo_path) + ".lock"):
+            memo = {**_read_json(memo_path), **digests}
+            handle, tmp = tempfile.mkstemp(prefix=".fingerprints.", dir=memo_path.parent)
+            with os.fdopen(handle, "w") as stream:
+                json.dump(memo, stream)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, memo_path)
+    return {str(path.relative_to(root)) if root else path.name: memo[stamp] for path, stamp in stamps.items()}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def directory_fingerprint(directory: Path) -> str:

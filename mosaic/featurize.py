@@ -52,8 +52,8 @@ class FeatureContext:
 
     watch: Stopwatch
     model: Callable[[], LoadedModel]
+    protected: frozenset[str]
     sweep: Sweep = Sweep()
-    protected: frozenset[str] = frozenset()
 
 
 def build_features(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context: FeatureContext,

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from mosaic.activations.plan import Sweep
+from mosaic.activations.models import resolve_device
+from mosaic.activations.plan import Sweep, saved_trained_encoder
 from mosaic.activations.store import lazy_model
 from mosaic.data import LabelledDocuments, Splits, document_hash, load_labelled_documents, make_splits
 from mosaic.errors import MosaicError
@@ -54,6 +55,22 @@ def _top_features(probe: Probe, data: LabelledDocuments, splits: Splits, feature
     return top_features(probe.evidence(), data.label_names, k=20, feature_names=features.names,
                         features=features.matrix[splits.train], labels=data.labels[splits.train],
                         url_prefix=_feature_url_prefix(features.described))
+
+
+def _loaded_probes_encoder(cfg: DictConfig, protected: frozenset[str]):
+    """For `probe.load` on features of an SAE MOSAIC trained: that probe's own SAE, never one trained anew.
+
+    A trained SAE's key depends on the documents its job protected, so this job's plan would name
+    another SAE of the same width; the loaded probe must read the one it was trained on.
+    """
+    if not cfg.probe.load or cfg.features.type != "sae" or cfg.sae.source != "trained":
+        return None
+    _, metadata = load_probe(cfg.probe.load)
+    saved = metadata.get("features", {})
+    if saved.get("type") != "sae" or (saved.get("sae") or {}).get("source") != "trained":
+        raise MosaicError(f"probe.load={cfg.probe.load!r} was not trained on features of an SAE MOSAIC trained, "
+                          "but this job's are: load it into a job with the same features")
+    return saved_trained_encoder({"type": "sae", **saved["sae"]}, resolve_device(cfg.model.device).type, protected)
 
 
 def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> Probe:
@@ -132,8 +149,8 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     data = load_labelled_documents(cfg.dataset)
     splits = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size, data.split)
     targets = transfer_datasets(cfg, data)
-    context = FeatureContext(watch, lazy_model(cfg.model), sweep or Sweep(), protected_documents(data, targets))
-    features = build_features(cfg, data, splits, context)
+    context = FeatureContext(watch, lazy_model(cfg.model), protected_documents(data, targets), sweep or Sweep())
+    features = build_features(cfg, data, splits, context, _loaded_probes_encoder(cfg, context.protected))
     matrix, described = features.matrix, features.described
     described["nnz_per_doc"] = _nnz_per_doc(matrix)
 

@@ -39,13 +39,12 @@ def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndar
     encoder = None
     if cfg.features.type == "sae" and cfg.sae.source == "trained":
         identity = {"type": "sae", **metadata["features"]["sae"]}
-        if "sha256" not in identity:
-            raise MosaicError(f"{probe_dir} was saved before MOSAIC recorded its SAE's checksums: rerun its job")
         encoder = saved_trained_encoder(identity, resolve_device(cfg.model.device).type)
     label_names = metadata["label_names"]
     data = LabelledDocuments(documents=list(texts), labels=np.zeros(len(texts), dtype=np.int64),
                              label_names=label_names)
-    context = FeatureContext(Stopwatch(), lazy_model(cfg.model))
+    # New texts are only labelled, never scored against labels: nothing to protect.
+    context = FeatureContext(Stopwatch(), lazy_model(cfg.model), protected=frozenset())
     matrix = build_features(cfg, data, unsplit(len(texts)), context, encoder).matrix
     proba = probe.predict_proba(matrix)
     return [label_names[i] for i in proba.argmax(axis=1)], proba

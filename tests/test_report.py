@@ -73,14 +73,45 @@ def test_experiments_that_differ_in_any_key_are_never_averaged_and_seeds_are(tmp
     ]
 
 
-def test_cv_sits_in_its_own_column_and_when_every_cell_has_it_the_best_is_chosen_on_it(tmp_path):
+def test_cv_sits_in_its_own_column_and_when_every_cell_has_it_held_out_the_best_is_chosen_on_it(tmp_path):
     cv = {"macro_f1_mean": 0.8, "macro_f1_std": 0.05, "held_out": True}
-    _job(tmp_path / "0", "sae", "mean", "none", 3, 0.70, val=0.90, cv=cv)
-    _job(tmp_path / "1", "sae", "max", "none", 3, 0.60, val=0.50, cv={**cv, "macro_f1_mean": 0.85,
-                                                                     "held_out": False})
-    assert _table(write_report(tmp_path)) == [
-        "| **pooling.method=max** | 1 | C=1.0 | 0.500 | **0.600** | 0.850 ± 0.050 † |",
+    _job(tmp_path / "a" / "0", "sae", "mean", "none", 3, 0.70, val=0.90, cv=cv)
+    _job(tmp_path / "a" / "1", "sae", "max", "none", 3, 0.60, val=0.50, cv={**cv, "macro_f1_mean": 0.85})
+    assert _table(write_report(tmp_path / "a")) == [
+        "| **pooling.method=max** | 1 | C=1.0 | 0.500 | **0.600** | 0.850 ± 0.050 |",
         "| pooling.method=mean | 1 | C=1.0 | 0.900 | 0.700 | 0.800 ± 0.050 |",
+    ]
+    # CV that is not held out (the SAE saw the folds) is shown with † and never picks the winner.
+    _job(tmp_path / "b" / "0", "sae", "mean", "none", 3, 0.70, val=0.90, cv=cv)
+    _job(tmp_path / "b" / "1", "sae", "max", "none", 3, 0.60, val=0.50, cv={**cv, "macro_f1_mean": 0.85,
+                                                                           "held_out": False})
+    assert _table(write_report(tmp_path / "b")) == [
+        "| pooling.method=max | 1 | C=1.0 | 0.500 | 0.600 | 0.850 ± 0.050 † |",
+        "| **pooling.method=mean** | 1 | C=1.0 | 0.900 | **0.700** | 0.800 ± 0.050 |",
+    ]
+
+
+def test_a_job_run_twice_counts_once_and_datasets_differing_under_one_name_are_told_apart(tmp_path):
+    _job(tmp_path / "old" / "0", "sae", "mean", "none", 3, 0.40, run={"finished": "2026-01-01"})
+    _job(tmp_path / "new" / "0", "sae", "mean", "none", 3, 0.60, run={"finished": "2026-02-01"})
+    _job(tmp_path / "new" / "1", "sae", "max", "none", 3, 0.50)
+    for directory in ("old/0", "new/0"):  # the same config, run in two sweeps
+        results = json.loads((tmp_path / directory / "results.json").read_text())
+        results["config_hash"] = "same"
+        (tmp_path / directory / "results.json").write_text(json.dumps(results))
+    assert _table(write_report(tmp_path)) == [
+        "| pooling.method=max | 1 | C=1.0 | 0.500 | 0.500 | — |",
+        "| **pooling.method=mean** | 1 | C=1.0 | 0.600 | **0.600** | — |",
+    ]
+    # Two files under one dataset name: the table shows the path that tells its rows apart.
+    for number, (path, f1) in enumerate((("a.csv", 0.5), ("b.csv", 0.7))):
+        _job(tmp_path / "csv" / str(number), "hidden", "mean", "none", 3, f1, dataset="csv")
+        results = json.loads((tmp_path / "csv" / str(number) / "results.json").read_text())
+        results["config"]["dataset"]["path"] = path
+        (tmp_path / "csv" / str(number) / "results.json").write_text(json.dumps(results))
+    assert _table(write_report(tmp_path / "csv")) == [
+        "| dataset.path=a.csv | 1 | C=1.0 | 0.500 | 0.500 | — |",
+        "| **dataset.path=b.csv** | 1 | C=1.0 | 0.700 | **0.700** | — |",
     ]
 
 

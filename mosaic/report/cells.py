@@ -32,6 +32,18 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def latest_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per config (seed included): a job run again (a reused sweep directory, a report over
+    several sweeps) counts once, by its newest run, so n counts seeds and not repeats."""
+    newest: dict[str, dict[str, Any]] = {}
+    for result in results:
+        key = result.get("config_hash") or json.dumps(result["config"], sort_keys=True)
+        finished = (result.get("run") or {}).get("finished", "")
+        if key not in newest or finished >= (newest[key].get("run") or {}).get("finished", ""):
+            newest[key] = result
+    return list(newest.values())
+
+
 def varying_keys(configs: list[dict[str, Any]]) -> list[str]:
     """The dotted config keys whose values differ between jobs (a key some jobs lack counts as differing)."""
     flats = [flatten(config) for config in configs]
@@ -134,8 +146,13 @@ def cells_of(rows: list[dict[str, Any]]) -> list[Cell]:
 
 
 def selection_basis(cells: list[Cell]) -> str:
-    """`cv` when every cell has cross-validation scores, else `val`; what "best" is chosen on."""
-    return "cv" if cells and all(cell.cv is not None for cell in cells) else "val"
+    """What "best" is chosen on: `cv` when every cell has held-out cross-validation scores, else `val`.
+
+    A CV score that is not held out (an SAE trained on the folds it scores) is optimistic, so one
+    such cell sends the whole table back to validation scores.
+    """
+    held_out_cv = cells and all(cell.cv is not None and cell.cv_held_out for cell in cells)
+    return "cv" if held_out_cv else "val"
 
 
 def best(cells: list[Cell], basis: str) -> Cell | None:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from mosaic.errors import MosaicError
-from mosaic.report.cells import shown_keys
 from mosaic.report.plots import pyplot, save
 
 MISSING = "—"
@@ -36,8 +35,8 @@ def transfer_matrices(results: list[dict[str, Any]], rows: list[dict[str, Any]])
             if sources.setdefault((source_key, row[source_key]), identity) != identity:
                 raise MosaicError(f"two jobs trained on different {source_key} configs are both named "
                                   f"{row[source_key]!r}: give each its own {source_key}.name")
-            setting = {key: value for key, value in row["cell"].items()
-                       if key.split(".")[0] != source_key and key in shown_keys(list(row["cell"]))}
+            # Every other varying key is part of the setting (seeds aside): experiments never share a matrix.
+            setting = {key: value for key, value in row["cell"].items() if key.split(".")[0] != source_key}
             group = groups.setdefault((kind, json.dumps(setting, sort_keys=True, default=str)),
                                       {"kind": kind, "setting": setting, "cells": {}})
             for target, metrics in targets.items():
