@@ -42,15 +42,18 @@ def job_inputs(cfg) -> dict[str, Any]:
     """The fingerprint of everything `cfg`'s job reads besides its config (see the module doc)."""
     from mosaic.activations.models import weights_fingerprint
 
-    try:
-        weights = weights_fingerprint(cfg.model)
-    except MosaicError:
-        weights = None  # unresolvable here: the cell cannot be shown to be unchanged, so it reruns
+    def weights(model_cfg):
+        try:
+            return weights_fingerprint(model_cfg)
+        except MosaicError:
+            return None  # unresolvable here: the cell cannot be shown to be unchanged, so it reruns
+
     inputs: dict[str, Any] = {
         "code": CODE_VERSION,
         "dataset": dataset_fingerprint(cfg.dataset),
         "transfer_datasets": {name: dataset_fingerprint(d) for name, d in cfg.transfer.datasets.items()},
-        "model": weights,
+        "model": weights(cfg.model),
+        "transfer_models": {name: weights(m) for name, m in cfg.transfer.models.items()},
     }
     if cfg.features.type == "sae" and cfg.sae.source == "local":
         inputs["sae"] = directory_fingerprint(Path(cfg.sae.path))
