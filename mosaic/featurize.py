@@ -64,9 +64,13 @@ def build_features(cfg: DictConfig, data: LabelledDocuments, splits: Splits, con
     and prediction) instead of the one `cfg` plans.
     """
     features = _pooled_features(cfg, data, splits, context, encoder)
-    if cfg.binarize.method == "threshold":
-        features.matrix = binarize(features.matrix, cfg.binarize.threshold)
+    features.matrix = binarized(cfg, features.matrix)
     return features
+
+
+def binarized(cfg: DictConfig, matrix):
+    """`matrix` binarized as `cfg.binarize` says (unchanged for `binarize=none`)."""
+    return binarize(matrix, cfg.binarize.threshold) if cfg.binarize.method == "threshold" else matrix
 
 
 def _pooled_features(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context: FeatureContext,

@@ -23,8 +23,8 @@ from mosaic.activations.store import lazy_model
 from mosaic.data import LabelledDocuments, Splits, document_hash, load_labelled_documents, make_splits
 from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
-from mosaic.features import binarize, bow_features
-from mosaic.featurize import FeatureContext, Features, build_features
+from mosaic.features import bow_features
+from mosaic.featurize import FeatureContext, Features, binarized, build_features
 from mosaic.inputs import job_inputs
 from mosaic.probes import Probe, effective_hyperparameters, fit_probe, load_probe
 from mosaic.record import (
@@ -97,7 +97,7 @@ def _cross_validation(cfg: DictConfig, data: LabelledDocuments, splits: Splits, 
         def features_for(train):
             matrix, _ = bow_features(data.documents, train, cfg.pooling.method, cfg.features.ngram_max,
                                      cfg.features.min_df)
-            return binarize(matrix, cfg.binarize.threshold) if cfg.binarize.method == "threshold" else matrix
+            return binarized(cfg, matrix)
         refit = ("probe", "feature scaling", "bag-of-words vocabulary and IDF")
     else:
         def features_for(train):
