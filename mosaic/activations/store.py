@@ -26,12 +26,13 @@ from mosaic.activations.forward import offsets_from_lengths
 from mosaic.activations.models import weights_fingerprint
 from mosaic.activations.saes import check_sae_fits, encode_tokens
 from mosaic.cache import cache_root, cached_directories, content_key, read_entry
-from mosaic.config import POOLING_FOR_FEATURES
-from mosaic.features import pool
+from mosaic.features import methods_for, pool
 from mosaic.timing import Stopwatch
 
 CACHE_KIND = "activations"
-HIDDEN_POOLINGS = POOLING_FOR_FEATURES["hidden"]
+# A hidden-state entry stores the document pooled every way a later job may ask for (mean, max, ...),
+# since the token-level states are too large to keep; their names are part of its key.
+HIDDEN_POOLINGS = methods_for("hidden")
 CHUNK_DOCUMENTS = 1024
 # Part of every entry's key. Bump it whenever extraction (masking, positions, truncation), SAE encoding or
 # what an entry stores changes, so that entries written by earlier code are never read as this code's.
@@ -51,7 +52,7 @@ class Encoder:
     load: Callable[[], Any] | None = None
 
 
-HIDDEN = Encoder(lambda: {"type": "hidden"})
+HIDDEN = Encoder(lambda: {"type": "hidden", "poolings": list(HIDDEN_POOLINGS)})
 
 
 def lazy_model(model_cfg) -> Callable[[], LoadedModel]:

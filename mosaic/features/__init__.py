@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mosaic.features.bow import bow_features
-from mosaic.features.pooling import POOLING_METHODS, Matrix, pool
+from mosaic.features.pooling import POOLING_METHODS, Matrix, methods_for, pool
 
 
 def binarize(features: Matrix, threshold: float) -> Matrix:
@@ -24,4 +24,12 @@ def binarize(features: Matrix, threshold: float) -> Matrix:
     return (np.asarray(features) > threshold).astype(np.float32)
 
 
-__all__ = ["POOLING_METHODS", "Matrix", "binarize", "bow_features", "pool"]
+def _unchanged(features: Matrix, threshold: float) -> Matrix:
+    return features
+
+
+# binarize.method -> its implementation, called with the matrix and `binarize.threshold`.
+BINARIZE_METHODS = {"none": _unchanged, "threshold": binarize}
+
+
+__all__ = ["BINARIZE_METHODS", "POOLING_METHODS", "Matrix", "binarize", "bow_features", "methods_for", "pool"]

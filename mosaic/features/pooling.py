@@ -7,13 +7,13 @@ and keeps the input's sparsity. A document with no real tokens pools to a row of
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 
-from mosaic.config import POOLING_FOR_FEATURES
-
 Matrix = np.ndarray | sp.csr_matrix
-POOLING_METHODS = POOLING_FOR_FEATURES["sae"]  # every method is defined on SAE codes
 
 
 def _segment_matrix(offsets: np.ndarray) -> sp.csr_matrix:
@@ -93,11 +93,43 @@ def topn_pool(values: Matrix, offsets: np.ndarray, top_n: int) -> sp.csr_matrix:
     return sp.csr_matrix(_segment_matrix(offsets) @ one_hot)
 
 
-def pool(values: Matrix, offsets: np.ndarray, method: str, top_n: int = 5) -> Matrix:
-    """One row per document from per-token rows, by `method` (one of `POOLING_METHODS`)."""
-    if method == "topn":
-        return topn_pool(values, offsets, top_n)
-    poolers = {"mean": mean_pool, "max": max_pool, "sum": sum_pool, "last": last_pool}
-    if method not in poolers:
-        raise ValueError(f"pooling method {method!r} is not one of {POOLING_METHODS}")
-    return poolers[method](values, offsets)
+@dataclass(frozen=True)
+class Pooling:
+    """One `pooling.method`: its function, the feature types it has a meaning for, and its config keys.
+
+    `features` is checked before a job loads anything (a cell that asks for a pooling its features
+    cannot have is "not applicable", not a failure); `parameters` are the `pooling.*` keys passed on.
+    """
+
+    function: Callable[..., Matrix]
+    features: tuple[str, ...]
+    parameters: tuple[str, ...] = ()
+
+
+# pooling.method -> its implementation. A bag of words is a sum of one-hot n-gram vectors, so it can
+# be summed, averaged or maxed over its tokens (in closed form, in `bow.py`); it has no "last" token
+# and one active "latent" per token, so `last` and `topn` would silently collapse to something else.
+# `topn` is defined on SAE latents, not on residual-stream dimensions.
+POOLING_METHODS: dict[str, Pooling] = {
+    "mean": Pooling(mean_pool, ("sae", "hidden", "bow")),
+    "max": Pooling(max_pool, ("sae", "hidden", "bow")),
+    "sum": Pooling(sum_pool, ("sae", "hidden", "bow")),
+    "last": Pooling(last_pool, ("sae", "hidden")),
+    "topn": Pooling(topn_pool, ("sae",), ("top_n",)),
+}
+
+
+def methods_for(features: str) -> tuple[str, ...]:
+    """The pooling methods that have a meaning for a `features.type`."""
+    return tuple(name for name, method in POOLING_METHODS.items() if features in method.features)
+
+
+def pool(values: Matrix, offsets: np.ndarray, method: str, **parameters) -> Matrix:
+    """One row per document from per-token rows, by `method` (a key of `POOLING_METHODS`).
+
+    `parameters` are the `pooling.*` values; each method takes the ones it declares.
+    """
+    if method not in POOLING_METHODS:
+        raise ValueError(f"pooling method {method!r} is not one of {', '.join(POOLING_METHODS)}")
+    chosen = POOLING_METHODS[method]
+    return chosen.function(values, offsets, **{name: parameters[name] for name in chosen.parameters})

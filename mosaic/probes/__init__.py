@@ -1,6 +1,6 @@
 """Probes: classifiers on document features, trained on train, tuned on validation.
 
-`fit_probe` is the stage's one entry point; `probe.type` picks the fitter in `FITTERS` (the
+`fit_probe` is the stage's one entry point; `probe.type` picks the fitter in `PROBE_TYPES` (the
 logistic probe for `linear` and `sklearn`, the decision tree for `tree`). Every fitted probe is a
 `Probe` (`base.py`): `predict_proba`, `predict`, `n_features`, `evidence()` and `save`, and
 `load_probe` reads any of them back by the kind its `probe.json` records.
@@ -17,13 +17,13 @@ from mosaic.probes.storage import read_probe
 from mosaic.probes.tree import TreeProbe, fit_tree_probe
 
 # probe.type -> how it is fitted; probe.json's kind -> how it is read back.
-FITTERS = {"linear": fit_logistic_probe, "sklearn": fit_logistic_probe, "tree": fit_tree_probe}
+PROBE_TYPES = {"linear": fit_logistic_probe, "sklearn": fit_logistic_probe, "tree": fit_tree_probe}
 KINDS = {TrainedProbe.kind: TrainedProbe, TreeProbe.kind: TreeProbe}
 
 
 def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> Probe:
     """Train the probe described by a `ProbeConfig` on train, selecting on validation."""
-    return FITTERS[cfg.type](x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger)
+    return PROBE_TYPES[cfg.type](x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger)
 
 
 def load_probe(directory: str | Path) -> tuple[Probe, dict[str, Any]]:
@@ -43,4 +43,4 @@ def effective_hyperparameters(probe: Probe, cfg) -> dict[str, dict[str, Any]]:
     return {"C": {"configured": list(cfg.C_grid) or cfg.C, "chosen": probe.summary.get("C", cfg.C)}}
 
 
-__all__ = ["FITTERS", "Probe", "TrainedProbe", "TreeProbe", "effective_hyperparameters", "fit_probe", "load_probe"]
+__all__ = ["PROBE_TYPES", "Probe", "TrainedProbe", "TreeProbe", "effective_hyperparameters", "fit_probe", "load_probe"]

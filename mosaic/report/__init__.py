@@ -60,16 +60,12 @@ def _configuration(cell: Cell, keys: list[str]) -> str:
     return ", ".join(f"{key}={cell.setting[key]}" for key in keys) or "(the sweep's only configuration)"
 
 
-def _differing(cells: list[Cell], keys: list[str]) -> list[str]:
-    """The keys whose values differ between these cells (a table shows what varies within it)."""
-    return [key for key in keys if len({json.dumps(c.setting.get(key), default=str) for c in cells}) > 1]
-
-
 def _tables(cells: list[Cell], keys: list[str]) -> str:
     lines = ["# MOSAIC report", ""]
     for dataset in sorted({cell.dataset for cell in cells}):
         in_table = [c for c in cells if c.dataset == dataset]
-        shown = shown_keys(_differing(in_table, keys))
+        # Within a table, only the keys that vary between its own cells.
+        shown = shown_keys([key for key in varying_keys([c.setting for c in in_table]) if key in keys])
         subset = sorted(in_table, key=lambda c: _configuration(c, shown))
         basis = selection_basis(subset)
         chosen = best(subset, basis)
