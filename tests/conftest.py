@@ -11,6 +11,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ["WANDB_SILENT"] = "true"
 
 REPO = Path(__file__).resolve().parents[1]
+# A fast job on hidden states of the tiny random GPT-2 (for tests of what happens around the features).
+TINY_HIDDEN = ["model=tiny_gpt2", "layer=1", "features=hidden", "logger=none", "dataset.limit=60"]
 
 
 @pytest.fixture(scope="session", autouse=True)

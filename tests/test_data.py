@@ -1,5 +1,7 @@
 """Datasets and splits: packaged corpora load, bad datasets fail with one line, splits are sound."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,3 +94,22 @@ def test_a_class_too_small_to_stratify_is_a_data_error():
     labels = np.array([0] * 20 + [1])
     with pytest.raises(DataError, match="documents per class: 0=20, 1=1"):
         make_splits(labels, seed=0, val_size=0.2, test_size=0.2)
+
+
+def test_unavailable_hub_dataset_is_one_line_naming_it():
+    with pytest.raises(DataError) as error:
+        load_labelled_documents(compose_config("dataset=toxicity_ru").dataset)
+    message = str(error.value)
+    assert "\n" not in message and "textdetox/multilingual_toxicity_dataset" in message
+
+
+def test_integer_labels_index_into_label_names(tmp_path):
+    path = tmp_path / "data.csv"
+    pd.DataFrame({"text": ["a", "b", "c", "d"], "toxic": [0, 1, 1, 0]}).to_csv(path, index=False)
+    cfg = compose_config("dataset=csv", f"dataset.path={path}", "dataset.label_column=toxic",
+                         "dataset.label_names=[non_toxic,toxic]").dataset
+    data = load_labelled_documents(cfg)
+    assert data.label_names == ["non_toxic", "toxic"] and data.labels.tolist() == [0, 1, 1, 0]
+    pd.DataFrame({"text": ["a", "b"], "toxic": [0, 2]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match=re.escape("integer labels [2] outside 0..1")):
+        load_labelled_documents(cfg)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mosaic.pipeline import run
-from tests.conftest import REPO, compose_config, read_offline_wandb_run
+from tests.conftest import REPO, TINY_HIDDEN, compose_config, read_offline_wandb_run
 
 SMALL_SAE = ["sae.train_docs=300", "sae.train_epochs=2", "probe.max_epochs=60"]
 
@@ -109,7 +109,6 @@ def test_bad_config_values_exit_2_with_one_line_and_write_nothing(tmp_path, over
     assert not list(tmp_path.rglob("results.json"))
 
 
-# A hub model that exists nowhere: if the dataset check did not come first, loading it would fail instead.
 UNLOADABLE_MODEL = ["model=tiny_gpt2", "model.source=hub", "model.hf_id=mosaic-tests/no-such-model", "layer=0",
                     "features=hidden"]
 
@@ -245,37 +244,6 @@ def test_every_probe_records_validation_metrics_and_the_hyperparameters_it_chose
         assert chosen["configured"] == grid and chosen["chosen"] in grid
 
 
-TINY_HIDDEN = ["model=tiny_gpt2", "layer=1", "features=hidden", "logger=none", "dataset.limit=60"]
-
-
-def test_crossmodel_transfer_reads_through_the_jobs_own_sae_and_never_trains_one_on_the_target(tmp_path,
-                                                                                              monkeypatch):
-    import mosaic.activations.plan as encoders
-    from mosaic.cache import list_entries, remove_entry
-
-    trained_with = []
-    original = encoders.extract_activations
-
-    def recording(loaded, *args, **kwargs):
-        trained_with.append(type(loaded.model).__name__)
-        return original(loaded, *args, **kwargs)
-
-    overrides = ["model=tiny_gpt2", "layer=1", "logger=none", "probe=sklearn", "dataset.limit=60",
-                 "sae.train_docs=80", "sae.train_epochs=1", "+model@transfer.models.llama=tiny_llama"]
-    first = run(compose_config(*overrides[:-1]), tmp_path / "first")
-    for entry in list_entries("saes"):
-        remove_entry(entry)  # the job's activations are cached, its SAE is not
-    monkeypatch.setattr(encoders, "extract_activations", recording)
-    results = run(compose_config(*overrides), tmp_path / "job")
-    # Retrained deterministically to the same bytes, so the job's activations are found again.
-    assert results["cache"] == {"hit": True, "key": first["cache"]["key"]}
-    assert trained_with == ["GPT2Model"]  # retrained with the job's model, not with the transfer target
-    [sae] = list_entries("saes")
-    llama_entries = [e for e in list_entries("activations") if e.fields["model"]["family"] == "llama"]
-    assert [e.fields["encoder"]["key"] for e in llama_entries] == [sae.key]
-TINY_HIDDEN = ["model=tiny_gpt2", "layer=1", "features=hidden", "logger=none", "dataset.limit=60"]
-
-
 @pytest.mark.parametrize("probe", ["probe.max_epochs=20", "probe=tree"])
 def test_a_saved_probe_reloads_to_identical_predictions(tmp_path, probe):
     from mosaic.probes import load_probe
@@ -297,102 +265,6 @@ def test_a_saved_probe_refuses_features_of_another_width(tmp_path):
     with pytest.raises(MosaicError, match=r"reads 32 features but this job's features have \d+"):
         run(other, tmp_path / "eval")
     assert not (tmp_path / "eval" / "results.json").exists()
-
-
-def test_predict_labels_new_texts_like_the_job_scored_them(tmp_path, capsys):
-    from mosaic.__main__ import main as mosaic_cli
-    from mosaic.data import load_labelled_documents, make_splits
-
-    cfg = compose_config(*TINY_HIDDEN, "probe=sklearn")
-    trained = run(cfg, tmp_path / "job")
-    data = load_labelled_documents(cfg.dataset)
-    test = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size).test
-    texts = tmp_path / "texts.txt"
-    texts.write_text("\n".join(data.documents[i].replace("\n", " ") for i in test) + "\n")
-    capsys.readouterr()  # drop the training job's own table
-    assert mosaic_cli(["predict", str(tmp_path / "job" / "probe"), str(texts)]) == 0
-    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
-    # Each printed probability is the saved probe's on the job's own cached test features.
-    from mosaic.activations.store import read_hidden
-    from mosaic.probes import load_probe
-
-    probe, _ = load_probe(tmp_path / "job" / "probe")
-    cached = read_hidden(Path(os.environ["MOSAIC_CACHE"]) / "activations" / trained["cache"]["key"], "mean")
-    expected = probe.predict_proba(cached[test]).max(axis=1)
-    assert len(lines) == len(test)
-    np.testing.assert_allclose([float(p) for _, p in lines], expected, atol=1e-4)
-    # The same documents through the same features and probe: the job's test accuracy again.
-    correct = sum(label == data.label_names[data.labels[i]] for (label, _), i in zip(lines, test))
-    assert correct / len(test) == pytest.approx(trained["metrics"]["accuracy"])
-    # A probe saved before the image keys existed still predicts: missing keys take the schema's defaults.
-    saved = json.loads((tmp_path / "job" / "probe" / "probe.json").read_text())
-    del saved["config"]["dataset"]["modality"], saved["config"]["model"]["prompt"]
-    (tmp_path / "job" / "probe" / "probe.json").write_text(json.dumps(saved))
-    assert mosaic_cli(["predict", str(tmp_path / "job" / "probe"), str(texts)]) == 0
-    assert [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()] == lines
-
-
-def _language_csv(path, words, seed):
-    """A tiny two-class set in one 'language': each class has its own words."""
-    rng = np.random.default_rng(seed)
-    rows = ["text,label"]
-    for i in range(40):
-        label = i % 2
-        rows.append(" ".join(rng.choice(words[label], size=6)) + f",{['calm', 'toxic'][label]}")
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
-def test_crosslingual_matrix_has_a_row_per_training_language_and_its_diagonal_is_in_language(tmp_path):
-    from mosaic.report import write_report
-
-    words = {"en": (["good", "kind", "happy", "nice"], ["awful", "hate", "stupid", "ugly"]),
-             "es": (["bueno", "amable", "feliz", "lindo"], ["horrible", "odio", "estupido", "feo"]),
-             "de": (["gut", "nett", "froh", "schoen"], ["schrecklich", "hass", "dumm", "haesslich"])}
-    paths = {lang: _language_csv(tmp_path / f"{lang}.csv", pair, seed) for seed, (lang, pair) in
-             enumerate(words.items())}
-    targets = [override for lang, path in paths.items() for override in
-               (f"+dataset@transfer.datasets.{lang}=csv", f"transfer.datasets.{lang}.name={lang}",
-                f"transfer.datasets.{lang}.path={path}")]
-    own = {}
-    for lang, path in paths.items():
-        cfg = compose_config(*TINY_HIDDEN[:-1], "probe=sklearn", "dataset=csv", f"dataset.name={lang}",
-                             f"dataset.path={path}", *targets)
-        own[lang] = run(cfg, tmp_path / "sweep" / lang)["metrics"]["macro_f1"]
-    written = write_report(tmp_path / "sweep")
-    [matrix] = json.loads(written["transfer"].read_text())
-    assert matrix["kind"] == "datasets" and matrix["train"] == matrix["test"] == ["en", "es", "de"]
-    assert np.array(matrix["macro_f1"]).shape == (3, 3)
-    # Scoring a probe on its own language through the transfer path is the job's own test score.
-    assert [matrix["macro_f1"][i][i] for i in range(3)] == [own["en"], own["es"], own["de"]]
-    assert "## Transfer across datasets" in written["markdown"].read_text()
-    assert written["transfer_datasets_0"].read_bytes()[:4] == b"\x89PNG"
-
-
-def test_crossmodel_transfer_reads_other_models_through_the_jobs_features(tmp_path):
-    cfg = compose_config(*TINY_HIDDEN, "probe=sklearn", "+model@transfer.models.same=tiny_gpt2",
-                         "+model@transfer.models.llama=tiny_llama")
-    results = run(cfg, tmp_path / "job")
-    scored = results["transfer"]["models"]
-    test_metrics = {k: v for k, v in results["metrics"].items() if k != "val"}
-    assert scored["same"] == test_metrics  # the same model again: the same features, the same scores
-    # The saved probe, loaded into a job on tiny_llama, scores that model's test split the same way.
-    reloaded = run(compose_config(*TINY_HIDDEN, "model=tiny_llama", f"probe.load={tmp_path / 'job' / 'probe'}"),
-                   tmp_path / "llama")
-    reloaded_test = {k: v for k, v in reloaded["metrics"].items() if k != "val"}
-    assert scored["llama"] == reloaded_test and scored["llama"] != test_metrics
-
-
-def test_transfer_to_a_dataset_with_other_classes_is_refused(tmp_path):
-    from mosaic.errors import MosaicError
-
-    other = tmp_path / "other.csv"
-    other.write_text("text,label\n" + "".join(f"text {i},{'abc'[i % 3]}\n" for i in range(30)))
-    cfg = compose_config(*TINY_HIDDEN, "probe=sklearn", "+dataset@transfer.datasets.other=csv",
-                         f"transfer.datasets.other.path={other}")
-    with pytest.raises(MosaicError, match=r"^transfer.datasets.other has classes \['a', 'b', 'c'\]"):
-        run(cfg, tmp_path / "job")
-    assert not (tmp_path / "job" / "results.json").exists()
 
 
 def test_a_loaded_probe_reads_the_sae_it_was_trained_on_and_refuses_one_that_saw_this_jobs_documents(tmp_path):

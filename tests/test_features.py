@@ -1,4 +1,5 @@
-"""Pooling and binarization against naive per-document loops, dense and sparse."""
+"""Features (`features/`): pooling and binarization against naive per-document loops, dense and sparse; the bag
+of words against the generic pooling of its n-grams."""
 
 import numpy as np
 import pytest
@@ -108,3 +109,25 @@ def test_binarize_is_strictly_above_threshold(sparse):
 def test_binarize_refuses_a_negative_threshold_on_sparse_input():
     with pytest.raises(ValueError, match="negative threshold"):
         binarize(sp.csr_matrix(np.eye(2, dtype=np.float32)), -0.1)
+
+
+def test_bag_of_words_pools_its_ngrams_as_the_generic_pooling_does():
+    """The closed forms in bow.py equal the generic pooling of one one-hot row per n-gram, IDF-weighted."""
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
+
+    from mosaic.features import bow_features, methods_for
+
+    texts = ["the cat sat on the mat", "a dog", "the dog sat", "", "cat cat cat"]
+    train = np.array([0, 1, 2, 4])
+    vectorizer = CountVectorizer(ngram_range=(1, 2)).fit([texts[i] for i in train])
+    analyse, vocabulary = vectorizer.build_analyzer(), vectorizer.vocabulary_
+    grams = [[vocabulary[g] for g in analyse(text) if g in vocabulary] for text in texts]
+    one_hot = np.zeros((sum(map(len, grams)), len(vocabulary)), dtype=np.float32)
+    one_hot[np.arange(len(one_hot)), np.concatenate(grams).astype(int)] = 1
+    offsets = np.concatenate([[0], np.cumsum([len(g) for g in grams])])
+    idf = TfidfTransformer(norm=None).fit(vectorizer.transform([texts[i] for i in train])).idf_
+
+    assert set(methods_for("bow")) == {"mean", "max", "sum"}
+    for method in methods_for("bow"):
+        matrix, _ = bow_features(texts, train, method, ngram_max=2)
+        np.testing.assert_allclose(matrix.toarray(), pool(one_hot, offsets, method) * idf, rtol=1e-6, err_msg=method)

@@ -1,0 +1,155 @@
+"""SAEs (`activations/saes/`): SAELens loading from disk and from Gemma Scope's table, the layer guard,
+training and encoding."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from safetensors.numpy import load_file
+
+from mosaic.activations import extract_activations, load_model
+from mosaic.activations.saes import check_sae_fits, encode_tokens, load_release_sae, load_sae, train_sae
+from mosaic.config import validate
+from mosaic.errors import MosaicError
+from mosaic.pipeline import run
+from tests.conftest import compose_config, fake_hub_file, jumprelu_sae, tiny_model_config
+
+
+def test_a_jumprelu_sae_on_disk_encodes_tiny_gemma2_activations(tmp_path):
+    directory = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
+    loaded = load_model(tiny_model_config("tiny_gemma2"))
+    acts = extract_activations(loaded, ["a prompt", "another prompt entirely"], [1], 2, 32)[1]
+    sae = load_sae(directory)
+    check_sae_fits(sae, d_model=32, layer=1)
+    codes = encode_tokens(sae, acts.values, batch_tokens=3).toarray()
+    weights = load_file(str(directory / "sae_weights.safetensors"))
+    pre = (acts.values - weights["b_dec"]) @ weights["W_enc"] + weights["b_enc"]
+    np.testing.assert_allclose(codes, np.where(pre > weights["threshold"], pre, 0), atol=1e-5)
+    assert 0 < (codes > 0).mean() < 1
+
+
+def test_an_sae_for_another_layer_or_width_is_refused(tmp_path):
+    sae = load_sae(jumprelu_sae(tmp_path / "sae", d_in=32, layer=2))
+    with pytest.raises(MosaicError, match=r"trained on blocks.2.hook_resid_post but layer=1: use layer=2"):
+        check_sae_fits(sae, d_model=32, layer=1)
+    with pytest.raises(MosaicError, match="width 32 but the model's residual stream has width 64"):
+        check_sae_fits(sae, d_model=64, layer=2)
+
+
+def test_local_sae_runs_through_the_pipeline(tmp_path):
+    directory = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
+    cfg = compose_config("model=tiny_gemma2", "layer=1", "sae=local", f"sae.path={directory}", "logger=none",
+                         "probe=sklearn", "pooling=sum")
+    validate(cfg)
+    results = run(cfg, tmp_path / "job")
+    assert (results["features"]["sae"]["source"], results["features"]["sae"]["path"]) == ("local", str(directory))
+    assert results["features"]["n_features"] == 128
+    # The SAE is identified by its bytes, so a rewritten SAE at the same path is another SAE.
+    assert results["features"]["sae"]["sha256"] == {
+        name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
+        for name in ("cfg.json", "sae_weights.safetensors")}
+    assert json.loads((tmp_path / "job" / "results.json").read_text())["metrics"] == results["metrics"]
+
+
+def test_gemma_scope_sae_is_requested_by_release_and_canonical_id(tmp_path, monkeypatch):
+    """The Gemma Scope path with SAELens's download replaced by a tiny SAE of the same architecture."""
+    import sae_lens
+
+    tiny = load_sae(jumprelu_sae(tmp_path / "sae", d_in=32, layer=1))
+    requested = []
+
+    def from_pretrained(release, sae_id, device="cpu"):
+        requested.append((release, sae_id, device))
+        return tiny
+
+    monkeypatch.setattr(sae_lens.SAE, "from_pretrained", from_pretrained)
+    # Its weights file, where SAELens's release table says it is, in a hub cache as the client lays it out.
+    fake_hub_file(monkeypatch, tmp_path / "hub", "google/gemma-scope-2b-pt-res",
+                  "layer_1/width_16k/average_l0_102/params.npz", b"gemma scope weights")
+    cfg = compose_config("model=tiny_gemma2", "layer=1", "sae=gemma_scope",
+                         "sae.release=gemma-scope-2b-pt-res-canonical", "logger=none", "probe=sklearn")
+    validate(cfg)
+    results = run(cfg, tmp_path / "job")
+    assert requested == [("gemma-scope-2b-pt-res-canonical", "layer_1/width_16k/canonical", "cpu")]
+    assert results["features"]["sae"]["id"] == "layer_1/width_16k/canonical"
+    assert results["features"]["sae"]["sha256"] == {"params.npz": hashlib.sha256(b"gemma scope weights").hexdigest()}
+    assert all(f["url"] == f"https://www.neuronpedia.org/gemma-2-2b/1-gemmascope-res-16k/{f['index']}"
+               for f in results["top_features"])
+
+
+def test_unavailable_gemma_scope_sae_is_one_line_pointing_at_sae_local():
+    with pytest.raises(MosaicError) as error:
+        load_release_sae("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical")
+    message = str(error.value)
+    assert "\n" not in message and "layer_12/width_16k/canonical" in message and "sae=local" in message
+
+
+def _sparse_mixture(n_tokens=6000, d_in=16, n_atoms=32, seed=0):
+    """Tokens made of a few random directions each: the structure an SAE should recover."""
+    rng = np.random.default_rng(seed)
+    atoms = rng.normal(size=(n_atoms, d_in))
+    weights = rng.exponential(size=(n_tokens, n_atoms)) * (rng.random((n_tokens, n_atoms)) < 0.08)
+    return (weights @ atoms).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    values = _sparse_mixture()
+    directory = tmp_path_factory.mktemp("sae")
+    stats = train_sae(values, d_sae=64, out_dir=directory, l1_coefficient=1.0, lr=3e-3, epochs=8,
+                      batch_tokens=256, seed=0)
+    return values, directory, stats
+
+
+def test_trained_sae_is_saved_in_saelens_format_and_reconstructs(trained):
+    values, directory, stats = trained
+    assert {"cfg.json", "sae_weights.safetensors"} <= {p.name for p in directory.iterdir()}
+    assert json.loads((directory / "cfg.json").read_text())["d_sae"] == 64
+    assert stats["explained_variance"] > 0.6
+    assert 0 < stats["l0"] < 32
+
+
+def test_encoding_is_relu_of_the_affine_encoder_on_raw_activations(trained):
+    values, directory, _ = trained
+    weights = load_file(str(directory / "sae_weights.safetensors"))
+    expected = np.maximum(0, (values[:500] - weights["b_dec"]) @ weights["W_enc"] + weights["b_enc"])
+    sae = load_sae(directory)
+    codes = encode_tokens(sae, values[:500], batch_tokens=128)
+    assert sp.isspmatrix_csr(codes) and codes.shape == (500, 64)
+    np.testing.assert_allclose(codes.toarray(), expected, atol=1e-4)
+    with torch.inference_mode():
+        np.testing.assert_allclose(codes.toarray(), sae.encode(torch.from_numpy(values[:500])).numpy(), atol=1e-5)
+    assert codes.nnz < 0.6 * codes.shape[0] * codes.shape[1]
+
+
+def test_loading_a_directory_that_is_not_an_sae_fails_clearly(tmp_path):
+    with pytest.raises(Exception, match="not a SAELens SAE directory"):
+        load_sae(tmp_path)
+
+
+@pytest.mark.parametrize(("hook", "layer", "outcome"), [
+    ("blocks.3.hook_resid_post", 3, "fits"), ("blocks.4.hook_resid_pre", 3, "fits"),
+    ("blocks.3.hook_resid_pre", 3, "other layer"),  # the input of block 3 is layer 2
+    ("blocks.0.hook_resid_pre", 0, "opt in"), ("blocks.3.hook_mlp_out", 3, "opt in"),
+    ("blocks.3.hook_attn_out", 3, "opt in"), (None, 3, "opt in"),
+])
+def test_the_layer_guard_reads_every_hook_name_an_sae_can_carry(tmp_path, hook, layer, outcome):
+    from mosaic.activations.saes import check_sae_fits
+    from mosaic.errors import MosaicError
+    from tests.conftest import jumprelu_sae
+
+    sae = load_sae(jumprelu_sae(tmp_path / "sae", d_in=32, layer=layer))
+    sae.cfg.metadata.hook_name = hook
+    if outcome == "fits":
+        check_sae_fits(sae, d_model=32, layer=layer)
+        return
+    message = "use layer=2" if outcome == "other layer" else "set sae.allow_any_hook=true"
+    for allow_any_hook in (False, True) if outcome == "other layer" else (False,):
+        with pytest.raises(MosaicError, match=r"^the SAE was trained on") as error:
+            check_sae_fits(sae, d_model=32, layer=layer, allow_any_hook=allow_any_hook)
+        assert "\n" not in str(error.value) and message in str(error.value)
+    if outcome == "opt in":
+        check_sae_fits(sae, d_model=32, layer=layer, allow_any_hook=True)  # the job asked for it

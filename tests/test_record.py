@@ -1,0 +1,62 @@
+"""What a job writes (`record.py`): results.json written whole or not at all, the config hash, the summary."""
+
+import json
+
+import pytest
+
+from mosaic.record import Tracker, config_hash, summary_table, write_json_atomic
+from tests.conftest import compose_config
+
+
+def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "results.json"
+    write_json_atomic(path, {"macro_f1": 0.5})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"macro_f1": 0.7, "unserialisable": object()})
+    assert json.loads(path.read_text()) == {"macro_f1": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_config_hash_ignores_key_order_and_sweep_settings_but_nothing_else():
+    config = {"layer": 3, "pooling": {"method": "mean", "top_n": 5}, "sweep": {"skip_done": False}}
+    reordered = {"sweep": {"skip_done": True}, "pooling": {"top_n": 5, "method": "mean"}, "layer": 3}
+    assert config_hash(config) == config_hash(reordered)
+    assert config_hash(config) != config_hash({**config, "layer": 4})
+    assert config_hash(config) != config_hash({**config, "pooling": {"method": "mean", "top_n": 6}})
+
+
+def _results(cv_held_out: bool):
+    return {
+        "config": {"dataset": {"name": "bastion"}, "model": {"name": "minilm"}, "layer": 3,
+                   "pooling": {"method": "mean"}, "binarize": {"method": "none"}, "probe": {"type": "sklearn"}},
+        "features": {"type": "sae", "n_features": 1536},
+        "hyperparameters": {"C": {"configured": [0.1, 1.0], "chosen": 1.0}},
+        "metrics": {"macro_f1": 0.5, "accuracy": 0.75, "balanced_accuracy": 0.625, "auroc": None,
+                    "val": {"macro_f1": 0.25},
+                    "cv": {"folds": 5, "macro_f1_mean": 0.6, "macro_f1_std": 0.05, "held_out": cv_held_out,
+                           "not_held_out": [] if cv_held_out else ["sae"]}},
+        "splits": {"train": 100, "val": 20, "test": 20},
+        "timings_s": {"features": 1.25, "probe": 0.5},
+        "cache": {"hit": True},
+        "transfer": {"datasets": {"ru": {"macro_f1": 0.4}}},
+    }
+
+
+def test_summary_table_shows_each_number_once_with_its_caveats():
+    lines = summary_table(_results(cv_held_out=False)).splitlines()
+    assert lines[0].split(None, 1)[1] == ("bastion | minilm layer 3 | sae (1536 features) | pooling mean | "
+                                          "binarize none | probe sklearn (C 1.0)")
+    assert lines[1].split(None, 2)[2] == "test 0.500   validation 0.250"
+    assert lines[2].endswith("5-fold on train+val: macro F1 0.600 ± 0.050 (not held out: ['sae'])")
+    assert "AUROC n/a" in lines[3]
+    assert lines[-2].split() == ["cache", "hit"]
+    assert lines[-1].split() == ["transfer", "datasets", "ru", "0.400"]
+    assert "not held out" not in summary_table(_results(cv_held_out=True))
+
+
+def test_logger_none_starts_no_run_and_writes_nothing(tmp_path):
+    tracker = Tracker(compose_config("logger=none").logger, {"layer": 3}, tmp_path, "job")
+    assert tracker.run is None and tracker.lightning_logger() is False
+    tracker.log_results(_results(True), None, None, ["a", "b"])
+    tracker.finish()
+    assert list(tmp_path.iterdir()) == []
