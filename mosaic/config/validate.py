@@ -47,6 +47,26 @@ def validate(cfg: Any) -> None:
         value = get_dotted(cfg, key)
         _require(value in allowed, key, value, "choose one of " + ", ".join(allowed))
 
+    _validate_ranges(cfg)
+    _validate_dataset(cfg.dataset, "dataset")
+    _validate_model(cfg.model, "model")
+    _validate_modality(cfg)
+    _validate_transfer(cfg)
+    if cfg.features.type == "sae":
+        _validate_sae(cfg)
+
+    # The one table validation reads from a stage: which pooling has a meaning for which features
+    # (features/pooling.py, NumPy and SciPy only), kept beside the pooling functions it describes.
+    from mosaic.features.pooling import methods_for
+
+    features, pooling = cfg.features.type, cfg.pooling.method
+    allowed_pooling = methods_for(features)
+    _require(pooling in allowed_pooling, "pooling.method", pooling,
+             f"features={features} supports pooling " + ", ".join(allowed_pooling), NotApplicableError)
+
+
+def _validate_ranges(cfg: Any) -> None:
+    """Sizes, counts, rates and grids: each within the range that has a meaning."""
     n_layers = cfg.model.n_layers
     _require(
         0 <= cfg.layer < n_layers,
@@ -75,22 +95,6 @@ def validate(cfg: Any) -> None:
     for key in ("probe.C", "probe.lr", "probe.tol", "sae.lr"):
         value = get_dotted(cfg, key)
         _require(value > 0, key, value, "must be > 0")
-
-    _validate_dataset(cfg.dataset, "dataset")
-    _validate_model(cfg.model, "model")
-    _validate_modality(cfg)
-    _validate_transfer(cfg)
-    if cfg.features.type == "sae":
-        _validate_sae(cfg)
-
-    # The one table validation reads from a stage: which pooling has a meaning for which features
-    # (features/pooling.py, NumPy and SciPy only), kept beside the pooling functions it describes.
-    from mosaic.features.pooling import methods_for
-
-    features, pooling = cfg.features.type, cfg.pooling.method
-    allowed_pooling = methods_for(features)
-    _require(pooling in allowed_pooling, "pooling.method", pooling,
-             f"features={features} supports pooling " + ", ".join(allowed_pooling), NotApplicableError)
 
 
 def _validate_dataset(dataset: Any, key: str) -> None:
