@@ -18,6 +18,9 @@ $(PY):
 install: $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# The sparse-probing suite's datasets ship inside sae-probes. Without its dependencies: they would pull
+	# xgboost's CUDA/NCCL build (xgboost-cpu above is the same module); the rest are MOSAIC's own.
+	$(PY) -m pip install --quiet --no-deps sae-probes==0.4.2
 
 run:
 	$(PY) run.py

@@ -6,6 +6,7 @@
   python -m mosaic bench [--quick]
   python -m mosaic report SWEEP_DIR [--out DIR]
   python -m mosaic predict JOB_DIR/probe TEXTS.txt      (one text per line; prints label and probability)
+  python -m mosaic tasks                                (the sparse-probing suite's tasks: dataset=sae_probes)
 
 FIELD is a dotted path into an entry's key fields, e.g. `layer=12`, `model.source=minilm`,
 `encoder.type=sae`.
@@ -115,6 +116,22 @@ def predict_command(args) -> int:
     return 0
 
 
+def tasks_command(args) -> int:
+    from mosaic.data import sae_probes
+
+    try:
+        known, shifted = sae_probes.tasks(), set(sae_probes.ood_tasks())
+    except MosaicError as error:
+        print(f"mosaic: error: {error}", file=sys.stderr)
+        return 2
+    for task, kind in known.items():
+        print(f"{task:<40} {kind:<10} {'covariate-shift test set' if task in shifted else ''}".rstrip())
+    counts = {kind: sum(k == kind for k in known.values()) for kind in ("binary", "multiclass")}
+    print(f"{counts['binary']} binary, {counts['multiclass']} multiclass (sae-probes {sae_probes.package_version()}); "
+          "run one with: python run.py dataset=sae_probes dataset.task=TASK")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mosaic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     predict = commands.add_parser("predict", help="label each line of a text file with a saved probe")
     predict.add_argument("probe", type=Path, help="a job's probe directory (JOB_DIR/probe)")
     predict.add_argument("texts", type=Path, help="a UTF-8 file, one text per line")
+    commands.add_parser("tasks", help="list the sparse-probing suite's tasks (dataset=sae_probes dataset.task=TASK)")
     args = parser.parse_args(argv)
+    if args.command == "tasks":
+        return tasks_command(args)
     if args.command == "predict":
         return predict_command(args)
     if args.command == "cache":

@@ -113,3 +113,40 @@ def test_integer_labels_index_into_label_names(tmp_path):
     pd.DataFrame({"text": ["a", "b"], "toxic": [0, 2]}).to_csv(path, index=False)
     with pytest.raises(DataError, match=re.escape("integer labels [2] outside 0..1")):
         load_labelled_documents(cfg)
+
+
+@pytest.mark.parametrize("task", ["95_toxic_is", "41_truthqa_tf", "101_disease_class"])
+def test_a_suite_task_reads_offline_with_the_peers_label_encoding(task):
+    """Classes are the task's own target values, numbered as the peer's LabelEncoder numbers them."""
+    import zstandard  # noqa: F401 - pandas needs it for the package's .csv.zst files
+    from sklearn.preprocessing import LabelEncoder
+
+    from mosaic.data.sae_probes import data_folder
+
+    raw = pd.read_csv(data_folder() / "cleaned_data" / f"{task}.csv.zst", compression="zstd")
+    cfg = compose_config("dataset=sae_probes", f"dataset.task={task}").dataset
+    data = load_labelled_documents(cfg)
+    encoder = LabelEncoder().fit(raw["target"])
+    assert cfg.name == task
+    assert data.documents == raw["prompt"].astype(str).tolist()
+    assert data.label_names == [str(c) for c in encoder.classes_]
+    assert data.labels.tolist() == encoder.transform(raw["target"]).tolist()
+
+
+def test_the_suite_lists_113_binary_and_20_multiclass_tasks_and_8_shifted_test_sets():
+    from mosaic.data import sae_probes
+
+    kinds = list(sae_probes.tasks().values())
+    assert (kinds.count("binary"), kinds.count("multiclass")) == (113, 20)
+    assert len(sae_probes.ood_tasks()) == 8 and "87_glue_cola" in sae_probes.ood_tasks()
+    shifted = sae_probes.read_ood("87_glue_cola")
+    assert list(shifted.columns[:2]) == ["prompt", "target"] and len(shifted) > 0
+
+
+def test_an_unknown_suite_task_is_one_line_naming_it():
+    with pytest.raises(DataError, match=r"dataset.task='96_not_a_task' is not a classification task of sae-probes"):
+        load_labelled_documents(compose_config("dataset=sae_probes", "dataset.task=96_not_a_task").dataset)
+    with pytest.raises(DataError, match="has no out-of-distribution test set"):
+        from mosaic.data.sae_probes import read_ood
+
+        read_ood("95_toxic_is")

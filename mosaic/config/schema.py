@@ -88,12 +88,15 @@ class DatasetConfig:
     `hub_split` keeps one of its splits (e.g. a language), else its train/validation/test splits
     are used as they are. Integer labels index into `label_names`. The test and validation
     fractions apply when the data has no split of its own; `limit` keeps a stratified sample (the
-    same documents whatever the job's seed).
+    same documents whatever the job's seed). `sae_probes` datasets are the sparse-probing suite's
+    (Kantamneni et al. 2025), read from the installed `sae-probes` package: `task` names one (e.g.
+    `95_toxic_is`, binary, or `101_disease_class`, multiclass).
     """
 
     name: str = MISSING
     source: str = MISSING
     path: str | None = None
+    task: str | None = None
     hub_id: str | None = None
     hub_config: str | None = None
     hub_split: str | None = None

@@ -108,6 +108,9 @@ def _validate_dataset(dataset: Any, key: str) -> None:
     if dataset.source in ("csv", "jsonl"):
         _require(dataset.path is not None and Path(dataset.path).is_file(), f"{key}.path", dataset.path,
                  f"{key}.source={dataset.source} needs the path of an existing file")
+    if dataset.source == "sae_probes":
+        _require(dataset.task is not None, f"{key}.task", None,
+                 f"{key}.source=sae_probes needs a task, e.g. 95_toxic_is")
     if dataset.source == "hub":
         _require(dataset.hub_id is not None, f"{key}.hub_id", None, f"{key}.source=hub needs a dataset id")
     if dataset.source == "imagefolder":

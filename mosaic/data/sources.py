@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mosaic.cache import directory_fingerprint, fingerprint
+from mosaic.data import sae_probes
 from mosaic.errors import DataError, first_line
 
 # Column holding each row's hub split name when a hub dataset is loaded with all its splits.
@@ -146,4 +147,5 @@ DATASET_SOURCES: dict[str, DatasetSource] = {
     "jsonl": DatasetSource(_read_file, _file_contents),
     "imagefolder": DatasetSource(_read_imagefolder, _folder_contents),
     "hub": DatasetSource(_read_hub, _hub_revision),
+    "sae_probes": DatasetSource(sae_probes.read_task, _installed(sae_probes.PACKAGE)),
 }
