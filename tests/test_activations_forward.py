@@ -91,3 +91,19 @@ def test_truncation_keeps_at_most_max_length_tokens_per_document():
     acts = extract_activations(loaded, TEXTS, [0], batch_size=5, max_length=8)[0]
     # BERT spends two of the eight positions on [CLS] and [SEP].
     assert acts.lengths.max() == 6
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_truncation_keeps_the_end_or_the_beginning_of_a_long_text(side):
+    """`model.truncation_side=left` (the sparse-probing suite's) keeps a long text's last tokens."""
+    loaded = _load("tiny_gpt2", truncation_side=side)
+    text, max_length = TEXTS[4], 8
+    acts = extract_activations(loaded, [text, "hi"], [1], batch_size=2, max_length=max_length)[1]
+    words = loaded.tokenizer.tokenize(text)
+    kept = words[-(max_length - 2):] if side == "left" else words[: max_length - 2]  # less [CLS] and [SEP]
+    tokenizer = loaded.tokenizer
+    ids = [tokenizer.cls_token_id, *tokenizer.convert_tokens_to_ids(kept), tokenizer.sep_token_id]
+    with torch.inference_mode():
+        out = loaded.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    np.testing.assert_allclose(acts.values[: acts.offsets[1]], out.hidden_states[2][0, 1:-1].numpy(),
+                               atol=2e-5, rtol=1e-4)

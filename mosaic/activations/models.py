@@ -82,6 +82,7 @@ def load_model(cfg) -> LoadedModel:
     dtype = resolve_dtype(cfg.dtype, device)
     model, tokenizer, processor = MODEL_SOURCES[cfg.source].load(cfg, dtype)
     tokenizer.padding_side = cfg.padding_side
+    tokenizer.truncation_side = cfg.truncation_side
     n_blocks = len(transformer_blocks(model))
     if n_blocks != cfg.n_layers:
         raise MosaicError(f"model.n_layers={cfg.n_layers} but {cfg.name} has {n_blocks} blocks")

@@ -78,7 +78,7 @@ class Request:
 def model_identity(model_cfg, device_type: str) -> dict[str, Any]:
     """The model settings and weights that change activation bytes (not its display name)."""
     keys = ("source", "hf_id", "revision", "path", "family", "n_layers", "d_model", "n_heads", "dtype",
-            "attn_implementation", "padding_side", "prompt")
+            "attn_implementation", "padding_side", "truncation_side", "prompt")
     return {**{k: model_cfg[k] for k in keys}, "device_type": device_type, "weights": weights_fingerprint(model_cfg)}
 
 

@@ -29,7 +29,9 @@ class ModelConfig:
     float32 on CPU. `gemma_scope_release` names the SAELens release of SAEs trained on this model.
     `family: paligemma` is a vision-language model: it reads images, and features come from its
     language model's residual stream at the image-token positions; `prompt` is the text its
-    processor puts after the image tokens (PaliGemma's task prefix).
+    processor puts after the image tokens (PaliGemma's task prefix). A text longer than `max_length`
+    tokens loses its end (`truncation_side: right`) or its beginning (`left`: the sparse-probing
+    suite's convention, so that `pooling=last` reads the prompt's own last token).
     """
 
     name: str = MISSING
@@ -42,6 +44,7 @@ class ModelConfig:
     path: str | None = None
     n_heads: int = 4
     padding_side: str = "right"
+    truncation_side: str = "right"
     dtype: str = "auto"
     device: str = "auto"
     attn_implementation: str | None = None

@@ -16,6 +16,7 @@ from mosaic.errors import ConfigError, NotApplicableError
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.family": ("bert", "gpt2", "llama", "gemma2", "gemma3", "paligemma"),
     "model.padding_side": ("right", "left"),
+    "model.truncation_side": ("right", "left"),
     # float16 is left out on purpose: Gemma 2's activations overflow it.
     "model.dtype": ("auto", "float32", "bfloat16"),
     "model.device": ("auto", "cpu", "cuda"),
