@@ -208,11 +208,12 @@ def test_tree_evidence_points_at_the_class_a_high_value_indicates():
 
 
 @pytest.mark.parametrize("probe_type", ["sklearn", "tree"])
-def test_saved_probe_round_trip_gives_identical_predictions(tmp_path, probe_type):
+@pytest.mark.parametrize("k", [None, 16])
+def test_saved_probe_round_trip_gives_identical_predictions(tmp_path, probe_type, k):
     from mosaic.probes import load_probe
 
     features, labels, train, val, test = _sparse_problem(2)
-    probe = _fit(probe_type, features, labels, train, val, depth_grid=[6])
+    probe = _fit(probe_type, features, labels, train, val, depth_grid=[6], k=k)
     probe.save(tmp_path / "probe", {"label_names": ["a", "b", "c"]})
     loaded, metadata = load_probe(tmp_path / "probe")
     assert type(loaded) is type(probe) and metadata["label_names"] == ["a", "b", "c"]
@@ -248,3 +249,47 @@ def test_lightning_and_sklearn_probes_reach_one_optimum_on_real_features(tmp_pat
     objective = {name: penalised_objective(p.weight * p.scale, p.bias, x, data.labels[splits.train], 0.5, "l2")
                  for name, p in fitted.items()}
     assert abs(objective["linear"] - objective["sklearn"]) / objective["sklearn"] <= 1e-3
+
+
+def test_features_rank_by_normalised_class_mean_difference_hand_computed():
+    from mosaic.probes.sparse import rank_features
+
+    # Column scales (mean |value| where non-zero): 2, 2, 1. Normalised class means, class 1 then 0:
+    # column 0: 1 and 0.5 (difference 0.5); column 1: 0 and 1 (1); column 2: 0.5 and 0.5 (0).
+    x = np.array([[2, 0, 1], [2, 0, 0], [2, 1, 1], [0, 3, 0]], dtype=np.float32)
+    y = np.array([1, 1, 0, 0])
+    assert rank_features(x, y).tolist() == [1, 0, 2]
+    assert rank_features(sp.csr_matrix(x), y).tolist() == [1, 0, 2]
+    # Three classes, a feature's largest one-vs-rest difference: feature 0, 1 - 0.25 (class 0);
+    # feature 1, 1 - 0 (class 1); feature 2, fires on one of class 2's rows, 0.5 - 0.
+    x3 = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 4], [0, 0, 0]], dtype=np.float32)
+    assert rank_features(x3, np.array([0, 0, 1, 1, 2, 2])).tolist() == [1, 0, 2]
+
+
+def test_a_k_sparse_logistic_probe_is_sklearns_on_the_top_k_training_features():
+    from sklearn.linear_model import LogisticRegression
+
+    from mosaic.probes.sparse import rank_features
+
+    features, labels, train, val, test = _sparse_problem(3, n_classes=2)
+    probe = _fit("sklearn", features, labels, train, val, scale=False, k=8)
+    chosen = rank_features(features[train], labels[train])[:8]
+    assert probe.summary["k"] == 8 and probe.summary["selected_features"] == chosen.tolist()
+    assert np.flatnonzero(np.abs(probe.evidence()).sum(axis=0)).tolist() == sorted(chosen.tolist())
+    reference = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(
+        features[train][:, chosen], labels[train])
+    np.testing.assert_allclose(probe.predict_proba(features[test]), reference.predict_proba(features[test][:, chosen]),
+                               atol=0.02)
+
+
+def test_k_sparse_selection_reads_training_rows_only():
+    """Validation and test rows can be anything: the features chosen depend on the training rows alone."""
+    features, labels, train, val, test = _sparse_problem(4, n_classes=2)
+    scrambled = features.tolil()
+    scrambled[1000:] = sp.random(500, 300, density=0.3, random_state=0)
+    first = _fit("tree", features, labels, train, val, k=4, depth_grid=[3])
+    second = _fit("tree", scrambled.tocsr(), labels, train, val, k=4, depth_grid=[3])
+    assert first.summary["selected_features"] == second.summary["selected_features"]
+    reference = _sklearn_tree(features[:, first.summary["selected_features"]], labels, train, depth=3)
+    np.testing.assert_allclose(first.predict_proba(features[test]),
+                               reference.predict_proba(features[test][:, first.summary["selected_features"]]))

@@ -154,6 +154,8 @@ class ProbeConfig:
     split plays no part). `load` evaluates a probe saved by an earlier job (its `probe/` directory)
     instead of training one: the same features of another model, language or dataset, for
     transfer. The tree fits one tree per `depth_grid` depth and keeps the best on validation macro F1.
+    `k` makes any probe k-sparse: it reads only the k features whose class means differ most on the
+    training split (`mosaic/probes/sparse.py`); null reads every feature.
     """
 
     type: str = "linear"
@@ -173,6 +175,7 @@ class ProbeConfig:
     C_grid: list[float] = field(default_factory=list)
     depth_grid: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 12, 16])
     min_samples_leaf: int = 1
+    k: int | None = None
 
 
 @dataclass

@@ -91,6 +91,7 @@ def _validate_ranges(cfg: Any) -> None:
     depths = list(cfg.probe.depth_grid)
     _require(len(depths) > 0 and all(depth >= 1 for depth in depths), "probe.depth_grid", depths,
              "one or more tree depths, each >= 1")
+    _require(cfg.probe.k is None or cfg.probe.k >= 1, "probe.k", cfg.probe.k, "null (every feature) or an integer >= 1")
     folds = cfg.probe.cv_folds
     _require(folds == 0 or folds >= 2, "probe.cv_folds", folds, "0 (no cross-validation) or at least 2")
     for key in ("probe.C", "probe.lr", "probe.tol", "sae.lr"):

@@ -13,6 +13,7 @@ from typing import Any
 
 from mosaic.probes.base import Probe
 from mosaic.probes.logistic import TrainedProbe, fit_logistic_probe
+from mosaic.probes.sparse import fit_k_sparse
 from mosaic.probes.storage import read_probe
 from mosaic.probes.tree import TreeProbe, fit_tree_probe
 
@@ -22,8 +23,14 @@ KINDS = {TrainedProbe.kind: TrainedProbe, TreeProbe.kind: TreeProbe}
 
 
 def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> Probe:
-    """Train the probe described by a `ProbeConfig` on train, selecting on validation."""
-    return PROBE_TYPES[cfg.type](x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger)
+    """Train the probe described by a `ProbeConfig` on train, selecting on validation.
+
+    With `cfg.k`, only the k features ranked highest on the training split are used (`sparse.py`).
+    """
+    fitter = PROBE_TYPES[cfg.type]
+    if cfg.k is not None:
+        return fit_k_sparse(fitter, cfg.k, x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger)
+    return fitter(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger)
 
 
 def load_probe(directory: str | Path) -> tuple[Probe, dict[str, Any]]:
@@ -39,8 +46,12 @@ def effective_hyperparameters(probe: Probe, cfg) -> dict[str, dict[str, Any]]:
     the configured value. A loaded probe reports what it was trained with.
     """
     if probe.kind == TreeProbe.kind:
-        return {"max_depth": {"configured": list(cfg.depth_grid), "chosen": probe.summary.get("max_depth")}}
-    return {"C": {"configured": list(cfg.C_grid) or cfg.C, "chosen": probe.summary.get("C", cfg.C)}}
+        chosen = {"max_depth": {"configured": list(cfg.depth_grid), "chosen": probe.summary.get("max_depth")}}
+    else:
+        chosen = {"C": {"configured": list(cfg.C_grid) or cfg.C, "chosen": probe.summary.get("C", cfg.C)}}
+    if "k" in probe.summary:
+        chosen["k"] = {"configured": cfg.k, "chosen": probe.summary["k"]}
+    return chosen
 
 
 __all__ = ["PROBE_TYPES", "Probe", "TrainedProbe", "TreeProbe", "effective_hyperparameters", "fit_probe", "load_probe"]

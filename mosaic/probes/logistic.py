@@ -65,6 +65,15 @@ class TrainedProbe:
     def predict(self, features) -> np.ndarray:
         return self.decision_function(features).argmax(axis=1)
 
+    def widened(self, columns: np.ndarray, width: int) -> TrainedProbe:
+        weight = np.zeros((self.weight.shape[0], width), dtype=self.weight.dtype)
+        weight[:, columns] = self.weight
+        scale = None
+        if self.scale is not None:
+            scale = np.ones(width, dtype=self.scale.dtype)
+            scale[columns] = self.scale
+        return TrainedProbe(weight, self.bias, dict(self.summary), scale)
+
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray], summary: dict) -> TrainedProbe:
         return cls(tensors["weight"], tensors["bias"], summary, tensors.get("scale"))

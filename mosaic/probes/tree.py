@@ -73,6 +73,15 @@ class TreeProbe:
         write_probe(directory, {name: getattr(self, name) for name in _ARRAYS},
                     {**metadata, "kind": self.kind, "summary": self.summary})
 
+    def widened(self, columns: np.ndarray, width: int) -> TreeProbe:
+        split = self.children_left != _LEAF
+        feature = self.feature.copy()
+        feature[split] = np.asarray(columns)[self.feature[split]]
+        evidence = np.zeros((self.split_evidence.shape[0], width))
+        evidence[:, columns] = self.split_evidence
+        return TreeProbe(self.children_left, self.children_right, feature, self.threshold, self.value, evidence,
+                         dict(self.summary))
+
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray], summary: dict) -> TreeProbe:
         return cls(**{name: tensors[name] for name in _ARRAYS}, summary=summary)
