@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from mosaic.activations.models import resolve_device
 from mosaic.activations.plan import Sweep, saved_trained_encoder
 from mosaic.activations.store import lazy_model
-from mosaic.data import LabelledDocuments, Splits, document_hash, load_labelled_documents, make_splits
+from mosaic.data import LabelledDocuments, Splits, document_hash, draw_splits, load_labelled_documents
 from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
 from mosaic.features import bow_features
@@ -146,8 +146,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     total_start = time.perf_counter()
     config = OmegaConf.to_container(cfg, resolve=True)
 
-    data = load_labelled_documents(cfg.dataset)
-    splits = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size, data.split)
+    data, splits = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)
     targets = transfer_datasets(cfg, data)
     context = FeatureContext(watch, lazy_model(cfg.model), protected_documents(data, targets), sweep or Sweep())
     features = build_features(cfg, data, splits, context, _loaded_probes_encoder(cfg, context.protected))

@@ -177,7 +177,7 @@ def summary_table(results: dict[str, Any]) -> str:
     rows += [
         ("accuracy", f"{metrics['accuracy']:.3f}   balanced {metrics['balanced_accuracy']:.3f}   "
                      f"AUROC {'n/a' if auroc is None else f'{auroc:.3f}'}"),
-        ("documents", "   ".join(f"{k} {v}" for k, v in results["splits"].items())),
+        ("documents", "   ".join(f"{k} {results['splits'][k]}" for k in ("train", "val", "test"))),
         ("time (s)", "   ".join(f"{k} {v:.1f}" for k, v in results["timings_s"].items())),
         ("cache", {True: "hit", False: "miss", None: "not used"}[results["cache"]["hit"]]),
     ]

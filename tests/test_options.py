@@ -9,6 +9,7 @@ import pytest
 from mosaic.activations.model_sources import MODEL_SOURCES
 from mosaic.activations.plan import SAE_SOURCES
 from mosaic.config import CONF_DIR, OPTION_KEYS, declared_options
+from mosaic.data.regimes import REGIMES
 from mosaic.data.sources import DATASET_SOURCES
 from mosaic.features import BINARIZE_METHODS, POOLING_METHODS
 from mosaic.featurize import FEATURE_TYPES
@@ -17,6 +18,7 @@ from mosaic.record import LOGGER_TYPES
 
 REGISTRIES = {
     "dataset.source": DATASET_SOURCES,
+    "regime.type": REGIMES,
     "model.source": MODEL_SOURCES,
     "sae.source": SAE_SOURCES,
     "features.type": FEATURE_TYPES,

@@ -37,3 +37,27 @@ def test_k_sparse_ranking_is_the_peers(peer):
                                                    peer.run_sae_evals.mean_act_normalization)
     ours = rank_features(codes, labels)
     assert ours[:128].tolist() == theirs[:128].tolist()
+
+
+@pytest.mark.parametrize("task", ["95_toxic_is", "41_truthqa_tf", "100_news_fake"])
+def test_the_normal_regime_draws_the_peers_rows_validation_and_flipped_labels(peer, task):
+    from mosaic.config import compose
+    from mosaic.data import draw_splits, load_labelled_documents
+    from mosaic.data.regimes import normal_indices, validation_tail
+
+    labels = peer.utils_data.get_yvals(task)
+    n_train = min(len(labels) - 100, 1024)
+    their_train, their_test = peer.utils_data.get_train_test_indices(labels, n_train, len(labels) - n_train - 1,
+                                                                     pos_ratio=0.5, seed=42)
+    pool, test, notes = normal_indices(labels, seed=42, max_train=1024)
+    assert pool.tolist() == their_train.tolist() and test.tolist() == their_test.tolist()
+    assert notes == {"balanced_pool": True, "balanced_test": True}
+
+    (their_fit, their_val), = peer.utils_training.get_cv(np.zeros((len(pool), 1)))
+    fit, val = validation_tail(pool, labels, max_val=100)
+    assert fit.tolist() == pool[their_fit].tolist() and val.tolist() == pool[their_val].tolist()
+
+    cfg = compose("dataset=sae_probes", f"dataset.task={task}", "regime=label_noise", "regime.label_noise=0.3",
+                  "seed=42")
+    noisy, _ = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)
+    assert noisy.labels[pool].tolist() == peer.utils_data.corrupt_ytrain(labels[pool], 0.3, seed=42).tolist()

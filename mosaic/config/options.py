@@ -20,6 +20,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Config group -> the key whose value names the implementation its options use.
 OPTION_KEYS = {
     "dataset": "source",
+    "regime": "type",
     "model": "source",
     "sae": "source",
     "features": "type",

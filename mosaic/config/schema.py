@@ -116,6 +116,27 @@ class DatasetConfig:
 
 
 @dataclass
+class RegimeConfig:
+    """How training, validation and test documents are drawn (`mosaic/data/regimes.py`).
+
+    `none` is MOSAIC's stratified split (`dataset.val_size`, `dataset.test_size`); `normal`,
+    `scarcity`, `imbalance`, `label_noise` and `covariate_shift` are the sparse-probing suite's
+    regimes for binary tasks: at most `max_rows` rows, a balanced training pool of at most
+    `max_train` rows whose last min(20%, `max_val`) are validation, a balanced test set of the rest;
+    `n_train` training rows (scarcity), a training `positive_fraction` (imbalance), `label_noise` of
+    the training labels flipped, or the task's out-of-distribution test set (covariate shift).
+    """
+
+    type: str = "none"
+    max_rows: int = 5000
+    max_train: int = 1024
+    max_val: int = 100
+    n_train: int | None = None
+    positive_fraction: float = 0.5
+    label_noise: float = 0.0
+
+
+@dataclass
 class FeaturesConfig:
     """What a document is represented by: SAE codes, the raw residual stream, or TF-IDF n-grams."""
 
@@ -216,6 +237,7 @@ class MosaicConfig:
     model: ModelConfig = MISSING
     sae: SAEConfig = MISSING
     dataset: DatasetConfig = MISSING
+    regime: RegimeConfig = field(default_factory=RegimeConfig)
     features: FeaturesConfig = MISSING
     pooling: PoolingConfig = MISSING
     binarize: BinarizeConfig = MISSING

@@ -49,6 +49,7 @@ def validate(cfg: Any) -> None:
         _require(value in allowed, key, value, "choose one of " + ", ".join(allowed))
 
     _validate_ranges(cfg)
+    _validate_regime(cfg)
     _validate_dataset(cfg.dataset, "dataset")
     _validate_model(cfg.model, "model")
     _validate_modality(cfg)
@@ -97,6 +98,23 @@ def _validate_ranges(cfg: Any) -> None:
     for key in ("probe.C", "probe.lr", "probe.tol", "sae.lr"):
         value = get_dotted(cfg, key)
         _require(value > 0, key, value, "must be > 0")
+
+
+def _validate_regime(cfg: Any) -> None:
+    regime = cfg.regime
+    for key in ("max_rows", "max_train", "max_val"):
+        _require(regime[key] >= 2, f"regime.{key}", regime[key], "must be an integer >= 2")
+    if regime.type == "scarcity":
+        _require(regime.n_train is not None and 2 <= regime.n_train <= regime.max_train, "regime.n_train",
+                 regime.n_train, f"regime=scarcity needs a training size from 2 to regime.max_train={regime.max_train}")
+    _require(0 < regime.positive_fraction < 1, "regime.positive_fraction", regime.positive_fraction,
+             "must be a fraction strictly between 0 and 1 (the suite sweeps 0.05 to 0.95)")
+    _require(0 <= regime.label_noise <= 0.5, "regime.label_noise", regime.label_noise,
+             "must be a fraction from 0 to 0.5 of the training labels")
+    if regime.type == "covariate_shift":
+        _require(cfg.dataset.source == "sae_probes", "regime", "covariate_shift",
+                 "needs a sparse-probing task with an out-of-distribution set (dataset=sae_probes; "
+                 "`python -m mosaic tasks` marks them)", NotApplicableError)
 
 
 def _validate_dataset(dataset: Any, key: str) -> None:

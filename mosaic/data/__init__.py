@@ -5,7 +5,8 @@ This stage knows nothing about models. It returns plain Python/NumPy objects and
 """
 
 from mosaic.data.datasets import LabelledDocuments, document_hash, load_labelled_documents, load_unlabelled_texts
+from mosaic.data.regimes import draw_splits
 from mosaic.data.splits import Splits, make_splits
 
-__all__ = ["LabelledDocuments", "Splits", "document_hash", "load_labelled_documents", "load_unlabelled_texts",
-           "make_splits"]
+__all__ = ["LabelledDocuments", "Splits", "document_hash", "draw_splits", "load_labelled_documents",
+           "load_unlabelled_texts", "make_splits"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -12,14 +13,16 @@ from mosaic.errors import DataError
 
 @dataclass
 class Splits:
-    """Disjoint index arrays into the dataset's documents."""
+    """Disjoint index arrays into the dataset's documents; `regime` says how a regime drew them (`regimes.py`)."""
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    regime: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+    def as_dict(self) -> dict[str, Any]:
+        counts = {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        return {**counts, "regime": self.regime} if self.regime else counts
 
 
 def _stratified(indices: np.ndarray, labels: np.ndarray, size: int, seed: int, what: str):
