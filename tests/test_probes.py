@@ -293,3 +293,39 @@ def test_k_sparse_selection_reads_training_rows_only():
     reference = _sklearn_tree(features[:, first.summary["selected_features"]], labels, train, depth=3)
     np.testing.assert_allclose(first.predict_proba(features[test]),
                                reference.predict_proba(features[test][:, first.summary["selected_features"]]))
+
+
+def test_select_by_auroc_then_refit_is_the_suites_logistic_regression():
+    """The sparse-probing suite's `find_best_reg`, written with sklearn alone: C over logspace(5, -5, 10) by
+    validation AUROC (first best on ties), then one fit on train + validation, unscaled and unweighted."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    features, labels, train, val, test = _sparse_problem(5, n_classes=2)
+    features = features.astype(np.float64)  # float32 probabilities of a confident probe tie, and ties move AUROC
+    grid = np.logspace(5, -5, 10).tolist()
+    probe = _fit("sklearn", features, labels, train, val, C_grid=grid, select_by="auroc", refit=True, scale=False,
+                 class_weight="none", tol=1e-4, max_iter=1000)
+    scores = [roc_auc_score(labels[val], LogisticRegression(C=C, max_iter=1000).fit(features[train], labels[train])
+                            .predict_proba(features[val])[:, 1]) for C in grid]
+    chosen = grid[int(np.argmax(scores))]
+    assert probe.summary["C"] == chosen and probe.summary["refit_on"] == "train+val"
+    # Both stop at lbfgs's tol=1e-4, so their scores agree to its precision, not to the last digit.
+    assert probe.summary["val_auroc_by_C"] == pytest.approx({str(C): s for C, s in zip(grid, scores)}, abs=2e-3)
+    both = np.concatenate([train, val])
+    reference = LogisticRegression(C=chosen, max_iter=1000).fit(features[both], labels[both])
+    np.testing.assert_allclose(probe.predict_proba(features[test]), reference.predict_proba(features[test]), atol=1e-3)
+
+
+@pytest.mark.parametrize("probe_type", ["linear", "sklearn", "tree"])
+def test_without_validation_rows_a_probe_keeps_its_configured_setting(probe_type):
+    features, labels, train, _, test = _sparse_problem(6, n_classes=2)
+    no_val = np.array([], dtype=int)
+    probe = _fit(probe_type, features, labels, train, no_val, C=0.5, C_grid=[0.01, 100.0], depth_grid=[3, 9],
+                 refit=True)
+    if probe_type == "tree":
+        assert probe.summary["max_depth"] == 3
+    else:
+        assert probe.summary["C"] == 0.5
+        alone = _fit(probe_type, features, labels, train, no_val, C=0.5)
+        np.testing.assert_allclose(probe.weight, alone.weight, rtol=1e-5, atol=1e-6)

@@ -176,7 +176,9 @@ class ProbeConfig:
     instead of training one: the same features of another model, language or dataset, for
     transfer. The tree fits one tree per `depth_grid` depth and keeps the best on validation macro F1.
     `k` makes any probe k-sparse: it reads only the k features whose class means differ most on the
-    training split (`mosaic/probes/sparse.py`); null reads every feature.
+    training split (`mosaic/probes/sparse.py`); null reads every feature. `select_by` is the
+    validation score grids are chosen on (`macro_f1` or `auroc`, the sparse-probing suite's);
+    `refit=true` fits the chosen setting once more on train + validation (the suite's final fit).
     """
 
     type: str = "linear"
@@ -197,6 +199,8 @@ class ProbeConfig:
     depth_grid: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 12, 16])
     min_samples_leaf: int = 1
     k: int | None = None
+    select_by: str = "macro_f1"
+    refit: bool = False
 
 
 @dataclass

@@ -24,6 +24,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dataset.modality": ("text", "image"),
     "probe.penalty": ("l2", "l1"),
     "probe.class_weight": ("balanced", "none"),
+    "probe.select_by": ("macro_f1", "auroc"),
 }
 
 def get_dotted(cfg: Any, dotted: str) -> Any:
@@ -93,6 +94,8 @@ def _validate_ranges(cfg: Any) -> None:
     _require(len(depths) > 0 and all(depth >= 1 for depth in depths), "probe.depth_grid", depths,
              "one or more tree depths, each >= 1")
     _require(cfg.probe.k is None or cfg.probe.k >= 1, "probe.k", cfg.probe.k, "null (every feature) or an integer >= 1")
+    _require(not (cfg.probe.refit and cfg.probe.early_stopping), "probe.refit", True,
+             "early stopping needs validation data to stop on: refit with probe.early_stopping=false")
     folds = cfg.probe.cv_folds
     _require(folds == 0 or folds >= 2, "probe.cv_folds", folds, "0 (no cross-validation) or at least 2")
     for key in ("probe.C", "probe.lr", "probe.tol", "sae.lr"):

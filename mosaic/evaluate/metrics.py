@@ -1,6 +1,6 @@
 """Classification metrics with macro F1 as the headline, computed with scikit-learn.
 
-Macro F1 is `mosaic.probes.selection.macro_f1`, the definition validation selection uses too.
+Macro F1 and AUROC are `mosaic.probes.selection`'s, the definitions validation selection uses too.
 """
 
 from __future__ import annotations
@@ -13,24 +13,9 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     confusion_matrix,
     precision_recall_fscore_support,
-    roc_auc_score,
 )
 
-from mosaic.probes.selection import macro_f1
-
-
-def _auroc(labels: np.ndarray, proba: np.ndarray) -> float | None:
-    """Binary AUROC, or one-vs-rest macro AUROC; None when the test labels hold a single class."""
-    present = np.unique(labels)
-    if len(present) < 2:
-        return None
-    if proba.shape[1] == 2:
-        return float(roc_auc_score(labels, proba[:, 1]))
-    if len(present) < proba.shape[1]:
-        # One-vs-rest over the classes that occur, each against all the others.
-        scores = [roc_auc_score(labels == c, proba[:, c]) for c in present]
-        return float(np.mean(scores))
-    return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro"))
+from mosaic.probes.selection import auroc, macro_f1
 
 
 def classification_metrics(labels: np.ndarray, proba: np.ndarray, label_names: Sequence[str]) -> dict:
@@ -44,7 +29,7 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, label_names: S
         "macro_f1": macro_f1(labels, predictions),
         "accuracy": float(accuracy_score(labels, predictions)),
         "balanced_accuracy": float(balanced_accuracy_score(labels, predictions)),
-        "auroc": _auroc(labels, proba),
+        "auroc": auroc(labels, proba),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(label_names, precision, recall, f1, support)

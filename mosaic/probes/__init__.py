@@ -11,6 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import scipy.sparse as sp
+from omegaconf import OmegaConf
+
 from mosaic.probes.base import Probe
 from mosaic.probes.logistic import TrainedProbe, fit_logistic_probe
 from mosaic.probes.sparse import fit_k_sparse
@@ -22,15 +26,38 @@ PROBE_TYPES = {"linear": fit_logistic_probe, "sklearn": fit_logistic_probe, "tre
 KINDS = {TrainedProbe.kind: TrainedProbe, TreeProbe.kind: TreeProbe}
 
 
-def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> Probe:
-    """Train the probe described by a `ProbeConfig` on train, selecting on validation.
-
-    With `cfg.k`, only the k features ranked highest on the training split are used (`sparse.py`).
-    """
+def _fit(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger) -> Probe:
     fitter = PROBE_TYPES[cfg.type]
     if cfg.k is not None:
         return fit_k_sparse(fitter, cfg.k, x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger)
     return fitter(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger)
+
+
+def _as_chosen(cfg, probe: Probe):
+    """`cfg` with each grid collapsed to the value `probe` chose (or, with nothing to choose on, its configured C
+    and its first depth)."""
+    chosen = {name: value["chosen"] for name, value in effective_hyperparameters(probe, cfg).items()}
+    depth = chosen.get("max_depth") or cfg.depth_grid[0]
+    return OmegaConf.merge(cfg, {"C": chosen.get("C", cfg.C), "C_grid": [], "depth_grid": [depth]})
+
+
+def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> Probe:
+    """Train the probe described by a `ProbeConfig` on train, selecting on validation.
+
+    With `cfg.k`, only the k features ranked highest on the training split are used (`sparse.py`).
+    Without validation rows nothing is selected: grids give way to the configured C and the first
+    depth. With `cfg.refit`, the chosen setting is fitted again on train + validation.
+    """
+    if x_val.shape[0] == 0:
+        cfg = OmegaConf.merge(cfg, {"C_grid": [], "depth_grid": [cfg.depth_grid[0]]})
+    probe = _fit(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger)
+    if not cfg.refit or x_val.shape[0] == 0:
+        return probe
+    stack = sp.vstack if sp.issparse(x_train) else np.vstack
+    refitted = _fit(stack([x_train, x_val]), np.concatenate([y_train, y_val]), x_val[:0], y_val[:0], n_classes,
+                    _as_chosen(cfg, probe), seed, logger)
+    refitted.summary = {**probe.summary, **refitted.summary, "refit_on": "train+val"}
+    return refitted
 
 
 def load_probe(directory: str | Path) -> tuple[Probe, dict[str, Any]]:

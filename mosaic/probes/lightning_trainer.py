@@ -195,10 +195,12 @@ class LinearProbe(L.LightningModule):
         self._val_labels.append(labels.cpu())
 
     def on_validation_epoch_end(self):
-        predictions = torch.cat(self._val_predictions).numpy()
-        labels = torch.cat(self._val_labels).numpy()
+        predictions = torch.cat(self._val_predictions).numpy() if self._val_predictions else np.array([])
+        labels = torch.cat(self._val_labels).numpy() if self._val_labels else np.array([])
         self._val_predictions.clear()
         self._val_labels.clear()
+        if len(labels) == 0:  # no validation rows (a refit on train + validation, a tiny training set)
+            return
         self.log("val_macro_f1", macro_f1(labels, predictions))
 
     def configure_optimizers(self):

@@ -54,7 +54,8 @@ class TrainedProbe:
         return fitted - fitted.mean(axis=0, keepdims=True)
 
     def decision_function(self, features) -> np.ndarray:
-        return np.asarray(features @ self.weight.T) + self.bias
+        # In float64: float32 logits saturate the softmax of a confident probe into ties that move AUROC.
+        return np.asarray(features @ self.weight.T.astype(np.float64)) + self.bias
 
     def predict_proba(self, features) -> np.ndarray:
         logits = self.decision_function(features)
@@ -151,7 +152,7 @@ def fit_logistic_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed
     if not cfg.C_grid:
         fitted = fit_at(cfg.C)
     else:
-        _, fitted, scores = best_on_validation(cfg.C_grid, fit_at, x_val_scaled, y_val)
-        fitted.summary["val_macro_f1_by_C"] = scores
+        _, fitted, scores = best_on_validation(cfg.C_grid, fit_at, x_val_scaled, y_val, cfg.select_by)
+        fitted.summary[f"val_{cfg.select_by}_by_C"] = scores
     return TrainedProbe(weight=(fitted.weight / scale).astype(np.float32), bias=fitted.bias.astype(np.float32),
                         summary=fitted.summary, scale=scale)

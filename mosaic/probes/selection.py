@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 
 def macro_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
@@ -22,16 +22,43 @@ def macro_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float(f1_score(labels, predictions, average="macro", zero_division=0))
 
 
-def best_on_validation(candidates: Iterable[Any], fit: Callable[[Any], Any], x_val, y_val) -> tuple[Any, Any, dict]:
-    """Fit one probe per candidate value and keep the best by validation macro F1 (the first on ties).
+def auroc(labels: np.ndarray, proba: np.ndarray) -> float | None:
+    """Binary AUROC, or one-vs-rest macro AUROC; None when the test labels hold a single class."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(labels, proba[:, 1]))
+    if len(present) < proba.shape[1]:
+        # One-vs-rest over the classes that occur, each against all the others.
+        scores = [roc_auc_score(labels == c, proba[:, c]) for c in present]
+        return float(np.mean(scores))
+    return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro"))
 
-    Returns the winning value, its probe and every candidate's validation macro F1 (keyed by
-    `str(value)`); the test split plays no part.
+
+# probe.select_by -> a probe's score on validation rows (higher is better).
+SELECTION_METRICS: dict[str, Callable[[Any, Any, np.ndarray], float | None]] = {
+    "macro_f1": lambda probe, x, y: macro_f1(y, probe.predict(x)),
+    "auroc": lambda probe, x, y: auroc(y, probe.predict_proba(x)),
+}
+
+
+def best_on_validation(candidates: Iterable[Any], fit: Callable[[Any], Any], x_val, y_val,
+                       metric: str = "macro_f1") -> tuple[Any, Any, dict]:
+    """Fit one probe per candidate value and keep the best by its validation `metric` (the first on ties).
+
+    Returns the winning value, its probe and every candidate's validation score (keyed by
+    `str(value)`; None where the metric is undefined, e.g. AUROC on one class); the test split
+    plays no part. A single candidate is fitted and returned without scoring.
     """
-    best, scores = None, {}
+    candidates = list(candidates)
+    if len(candidates) == 1:
+        return candidates[0], fit(candidates[0]), {}
+    best, best_score, scores = None, -np.inf, {}
     for value in candidates:
         probe = fit(value)
-        scores[str(value)] = macro_f1(y_val, probe.predict(x_val))
-        if best is None or scores[str(value)] > scores[str(best[0])]:
-            best = (value, probe)
+        scores[str(value)] = SELECTION_METRICS[metric](probe, x_val, y_val)
+        score = -np.inf if scores[str(value)] is None else scores[str(value)]
+        if best is None or score > best_score:
+            best, best_score = (value, probe), score
     return best[0], best[1], scores

@@ -124,6 +124,6 @@ def fit_tree_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: in
         probe.summary = {"max_depth": depth, "depth": int(tree.get_depth()), "leaves": int(tree.get_n_leaves())}
         return probe
 
-    _, probe, scores = best_on_validation(sorted(cfg.depth_grid), fit_at, x_val, y_val)
-    probe.summary["val_macro_f1_by_depth"] = scores
+    _, probe, scores = best_on_validation(sorted(cfg.depth_grid), fit_at, x_val, y_val, cfg.select_by)
+    probe.summary[f"val_{cfg.select_by}_by_depth"] = scores
     return probe
