@@ -3,7 +3,7 @@
   python -m mosaic cache list [--kind K] [--where FIELD=VALUE ...]
   python -m mosaic cache remove (--where FIELD=VALUE ... | --all) [--kind K]
   python -m mosaic cache verify [--kind K]
-  python -m mosaic bench [--quick]
+  python -m mosaic bench [--quick] [--parity]
   python -m mosaic report SWEEP_DIR [--out DIR]
   python -m mosaic predict JOB_DIR/probe TEXTS.txt      (one text per line; prints label and probability)
   python -m mosaic tasks                                (the sparse-probing suite's tasks: dataset=sae_probes)
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     cache.add_argument("--all", action="store_true", help="with remove: every selected entry")
     bench = commands.add_parser("bench", help="run the benchmark; writes bench/results.json")
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    bench.add_argument("--parity", action="store_true", help="refresh only the parity figure (6) in bench/results.json")
     report = commands.add_parser("report", help="tables and plots from every results.json under a sweep dir")
     report.add_argument("sweep_dir", type=Path)
     report.add_argument("--out", type=Path, help="where to write (default: the sweep dir)")
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from mosaic.bench import run_benchmark
 
-    run_benchmark(quick=args.quick)
+    run_benchmark(quick=args.quick, only_parity=args.parity)
     return 0
 
 

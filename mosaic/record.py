@@ -141,14 +141,17 @@ class Tracker:
             ),
         })
 
-    def log_report(self, written: dict[str, Path], rows: list[dict[str, Any]]) -> None:
-        """A sweep report's plots as images and its per-job table (`rows`), in this (report) run."""
+    def log_report(self, written: dict[str, Path], rows: list[dict[str, Any]],
+                   suite_rows: list[dict[str, Any]] | None = None) -> None:
+        """A sweep report's plots as images, its per-job table (`rows`) and its suite table, in this (report) run."""
         if self.run is None:
             return
         import wandb
 
+        tables = {"report": rows, **({"suite": suite_rows} if suite_rows else {})}
         self.run.log({
-            "report": wandb.Table(columns=list(rows[0]), data=[list(row.values()) for row in rows]),
+            **{name: wandb.Table(columns=list(table[0]), data=[list(row.values()) for row in table])
+               for name, table in tables.items()},
             **{name: wandb.Image(str(path)) for name, path in written.items() if path.suffix == ".png"},
         })
 

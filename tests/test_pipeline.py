@@ -288,3 +288,14 @@ def test_a_loaded_probe_reads_the_sae_it_was_trained_on_and_refuses_one_that_saw
                                               for i, t in enumerate(texts)))
     with pytest.raises(MosaicError, match=r"^the probe's SAE was trained on \d+ documents this job scores"):
         run(compose_config(*sae, "dataset=csv", f"dataset.path={tweets}", probe), tmp_path / "leak")
+
+
+def test_a_refitted_probe_reports_the_validation_scores_it_was_selected_on(tmp_path):
+    """probe.refit trains on validation too, so validation metrics must come from the probe before the refit."""
+    grid = ["probe=sklearn", "probe.C_grid=[0.001,1,1000]"]
+    selected = run(compose_config(*TINY_HIDDEN, *grid), tmp_path / "selected")
+    refitted = run(compose_config(*TINY_HIDDEN, *grid, "probe.refit=true"), tmp_path / "refitted")
+    assert refitted["probe"]["refit_on"] == "train+val" and "refit_on" not in selected["probe"]
+    assert refitted["hyperparameters"]["C"]["chosen"] == selected["hyperparameters"]["C"]["chosen"]
+    assert refitted["metrics"]["val"] == selected["metrics"]["val"]
+    assert refitted["metrics"]["auroc"] != selected["metrics"]["auroc"]  # the final probe did change

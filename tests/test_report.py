@@ -10,7 +10,7 @@ from mosaic.report import write_report
 
 
 def _job(directory, features, pooling, binarize, layer, macro_f1, dataset="bastion", seed=0, val=None, probe=None,
-         cv=None, **extra):
+         cv=None, auroc=None, **extra):
     directory.mkdir(parents=True)
     results = {
         "config": {"dataset": {"name": dataset}, "model": {"name": "minilm"}, "layer": layer,
@@ -18,7 +18,7 @@ def _job(directory, features, pooling, binarize, layer, macro_f1, dataset="basti
                    "binarize": {"method": binarize}, "probe": {"type": "linear", "C": 1.0, **(probe or {})},
                    "seed": seed, "logger": {"type": "none"}},
         "features": {"type": features, "width": 3072} if features == "sae" else {"type": features},
-        "metrics": {"macro_f1": macro_f1, "accuracy": macro_f1, "auroc": None,
+        "metrics": {"macro_f1": macro_f1, "accuracy": macro_f1, "auroc": auroc,
                     "val": {"macro_f1": macro_f1 if val is None else val}, **({"cv": cv} if cv else {})},
         "hyperparameters": {"C": {"configured": 1.0, "chosen": (probe or {}).get("C", 1.0)}},
         **extra,
@@ -41,11 +41,14 @@ def test_report_table_is_exact_one_row_per_configuration(tmp_path):
     (tmp_path / "4").mkdir()  # a crashed cell: no results.json
     written = write_report(tmp_path)
     assert _table(written) == [
-        "| binarize.method=none, features.type=hidden, layer=3, pooling.method=mean | 1 | C=1.0 | 0.750 | 0.750 | — |",
-        "| binarize.method=none, features.type=sae, layer=1, pooling.method=mean | 1 | C=1.0 | 0.800 | 0.800 | — |",
-        "| **binarize.method=none, features.type=sae, layer=3, pooling.method=mean** | 1 | C=1.0 | 0.900 | **0.900** "
+        "| binarize.method=none, features.type=hidden, layer=3, pooling.method=mean | 1 | C=1.0 | 0.750 | 0.750 "
+        "| — | — | — |",
+        "| binarize.method=none, features.type=sae, layer=1, pooling.method=mean | 1 | C=1.0 | 0.800 | 0.800 | — | — "
         "| — |",
-        "| binarize.method=threshold, features.type=sae, layer=3, pooling.method=max | 1 | C=1.0 | 0.700 | 0.700 | — |",
+        "| **binarize.method=none, features.type=sae, layer=3, pooling.method=mean** | 1 | C=1.0 | 0.900 | **0.900** "
+        "| — | — | — |",
+        "| binarize.method=threshold, features.type=sae, layer=3, pooling.method=max | 1 | C=1.0 | 0.700 | 0.700 "
+        "| — | — | — |",
     ]
     with written["csv"].open() as stream:
         rows = list(csv.DictReader(stream))
@@ -66,10 +69,12 @@ def test_experiments_that_differ_in_any_key_are_never_averaged_and_seeds_are(tmp
     results["config"]["binarize"]["threshold"] = 0.5
     (tmp_path / "4" / "results.json").write_text(json.dumps(results))
     assert _table(write_report(tmp_path)) == [
-        "| binarize.threshold=0.5, probe.C=1.0, probe.type=linear | 1 | C=1.0 | 0.660 | 0.650 | — |",
-        "| binarize.threshold=None, probe.C=1.0, probe.type=linear | 2 | C=1.0 | 0.610 | 0.520 ± 0.020 | — |",
-        "| **binarize.threshold=None, probe.C=1.0, probe.type=tree** | 1 | C=1.0 | 0.700 | **0.700** | — |",
-        "| binarize.threshold=None, probe.C=10.0, probe.type=linear | 1 | C=10.0 | 0.550 | 0.950 | — |",
+        "| binarize.threshold=0.5, probe.C=1.0, probe.type=linear | 1 | C=1.0 | 0.660 | 0.650 | — | — | — |",
+        # Two seeds, 0.50 and 0.54: standard error 0.02, t(0.975, 1 degree of freedom) = 12.706, so 0.52 ± 0.254.
+        "| binarize.threshold=None, probe.C=1.0, probe.type=linear | 2 | C=1.0 | 0.610 | 0.520 ± 0.020 | 0.266–0.774 "
+        "| — | — |",
+        "| **binarize.threshold=None, probe.C=1.0, probe.type=tree** | 1 | C=1.0 | 0.700 | **0.700** | — | — | — |",
+        "| binarize.threshold=None, probe.C=10.0, probe.type=linear | 1 | C=10.0 | 0.550 | 0.950 | — | — | — |",
     ]
 
 
@@ -78,16 +83,16 @@ def test_cv_sits_in_its_own_column_and_when_every_cell_has_it_held_out_the_best_
     _job(tmp_path / "a" / "0", "sae", "mean", "none", 3, 0.70, val=0.90, cv=cv)
     _job(tmp_path / "a" / "1", "sae", "max", "none", 3, 0.60, val=0.50, cv={**cv, "macro_f1_mean": 0.85})
     assert _table(write_report(tmp_path / "a")) == [
-        "| **pooling.method=max** | 1 | C=1.0 | 0.500 | **0.600** | 0.850 ± 0.050 |",
-        "| pooling.method=mean | 1 | C=1.0 | 0.900 | 0.700 | 0.800 ± 0.050 |",
+        "| **pooling.method=max** | 1 | C=1.0 | 0.500 | **0.600** | — | — | 0.850 ± 0.050 |",
+        "| pooling.method=mean | 1 | C=1.0 | 0.900 | 0.700 | — | — | 0.800 ± 0.050 |",
     ]
     # CV that is not held out (the SAE saw the folds) is shown with † and never picks the winner.
     _job(tmp_path / "b" / "0", "sae", "mean", "none", 3, 0.70, val=0.90, cv=cv)
     _job(tmp_path / "b" / "1", "sae", "max", "none", 3, 0.60, val=0.50, cv={**cv, "macro_f1_mean": 0.85,
                                                                            "held_out": False})
     assert _table(write_report(tmp_path / "b")) == [
-        "| pooling.method=max | 1 | C=1.0 | 0.500 | 0.600 | 0.850 ± 0.050 † |",
-        "| **pooling.method=mean** | 1 | C=1.0 | 0.900 | **0.700** | 0.800 ± 0.050 |",
+        "| pooling.method=max | 1 | C=1.0 | 0.500 | 0.600 | — | — | 0.850 ± 0.050 † |",
+        "| **pooling.method=mean** | 1 | C=1.0 | 0.900 | **0.700** | — | — | 0.800 ± 0.050 |",
     ]
 
 
@@ -100,8 +105,8 @@ def test_a_job_run_twice_counts_once_and_datasets_differing_under_one_name_are_t
         results["config_hash"] = "same"
         (tmp_path / directory / "results.json").write_text(json.dumps(results))
     assert _table(write_report(tmp_path)) == [
-        "| pooling.method=max | 1 | C=1.0 | 0.500 | 0.500 | — |",
-        "| **pooling.method=mean** | 1 | C=1.0 | 0.600 | **0.600** | — |",
+        "| pooling.method=max | 1 | C=1.0 | 0.500 | 0.500 | — | — | — |",
+        "| **pooling.method=mean** | 1 | C=1.0 | 0.600 | **0.600** | — | — | — |",
     ]
     # Two files under one dataset name: the table shows the path that tells its rows apart.
     for number, (path, f1) in enumerate((("a.csv", 0.5), ("b.csv", 0.7))):
@@ -110,8 +115,8 @@ def test_a_job_run_twice_counts_once_and_datasets_differing_under_one_name_are_t
         results["config"]["dataset"]["path"] = path
         (tmp_path / "csv" / str(number) / "results.json").write_text(json.dumps(results))
     assert _table(write_report(tmp_path / "csv")) == [
-        "| dataset.path=a.csv | 1 | C=1.0 | 0.500 | 0.500 | — |",
-        "| **dataset.path=b.csv** | 1 | C=1.0 | 0.700 | **0.700** | — |",
+        "| dataset.path=a.csv | 1 | C=1.0 | 0.500 | 0.500 | — | — | — |",
+        "| **dataset.path=b.csv** | 1 | C=1.0 | 0.700 | **0.700** | — | — | — |",
     ]
 
 
@@ -165,3 +170,35 @@ def test_two_datasets_under_one_name_are_refused_not_averaged(tmp_path, capsys):
     assert mosaic_cli(["report", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == ("mosaic: error: two jobs trained on different dataset configs are "
                                                "both named 'csv': give each its own dataset.name")
+
+
+def test_the_suite_report_is_datasets_by_methods_with_paired_wins_and_curves(tmp_path):
+    """Four datasets; SAE k=1 and k=16 against the hidden state; two seeds on one cell."""
+    aurocs = {  # dataset -> (SAE k=1, SAE k=16, hidden)
+        "a": (0.70, 0.90, 0.80), "b": (0.60, 0.81, 0.812), "c": (0.75, 0.85, 0.95), "d": (0.50, 0.99, 0.90)}
+    number = 0
+    for dataset, scores in aurocs.items():
+        for (features, k), auroc in zip((("sae", 1), ("sae", 16), ("hidden", None)), scores):
+            _job(tmp_path / str(number), features, "last", "none", 3, 0.5, dataset=dataset, probe={"k": k}, auroc=auroc)
+            number += 1
+    _job(tmp_path / "seed1", "hidden", "last", "none", 3, 0.5, dataset="a", probe={"k": None}, auroc=0.84, seed=1)
+    written = write_report(tmp_path)
+    lines = written["suite_markdown"].read_text().splitlines()
+    assert ("| dataset | features.type=hidden, probe.k=all | features.type=sae, probe.k=1 | "
+            "features.type=sae, probe.k=16 |") in lines
+    # Dataset a's hidden cell: seeds 0.80 and 0.84, mean 0.82, standard error 0.02, t(0.975, 1) = 12.706.
+    assert "| a | 0.820 (0.566–1.074) | 0.700 | 0.900 |" in lines
+    assert "| d | 0.900 | 0.500 | 0.990 |" in lines
+    # k=16 minus hidden: +0.08, -0.002 (a tie), -0.10, +0.09; k=1 loses everywhere.
+    from scipy.stats import wilcoxon
+
+    p16 = wilcoxon([0.08, -0.002, -0.10, 0.09]).pvalue
+    assert (f"| features.type=sae, probe.k=16 | features.type=hidden, probe.k=all | 4 | 2 / 1 / 1 | +0.017 | "
+            f"{p16:.3g} |") in lines
+    assert any(line.startswith("| features.type=sae, probe.k=1 | features.type=hidden, probe.k=all | 4 | 0 / 0 / 4 |")
+               for line in lines)
+    with written["suite_csv"].open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 12 and {r["method"] for r in rows} >= {"features.type=sae, probe.k=16"}
+    curve = written["suite_probe_k"]
+    assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -61,3 +61,13 @@ def test_the_normal_regime_draws_the_peers_rows_validation_and_flipped_labels(pe
                   "seed=42")
     noisy, _ = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)
     assert noisy.labels[pool].tolist() == peer.utils_data.corrupt_ytrain(labels[pool], 0.3, seed=42).tolist()
+
+
+def test_mosaics_suite_protocol_gives_the_peers_test_auroc_on_the_same_activations(tmp_path):
+    """The peer's own `logreg` baseline on the activations MOSAIC's job used, written in the peer's layout."""
+    from mosaic.parity import compare
+
+    rows = compare(["95_toxic_is", "41_truthqa_tf"], ("model=tiny_gpt2", "layer=1"), workdir=tmp_path)
+    for row in rows:
+        assert row["gap"] <= 0.01, row
+        assert 0.5 < row["peer_auroc"] < 1  # the tiny random model still separates somewhat: not a degenerate case

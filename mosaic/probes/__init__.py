@@ -41,23 +41,38 @@ def _as_chosen(cfg, probe: Probe):
     return OmegaConf.merge(cfg, {"C": chosen.get("C", cfg.C), "C_grid": [], "depth_grid": [depth]})
 
 
-def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> Probe:
-    """Train the probe described by a `ProbeConfig` on train, selecting on validation.
+def select_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> Probe:
+    """Train the probe described by a `ProbeConfig` on train, selecting its grids on validation.
 
     With `cfg.k`, only the k features ranked highest on the training split are used (`sparse.py`).
-    Without validation rows nothing is selected: grids give way to the configured C and the first
-    depth. With `cfg.refit`, the chosen setting is fitted again on train + validation.
+    Without validation rows nothing is selected: grids give way to the configured C and the first depth.
     """
     if x_val.shape[0] == 0:
         cfg = OmegaConf.merge(cfg, {"C_grid": [], "depth_grid": [cfg.depth_grid[0]]})
-    probe = _fit(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger)
-    if not cfg.refit or x_val.shape[0] == 0:
-        return probe
+    return _fit(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger)
+
+
+def refit_probe(selected: Probe, x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int,
+                logger=False) -> Probe:
+    """The setting `selected` chose, fitted once more on train + validation (`probe.refit`, the suite's final fit).
+
+    Its validation scores are no longer held out: report those of `selected`.
+    """
+    if x_val.shape[0] == 0:
+        return selected
     stack = sp.vstack if sp.issparse(x_train) else np.vstack
     refitted = _fit(stack([x_train, x_val]), np.concatenate([y_train, y_val]), x_val[:0], y_val[:0], n_classes,
-                    _as_chosen(cfg, probe), seed, logger)
-    refitted.summary = {**probe.summary, **refitted.summary, "refit_on": "train+val"}
+                    _as_chosen(cfg, selected), seed, logger)
+    refitted.summary = {**selected.summary, **refitted.summary, "refit_on": "train+val"}
     return refitted
+
+
+def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> Probe:
+    """The probe a `ProbeConfig` describes: selected on validation, then refitted on train + validation if asked."""
+    selected = select_probe(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger)
+    if not cfg.refit:
+        return selected
+    return refit_probe(selected, x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger)
 
 
 def load_probe(directory: str | Path) -> tuple[Probe, dict[str, Any]]:
@@ -81,4 +96,5 @@ def effective_hyperparameters(probe: Probe, cfg) -> dict[str, dict[str, Any]]:
     return chosen
 
 
-__all__ = ["PROBE_TYPES", "Probe", "TrainedProbe", "TreeProbe", "effective_hyperparameters", "fit_probe", "load_probe"]
+__all__ = ["PROBE_TYPES", "Probe", "TrainedProbe", "TreeProbe", "effective_hyperparameters", "fit_probe", "load_probe",
+           "refit_probe", "select_probe"]

@@ -5,8 +5,9 @@ and writes `report.md` (a table per dataset, one row per configuration: the keys
 the sweep's jobs, the number of seeds averaged, the hyper-parameters the probe chose, validation,
 test and cross-validation macro F1; the best row, chosen on CV or validation scores, in bold),
 `report.csv` (one row per job) and PNG plots (`mosaic.report.plots`). Jobs that scored transfer
-targets also give train x test matrices (`mosaic.report.transfer`). How cells are formed and the
-best is chosen is `mosaic.report.cells`.
+targets also give train x test matrices (`mosaic.report.transfer`); a sweep over several datasets
+also gives the suite report (`mosaic.report.suite`). How cells are formed and the best is chosen is
+`mosaic.report.cells`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mosaic.report.cells import (
     varying_keys,
 )
 from mosaic.report.plots import dataset_plots
+from mosaic.report.suite import write_suite
 from mosaic.report.transfer import MISSING, transfer_heatmaps, transfer_matrices, transfer_tables
 
 _BASIS_TEXT = {"cv": "cross-validation macro F1 on train+val", "val": "validation macro F1"}
@@ -56,6 +58,10 @@ def _score(value: float | None, spread: float | None = None) -> str:
     return f"{value:.3f}" + ("" if spread is None else f" ± {spread:.3f}")
 
 
+def _interval(bounds: tuple[float, float] | None) -> str:
+    return MISSING if bounds is None else f"{bounds[0]:.3f}–{bounds[1]:.3f}"
+
+
 def _configuration(cell: Cell, keys: list[str]) -> str:
     return ", ".join(f"{key}={cell.setting[key]}" for key in keys) or "(the sweep's only configuration)"
 
@@ -71,15 +77,17 @@ def _tables(cells: list[Cell], keys: list[str]) -> str:
         chosen = best(subset, basis)
         lines += [f"## {dataset}", "",
                   "One row per configuration (the keys that vary across the sweep), n = seeds averaged; test "
-                  "macro F1 is the mean ± std over seeds. **Bold**: the best row, chosen on "
+                  "macro F1 is the mean ± std over seeds, with the 95% confidence interval of that mean "
+                  "(Student's t, two or more seeds); AUROC is the mean over seeds. **Bold**: the best row, chosen on "
                   f"{_BASIS_TEXT[basis]} (the test split picks nothing). CV: stratified k-fold on train+val, "
                   "mean ± std over folds († not held out: the SAE saw the folds it scores).", "",
-                  "| configuration | n | chosen | validation macro F1 | test macro F1 | CV macro F1 (train+val) |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| configuration | n | chosen | validation macro F1 | test macro F1 | test 95% CI | test AUROC | "
+                  "CV macro F1 (train+val) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for cell in subset:
             cv = _score(cell.cv, cell.cv_std) + ("" if cell.cv_held_out or cell.cv is None else " †")
             values = [_configuration(cell, shown), str(cell.n), cell.chosen or MISSING, _score(cell.val),
-                      _score(cell.test, cell.test_std), cv]
+                      _score(cell.test, cell.test_std), _interval(cell.test_ci95), _score(cell.auroc), cv]
             if cell is chosen:
                 values[0], values[4] = f"**{values[0]}**", f"**{values[4]}**"
             lines.append("| " + " | ".join(values) + " |")
@@ -116,12 +124,16 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
         written["transfer"].write_text(json.dumps(matrices, indent=2))
         plots += transfer_heatmaps(matrices, out_dir)
     written.update({p.stem: p for p in plots})
-    _log_to_wandb(results, table_rows, written, sweep_dir, out_dir)
+    suite_rows = None
+    if len({cell.dataset for cell in cells}) >= 2:
+        suite, suite_rows = write_suite(cells, out_dir)
+        written.update(suite)
+    _log_to_wandb(results, table_rows, suite_rows, written, sweep_dir, out_dir)
     return written
 
 
-def _log_to_wandb(results: list[dict[str, Any]], rows: list[dict[str, Any]], written: dict[str, Path],
-                  sweep_dir: Path, out_dir: Path) -> None:
+def _log_to_wandb(results: list[dict[str, Any]], rows: list[dict[str, Any]], suite_rows: list[dict[str, Any]] | None,
+                  written: dict[str, Path], sweep_dir: Path, out_dir: Path) -> None:
     """The same plots into a W&B run of the sweep's project, when its jobs logged to W&B."""
     from omegaconf import OmegaConf
 
@@ -133,6 +145,6 @@ def _log_to_wandb(results: list[dict[str, Any]], rows: list[dict[str, Any]], wri
     tracker = Tracker(OmegaConf.create(logged[0]), {"sweep_dir": str(sweep_dir), "jobs": len(results)}, out_dir,
                       name=f"report {sweep_dir.name}", job_type="report")
     try:
-        tracker.log_report(written, rows)
+        tracker.log_report(written, rows, suite_rows)
     finally:
         tracker.finish()

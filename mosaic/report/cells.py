@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from statistics import mean, pstdev
 from typing import Any
 
+import numpy as np
+
 # Config keys that never tell two experiments apart: the seed is averaged over, and how a job is
 # logged or resumed does not change its numbers.
 NOT_AN_EXPERIMENT = ("seed", "logger.", "sweep.")
@@ -88,6 +90,19 @@ def job_row(results: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     }
 
 
+def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """The `level` confidence interval of the mean of `values` (seeds), from Student's t; None below two values."""
+    from scipy import stats
+
+    if len(values) < 2:
+        return None
+    centre, spread = float(np.mean(values)), float(stats.sem(values))
+    if spread == 0:
+        return centre, centre
+    low, high = stats.t.interval(level, len(values) - 1, loc=centre, scale=spread)
+    return float(low), float(high)
+
+
 @dataclass
 class Cell:
     """The jobs of one configuration (differing only by seed) and their averaged scores."""
@@ -111,6 +126,20 @@ class Cell:
     @property
     def test_std(self) -> float | None:
         return pstdev(row["macro_f1"] for row in self.rows) if self.n > 1 else None
+
+    @property
+    def test_ci95(self) -> tuple[float, float] | None:
+        """The 95% confidence interval of the mean test macro F1 over seeds (Student's t; None for one seed)."""
+        return confidence_interval([row["macro_f1"] for row in self.rows])
+
+    @property
+    def auroc(self) -> float | None:
+        return self._mean("auroc")
+
+    @property
+    def auroc_ci95(self) -> tuple[float, float] | None:
+        values = [row["auroc"] for row in self.rows]
+        return None if any(v is None for v in values) else confidence_interval(values)
 
     @property
     def val(self) -> float | None:

@@ -1,0 +1,103 @@
+"""Parity with the sparse-probing suite's own code: the installed `sae-probes`, called, never re-implemented.
+
+For each task, MOSAIC runs its job as a user would, with the suite's protocol spelled out as options
+(`SUITE_PROTOCOL`: the normal regime at seed 42, the last real token of a left-truncated prompt, and
+the suite's logistic regression: C over logspace(5, -5, 10) by validation AUROC, then one fit on
+train + validation, unscaled, unweighted). The activations that job used are then written in the
+peer's on-disk layout, so the peer's `run_baseline_dataset_layer` finds them and never loads a model,
+and runs its `logreg` baseline on the same rows. Test AUROC and the time each spends on the probe
+are compared; the figure is part of `make bench`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from mosaic.config import compose
+
+_LOGSPACE = ",".join(f"{C:.10g}" for C in np.logspace(5, -5, 10))
+SUITE_PROTOCOL = ("features=hidden", "pooling=last", "model.truncation_side=left", "regime=normal", "seed=42",
+                  "probe=sklearn", "probe.scale=false", "probe.class_weight=none", "probe.select_by=auroc",
+                  "probe.refit=true", "probe.tol=1e-4", "probe.max_iter=1000", f"probe.C_grid=[{_LOGSPACE}]",
+                  "logger=none")
+_PEER_MODEL, _PEER_HOOK = "mosaic", "hidden"
+
+
+def _peer_modules():
+    """The peer's modules by name (its package namespace shadows some of them with functions)."""
+    return {name: importlib.import_module(f"sae_probes.{name}") for name in ("run_baselines",)}
+
+
+def _job_features(cfg, job_dir: Path):
+    """MOSAIC's job on `cfg` (results.json in `job_dir`), and the features of every document it read."""
+    from mosaic.activations.plan import Sweep
+    from mosaic.activations.store import lazy_model
+    from mosaic.data import load_labelled_documents
+    from mosaic.featurize import FeatureContext, build_features, unsplit
+    from mosaic.pipeline import run
+    from mosaic.timing import Stopwatch
+
+    results = run(cfg, job_dir)
+    data = load_labelled_documents(cfg.dataset)
+    context = FeatureContext(Stopwatch(), lazy_model(cfg.model), frozenset(), Sweep())
+    features = build_features(cfg, data, unsplit(len(data.documents)), context)  # a cache hit: the job's entry
+    return results, np.asarray(features.matrix, dtype=np.float32)
+
+
+def _peer_run(peer: dict, matrix: np.ndarray, task: str, workdir: Path) -> tuple[float, float]:
+    """The peer's `logreg` baseline on `matrix` (rows in the task file's order): test AUROC and seconds."""
+    import torch
+
+    folder = workdir / f"model_activations_{_PEER_MODEL}"
+    folder.mkdir(parents=True, exist_ok=True)
+    # The peer's layout is torch.save's; MOSAIC writes it for the peer and never reads it back.
+    torch.save(torch.from_numpy(matrix), folder / f"{task}_{_PEER_HOOK}.pt")
+    baselines = peer["run_baselines"]
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the peer's unconverged large-C fits warn on every task
+        baselines.run_baseline_dataset_layer(_PEER_HOOK, task, "logreg", model_name=_PEER_MODEL,
+                                             model_cache_path=workdir, results_path=workdir / "results", seed=42)
+    seconds = time.perf_counter() - start
+    saved = baselines.get_baseline_save_path(task, _PEER_HOOK, "logreg", _PEER_MODEL, workdir / "results")
+    return json.loads(saved.read_text())[0]["test_auc"], seconds
+
+
+def compare(tasks: list[str], overrides: tuple[str, ...] = (), workdir: Path | None = None) -> list[dict]:
+    """Per task: MOSAIC's and the peer's test AUROC and probe seconds on the same activations and rows."""
+    peer = _peer_modules()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mosaic-parity-") as scratch:
+        workdir = Path(workdir or scratch)
+        for task in tasks:
+            cfg = compose("dataset=sae_probes", f"dataset.task={task}", *SUITE_PROTOCOL, *overrides)
+            results, matrix = _job_features(cfg, workdir / "jobs" / task)
+            peer_auroc, peer_seconds = _peer_run(peer, matrix, task, workdir)
+            rows.append({"task": task, "rows": matrix.shape[0], "features": matrix.shape[1],
+                         "mosaic_auroc": results["metrics"]["auroc"], "peer_auroc": peer_auroc,
+                         "gap": abs(results["metrics"]["auroc"] - peer_auroc),
+                         "mosaic_s": results["timings_s"]["probe"], "peer_s": peer_seconds})
+    return rows
+
+
+def figure(quick: bool = False) -> dict:
+    """`make bench`'s parity figure: every fifth binary task of the suite (23; two with `quick`) on MiniLM layer 3."""
+    from mosaic.data.sae_probes import tasks
+
+    binary = [task for task, kind in tasks().items() if kind == "binary"]
+    rows = compare(binary[:2] if quick else binary[::5])
+    return {**summary(rows), "rows": rows}
+
+
+def summary(rows: list[dict]) -> dict:
+    """The figure: how many tasks agree within 0.01 test AUROC, the largest gap, and MOSAIC's time over the peer's."""
+    return {"tasks": len(rows), "within_0.01": sum(row["gap"] <= 0.01 for row in rows),
+            "max_gap": max(row["gap"] for row in rows),
+            "time_ratio": sum(row["mosaic_s"] for row in rows) / sum(row["peer_s"] for row in rows)}
