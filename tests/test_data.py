@@ -150,3 +150,13 @@ def test_an_unknown_suite_task_is_one_line_naming_it():
         from mosaic.data.sae_probes import read_ood
 
         read_ood("95_toxic_is")
+
+
+def test_the_suite_experiment_sweeps_every_binary_task_of_the_installed_suite():
+    from omegaconf import OmegaConf
+
+    from mosaic.config import CONF_DIR
+    from mosaic.data.sae_probes import tasks
+
+    swept = OmegaConf.load(CONF_DIR / "experiment" / "sae_probes_suite.yaml").hydra.sweeper.params["dataset.task"]
+    assert swept.split(",") == [task for task, kind in tasks().items() if kind == "binary"]
