@@ -1,13 +1,16 @@
 """Probes: classifiers on document features, trained on train, tuned on validation.
 
-`fit_probe` is the stage's one entry point; `probe.type` picks the fitter in `PROBE_TYPES` (the
-logistic probe for `linear` and `sklearn`, the decision tree for `tree`). Every fitted probe is a
-`Probe` (`base.py`): `predict_proba`, `predict`, `n_features`, `evidence()` and `save`, and
+`fit_probe` is the stage's one entry point; `probe.type` picks its `ProbeType` in `PROBE_TYPES`: the
+logistic probe (`linear`, `sklearn`), the decision tree (`tree`) and the baselines the field compares
+against (`pca`, `diff_of_means`, `knn`, `mlp`, `boosted_trees`). Every fitted probe is a `Probe`
+(`base.py`): `predict_proba`, `predict`, `n_features`, `evidence()`, `save` and `widened`, and
 `load_probe` reads any of them back by the kind its `probe.json` records.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +19,52 @@ import scipy.sparse as sp
 from omegaconf import OmegaConf
 
 from mosaic.probes.base import Probe
+from mosaic.probes.linear_baselines import fit_diff_of_means_probe, fit_pca_probe
 from mosaic.probes.logistic import TrainedProbe, fit_logistic_probe
+from mosaic.probes.nonlinear import BoostedProbe, KNNProbe, MLPProbe, fit_boosted_probe, fit_knn_probe, fit_mlp_probe
 from mosaic.probes.sparse import fit_k_sparse
 from mosaic.probes.storage import read_probe
 from mosaic.probes.tree import TreeProbe, fit_tree_probe
 
+
+@dataclass(frozen=True)
+class ProbeType:
+    """One `probe.type`: its fitter, the summary key of the hyper-parameter it chooses on validation (None:
+    it chooses nothing), and how that choice is configured (for results.json).
+
+    A fitter is `fit(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=..., only=...)`; `only`
+    fixes the chosen value, for the refit on train + validation.
+    """
+
+    fit: Callable[..., Probe]
+    chooses: str | None
+    configured: Callable[[Any], Any]
+
+
+def _search(cfg) -> str:
+    return "the sparse-probing suite's grid"
+
+
 # probe.type -> how it is fitted; probe.json's kind -> how it is read back.
-PROBE_TYPES = {"linear": fit_logistic_probe, "sklearn": fit_logistic_probe, "tree": fit_tree_probe}
-KINDS = {TrainedProbe.kind: TrainedProbe, TreeProbe.kind: TreeProbe}
+PROBE_TYPES: dict[str, ProbeType] = {
+    "linear": ProbeType(fit_logistic_probe, "C", lambda cfg: list(cfg.C_grid) or cfg.C),
+    "sklearn": ProbeType(fit_logistic_probe, "C", lambda cfg: list(cfg.C_grid) or cfg.C),
+    "tree": ProbeType(fit_tree_probe, "max_depth", lambda cfg: list(cfg.depth_grid)),
+    "pca": ProbeType(fit_pca_probe, "n_components", _search),
+    "diff_of_means": ProbeType(fit_diff_of_means_probe, None, _search),
+    "knn": ProbeType(fit_knn_probe, "n_neighbors", _search),
+    "mlp": ProbeType(fit_mlp_probe, "draw", _search),
+    "boosted_trees": ProbeType(fit_boosted_probe, "draw", _search),
+}
+KINDS = {kind.kind: kind for kind in (TrainedProbe, TreeProbe, KNNProbe, MLPProbe, BoostedProbe)}
 
 
-def _fit(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger) -> Probe:
-    fitter = PROBE_TYPES[cfg.type]
+def _fit(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger, only=None) -> Probe:
+    fitter = PROBE_TYPES[cfg.type].fit
     if cfg.k is not None:
-        return fit_k_sparse(fitter, cfg.k, x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger)
-    return fitter(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger)
-
-
-def _as_chosen(cfg, probe: Probe):
-    """`cfg` with each grid collapsed to the value `probe` chose (or, with nothing to choose on, its configured C
-    and its first depth)."""
-    chosen = {name: value["chosen"] for name, value in effective_hyperparameters(probe, cfg).items()}
-    depth = chosen.get("max_depth") or cfg.depth_grid[0]
-    return OmegaConf.merge(cfg, {"C": chosen.get("C", cfg.C), "C_grid": [], "depth_grid": [depth]})
+        return fit_k_sparse(fitter, cfg.k, x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger,
+                            only=only)
+    return fitter(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger, only=only)
 
 
 def select_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> Probe:
@@ -61,8 +87,9 @@ def refit_probe(selected: Probe, x_train, y_train, x_val, y_val, n_classes: int,
     if x_val.shape[0] == 0:
         return selected
     stack = sp.vstack if sp.issparse(x_train) else np.vstack
+    chooses = PROBE_TYPES[cfg.type].chooses
     refitted = _fit(stack([x_train, x_val]), np.concatenate([y_train, y_val]), x_val[:0], y_val[:0], n_classes,
-                    _as_chosen(cfg, selected), seed, logger)
+                    cfg, seed, logger, only=selected.summary.get(chooses) if chooses else None)
     refitted.summary = {**selected.summary, **refitted.summary, "refit_on": "train+val"}
     return refitted
 
@@ -87,10 +114,11 @@ def effective_hyperparameters(probe: Probe, cfg) -> dict[str, dict[str, Any]]:
     For results.json, reports and W&B, so a reader sees the C (or tree depth) a grid chose beside
     the configured value. A loaded probe reports what it was trained with.
     """
-    if probe.kind == TreeProbe.kind:
-        chosen = {"max_depth": {"configured": list(cfg.depth_grid), "chosen": probe.summary.get("max_depth")}}
-    else:
-        chosen = {"C": {"configured": list(cfg.C_grid) or cfg.C, "chosen": probe.summary.get("C", cfg.C)}}
+    probe_type = PROBE_TYPES[cfg.type]
+    chosen = {}
+    if probe_type.chooses:
+        chosen[probe_type.chooses] = {"configured": probe_type.configured(cfg),
+                                      "chosen": probe.summary.get(probe_type.chooses)}
     if "k" in probe.summary:
         chosen["k"] = {"configured": cfg.k, "chosen": probe.summary["k"]}
     return chosen

@@ -121,7 +121,7 @@ def _fit_sklearn(x_train, y_train, n_classes: int, class_weights: np.ndarray, cf
 
 
 def fit_logistic_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int,
-                       logger=False) -> TrainedProbe:
+                       logger=False, only: float | None = None) -> TrainedProbe:
     """Fit the logistic probe a `ProbeConfig` describes (`type` linear or sklearn).
 
     With `cfg.scale`, columns are divided by their maximum absolute training value first (sparsity
@@ -149,8 +149,8 @@ def fit_logistic_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed
         weight, bias, summary = fit_with(OmegaConf.merge(cfg, {"C": C}))
         return TrainedProbe(weight, bias, {**summary, "C": C})
 
-    if not cfg.C_grid:
-        fitted = fit_at(cfg.C)
+    if only is not None or not cfg.C_grid:
+        fitted = fit_at(cfg.C if only is None else only)
     else:
         _, fitted, scores = best_on_validation(cfg.C_grid, fit_at, x_val_scaled, y_val, cfg.select_by)
         fitted.summary[f"val_{cfg.select_by}_by_C"] = scores

@@ -49,10 +49,11 @@ def best_on_validation(candidates: Iterable[Any], fit: Callable[[Any], Any], x_v
 
     Returns the winning value, its probe and every candidate's validation score (keyed by
     `str(value)`; None where the metric is undefined, e.g. AUROC on one class); the test split
-    plays no part. A single candidate is fitted and returned without scoring.
+    plays no part. A single candidate, or any candidates without validation rows to score them on,
+    gives the first candidate, unscored.
     """
     candidates = list(candidates)
-    if len(candidates) == 1:
+    if len(candidates) == 1 or len(y_val) == 0:
         return candidates[0], fit(candidates[0]), {}
     best, best_score, scores = None, -np.inf, {}
     for value in candidates:

@@ -38,14 +38,16 @@ def rank_features(x_train, y_train: np.ndarray) -> np.ndarray:
     return np.argsort(-score, kind="stable")
 
 
-def fit_k_sparse(fitter, k: int, x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False):
+def fit_k_sparse(fitter, k: int, x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False,
+                 **options):
     """`fitter`'s probe on the top `k` features only, widened back to read every feature (the rest weigh 0).
 
-    Its summary records `k` and the selected features in rank order.
+    Its summary records `k` and the selected features in rank order; `options` go to `fitter`.
     """
     width = x_train.shape[1]
     columns = rank_features(x_train, y_train)[: min(k, width)]
-    probe = fitter(x_train[:, columns], y_train, x_val[:, columns], y_val, n_classes, cfg, seed, logger=logger)
+    probe = fitter(x_train[:, columns], y_train, x_val[:, columns], y_val, n_classes, cfg, seed, logger=logger,
+                   **options)
     widened = probe.widened(columns, width)
     widened.summary = {**probe.summary, "k": len(columns), "selected_features": columns.tolist()}
     return widened

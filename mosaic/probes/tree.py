@@ -110,7 +110,8 @@ def _from_sklearn(tree: DecisionTreeClassifier, n_classes: int, n_features: int)
     )
 
 
-def fit_tree_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False) -> TreeProbe:
+def fit_tree_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False,
+                   only: int | None = None) -> TreeProbe:
     """Fit one tree per depth of `cfg.depth_grid`; keep the best on validation macro F1 (shallowest on ties).
 
     Trees split on thresholds and need no feature scaling; they log no training curve (`logger`).
@@ -124,6 +125,7 @@ def fit_tree_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: in
         probe.summary = {"max_depth": depth, "depth": int(tree.get_depth()), "leaves": int(tree.get_n_leaves())}
         return probe
 
-    _, probe, scores = best_on_validation(sorted(cfg.depth_grid), fit_at, x_val, y_val, cfg.select_by)
+    grid = [only] if only is not None else sorted(cfg.depth_grid)
+    _, probe, scores = best_on_validation(grid, fit_at, x_val, y_val, cfg.select_by)
     probe.summary[f"val_{cfg.select_by}_by_depth"] = scores
     return probe
