@@ -60,13 +60,14 @@ def _peer_run(peer: dict, matrix: np.ndarray, task: str, workdir: Path) -> tuple
     # The peer's layout is torch.save's; MOSAIC writes it for the peer and never reads it back.
     torch.save(torch.from_numpy(matrix), folder / f"{task}_{_PEER_HOOK}.pt")
     baselines = peer["run_baselines"]
+    saved = baselines.get_baseline_save_path(task, _PEER_HOOK, "logreg", _PEER_MODEL, workdir / "results")
+    saved.unlink(missing_ok=True)  # the peer skips a task whose results exist: never read an earlier run's
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the peer's unconverged large-C fits warn on every task
         baselines.run_baseline_dataset_layer(_PEER_HOOK, task, "logreg", model_name=_PEER_MODEL,
                                              model_cache_path=workdir, results_path=workdir / "results", seed=42)
     seconds = time.perf_counter() - start
-    saved = baselines.get_baseline_save_path(task, _PEER_HOOK, "logreg", _PEER_MODEL, workdir / "results")
     return json.loads(saved.read_text())[0]["test_auc"], seconds
 
 

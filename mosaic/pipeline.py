@@ -128,8 +128,8 @@ def _held_out_metrics(cfg: DictConfig, selected: Probe, data: LabelledDocuments,
     """Test metrics (the headline), validation metrics of the probe as selected (before any refit, which
     trains on validation), and cross-validation when asked."""
     metrics = classification_metrics(data.labels[splits.test], test_proba, data.label_names)
-    metrics["val"] = classification_metrics(data.labels[splits.val],
-                                            selected.predict_proba(features.matrix[splits.val]), data.label_names)
+    metrics["val"] = None if len(splits.val) == 0 else classification_metrics(
+        data.labels[splits.val], selected.predict_proba(features.matrix[splits.val]), data.label_names)
     if cfg.probe.cv_folds and not cfg.probe.load:
         with watch.time("cv"):
             metrics["cv"] = _cross_validation(cfg, data, splits, features)

@@ -122,7 +122,7 @@ class Tracker:
 
         metrics = results["metrics"]
         scalars = {f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
-        scalars.update({f"val/{k}": v for k, v in metrics["val"].items() if isinstance(v, (int, float))})
+        scalars.update({f"val/{k}": v for k, v in (metrics["val"] or {}).items() if isinstance(v, (int, float))})
         if "cv" in metrics:
             scalars.update({f"cv/{k}": metrics["cv"][k] for k in ("macro_f1_mean", "macro_f1_std")})
         scalars.update({f"chosen/{name}": value["chosen"] for name, value in results["hyperparameters"].items()})
@@ -165,12 +165,13 @@ def summary_table(results: dict[str, Any]) -> str:
     """A few aligned lines a researcher reads at the end of a run."""
     cfg, metrics, features = results["config"], results["metrics"], results["features"]
     auroc = metrics["auroc"]
+    validation = "none (no validation rows)" if metrics["val"] is None else f"{metrics['val']['macro_f1']:.3f}"
     chosen = "   ".join(f"{name} {value['chosen']}" for name, value in results["hyperparameters"].items())
     rows = [
         ("job", f"{cfg['dataset']['name']} | {cfg['model']['name']} layer {cfg['layer']} | "
                 f"{features['type']} ({features['n_features']} features) | pooling {cfg['pooling']['method']} | "
                 f"binarize {cfg['binarize']['method']} | probe {cfg['probe']['type']} ({chosen})"),
-        ("macro F1", f"test {metrics['macro_f1']:.3f}   validation {metrics['val']['macro_f1']:.3f}"),
+        ("macro F1", f"test {metrics['macro_f1']:.3f}   validation {validation}"),
     ]
     if "cv" in metrics:
         cv = metrics["cv"]

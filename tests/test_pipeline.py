@@ -299,3 +299,12 @@ def test_a_refitted_probe_reports_the_validation_scores_it_was_selected_on(tmp_p
     assert refitted["hyperparameters"]["C"]["chosen"] == selected["hyperparameters"]["C"]["chosen"]
     assert refitted["metrics"]["val"] == selected["metrics"]["val"]
     assert refitted["metrics"]["auroc"] != selected["metrics"]["auroc"]  # the final probe did change
+
+
+def test_a_job_with_too_few_training_rows_for_validation_says_so(tmp_path):
+    """regime=scarcity with three training rows keeps no validation rows: no validation metrics, no crash."""
+    cfg = compose_config(*TINY_HIDDEN, "dataset.limit=null", "regime=scarcity", "regime.n_train=3", "probe=sklearn")
+    results = run(cfg, tmp_path / "job")
+    assert results["splits"]["train"] == 3 and results["splits"]["val"] == 0
+    assert results["metrics"]["val"] is None and results["metrics"]["auroc"] is not None
+    assert results["splits"]["regime"]["type"] == "scarcity"

@@ -329,3 +329,31 @@ def test_without_validation_rows_a_probe_keeps_its_configured_setting(probe_type
         assert probe.summary["C"] == 0.5
         alone = _fit(probe_type, features, labels, train, no_val, C=0.5)
         np.testing.assert_allclose(probe.weight, alone.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_a_k_sparse_refit_keeps_the_features_it_was_selected_with():
+    from mosaic.probes.sparse import rank_features
+
+    features, labels, train, val, test = _sparse_problem(8, n_classes=2)  # train+val would rank another top 8
+    probe = _fit("sklearn", features, labels, train, val, k=8, refit=True, C_grid=[0.1, 10.0])
+    assert probe.summary["refit_on"] == "train+val"
+    assert probe.summary["selected_features"] == rank_features(features[train], labels[train])[:8].tolist()
+    both = np.concatenate([train, val])
+    assert set(probe.summary["selected_features"]) != set(rank_features(features[both], labels[both])[:8].tolist())
+
+
+def test_auroc_undefined_on_a_one_class_validation_split_falls_back_to_macro_f1():
+    from mosaic.probes.selection import best_on_validation, macro_f1
+
+    features, labels, train, val, test = _sparse_problem(8, n_classes=2)
+    one_class = val[labels[val] == 1]
+    probes = {}
+
+    def fit(C):
+        probes[C] = _fit("sklearn", features, labels, train, train[:0], C=C)
+        return probes[C]
+
+    chosen, _, scores = best_on_validation([0.001, 10.0], fit, features[one_class], labels[one_class], "auroc")
+    expected = {C: macro_f1(labels[one_class], probe.predict(features[one_class])) for C, probe in probes.items()}
+    assert scores["selected_by"].startswith("macro_f1")
+    assert chosen == max(expected, key=expected.get)

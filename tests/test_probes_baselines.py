@@ -69,7 +69,7 @@ def test_knn_mlp_and_boosted_trees_predict_what_their_libraries_predict():
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.neural_network import MLPClassifier
 
-    from mosaic.probes.nonlinear import _BOOSTED_SPACE, _MLP_SPACE, _draws
+    from mosaic.probes.nonlinear import boosted_draws, mlp_draws
 
     features, labels, train, val, test = _problem(2, n_classes=3)
     z = _standardised(features, train)
@@ -77,10 +77,10 @@ def test_knn_mlp_and_boosted_trees_predict_what_their_libraries_predict():
               for name in ("knn", "mlp", "boosted_trees")}
     knn = KNeighborsClassifier(n_neighbors=fitted["knn"].summary["n_neighbors"]).fit(z[train], labels[train])
     np.testing.assert_allclose(fitted["knn"].predict_proba(features[test]), knn.predict_proba(z[test]))
-    mlp_setting = _draws(_MLP_SPACE, 1, 0)[fitted["mlp"].summary["draw"]]
+    mlp_setting = mlp_draws(1, 0)[fitted["mlp"].summary["draw"]]
     mlp = MLPClassifier(max_iter=1000, random_state=0, **mlp_setting).fit(z[train], labels[train])
     np.testing.assert_allclose(fitted["mlp"].predict_proba(features[test]), mlp.predict_proba(z[test]), atol=1e-6)
-    boosted_setting = _draws(_BOOSTED_SPACE, 10, 0)[fitted["boosted_trees"].summary["draw"]]
+    boosted_setting = boosted_draws(10, 0)[fitted["boosted_trees"].summary["draw"]]
     boosted = xgboost.XGBClassifier(**boosted_setting, eval_metric="logloss", random_state=0, n_jobs=1)
     boosted.fit(z[train], labels[train])
     np.testing.assert_allclose(fitted["boosted_trees"].predict_proba(features[test]), boosted.predict_proba(z[test]),

@@ -71,3 +71,31 @@ def test_mosaics_suite_protocol_gives_the_peers_test_auroc_on_the_same_activatio
     for row in rows:
         assert row["gap"] <= 0.01, row
         assert 0.5 < row["peer_auroc"] < 1  # the tiny random model still separates somewhat: not a degenerate case
+
+
+def test_the_covariate_shift_pool_is_the_peers_ood_training_draw(peer):
+    from mosaic.config import compose
+    from mosaic.data import draw_splits, load_labelled_documents
+
+    cfg = compose("dataset=sae_probes", "dataset.task=87_glue_cola", "regime=covariate_shift", "seed=42")
+    data, splits = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)
+    labels = peer.utils_data.get_yvals("87_glue_cola")[:1500]  # what get_OOD_traintest reads
+    their_train, _ = peer.utils_data.get_train_test_indices(labels, 1024, 0, pos_ratio=0.5, seed=42)
+    assert sorted(np.concatenate([splits.train, splits.val]).tolist()) == sorted(their_train.tolist())
+
+
+def test_the_mlp_and_xgboost_settings_are_the_peers_draws(peer):
+    from mosaic.probes.nonlinear import BOOSTED_SEARCH, boosted_draws, mlp_draws
+
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(200, 8)).astype(np.float32), np.tile([0, 1], 100)
+    found = peer.utils_training.find_best_mlp(features[:150], labels[:150], features[150:], labels[150:], seed=42)
+    theirs = found.classifier.get_params()
+    ours = mlp_draws(1, 42)[0]
+    assert tuple(theirs["hidden_layer_sizes"]) == ours["hidden_layer_sizes"]
+    assert theirs["learning_rate_init"] == pytest.approx(ours["learning_rate_init"])
+    assert theirs["alpha"] == pytest.approx(ours["alpha"])
+    boosted = peer.utils_training.find_best_xgboost(features[:150], labels[:150], features[150:], labels[150:],
+                                                   seed=42).classifier.get_params()
+    assert any(all(boosted[name] == pytest.approx(value) for name, value in draw.items())
+               for draw in boosted_draws(BOOSTED_SEARCH, 42))

@@ -12,7 +12,8 @@ the sparse-probing suite (Kantamneni et al. 2025; sae-probes' `get_train_test_in
   from the normal pool; training rows at `positive_fraction` (as many as the pool allows at the most
   extreme fraction, 0.05 or 0.95, so the size does not move with the fraction); the normal pool with
   `label_noise` of its labels flipped (validation included, as in the suite).
-- `covariate_shift`: the normal pool, tested on the task's out-of-distribution set.
+- `covariate_shift`: a balanced pool of `max_train` rows drawn from the task's first 1,500 (the
+  suite's `get_OOD_traintest`), tested on the task's out-of-distribution set.
 
 Deliberate differences from the suite, so that one dataset and seed has one test set: the test set
 is always the normal one (the suite redraws it for scarcity and imbalance, at the training fraction),
@@ -36,6 +37,8 @@ from mosaic.errors import DataError, NotApplicableError
 _EXTREME_FRACTIONS = (0.05, 0.95)
 # The suite keeps at least this many rows out of training for testing.
 _MIN_TEST = 100
+# The suite's covariate-shift training draw reads only a task's first rows.
+_SHIFT_ROWS = 1500
 
 
 def _draw_balanced(rng: np.random.RandomState, positives: np.ndarray, negatives: np.ndarray, size: int,
@@ -59,11 +62,17 @@ def normal_indices(labels: np.ndarray, seed: int, max_train: int) -> tuple[np.nd
     if n_train < 2:
         raise DataError(f"the suite's protocol needs more than {_MIN_TEST + 1} documents; this dataset has {n_rows}: "
                         "use regime=none")
+    return balanced_indices(labels, seed, n_train, n_rows - n_train - 1)
+
+
+def balanced_indices(labels: np.ndarray, seed: int, n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The suite's `get_train_test_indices` at a positive fraction of 0.5: a balanced training pool in random
+    order, then a balanced test set from the other rows (as far as each class allows)."""
     rng = np.random.RandomState(seed)
     positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     train_positive, train_negative, balanced_pool = _draw_balanced(rng, positives, negatives, n_train)
     rest_positive, rest_negative = np.setdiff1d(positives, train_positive), np.setdiff1d(negatives, train_negative)
-    test_positive, test_negative, balanced = _draw_balanced(rng, rest_positive, rest_negative, n_rows - n_train - 1)
+    test_positive, test_negative, balanced = _draw_balanced(rng, rest_positive, rest_negative, n_test)
     pool = rng.permutation(np.concatenate([train_positive, train_negative]))
     test = rng.permutation(np.concatenate([test_positive, test_negative]))
     return pool, test, {"balanced_pool": balanced_pool, "balanced_test": balanced}
@@ -141,7 +150,8 @@ def _label_noise(data, dataset_cfg, cfg, seed):
 def _covariate_shift(data, dataset_cfg, cfg, seed):
     from mosaic.data.sae_probes import read_ood
 
-    pool, _, notes = normal_indices(data.labels[: cfg.max_rows], seed, cfg.max_train)
+    rows = data.labels[:_SHIFT_ROWS]
+    pool, _, notes = balanced_indices(rows, seed, min(cfg.max_train, len(rows)), 0)
     shifted = read_ood(dataset_cfg.task)
     targets = shifted["target"].astype(str)
     unknown = sorted(set(targets) - set(data.label_names))
@@ -151,7 +161,8 @@ def _covariate_shift(data, dataset_cfg, cfg, seed):
     joined = LabelledDocuments([*data.documents, *shifted["prompt"].astype(str)],
                                np.concatenate([data.labels, codes]), data.label_names)
     test = np.arange(len(data.documents), len(joined.documents))
-    return joined, _splits(joined, pool, test, cfg, {"type": "covariate_shift", "test": "out-of-distribution set"})
+    return joined, _splits(joined, pool, test, cfg, {"type": "covariate_shift", "test": "out-of-distribution set",
+                                                     "balanced_pool": notes["balanced_pool"]})
 
 
 # regime.type -> how documents are drawn.

@@ -59,11 +59,11 @@ PROBE_TYPES: dict[str, ProbeType] = {
 KINDS = {kind.kind: kind for kind in (TrainedProbe, TreeProbe, KNNProbe, MLPProbe, BoostedProbe)}
 
 
-def _fit(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger, only=None) -> Probe:
+def _fit(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger, only=None, columns=None) -> Probe:
     fitter = PROBE_TYPES[cfg.type].fit
     if cfg.k is not None:
         return fit_k_sparse(fitter, cfg.k, x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger,
-                            only=only)
+                            columns=columns, only=only)
     return fitter(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=logger, only=only)
 
 
@@ -82,14 +82,16 @@ def refit_probe(selected: Probe, x_train, y_train, x_val, y_val, n_classes: int,
                 logger=False) -> Probe:
     """The setting `selected` chose, fitted once more on train + validation (`probe.refit`, the suite's final fit).
 
-    Its validation scores are no longer held out: report those of `selected`.
+    A k-sparse probe keeps the features it was selected with. Its validation scores are no longer held
+    out: report those of `selected`.
     """
     if x_val.shape[0] == 0:
         return selected
     stack = sp.vstack if sp.issparse(x_train) else np.vstack
     chooses = PROBE_TYPES[cfg.type].chooses
     refitted = _fit(stack([x_train, x_val]), np.concatenate([y_train, y_val]), x_val[:0], y_val[:0], n_classes,
-                    cfg, seed, logger, only=selected.summary.get(chooses) if chooses else None)
+                    cfg, seed, logger, only=selected.summary.get(chooses) if chooses else None,
+                    columns=selected.summary.get("selected_features"))
     refitted.summary = {**selected.summary, **refitted.summary, "refit_on": "train+val"}
     return refitted
 

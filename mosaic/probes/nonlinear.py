@@ -179,9 +179,22 @@ class MLPProbe(_Standardised):
         return _full_proba(proba, self.classes, self.n_classes)
 
 
-def _draws(space: dict[str, list], count: int, seed: int) -> list[dict[str, Any]]:
+def boosted_draws(count: int, seed: int) -> list[dict[str, Any]]:
+    """The suite's XGBoost settings: `random.Random(seed).choice` per key, in its order."""
     rng = random.Random(seed)
-    return [{name: rng.choice(values) for name, values in space.items()} for _ in range(count)]
+    return [{name: rng.choice(values) for name, values in _BOOSTED_SPACE.items()} for _ in range(count)]
+
+
+def mlp_draws(count: int, seed: int) -> list[dict[str, Any]]:
+    """The suite's MLP settings: NumPy's `RandomState(seed)`, drawing the layers, the rate, then the penalty."""
+    rng = np.random.RandomState(seed)
+    draws = []
+    for _ in range(count):
+        layers = _MLP_SPACE["hidden_layer_sizes"][rng.randint(len(_MLP_SPACE["hidden_layer_sizes"]))]
+        rate = _MLP_SPACE["learning_rate_init"][rng.randint(len(_MLP_SPACE["learning_rate_init"]))]
+        draws.append({"hidden_layer_sizes": layers, "learning_rate_init": rate,
+                      "alpha": float(rng.choice(_MLP_SPACE["alpha"]))})
+    return draws
 
 
 def fit_mlp_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False,
@@ -191,7 +204,7 @@ def fit_mlp_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int
     x_train = dense(x_train)
     shared = _standardise(x_train, y_train, n_classes)
     rows = (x_train - shared["mean"]) / shared["scale"]
-    draws = _draws(_MLP_SPACE, MLP_SEARCH, seed)
+    draws = mlp_draws(MLP_SEARCH, seed)
 
     def fit_at(index: int) -> MLPProbe:
         model = MLPClassifier(max_iter=1000, random_state=seed, **draws[index]).fit(rows, y_train)
@@ -236,7 +249,7 @@ def fit_boosted_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed:
     shared = _standardise(x_train, y_train, n_classes)
     rows = (x_train - shared["mean"]) / shared["scale"]
     classes, encoded = np.unique(y_train, return_inverse=True)
-    draws = _draws(_BOOSTED_SPACE, BOOSTED_SEARCH, seed)
+    draws = boosted_draws(BOOSTED_SEARCH, seed)
 
     def fit_at(index: int) -> BoostedProbe:
         model = xgboost.XGBClassifier(**draws[index], eval_metric="logloss", random_state=seed, n_jobs=1)

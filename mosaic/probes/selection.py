@@ -50,16 +50,18 @@ def best_on_validation(candidates: Iterable[Any], fit: Callable[[Any], Any], x_v
     Returns the winning value, its probe and every candidate's validation score (keyed by
     `str(value)`; None where the metric is undefined, e.g. AUROC on one class); the test split
     plays no part. A single candidate, or any candidates without validation rows to score them on,
-    gives the first candidate, unscored.
+    gives the first candidate, unscored. Where `metric` is undefined for every candidate (AUROC on a
+    validation split with one class), macro F1 chooses, and the scores say so under "selected_by".
     """
     candidates = list(candidates)
     if len(candidates) == 1 or len(y_val) == 0:
         return candidates[0], fit(candidates[0]), {}
-    best, best_score, scores = None, -np.inf, {}
-    for value in candidates:
-        probe = fit(value)
-        scores[str(value)] = SELECTION_METRICS[metric](probe, x_val, y_val)
-        score = -np.inf if scores[str(value)] is None else scores[str(value)]
-        if best is None or score > best_score:
-            best, best_score = (value, probe), score
-    return best[0], best[1], scores
+    probes = [fit(value) for value in candidates]
+    scores = [SELECTION_METRICS[metric](probe, x_val, y_val) for probe in probes]
+    note = {}
+    if all(score is None for score in scores):
+        scores = [SELECTION_METRICS["macro_f1"](probe, x_val, y_val) for probe in probes]
+        note = {"selected_by": f"macro_f1 ({metric} is undefined on this validation split)"}
+    ranked = [-np.inf if score is None else score for score in scores]
+    best = int(np.argmax(ranked))  # the first best on ties
+    return candidates[best], probes[best], {**{str(v): s for v, s in zip(candidates, scores, strict=True)}, **note}

@@ -39,13 +39,15 @@ def rank_features(x_train, y_train: np.ndarray) -> np.ndarray:
 
 
 def fit_k_sparse(fitter, k: int, x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False,
-                 **options):
+                 columns: list[int] | None = None, **options):
     """`fitter`'s probe on the top `k` features only, widened back to read every feature (the rest weigh 0).
 
-    Its summary records `k` and the selected features in rank order; `options` go to `fitter`.
+    Its summary records `k` and the selected features in rank order; `options` go to `fitter`. Given
+    `columns` (a refit of a selected probe), those are kept instead of ranking again: the setting chosen
+    on validation was chosen for them. (The suite ranks once, on training and validation rows together.)
     """
     width = x_train.shape[1]
-    columns = rank_features(x_train, y_train)[: min(k, width)]
+    columns = rank_features(x_train, y_train)[: min(k, width)] if columns is None else np.asarray(columns)
     probe = fitter(x_train[:, columns], y_train, x_val[:, columns], y_val, n_classes, cfg, seed, logger=logger,
                    **options)
     widened = probe.widened(columns, width)

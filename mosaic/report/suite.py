@@ -38,11 +38,18 @@ def _label(setting: dict[str, Any], leave_out: str | None = None) -> str:
     return ", ".join(parts) or "(one method)"
 
 
+def _row(cell: Cell) -> str:
+    """A dataset's row name: its name, and any other dataset key that varies (a `limit`, a path)."""
+    others = [f"{key}={value}" for key, value in sorted(cell.setting.items())
+              if key.startswith("dataset.") and key not in ("dataset.name", "dataset.task")]
+    return ", ".join([cell.dataset, *others])
+
+
 def _scores(cells: list[Cell]) -> dict[str, dict[str, Cell]]:
-    """method -> dataset -> cell, methods in sorted order."""
+    """method -> dataset row -> cell, methods in sorted order."""
     table: dict[str, dict[str, Cell]] = defaultdict(dict)
     for cell in cells:
-        table[_label(cell.setting)][cell.dataset] = cell
+        table[_label(cell.setting)][_row(cell)] = cell
     return dict(sorted(table.items()))
 
 
@@ -54,20 +61,34 @@ def _paired(ours: dict[str, Cell], theirs: dict[str, Cell]) -> dict[str, Any] | 
     if not common:
         return None
     differences = np.array([ours[d].auroc - theirs[d].auroc for d in common])
-    nonzero = differences[differences != 0]
-    p_value = float(wilcoxon(nonzero).pvalue) if len(nonzero) else 1.0
+    # The test sees what the counts see: a difference within the tie band is no difference.
+    beyond_tie = differences[abs(differences) > TIE]
+    p_value = float(wilcoxon(beyond_tie).pvalue) if len(beyond_tie) else 1.0
     return {"datasets": len(common), "wins": int((differences > TIE).sum()),
             "ties": int((abs(differences) <= TIE).sum()), "losses": int((differences < -TIE).sum()),
             "mean_difference": float(differences.mean()), "p_value": p_value}
+
+
+def _holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: each comparison's p-value, corrected for all of them being tested."""
+    order = np.argsort(p_values)
+    adjusted, running = np.empty(len(p_values)), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
 
 
 def _comparisons(table: dict[str, dict[str, Cell]]) -> list[dict[str, Any]]:
     def is_sae(method: str) -> bool:
         return next(iter(table[method].values())).first("features") == "sae"
 
-    return [{"sae": ours, "baseline": theirs, **paired}
-            for ours in table if is_sae(ours) for theirs in table if not is_sae(theirs)
-            if (paired := _paired(table[ours], table[theirs])) is not None]
+    found = [{"sae": ours, "baseline": theirs, **paired}
+             for ours in table if is_sae(ours) for theirs in table if not is_sae(theirs)
+             if (paired := _paired(table[ours], table[theirs])) is not None]
+    for comparison, adjusted in zip(found, _holm([c["p_value"] for c in found]), strict=True):
+        comparison["p_holm"] = adjusted
+    return found
 
 
 def _cell_text(cell: Cell | None) -> str:
@@ -88,10 +109,12 @@ def _markdown(table: dict[str, dict[str, Cell]], comparisons: list[dict[str, Any
     lines += ["", f"## SAE methods against the baselines (tie: |AUROC difference| <= {TIE})", ""]
     if not comparisons:
         return "\n".join(lines + ["No SAE method and baseline scored a dataset in common.", ""])
-    lines += ["| SAE method | baseline | datasets | wins / ties / losses | mean difference | Wilcoxon p |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["Wilcoxon p: two-sided signed-rank test of the paired differences beyond the tie band; Holm: the "
+              f"same, adjusted for all {len(comparisons)} comparisons of this table.", "",
+              "| SAE method | baseline | datasets | wins / ties / losses | mean difference | Wilcoxon p | Holm p |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {c['sae']} | {c['baseline']} | {c['datasets']} | {c['wins']} / {c['ties']} / {c['losses']} | "
-              f"{c['mean_difference']:+.3f} | {c['p_value']:.3g} |" for c in comparisons]
+              f"{c['mean_difference']:+.3f} | {c['p_value']:.3g} | {c['p_holm']:.3g} |" for c in comparisons]
     return "\n".join(lines + [""])
 
 
@@ -115,7 +138,8 @@ def _curve(cells: list[Cell], key: str, path: Path) -> Path | None:
         means = [np.mean(points[x]) for x in xs]
         intervals = [confidence_interval(points[x]) or (np.mean(points[x]),) * 2 for x in xs]
         axes.plot(xs, means, marker="o", label=name)
-        axes.fill_between(xs, [low for low, _ in intervals], [high for _, high in intervals], alpha=0.15)
+        axes.fill_between(xs, [max(0, low) for low, _ in intervals], [min(1, high) for _, high in intervals],
+                          alpha=0.15)
     if key in ("probe.k", "regime.n_train"):
         axes.set_xscale("log", base=2)
     axes.set(xlabel=key, ylabel="test AUROC (mean over datasets, 95% interval)", title=f"Suite: AUROC against {key}")
