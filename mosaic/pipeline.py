@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from mosaic.activations.models import resolve_device
 from mosaic.activations.plan import Sweep, saved_trained_encoder
 from mosaic.activations.store import lazy_model
+from mosaic.config import saved_config
 from mosaic.data import LabelledDocuments, Splits, document_hash, draw_splits, load_labelled_documents
 from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
@@ -73,8 +74,9 @@ def _loaded_probes_encoder(cfg: DictConfig, protected: frozenset[str]):
     return saved_trained_encoder({"type": "sae", **saved["sae"]}, resolve_device(cfg.model.device).type, protected)
 
 
-def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> Probe:
-    """A saved probe, refused unless it reads features of this width and predicts these classes."""
+def _loaded_probe(path: str, n_features: int, label_names: list[str], cfg: DictConfig) -> tuple[Probe, Any]:
+    """A saved probe, refused unless it reads features of this width and predicts these classes, and the
+    probe settings it was trained with (this job's, for a probe saved before probes kept their config)."""
     probe, metadata = load_probe(path)
     if probe.n_features != n_features:
         raise MosaicError(f"probe.load={path!r} reads {probe.n_features} features but this job's features "
@@ -82,7 +84,9 @@ def _loaded_probe(path: str, n_features: int, label_names: list[str]) -> Probe:
     if metadata["label_names"] != list(label_names):
         raise MosaicError(f"probe.load={path!r} predicts {metadata['label_names']} but this dataset's classes "
                           f"are {list(label_names)}: set dataset.label_names to match")
-    return probe
+    if "config" not in metadata:
+        return probe, cfg.probe
+    return probe, saved_config(metadata["config"]).probe
 
 
 def _nnz_per_doc(matrix) -> float:
@@ -169,9 +173,11 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     try:
         with watch.time("probe"):
             if cfg.probe.load:
-                probe = selected = _loaded_probe(cfg.probe.load, matrix.shape[1], data.label_names)
+                probe, trained_with = _loaded_probe(cfg.probe.load, matrix.shape[1], data.label_names, cfg)
+                selected = probe
             else:
                 probe, selected = _trained_probe(cfg, matrix, labels, splits, n_classes, tracker)
+                trained_with = cfg.probe
                 probe.save(job_dir / PROBE_DIR, {"label_names": data.label_names, "features": described,
                                                "config": config})
         proba = probe.predict_proba(matrix[splits.test])
@@ -187,7 +193,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
             "config": config,
             "inputs": job_inputs(cfg),
             "metrics": metrics,
-            "hyperparameters": effective_hyperparameters(probe, cfg.probe),
+            "hyperparameters": effective_hyperparameters(probe, trained_with),
             "features": described,
             "splits": splits.as_dict(),
             "probe": probe.summary,

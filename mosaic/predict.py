@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from mosaic.activations.models import resolve_device
 from mosaic.activations.plan import saved_trained_encoder
 from mosaic.activations.store import lazy_model
-from mosaic.config import MosaicConfig
+from mosaic.config import saved_config
 from mosaic.data import LabelledDocuments
 from mosaic.errors import MosaicError
 from mosaic.featurize import FeatureContext, build_features, unsplit
@@ -27,8 +26,7 @@ def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndar
     saved, and an SAE trained on a job's own training split cannot be rebuilt from new texts.
     """
     probe, metadata = load_probe(probe_dir)
-    # On the schema, so a probe saved before a key existed reads that key's default.
-    cfg = OmegaConf.merge(OmegaConf.structured(MosaicConfig), metadata["config"])
+    cfg = saved_config(metadata["config"])
     if cfg.features.type == "bow":
         raise MosaicError("predict works with probes on sae or hidden features, not bow (its vocabulary is not saved)")
     if cfg.dataset.modality != "text":

@@ -254,6 +254,8 @@ def test_a_saved_probe_reloads_to_identical_predictions(tmp_path, probe):
     assert loaded.n_features == 32 and metadata["kind"] == trained["config"]["probe"]["type"]
     reused = run(compose_config(*TINY_HIDDEN, f"probe.load={tmp_path / 'train' / 'probe'}"), tmp_path / "eval")
     assert reused["metrics"] == trained["metrics"]
+    # The job loading it is configured as probe=linear: it still reports what the probe chose (a tree's depth).
+    assert reused["hyperparameters"] == trained["hyperparameters"]
     assert not (tmp_path / "eval" / "probe").exists()
 
 

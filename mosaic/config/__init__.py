@@ -33,6 +33,13 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="mosaic_schema", node=MosaicConfig)
 
 
+def saved_config(saved: dict):
+    """A config an earlier job saved, on today's schema: a key added since reads its default."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(OmegaConf.structured(MosaicConfig), saved)
+
+
 def compose(*overrides: str, config_dir: Path | None = None, with_hydra: bool = False):
     """The job config `run.py` would compose for these command-line overrides (for tests and the benchmark).
 
@@ -49,4 +56,4 @@ def compose(*overrides: str, config_dir: Path | None = None, with_hydra: bool = 
 __all__ = ["CHOICES", "CONF_DIR", "OPTION_KEYS", "BinarizeConfig", "DatasetConfig", "FeaturesConfig",
            "LoggerConfig", "ModelConfig", "MosaicConfig", "PoolingConfig", "ProbeConfig", "SAEConfig", "SweepConfig",
            "TransferConfig", "check_group_overrides", "compose", "declared_options", "get_dotted", "register_configs",
-           "validate"]
+           "saved_config", "validate"]

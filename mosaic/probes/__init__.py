@@ -114,7 +114,7 @@ def effective_hyperparameters(probe: Probe, cfg) -> dict[str, dict[str, Any]]:
     """Each selected hyper-parameter as configured (a value or a grid) and as the fitted probe uses it.
 
     For results.json, reports and W&B, so a reader sees the C (or tree depth) a grid chose beside
-    the configured value. A loaded probe reports what it was trained with.
+    the configured value. `cfg` is the probe settings `probe` was trained with: a loaded probe's own.
     """
     probe_type = PROBE_TYPES[cfg.type]
     chosen = {}
