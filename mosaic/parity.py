@@ -30,9 +30,9 @@ SUITE_PROTOCOL = ("features=hidden", "pooling=last", "model.truncation_side=left
 _PEER_MODEL, _PEER_HOOK = "mosaic", "hidden"
 
 
-def _peer_modules():
-    """The peer's modules by name (its package namespace shadows some of them with functions)."""
-    return {name: importlib.import_module(f"sae_probes.{name}") for name in ("run_baselines",)}
+def _peer_baselines():
+    """The peer's `run_baselines` module (imported by name: its package namespace shadows some modules)."""
+    return importlib.import_module("sae_probes.run_baselines")
 
 
 def _job_features(cfg, job_dir: Path):
@@ -51,7 +51,7 @@ def _job_features(cfg, job_dir: Path):
     return results, np.asarray(features.matrix, dtype=np.float32)
 
 
-def _peer_run(peer: dict, matrix: np.ndarray, task: str, workdir: Path) -> tuple[float, float]:
+def _peer_run(baselines, matrix: np.ndarray, task: str, workdir: Path) -> tuple[float, float]:
     """The peer's `logreg` baseline on `matrix` (rows in the task file's order): test AUROC and seconds."""
     import torch
 
@@ -59,7 +59,6 @@ def _peer_run(peer: dict, matrix: np.ndarray, task: str, workdir: Path) -> tuple
     folder.mkdir(parents=True, exist_ok=True)
     # The peer's layout is torch.save's; MOSAIC writes it for the peer and never reads it back.
     torch.save(torch.from_numpy(matrix), folder / f"{task}_{_PEER_HOOK}.pt")
-    baselines = peer["run_baselines"]
     saved = baselines.get_baseline_save_path(task, _PEER_HOOK, "logreg", _PEER_MODEL, workdir / "results")
     saved.unlink(missing_ok=True)  # the peer skips a task whose results exist: never read an earlier run's
     start = time.perf_counter()
@@ -73,14 +72,14 @@ def _peer_run(peer: dict, matrix: np.ndarray, task: str, workdir: Path) -> tuple
 
 def compare(tasks: list[str], overrides: tuple[str, ...] = (), workdir: Path | None = None) -> list[dict]:
     """Per task: MOSAIC's and the peer's test AUROC and probe seconds on the same activations and rows."""
-    peer = _peer_modules()
+    baselines = _peer_baselines()
     rows = []
     with tempfile.TemporaryDirectory(prefix="mosaic-parity-") as scratch:
         workdir = Path(workdir or scratch)
         for task in tasks:
             cfg = compose("dataset=sae_probes", f"dataset.task={task}", *SUITE_PROTOCOL, *overrides)
             results, matrix = _job_features(cfg, workdir / "jobs" / task)
-            peer_auroc, peer_seconds = _peer_run(peer, matrix, task, workdir)
+            peer_auroc, peer_seconds = _peer_run(baselines, matrix, task, workdir)
             rows.append({"task": task, "rows": matrix.shape[0], "features": matrix.shape[1],
                          "mosaic_auroc": results["metrics"]["auroc"], "peer_auroc": peer_auroc,
                          "gap": abs(results["metrics"]["auroc"] - peer_auroc),

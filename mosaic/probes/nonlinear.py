@@ -93,15 +93,17 @@ class _Standardised:
         return cls(**stored, summary=summary)
 
 
-def _standardise(x_train: np.ndarray, y_train: np.ndarray, n_classes: int) -> dict[str, Any]:
+def _standardise(x_train: np.ndarray, y_train: np.ndarray, n_classes: int) -> tuple[dict[str, Any], np.ndarray]:
+    """The fields every baseline shares (standardisation, evidence), and the standardised training rows."""
     scaler = StandardScaler().fit(x_train)
     scale = np.where(scaler.scale_ == 0, 1.0, scaler.scale_)
     z = (x_train - scaler.mean_) / scale
     evidence = np.zeros((n_classes, x_train.shape[1]))
     for c in np.unique(y_train):
         evidence[c] = z[y_train == c].mean(axis=0) - z.mean(axis=0)
-    return {"mean": scaler.mean_, "scale": scale, "columns": np.arange(x_train.shape[1]), "width": x_train.shape[1],
-            "evidence_matrix": evidence, "n_classes": n_classes}
+    shared = {"mean": scaler.mean_, "scale": scale, "columns": np.arange(x_train.shape[1]), "width": x_train.shape[1],
+              "evidence_matrix": evidence, "n_classes": n_classes}
+    return shared, z
 
 
 def _full_proba(proba: np.ndarray, seen: np.ndarray, n_classes: int) -> np.ndarray:
@@ -129,8 +131,7 @@ class KNNProbe(_Standardised):
 def fit_knn_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger=False,
                   only: int | None = None) -> KNNProbe:
     x_train = dense(x_train)
-    shared = _standardise(x_train, y_train, n_classes)
-    rows = (x_train - shared["mean"]) / shared["scale"]
+    shared, rows = _standardise(x_train, y_train, n_classes)
     most = max(1, min(len(x_train) - 1, 100))
     grid = [only] if only is not None else np.unique(np.logspace(0, np.log2(most), num=10, base=2, dtype=int)).tolist()
 
@@ -202,8 +203,7 @@ def fit_mlp_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int
     from sklearn.neural_network import MLPClassifier
 
     x_train = dense(x_train)
-    shared = _standardise(x_train, y_train, n_classes)
-    rows = (x_train - shared["mean"]) / shared["scale"]
+    shared, rows = _standardise(x_train, y_train, n_classes)
     draws = mlp_draws(MLP_SEARCH, seed)
 
     def fit_at(index: int) -> MLPProbe:
@@ -246,8 +246,7 @@ def fit_boosted_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed:
     import xgboost
 
     x_train = dense(x_train)
-    shared = _standardise(x_train, y_train, n_classes)
-    rows = (x_train - shared["mean"]) / shared["scale"]
+    shared, rows = _standardise(x_train, y_train, n_classes)
     classes, encoded = np.unique(y_train, return_inverse=True)
     draws = boosted_draws(BOOSTED_SEARCH, seed)
 
