@@ -100,3 +100,17 @@ def test_covariate_shift_tests_on_the_tasks_out_of_distribution_set():
     assert [data.documents[i] for i in splits.test] == shifted["prompt"].astype(str).tolist()
     assert data.labels[splits.test].tolist() == shifted["target"].astype(int).tolist()  # classes "0" and "1"
     assert splits.train.max() < len(original.documents)
+
+
+def test_an_ood_set_with_other_class_names_is_encoded_by_sorted_position_as_the_suite_does():
+    from sklearn.preprocessing import LabelEncoder
+
+    from mosaic.config import compose
+    from mosaic.data import load_labelled_documents
+    from mosaic.data.sae_probes import read_ood
+
+    cfg = compose("dataset=sae_probes", "dataset.task=90_glue_qnli", "regime=covariate_shift")
+    data, splits = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)
+    peer_codes = LabelEncoder().fit_transform(read_ood("90_glue_qnli")["target"].astype(str))  # the suite's get_xy_OOD
+    assert data.labels[splits.test].tolist() == peer_codes.tolist()
+    assert splits.regime["classes_renamed"] == {"1": "0", "not_entailment": "1"}
