@@ -153,3 +153,51 @@ def test_the_layer_guard_reads_every_hook_name_an_sae_can_carry(tmp_path, hook, 
         assert "\n" not in str(error.value) and message in str(error.value)
     if outcome == "opt in":
         check_sae_fits(sae, d_model=32, layer=layer, allow_any_hook=True)  # the job asked for it
+
+
+@pytest.mark.slow
+def test_a_gemma_scope_params_npz_loads_through_saelens_own_loader(tmp_path, monkeypatch):
+    """The real Gemma Scope path, end to end, for a random Gemma 2 with the 2B's width (2,304).
+
+    A `params.npz` laid out and named as google/gemma-scope-2b-pt-res publishes it sits in a hub
+    cache; SAELens's own pretrained loader reads it (only the download is replaced). Gemma Scope
+    SAEs do not subtract the decoder bias from their input, so the codes MOSAIC caches must equal
+    JumpReLU(x W_enc + b_enc) with the file's threshold.
+    """
+    import io
+
+    from mosaic.activations.store import read_codes
+    from mosaic.cache import cache_root
+    from mosaic.data import load_labelled_documents
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    d_model, d_sae, rng = 2304, 16384, np.random.default_rng(0)
+    arrays = {"w_enc": rng.normal(0, 0.03, (d_model, d_sae)), "w_dec": rng.normal(0, 0.03, (d_sae, d_model)),
+              "b_enc": rng.normal(0, 0.3, d_sae), "b_dec": rng.normal(0, 1.0, d_model),
+              "threshold": rng.uniform(0.2, 0.6, d_sae)}
+    arrays = {name: value.astype(np.float32) for name, value in arrays.items()}
+    npz = io.BytesIO()
+    np.savez(npz, **arrays)
+    fake_hub_file(monkeypatch, tmp_path / "hub", "google/gemma-scope-2b-pt-res",
+                  "layer_1/width_16k/average_l0_102/params.npz", npz.getvalue())
+
+    sae = load_release_sae("gemma-scope-2b-pt-res-canonical", "layer_1/width_16k/canonical")
+    assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
+    assert sae.cfg.apply_b_dec_to_input is False
+    assert (sae.cfg.d_in, sae.cfg.d_sae) == (d_model, d_sae)
+    np.testing.assert_array_equal(sae.threshold.detach().numpy(), arrays["threshold"])
+
+    cfg = compose_config("model=tiny_gemma2", f"model.d_model={d_model}", "model.n_layers=2", "model.n_heads=8",
+                         "layer=1", "sae=gemma_scope", "sae.release=gemma-scope-2b-pt-res-canonical",
+                         "dataset.limit=40", "logger=none", "probe=sklearn")
+    validate(cfg)
+    results = run(cfg, tmp_path / "job")
+    codes, offsets = read_codes(cache_root() / "activations" / results["cache"]["key"])
+    documents = load_labelled_documents(cfg.dataset).documents
+    acts = extract_activations(load_model(cfg.model), documents, [1], cfg.batch_size, cfg.max_length)[1]
+    pre = acts.values.astype(np.float64) @ arrays["w_enc"] + arrays["b_enc"]
+    expected = np.where(pre > arrays["threshold"], pre, 0)
+    assert 0.01 < (expected > 0).mean() < 0.99  # the threshold decides for some latents, not all or none
+    np.testing.assert_array_equal(offsets, acts.offsets)
+    decided = np.abs(pre - arrays["threshold"]) > 1e-3  # float32 against float64 rounding may flip a tie
+    np.testing.assert_allclose(codes.toarray()[decided], expected[decided], atol=2e-4)
