@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from mosaic.activations import LoadedModel
 from mosaic.activations.models import resolve_device
 from mosaic.activations.plan import Sweep, plan_encoders
-from mosaic.activations.store import HIDDEN, Encoder, Request, cached_features, read_codes, read_hidden
+from mosaic.activations.store import HIDDEN, Encoder, Request, cached_features, read_codes, read_hidden, read_quality
 from mosaic.data import LabelledDocuments, Splits
 from mosaic.features import BINARIZE_METHODS, bow_features, pool
 from mosaic.timing import Stopwatch
@@ -121,8 +121,14 @@ def _sae_codes(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context
     if cfg.sae.source == "local":
         sae_identity["path"] = cfg.sae.path
     described = {**_described(cfg, matrix, offsets), "width": matrix.shape[1], "sae": sae_identity,
-                 "l0_per_token": float(codes.getnnz() / max(1, codes.shape[0]))}
+                 "l0_per_token": float(codes.getnnz() / max(1, codes.shape[0])), "sae_quality": _quality(cfg, entry)}
     return Features(matrix, described, None, cache, own)
+
+
+def _quality(cfg: DictConfig, entry) -> dict[str, Any]:
+    """The SAE's quality on this job's documents, and whether they were held out from its training."""
+    trained_on_split = cfg.sae.source == "trained" and cfg.sae.train_corpus == "train_split"
+    return {**read_quality(entry), "held_out": not trained_on_split}
 
 
 # features.type -> how its pooled document features are built.

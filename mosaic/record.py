@@ -127,6 +127,7 @@ class Tracker:
             scalars.update({f"cv/{k}": metrics["cv"][k] for k in ("macro_f1_mean", "macro_f1_std")})
         scalars.update({f"chosen/{name}": value["chosen"] for name, value in results["hyperparameters"].items()})
         scalars.update({f"time/{k}": v for k, v in results["timings_s"].items()})
+        scalars.update({f"sae/{k}": v for k, v in sae_quality_scalars(results["features"]).items()})
         for kind, targets in (results["transfer"] or {}).items():
             scalars.update({f"transfer/{kind}/{name}/macro_f1": m["macro_f1"] for name, m in targets.items()})
         self.run.summary.update(scalars)
@@ -161,6 +162,29 @@ class Tracker:
             self.run = None
 
 
+def sae_quality_scalars(features: dict[str, Any]) -> dict[str, float]:
+    """The SAE's quality as flat numbers (FVU, L0, dead and always-on fractions, next-token loss increase and KL)."""
+    quality = features.get("sae_quality") or {}
+    loss = quality.get("next_token_loss") or {}
+    found = {k: quality.get(k) for k in ("fvu", "l0", "dead_fraction", "always_on_fraction")}
+    found.update({k: loss.get(k) for k in ("ce_increase", "kl", "loss_recovered")})
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _quality_line(quality: dict[str, Any]) -> str:
+    if not quality.get("tokens"):
+        return "quality not measured (no tokens)"
+    line = (f"FVU {quality['fvu']:.3f}   L0 {quality['l0']:.1f}   dead {quality['dead_fraction']:.1%}   "
+            f"always on {quality['always_on_fraction']:.1%}   ({quality['tokens']} tokens")
+    line += ")" if quality["held_out"] else ", not held out: the SAE trained on this training split)"
+    loss = quality.get("next_token_loss")
+    if loss:
+        recovered = "" if loss["loss_recovered"] is None else f", {loss['loss_recovered']:.0%} recovered"
+        line += (f"   next-token loss {loss['ce_clean']:.3f} -> {loss['ce_sae']:.3f} "
+                 f"(+{loss['ce_increase']:.3f}, KL {loss['kl']:.3f}{recovered})")
+    return line
+
+
 def summary_table(results: dict[str, Any]) -> str:
     """A few aligned lines a researcher reads at the end of a run."""
     cfg, metrics, features = results["config"], results["metrics"], results["features"]
@@ -185,6 +209,8 @@ def summary_table(results: dict[str, Any]) -> str:
         ("time (s)", "   ".join(f"{k} {v:.1f}" for k, v in results["timings_s"].items())),
         ("cache", {True: "hit", False: "miss", None: "not used"}[results["cache"]["hit"]]),
     ]
+    if features.get("sae_quality"):
+        rows.append(("SAE", _quality_line(features["sae_quality"])))
     for kind, targets in (results["transfer"] or {}).items():
         if targets:
             rows.append((f"transfer {kind}", "   ".join(f"{name} {m['macro_f1']:.3f}" for name, m in targets.items())))

@@ -61,7 +61,8 @@ def _restore_order(lengths_sorted: np.ndarray, order: np.ndarray) -> tuple[np.nd
     return rows, offsets
 
 
-def _text_inputs(loaded: LoadedModel, texts: Sequence[str], max_length: int) -> tuple[dict, torch.Tensor]:
+def text_inputs(loaded: LoadedModel, texts: Sequence[str], max_length: int) -> tuple[dict, torch.Tensor]:
+    """A batch of texts as the model's inputs, and the mask of its real tokens (not padding or special tokens)."""
     encoded = loaded.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
                                return_tensors="pt", return_special_tokens_mask=True)
     mask = encoded["attention_mask"]
@@ -132,7 +133,7 @@ def extract_activations(
             for batch in tqdm(batches, desc=desc, unit="batch", disable=len(batches) < 2):
                 chosen = [documents[i] for i in batch]
                 inputs, keep = (image_inputs(loaded, chosen) if loaded.processor is not None
-                                else _text_inputs(loaded, chosen, max_length))
+                                else text_inputs(loaded, chosen, max_length))
                 try:
                     loaded.model(**{k: _to_model(v, loaded.device, dtype) for k, v in inputs.items()})
                 except _StopForward:

@@ -2,8 +2,9 @@
 
 An entry (cache kind `activations`) holds what the cheap half needs for one (model, documents,
 max_length, layer, encoder): for an SAE, the per-token codes (CSR, `codes.npz`) and document
-offsets, from which every pooling is rebuilt; for the raw hidden state, the four poolings defined
-on it (token-level hidden states of a large model would not fit on disk). A job whose entry exists
+offsets, from which every pooling is rebuilt, and the SAE's quality on these documents
+(`quality.json`, `saes.quality`); for the raw hidden state, the four poolings defined on it
+(token-level hidden states of a large model would not fit on disk). A job whose entry exists
 loads no model at all. A job that misses builds its own entry and those its sweep will ask for
 next, from one pass over the documents that stops at the deepest layer; documents go through in
 chunks, each encoded and pooled before the next is extracted, so memory holds one chunk's
@@ -13,6 +14,7 @@ activations, not the dataset's.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from mosaic.activations import LoadedModel, extract_activations, load_model
 from mosaic.activations.forward import offsets_from_lengths
 from mosaic.activations.models import weights_fingerprint
 from mosaic.activations.saes import check_sae_fits, encode_tokens
+from mosaic.activations.saes.quality import LOSS_DOCUMENTS, ReconstructionTally, next_token_loss
 from mosaic.cache import cache_root, cached_directories, content_key, read_entry
 from mosaic.features import methods_for, pool
 from mosaic.timing import Stopwatch
@@ -36,7 +39,9 @@ HIDDEN_POOLINGS = methods_for("hidden")
 CHUNK_DOCUMENTS = 1024
 # Part of every entry's key. Bump it whenever extraction (masking, positions, truncation), SAE encoding or
 # what an entry stores changes, so that entries written by earlier code are never read as this code's.
-EXTRACTION_VERSION = 2
+EXTRACTION_VERSION = 3
+# An SAE entry's measured quality (reconstruction, sparsity, next-token loss).
+QUALITY_FILE = "quality.json"
 
 
 @dataclass
@@ -101,13 +106,15 @@ class _EntryWriter:
         self.sae, self.encode_batch_tokens = sae, encode_batch_tokens
         self.parts: list[Any] = []
         self.lengths: list[np.ndarray] = []
+        self.tally = None if sae is None else ReconstructionTally(sae.cfg.d_sae)
+        self.loss: dict[str, Any] | None = None
 
     def add(self, tokens: np.ndarray, offsets: np.ndarray) -> None:
         self.lengths.append(np.diff(offsets))
         if self.sae is None:
             self.parts.append({method: pool(tokens, offsets, method) for method in HIDDEN_POOLINGS})
         else:
-            self.parts.append(encode_tokens(self.sae, tokens, self.encode_batch_tokens))
+            self.parts.append(encode_tokens(self.sae, tokens, self.encode_batch_tokens, self.tally))
 
     def save(self, directory: Path) -> None:
         np.save(directory / "offsets.npy", offsets_from_lengths(np.concatenate(self.lengths)))
@@ -116,6 +123,8 @@ class _EntryWriter:
                 np.save(directory / f"hidden_{method}.npy", np.concatenate([part[method] for part in self.parts]))
         else:
             sp.save_npz(directory / "codes.npz", sp.vstack(self.parts, format="csr"), compressed=False)
+            quality = {**self.tally.result(), "next_token_loss": self.loss}
+            (directory / QUALITY_FILE).write_text(json.dumps(quality, indent=2))
 
 
 def cached_features(
@@ -213,13 +222,25 @@ class _EntriesBuilder:
                     writers[key].add(acts[layer].values, acts[layer].offsets)
             del acts
         for key in keys:
+            if writers[key].sae is not None:
+                with self.watch.time("quality"):
+                    writers[key].loss = self._next_token_loss(loaded, writers[key].sae, self.wanted[key][0])
             writers[key].save(directories[key])
         return skipped
+
+    def _next_token_loss(self, loaded: LoadedModel, sae, layer: int) -> dict[str, Any] | None:
+        texts = [d for d in self.documents[:LOSS_DOCUMENTS] if isinstance(d, str)]
+        return next_token_loss(loaded, sae, layer, texts, self.batch_size, self.max_length)
 
 
 def read_hidden(entry: Path, method: str) -> np.ndarray:
     """Pooled hidden states (documents x d_model) from an entry."""
     return np.load(entry / f"hidden_{method}.npy")
+
+
+def read_quality(entry: Path) -> dict[str, Any]:
+    """An SAE entry's measured quality (`saes.quality`)."""
+    return json.loads((entry / QUALITY_FILE).read_text())
 
 
 def read_codes(entry: Path) -> tuple[sp.csr_matrix, np.ndarray]:

@@ -9,6 +9,8 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from mosaic.activations.saes.quality import ReconstructionTally
+
 # torch marks CSR tensors as beta; converting a dense tensor to CSR is all that is used here.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
@@ -16,11 +18,13 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta 
 DENSE_CODES_BUDGET = 2**24
 
 
-def encode_tokens(sae, values: np.ndarray, batch_tokens: int) -> sp.csr_matrix:
+def encode_tokens(sae, values: np.ndarray, batch_tokens: int, tally: ReconstructionTally | None = None
+                  ) -> sp.csr_matrix:
     """SAE codes of each row of `values` as a float32 CSR matrix (tokens x d_sae).
 
     At most `batch_tokens` rows, and never more than `DENSE_CODES_BUDGET` values, are dense at
-    once, so a 131k-wide SAE over many tokens stays small.
+    once, so a 131k-wide SAE over many tokens stays small. With `tally`, the first tokens it
+    wants are also decoded and added to it (the SAE's reconstruction quality).
     """
     device = next(sae.parameters()).device
     dtype = next(sae.parameters()).dtype
@@ -31,7 +35,11 @@ def encode_tokens(sae, values: np.ndarray, batch_tokens: int) -> sp.csr_matrix:
         for start in tqdm(starts, desc="encode", unit="chunk", disable=len(starts) < 2):
             chunk = torch.from_numpy(values[start : start + batch_tokens]).to(device=device, dtype=dtype)
             # Sparsify on the SAE's device: only the non-zeros travel and reach NumPy.
-            codes = sae.encode(chunk).float().to_sparse_csr()
+            dense = sae.encode(chunk)
+            if tally is not None and tally.wants() > 0:
+                measured = slice(0, tally.wants())
+                tally.add(chunk[measured], dense[measured], sae.decode(dense[measured]))
+            codes = dense.float().to_sparse_csr()
             parts.append(sp.csr_matrix(
                 (codes.values().cpu().numpy(), codes.col_indices().cpu().numpy(), codes.crow_indices().cpu().numpy()),
                 shape=tuple(codes.shape),
