@@ -142,14 +142,12 @@ class Tracker:
             ),
         })
 
-    def log_report(self, written: dict[str, Path], rows: list[dict[str, Any]],
-                   suite_rows: list[dict[str, Any]] | None = None) -> None:
-        """A sweep report's plots as images, its per-job table (`rows`) and its suite table, in this (report) run."""
+    def log_report(self, written: dict[str, Path], tables: dict[str, list[dict[str, Any]]]) -> None:
+        """A sweep report's plots as images and its tables (per job, suite, SAE quality), in this (report) run."""
         if self.run is None:
             return
         import wandb
 
-        tables = {"report": rows, **({"suite": suite_rows} if suite_rows else {})}
         self.run.log({
             **{name: wandb.Table(columns=list(table[0]), data=[list(row.values()) for row in table])
                for name, table in tables.items()},

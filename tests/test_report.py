@@ -206,3 +206,29 @@ def test_the_suite_report_is_datasets_by_methods_with_paired_wins_and_curves(tmp
     assert len(rows) == 12 and {r["method"] for r in rows} >= {"features.type=sae, probe.k=16"}
     curve = written["suite_probe_k"]
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_sae_quality_table_has_one_row_per_sae_and_dataset(tmp_path):
+    def quality(fvu, loss=None):
+        return {"tokens": 1000, "fvu": fvu, "l0": 32.0, "dead_fraction": 0.05, "always_on_fraction": 0.0,
+                "next_token_loss": loss, "held_out": True}
+
+    trained = {"source": "trained", "key": "abcdef0123456789"}
+    scope = {"source": "gemma_scope", "release": "gemma-scope-2b-pt-res-canonical", "id": "layer_3/width_16k/canonical"}
+    loss = {"ce_increase": 0.25, "kl": 0.2, "loss_recovered": 0.9}
+    for number, (sae, fvu, pooling) in enumerate([(trained, 0.2, "mean"), (trained, 0.2, "max"), (scope, 0.3, "mean")]):
+        _job(tmp_path / str(number), "sae", pooling, "none", 3, 0.8)
+        results = json.loads((tmp_path / str(number) / "results.json").read_text())
+        results["features"].update(sae=sae, sae_quality=quality(fvu, loss if sae is scope else None))
+        (tmp_path / str(number) / "results.json").write_text(json.dumps(results))
+    _job(tmp_path / "3", "hidden", "mean", "none", 3, 0.7)  # no SAE: no row
+    written = write_report(tmp_path)
+    lines = written["markdown"].read_text().splitlines()
+    start = lines.index("## SAE quality")
+    assert lines[start + 6:] == [
+        "| minilm | 3 | gemma-scope-2b-pt-res-canonical layer_3/width_16k/canonical | bastion | 1000 | 0.300 | 32.000 "
+        "| 5.0% | 0.0% | 0.250 | 0.200 | 90.0% | True |",
+        "| minilm | 3 | trained abcdef012345 | bastion | 1000 | 0.200 | 32.000 | 5.0% | 0.0% | — | — | — | True |",
+    ]
+    with written["sae_quality"].open() as stream:
+        assert [float(row["fvu"]) for row in csv.DictReader(stream)] == [0.3, 0.2]

@@ -6,7 +6,8 @@ the sweep's jobs, the number of seeds averaged, the hyper-parameters the probe c
 test and cross-validation macro F1; the best row, chosen on CV or validation scores, in bold),
 `report.csv` (one row per job) and PNG plots (`mosaic.report.plots`). Jobs that scored transfer
 targets also give train x test matrices (`mosaic.report.transfer`); a sweep over several datasets
-also gives the suite report (`mosaic.report.suite`). How cells are formed and the best is chosen is
+also gives the suite report (`mosaic.report.suite`); jobs that used an SAE give its quality table
+(`mosaic.report.quality`, `sae_quality.csv`). How cells are formed and the best is chosen is
 `mosaic.report.cells`.
 """
 
@@ -29,6 +30,7 @@ from mosaic.report.cells import (
     varying_keys,
 )
 from mosaic.report.plots import dataset_plots
+from mosaic.report.quality import quality_rows, write_quality
 from mosaic.report.suite import write_suite
 from mosaic.report.transfer import MISSING, transfer_heatmaps, transfer_matrices, transfer_tables
 
@@ -110,7 +112,8 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     matrices = transfer_matrices(results, rows)
     markdown = out_dir / "report.md"
-    markdown.write_text("\n".join([_tables(cells, keys), transfer_tables(matrices)]).rstrip() + "\n")
+    quality, quality_files = write_quality(results, out_dir)
+    markdown.write_text("\n".join([_tables(cells, keys), transfer_tables(matrices), quality]).rstrip() + "\n")
     table_rows = [{**{k: v for k, v in row.items() if k != "cell"}, **row["cell"]} for row in rows]
     table = out_dir / "report.csv"
     with table.open("w", newline="") as stream:
@@ -118,22 +121,22 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
         writer.writeheader()
         writer.writerows(table_rows)
     plots = dataset_plots(cells, out_dir)
-    written = {"markdown": markdown, "csv": table}
+    written = {"markdown": markdown, "csv": table, **quality_files}
     if matrices:
         written["transfer"] = out_dir / "transfer.json"
         written["transfer"].write_text(json.dumps(matrices, indent=2))
         plots += transfer_heatmaps(matrices, out_dir)
     written.update({p.stem: p for p in plots})
-    suite_rows = None
+    tables = {"report": table_rows, "sae_quality": quality_rows(results)}
     if len({cell.dataset for cell in cells}) >= 2:
-        suite, suite_rows = write_suite(cells, out_dir)
+        suite, tables["suite"] = write_suite(cells, out_dir)
         written.update(suite)
-    _log_to_wandb(results, table_rows, suite_rows, written, sweep_dir, out_dir)
+    _log_to_wandb(results, {name: rows for name, rows in tables.items() if rows}, written, sweep_dir, out_dir)
     return written
 
 
-def _log_to_wandb(results: list[dict[str, Any]], rows: list[dict[str, Any]], suite_rows: list[dict[str, Any]] | None,
-                  written: dict[str, Path], sweep_dir: Path, out_dir: Path) -> None:
+def _log_to_wandb(results: list[dict[str, Any]], tables: dict[str, list[dict[str, Any]]], written: dict[str, Path],
+                  sweep_dir: Path, out_dir: Path) -> None:
     """The same plots into a W&B run of the sweep's project, when its jobs logged to W&B."""
     from omegaconf import OmegaConf
 
@@ -145,6 +148,6 @@ def _log_to_wandb(results: list[dict[str, Any]], rows: list[dict[str, Any]], sui
     tracker = Tracker(OmegaConf.create(logged[0]), {"sweep_dir": str(sweep_dir), "jobs": len(results)}, out_dir,
                       name=f"report {sweep_dir.name}", job_type="report")
     try:
-        tracker.log_report(written, rows, suite_rows)
+        tracker.log_report(written, tables)
     finally:
         tracker.finish()

@@ -1,0 +1,72 @@
+"""One SAE-quality table per sweep: each SAE its jobs used, measured on each dataset's documents.
+
+Rows come from `results.json` (`features.sae_quality`), one per (model, layer, SAE, dataset): the
+same SAE measured on the same documents gives the same numbers whatever probe or pooling a job used,
+so repeated jobs collapse to one row.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from mosaic.record import sae_quality_scalars
+from mosaic.report.transfer import MISSING
+
+COLUMNS = ("model", "layer", "sae", "dataset", "tokens", "fvu", "l0", "dead_fraction", "always_on_fraction",
+           "ce_increase", "kl", "loss_recovered", "held_out")
+
+
+def _sae_name(sae: dict[str, Any]) -> str:
+    """A short, stable name: a release and id, a local path, or a trained SAE's cache key."""
+    if sae.get("source") == "gemma_scope":
+        return f"{sae['release']} {sae['id']}"
+    if sae.get("source") == "local":
+        return f"local {sae.get('path')}"
+    return f"{sae.get('source')} {str(sae.get('key', ''))[:12]}"
+
+
+def quality_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (model, layer, SAE, dataset) whose jobs recorded the SAE's quality, in that order."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for result in results:
+        features = result["features"]
+        quality = features.get("sae_quality")
+        if not quality:
+            continue
+        config = result["config"]
+        row = {"model": config["model"]["name"], "layer": config["layer"], "sae": _sae_name(features["sae"]),
+               "dataset": config["dataset"]["name"], "tokens": quality.get("tokens"),
+               **sae_quality_scalars(features), "held_out": quality.get("held_out")}
+        rows.setdefault(tuple(row[k] for k in ("model", "layer", "sae", "dataset")), row)
+    return [rows[key] for key in sorted(rows, key=str)]
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None:
+        return MISSING
+    if column in ("dead_fraction", "always_on_fraction", "loss_recovered"):
+        return f"{value:.1%}"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def write_quality(results: list[dict[str, Any]], out_dir: Path) -> tuple[str, dict[str, Path]]:
+    """The markdown section and `sae_quality.csv`; nothing when no job used an SAE."""
+    rows = quality_rows(results)
+    if not rows:
+        return "", {}
+    path = out_dir / "sae_quality.csv"
+    with path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({column: row.get(column) for column in COLUMNS} for row in rows)
+    lines = ["## SAE quality", "",
+             "Each SAE on each dataset's documents: fraction of variance unexplained (FVU), mean active latents per "
+             "token (L0), latents that never fire (dead) or fire on over 90% of tokens (always on), and for decoders "
+             "the next-token loss increase when the SAE's reconstruction replaces the residual stream, its KL from "
+             "the clean predictions and the share of the zero-ablation loss recovered. Held out: the SAE never "
+             "trained on these documents.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(row.get(column), column) for column in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines) + "\n", {"sae_quality": path}
