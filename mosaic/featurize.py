@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from mosaic.activations import LoadedModel
 from mosaic.activations.models import resolve_device
-from mosaic.activations.plan import Sweep, plan_encoders
+from mosaic.activations.plan import Sweep, plan_encoders, training_record
 from mosaic.activations.store import HIDDEN, Encoder, Request, cached_features, read_codes, read_hidden, read_quality
 from mosaic.data import LabelledDocuments, Splits
 from mosaic.features import BINARIZE_METHODS, bow_features, pool
@@ -121,7 +121,8 @@ def _sae_codes(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context
     if cfg.sae.source == "local":
         sae_identity["path"] = cfg.sae.path
     described = {**_described(cfg, matrix, offsets), "width": matrix.shape[1], "sae": sae_identity,
-                 "l0_per_token": float(codes.getnnz() / max(1, codes.shape[0])), "sae_quality": _quality(cfg, entry)}
+                 "l0_per_token": float(codes.getnnz() / max(1, codes.shape[0])), "sae_quality": _quality(cfg, entry),
+                 "sae_training": training_record(sae_identity)}
     return Features(matrix, described, None, cache, own)
 
 

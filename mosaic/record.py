@@ -134,6 +134,7 @@ class Tracker:
         columns = ["index", "class", "evidence", "name", "url"]
         self.run.log({
             **scalars,
+            **_sae_training_curves(results["features"].get("sae_training")),
             "test/confusion": wandb.plot.confusion_matrix(
                 y_true=test_labels.tolist(), preds=predictions.tolist(), class_names=label_names
             ),
@@ -158,6 +159,19 @@ class Tracker:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def _sae_training_curves(training: dict[str, Any] | None) -> dict[str, Any]:
+    """A trained SAE's training curve as a W&B table and its loss and explained variance against tokens."""
+    if not training or not training.get("curve"):
+        return {}
+    import wandb
+
+    curve = training["curve"]
+    table = wandb.Table(columns=list(curve[0]), data=[list(point.values()) for point in curve])
+    return {"sae_training/curve": table,
+            **{f"sae_training/{y}": wandb.plot.line(table, "tokens", y, title=f"SAE training: {y} against tokens")
+               for y in ("loss", "explained_variance", "l0", "dead")}}
 
 
 def sae_quality_scalars(features: dict[str, Any]) -> dict[str, float]:

