@@ -7,6 +7,9 @@
   python -m mosaic report SWEEP_DIR [--out DIR]
   python -m mosaic predict JOB_DIR/probe TEXTS.txt      (one text per line; prints label and probability)
   python -m mosaic tasks                                (the sparse-probing suite's tasks: dataset=sae_probes)
+  python -m mosaic sae train OVERRIDES...               (the SAE a job with these overrides would train, cached)
+  python -m mosaic sae eval OVERRIDES...                (that job's SAE, measured on its documents)
+  python -m mosaic sae list                             (trained SAEs in the cache)
 
 FIELD is a dotted path into an entry's key fields, e.g. `layer=12`, `model.source=minilm`,
 `encoder.type=sae`.
@@ -132,6 +135,36 @@ def tasks_command(args) -> int:
     return 0
 
 
+def _shown(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def sae_command(args) -> int:
+    from mosaic import sae_command as sae
+    from mosaic.record import quality_line, sae_name
+
+    try:
+        if args.action == "list":
+            rows = sae.listing()
+            for key, row in rows:
+                print(f"{key}  " + "  ".join(f"{name} {_shown(value)}" for name, value in row.items()))
+            print(f"{len(rows)} trained SAEs")
+        elif args.action == "train":
+            record = sae.train(args.overrides)
+            measured = record.get("on_training_tokens", {})
+            print(f"SAE {record['key']}: {record.get('tokens')} training tokens, {record.get('seconds', 0):.0f} s; "
+                  f"on its training tokens FVU {measured.get('fvu', float('nan')):.3f}, L0 "
+                  f"{measured.get('l0', float('nan')):.1f}, dead {measured.get('dead_fraction', float('nan')):.1%}")
+        else:
+            measured = sae.evaluate(args.overrides)
+            print(f"SAE {sae_name(measured['sae'])}")
+            print(quality_line(measured["quality"]))
+    except MosaicError as error:
+        print(f"mosaic: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mosaic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,7 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("probe", type=Path, help="a job's probe directory (JOB_DIR/probe)")
     predict.add_argument("texts", type=Path, help="a UTF-8 file, one text per line")
     commands.add_parser("tasks", help="list the sparse-probing suite's tasks (dataset=sae_probes dataset.task=TASK)")
+    sae = commands.add_parser("sae", help="train, measure or list SAEs outside a job (same cache and keys)")
+    sae.add_argument("action", choices=("train", "eval", "list"))
+    sae.add_argument("overrides", nargs="*", help="a job's overrides, e.g. model=minilm layer=3 sae.architecture=topk")
     args = parser.parse_args(argv)
+    if args.command == "sae":
+        return sae_command(args)
     if args.command == "tasks":
         return tasks_command(args)
     if args.command == "predict":

@@ -174,6 +174,15 @@ def _sae_training_curves(training: dict[str, Any] | None) -> dict[str, Any]:
                for y in ("loss", "explained_variance", "l0", "dead")}}
 
 
+def sae_name(sae: dict[str, Any]) -> str:
+    """A short, stable name: a release and id, a local path, or a trained SAE's cache key."""
+    if sae.get("source") == "gemma_scope":
+        return f"{sae['release']} {sae['id']}"
+    if sae.get("source") == "local":
+        return f"local {sae.get('path')}"
+    return f"{sae.get('source')} {str(sae.get('key', ''))[:12]}"
+
+
 def sae_quality_scalars(features: dict[str, Any]) -> dict[str, float]:
     """The SAE's quality as flat numbers (FVU, L0, dead and always-on fractions, next-token loss increase and KL)."""
     quality = features.get("sae_quality") or {}
@@ -183,7 +192,7 @@ def sae_quality_scalars(features: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in found.items() if v is not None}
 
 
-def _quality_line(quality: dict[str, Any]) -> str:
+def quality_line(quality: dict[str, Any]) -> str:
     if not quality.get("tokens"):
         return "quality not measured (no tokens)"
     line = (f"FVU {quality['fvu']:.3f}   L0 {quality['l0']:.1f}   dead {quality['dead_fraction']:.1%}   "
@@ -222,7 +231,7 @@ def summary_table(results: dict[str, Any]) -> str:
         ("cache", {True: "hit", False: "miss", None: "not used"}[results["cache"]["hit"]]),
     ]
     if features.get("sae_quality"):
-        rows.append(("SAE", _quality_line(features["sae_quality"])))
+        rows.append(("SAE", quality_line(features["sae_quality"])))
     for kind, targets in (results["transfer"] or {}).items():
         if targets:
             rows.append((f"transfer {kind}", "   ".join(f"{name} {m['macro_f1']:.3f}" for name, m in targets.items())))

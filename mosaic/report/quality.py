@@ -11,20 +11,11 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from mosaic.record import sae_quality_scalars
+from mosaic.record import sae_name, sae_quality_scalars
 from mosaic.report.transfer import MISSING
 
 COLUMNS = ("model", "layer", "sae", "dataset", "tokens", "fvu", "l0", "dead_fraction", "always_on_fraction",
            "ce_increase", "kl", "loss_recovered", "held_out")
-
-
-def _sae_name(sae: dict[str, Any]) -> str:
-    """A short, stable name: a release and id, a local path, or a trained SAE's cache key."""
-    if sae.get("source") == "gemma_scope":
-        return f"{sae['release']} {sae['id']}"
-    if sae.get("source") == "local":
-        return f"local {sae.get('path')}"
-    return f"{sae.get('source')} {str(sae.get('key', ''))[:12]}"
 
 
 def quality_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -36,7 +27,7 @@ def quality_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not quality:
             continue
         config = result["config"]
-        row = {"model": config["model"]["name"], "layer": config["layer"], "sae": _sae_name(features["sae"]),
+        row = {"model": config["model"]["name"], "layer": config["layer"], "sae": sae_name(features["sae"]),
                "dataset": config["dataset"]["name"], "tokens": quality.get("tokens"),
                **sae_quality_scalars(features), "held_out": quality.get("held_out")}
         rows.setdefault(tuple(row[k] for k in ("model", "layer", "sae", "dataset")), row)

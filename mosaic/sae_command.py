@@ -1,0 +1,96 @@
+"""`python -m mosaic sae train|eval|list`: build, measure and list SAEs outside a job.
+
+`train` and `eval` take a job's overrides (`model=minilm layer=3 sae.architecture=topk ...`) and
+do what that job's first stage would, with the same cache and keys: `train` builds the SAE the job
+would train (its corpus without the documents of the job's dataset and transfer targets), so a
+sweep prepared on one node finds it; `eval` builds or reads the job's activation entry and prints
+the SAE's quality on the job's documents. `list` shows every trained SAE in the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+from mosaic.cache import list_entries
+from mosaic.errors import MosaicError
+
+
+def _job_config(overrides: list[str]) -> DictConfig:
+    """A validated job config whose features are the SAE's (whatever `features=` says: this command is about SAEs)."""
+    from hydra.errors import HydraException
+
+    from mosaic.config import compose, validate
+
+    try:
+        cfg = compose(*overrides, "features=sae", "logger=none")
+    except HydraException as error:
+        raise MosaicError(str(error).splitlines()[0]) from None
+    validate(cfg)
+    return cfg
+
+
+def _job_context(cfg: DictConfig):
+    """The job's data, splits and feature context, as `pipeline.run` makes them (same protected documents)."""
+    from mosaic.activations.store import lazy_model
+    from mosaic.data import draw_splits, load_labelled_documents
+    from mosaic.featurize import FeatureContext
+    from mosaic.pipeline import protected_documents
+    from mosaic.timing import Stopwatch
+    from mosaic.transfer import transfer_datasets
+
+    data, splits = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)
+    protected = protected_documents(data, transfer_datasets(cfg, data))
+    context = FeatureContext(Stopwatch(), lazy_model(cfg.model), protected)
+    return data, splits, context
+
+
+def train(overrides: list[str]) -> dict[str, Any]:
+    """Train (or find in the cache) the SAE a job with these overrides would train; returns its training record."""
+    from mosaic.activations.plan import Sweep, plan_encoders, training_record
+
+    cfg = _job_config(overrides)
+    if cfg.sae.source != "trained":
+        raise MosaicError(f"sae train builds SAEs MOSAIC trains, but sae.source={cfg.sae.source!r}: use sae=trained")
+    data, splits, context = _job_context(cfg)
+    _, encoder = plan_encoders(cfg, data, splits, Sweep(), context.protected, context.model)
+    identity = encoder.resolve()
+    return {"key": identity["key"], **(training_record(identity) or {})}
+
+
+def evaluate(overrides: list[str]) -> dict[str, Any]:
+    """The quality of the job's SAE on the job's documents (its activation entry is built if missing)."""
+    from mosaic.featurize import build_features
+
+    cfg = _job_config(overrides)
+    data, splits, context = _job_context(cfg)
+    with open_dict(cfg):
+        cfg.pooling.method = "mean"  # any pooling: only the cached entry and its quality are read
+    features = build_features(cfg, data, splits, context)
+    return {"sae": features.described["sae"], "quality": features.described["sae_quality"],
+            "training": features.described["sae_training"]}
+
+
+def _row(fields: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    model, train = fields.get("model", {}), fields.get("train", {})
+    measured = training.get("on_training_tokens", {})
+    return {"model": model.get("source") if not model.get("hf_id") else model["hf_id"],
+            "layer": fields.get("layer"), "architecture": train.get("architecture", "standard"),
+            "d_sae": train.get("d_sae"), "k": train.get("k"), "corpus": fields.get("corpus", {}).get("corpus"),
+            "tokens": training.get("tokens"), "minutes": round(training.get("seconds", 0) / 60, 1),
+            "train_fvu": measured.get("fvu"), "train_l0": measured.get("l0"),
+            "train_dead": measured.get("dead_fraction")}
+
+
+def listing() -> list[tuple[str, dict[str, Any]]]:
+    """Every trained SAE in the cache: its key and a row of what it is and how it trained."""
+    from mosaic.activations.saes import TRAINING_FILE
+
+    rows = []
+    for entry in list_entries("saes"):
+        path = entry.path / TRAINING_FILE
+        training = json.loads(path.read_text()) if path.is_file() else {}
+        rows.append((entry.key, _row(entry.fields, training)))
+    return rows
