@@ -72,6 +72,10 @@ def test_default_pipeline_writes_valid_results_and_reuses_its_sae(tmp_path):
     assert logged["summary"]["chosen/C"] == saved["hyperparameters"]["C"]["chosen"] == 1.0
     assert {k: logged["summary"][f"time/{k}"] for k in saved["timings_s"]} == pytest.approx(saved["timings_s"])
     assert logged["summary"]["top_features.nrows"] == len(top)
+    quality, training = features["sae_quality"], features["sae_training"]
+    assert logged["summary"]["sae/fvu"] == pytest.approx(quality["fvu"])
+    assert logged["summary"]["sae/dead_fraction"] == pytest.approx(quality["dead_fraction"])
+    assert logged["summary"]["sae_training/curve.nrows"] == len(training["curve"]) > 10
 
     second = run(compose_config(*SMALL_SAE, "pooling=topn", "binarize=threshold", "logger=none"), tmp_path / "job1")
     assert second["cache"] == {"hit": True, "key": saved["cache"]["key"]}
