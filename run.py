@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mosaic.config import CONF_DIR, check_group_overrides, register_configs, validate
+from mosaic.config import CONF_DIR, check_group_overrides, check_value_overrides, register_configs, validate
 from mosaic.errors import MosaicError
 
 # Hydra composes every job's config against MOSAIC's schema (`mosaic_schema` in conf/config.yaml).
@@ -62,6 +62,7 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     try:
         check_group_overrides(sys.argv[1:], CONF_DIR)
+        check_value_overrides(sys.argv[1:], CONF_DIR)
     except MosaicError as error:
         _exit_with(error)
     main()

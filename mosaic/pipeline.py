@@ -34,6 +34,7 @@ from mosaic.record import (
     SCHEMA_VERSION,
     Tracker,
     config_hash,
+    job_labels,
     run_info,
     summary_table,
     write_json_atomic,
@@ -169,7 +170,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     described["nnz_per_doc"] = _nnz_per_doc(matrix)
 
     labels, n_classes = data.labels, len(data.label_names)
-    tracker = Tracker(cfg.logger, config, job_dir, name=job_dir.name)
+    tracker = Tracker(cfg.logger, config, job_dir, job_labels(config, job_dir))
     try:
         with watch.time("probe"):
             if cfg.probe.load:

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -76,23 +77,70 @@ def run_info(started: datetime) -> dict[str, Any]:
     }
 
 
-def _wandb_run(logger_cfg, config: dict[str, Any], job_dir: Path, name: str, job_type: str):
-    """A W&B run in `job_dir` (offline unless `logger.offline=false`)."""
+@dataclass(frozen=True)
+class RunLabels:
+    """How a run shows in W&B: its group (the sweep), its name (what the cell overrides) and its tags."""
+
+    name: str
+    group: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+def sweep_group(sweep_dir: Path) -> str:
+    """A sweep's W&B group: its directory, relative to the working directory when below it (stable on resume)."""
+    resolved = sweep_dir.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+def job_labels(config: dict[str, Any], job_dir: Path) -> RunLabels:
+    """A job's labels. In a multirun (its directory beside the sweep's `multirun.yaml`) the group is the sweep and the
+    name the cell's values of the keys the sweep varies (from `.hydra/overrides.yaml`); tags name model, dataset,
+    features and probe."""
+    from omegaconf import OmegaConf
+
+    from mosaic.config.sweeps import sweep_overrides, swept_values
+
+    tags = tuple(f"{group}={value}" for group, value in (
+        ("model", config["model"]["name"]), ("dataset", config["dataset"]["name"]),
+        ("features", config["features"]["type"]), ("probe", config["probe"]["type"])))
+    overrides = sweep_overrides(job_dir.parent)
+    cell_file = job_dir / ".hydra" / "overrides.yaml"
+    if overrides is None or not cell_file.is_file():
+        return RunLabels(job_dir.name, None, tags)
+    varied = swept_values(overrides)
+    cell = [o for o in OmegaConf.load(cell_file) if o.partition("=")[0].lstrip("+") in varied]
+    return RunLabels(" ".join(cell) or job_dir.name, sweep_group(job_dir.parent), tags)
+
+
+def _wandb_run(logger_cfg, config: dict[str, Any], job_dir: Path, labels: RunLabels, job_type: str):
+    """A W&B run in `job_dir` (offline unless `logger.offline=false`).
+
+    The Lightning probe's per-epoch validation curves summarise as their best value; the job's own
+    test, validation and timing numbers go to the summary once, flat, equal to `results.json`.
+    """
     import wandb
 
-    return wandb.init(
+    run = wandb.init(
         project=logger_cfg.project,
         entity=logger_cfg.entity,
         mode="offline" if logger_cfg.offline else "online",
         dir=str(job_dir),
-        name=name,
+        name=labels.name,
+        group=labels.group,
+        tags=list(labels.tags),
         job_type=job_type,
         config=config,
         reinit="finish_previous",
     )
+    run.define_metric("val_macro_f1", summary="max")
+    run.define_metric("val_loss", summary="min")
+    return run
 
 
-def _no_run(logger_cfg, config: dict[str, Any], job_dir: Path, name: str, job_type: str) -> None:
+def _no_run(logger_cfg, config: dict[str, Any], job_dir: Path, labels: RunLabels, job_type: str) -> None:
     return None
 
 
@@ -103,8 +151,9 @@ LOGGER_TYPES = {"wandb": _wandb_run, "none": _no_run}
 class Tracker:
     """A W&B run for one job (or nothing, for `logger=none`), finished inside the job."""
 
-    def __init__(self, logger_cfg, config: dict[str, Any], job_dir: Path, name: str, job_type: str = "job"):
-        self.run = LOGGER_TYPES[logger_cfg.type](logger_cfg, config, job_dir, name, job_type)
+    def __init__(self, logger_cfg, config: dict[str, Any], job_dir: Path, labels: RunLabels, job_type: str = "job"):
+        self.run = LOGGER_TYPES[logger_cfg.type](logger_cfg, config, job_dir, labels, job_type)
+        self.job_dir = job_dir
 
     def lightning_logger(self):
         """A Lightning logger writing the probe's training curves into this run, or False."""
@@ -131,9 +180,9 @@ class Tracker:
         for kind, targets in (results["transfer"] or {}).items():
             scalars.update({f"transfer/{kind}/{name}/macro_f1": m["macro_f1"] for name, m in targets.items()})
         self.run.summary.update(scalars)
+        self.run.save(str(self.job_dir / RESULTS_FILE), base_path=str(self.job_dir), policy="now")
         columns = ["index", "class", "evidence", "name", "url"]
         self.run.log({
-            **scalars,
             **_sae_training_curves(results["features"].get("sae_training")),
             "test/confusion": wandb.plot.confusion_matrix(
                 y_true=test_labels.tolist(), preds=predictions.tolist(), class_names=label_names

@@ -22,8 +22,10 @@ def _job_config(overrides: list[str]) -> DictConfig:
     """A validated job config whose features are the SAE's (whatever `features=` says: this command is about SAEs)."""
     from hydra.errors import HydraException
 
-    from mosaic.config import compose, validate
+    from mosaic.config import CONF_DIR, check_group_overrides, check_value_overrides, compose, validate
 
+    check_group_overrides(overrides, CONF_DIR)
+    check_value_overrides(overrides, CONF_DIR)
     try:
         cfg = compose(*overrides, "features=sae", "logger=none")
     except HydraException as error:

@@ -127,3 +127,19 @@ def test_pooling_without_meaning_for_the_feature_type_is_rejected(features):
         else:
             with pytest.raises(ConfigError, match=f"features={features} supports pooling"):
                 validate(cfg)
+
+
+def test_help_lists_every_group_with_its_options_and_the_keys_with_their_defaults():
+    import subprocess
+    import sys
+
+    from mosaic.config import CONF_DIR, MosaicConfig
+    from tests.conftest import REPO
+
+    shown = subprocess.run([sys.executable, "run.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                           timeout=120).stdout
+    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
+        options = ", ".join(sorted(option.stem for option in group.glob("*.yaml")))
+        assert f"{group.name}: {options}" in shown
+    for key in ("layer", "seed", "max_length", "batch_size"):
+        assert f"\n{key}: {getattr(MosaicConfig, key)}\n" in shown

@@ -104,6 +104,11 @@ def _assert_one_line_error(result, needle):
         (["features=hidden", "pooling=topn"], "features=hidden supports pooling mean, max, sum, last"),
         (["model=gemma2_2b", "layer=5", "sae.width=32k"], "sae.width='32k' is not allowed: "
                                                            "gemma-scope-2b-pt-res-canonical has widths 16k, 65k, 1m"),
+        (["layer=abc"], "layer='abc' is not allowed: must be of type int"),
+        (["probe.C=x"], "probe.C='x' is not allowed: must be of type float"),
+        (["-m", "layer=1,2,x"], "layer='x' is not allowed: must be of type int"),
+        (["probe.k=many"], "probe.k='many' is not allowed: must be of type int or null"),
+        (["modle=minilm"], "modle='minilm' is not allowed: no such config key"),
     ],
 )
 @pytest.mark.slow

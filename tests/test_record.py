@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mosaic.record import Tracker, config_hash, summary_table, write_json_atomic
+from mosaic.record import RunLabels, Tracker, config_hash, summary_table, write_json_atomic
 from tests.conftest import compose_config
 
 
@@ -55,8 +55,46 @@ def test_summary_table_shows_each_number_once_with_its_caveats():
 
 
 def test_logger_none_starts_no_run_and_writes_nothing(tmp_path):
-    tracker = Tracker(compose_config("logger=none").logger, {"layer": 3}, tmp_path, "job")
+    tracker = Tracker(compose_config("logger=none").logger, {"layer": 3}, tmp_path, RunLabels("job"))
     assert tracker.run is None and tracker.lightning_logger() is False
     tracker.log_results(_results(True), None, None, ["a", "b"])
     tracker.finish()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_sweeps_offline_runs_group_themselves_named_and_tagged_with_results_json_numbers(tmp_path):
+    """Six cells and the sweep's report, logged offline and read back with W&B's own reader."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, TINY_HIDDEN, read_offline_wandb_run
+
+    sweep = tmp_path / "sweep"
+    overrides = [o for o in TINY_HIDDEN if o != "logger=none"]
+    done = subprocess.run([sys.executable, "run.py", "-m", *overrides, "logger=wandb", "probe=sklearn",
+                           "pooling=mean,max,last", "probe.C=0.1,10", f"hydra.sweep.dir={sweep}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = {}
+    for run_dir in sweep.glob("*/wandb/offline-run-*"):
+        runs[run_dir.parents[1].name] = read_offline_wandb_run(run_dir)
+    [report] = [read_offline_wandb_run(d) for d in sweep.glob("wandb/offline-run-*")]
+    assert len(runs) == 6
+    group = str(sweep.resolve())
+    assert report["run"]["run_group"] == group and report["run"]["tags"] == ["report"]
+    for job, logged in runs.items():
+        results = json.loads((sweep / job / "results.json").read_text())
+        config = results["config"]
+        assert logged["run"]["run_group"] == group
+        cell = f"pooling={config['pooling']['method']} probe.C={config['probe']['C']:g}"
+        assert logged["run"]["display_name"] == cell  # the keys the sweep varies, not those it fixes
+        assert sorted(logged["run"]["tags"]) == ["dataset=bastion", "features=hidden", "model=tiny_gpt2",
+                                                 "probe=sklearn"]
+        metrics = results["metrics"]
+        for name in ("macro_f1", "accuracy", "balanced_accuracy", "auroc"):
+            assert logged["summary"][f"test/{name}"] == pytest.approx(metrics[name])
+            assert logged["summary"][f"val/{name}"] == pytest.approx(metrics["val"][name])
+        assert (sweep / job / "wandb").glob("offline-run-*/files/results.json")
+        [saved] = list((sweep / job / "wandb").glob("offline-run-*/files/results.json"))
+        assert json.loads(saved.read_text())["metrics"] == metrics

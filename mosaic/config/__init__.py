@@ -25,7 +25,7 @@ from mosaic.config.schema import (
     SweepConfig,
     TransferConfig,
 )
-from mosaic.config.validate import CHOICES, check_group_overrides, get_dotted, validate
+from mosaic.config.validate import CHOICES, check_group_overrides, check_value_overrides, get_dotted, validate
 
 
 def register_configs() -> None:
@@ -55,5 +55,5 @@ def compose(*overrides: str, config_dir: Path | None = None, with_hydra: bool = 
 
 __all__ = ["CHOICES", "CONF_DIR", "OPTION_KEYS", "BinarizeConfig", "DatasetConfig", "FeaturesConfig",
            "LoggerConfig", "ModelConfig", "MosaicConfig", "PoolingConfig", "ProbeConfig", "SAEConfig", "SweepConfig",
-           "TransferConfig", "check_group_overrides", "compose", "declared_options", "get_dotted", "register_configs",
-           "saved_config", "validate"]
+           "TransferConfig", "check_group_overrides", "check_value_overrides", "compose", "declared_options",
+           "get_dotted", "register_configs", "saved_config", "validate"]

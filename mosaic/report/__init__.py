@@ -140,13 +140,14 @@ def _log_to_wandb(results: list[dict[str, Any]], tables: dict[str, list[dict[str
     """The same plots into a W&B run of the sweep's project, when its jobs logged to W&B."""
     from omegaconf import OmegaConf
 
-    from mosaic.record import Tracker
+    from mosaic.record import RunLabels, Tracker, sweep_group
 
     logged = [r["config"]["logger"] for r in results if r["config"].get("logger", {}).get("type") == "wandb"]
     if not logged:
         return
+    group = sweep_group(sweep_dir)
     tracker = Tracker(OmegaConf.create(logged[0]), {"sweep_dir": str(sweep_dir), "jobs": len(results)}, out_dir,
-                      name=f"report {sweep_dir.name}", job_type="report")
+                      RunLabels("report", group, ("report",)), job_type="report")
     try:
         tracker.log_report(written, tables)
     finally:
