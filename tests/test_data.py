@@ -160,3 +160,27 @@ def test_the_suite_experiment_sweeps_every_binary_task_of_the_installed_suite():
 
     swept = OmegaConf.load(CONF_DIR / "experiment" / "sae_probes_suite.yaml").hydra.sweeper.params["dataset.task"]
     assert swept.split(",") == [task for task, kind in tasks().items() if kind == "binary"]
+
+
+@pytest.mark.parametrize("source", ["csv", "jsonl"])
+def test_a_file_in_another_encoding_is_named_in_one_line_and_read_with_dataset_encoding(tmp_path, source):
+    texts = ["café au lait, très bien", "naïve résumé", "déjà vu encore", "piñata fiesta"] * 5
+    frame = pd.DataFrame({"text": texts, "label": ["a", "b"] * 10})
+    path = tmp_path / f"data.{source}"
+    if source == "csv":
+        frame.to_csv(path, index=False, encoding="latin-1")
+    else:
+        path.write_bytes(frame.to_json(orient="records", lines=True, force_ascii=False).encode("latin-1"))
+    base = [f"dataset={source}", f"dataset.path={path}"]
+    with pytest.raises(DataError, match=r"is not utf-8 text .* set dataset.encoding .* dataset.encoding=latin-1$"):
+        load_labelled_documents(compose_config(*base).dataset)
+    data = load_labelled_documents(compose_config(*base, "dataset.encoding=latin-1").dataset)
+    assert sorted(data.documents) == sorted(texts)
+
+
+def test_an_unknown_encoding_is_refused_before_reading():
+    from mosaic.config import validate
+    from mosaic.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset.encoding='latin-9x' is not allowed: a text encoding Python knows"):
+        validate(compose_config("dataset=csv", "dataset.path=README.md", "dataset.encoding=latin-9x"))

@@ -101,12 +101,14 @@ class DatasetConfig:
     fractions apply when the data has no split of its own; `limit` keeps a stratified sample (the
     same documents whatever the job's seed). `sae_probes` datasets are the sparse-probing suite's
     (Kantamneni et al. 2025), read from the installed `sae-probes` package: `task` names one (e.g.
-    `95_toxic_is`, binary, or `101_disease_class`, multiclass).
+    `95_toxic_is`, binary, or `101_disease_class`, multiclass). `csv` and `jsonl` files are read in
+    `encoding` (default utf-8; many tweet corpora are latin-1).
     """
 
     name: str = MISSING
     source: str = MISSING
     path: str | None = None
+    encoding: str = "utf-8"
     task: str | None = None
     hub_id: str | None = None
     hub_config: str | None = None

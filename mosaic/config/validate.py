@@ -126,6 +126,16 @@ def _validate_regime(cfg: Any) -> None:
                  "`python -m mosaic tasks` marks them)", NotApplicableError)
 
 
+def _is_codec(name: str) -> bool:
+    import codecs
+
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
 def _validate_dataset(dataset: Any, key: str) -> None:
     for name in ("val_size", "test_size"):
         value = dataset[name]
@@ -137,6 +147,8 @@ def _validate_dataset(dataset: Any, key: str) -> None:
     if dataset.source in ("csv", "jsonl"):
         _require(dataset.path is not None and Path(dataset.path).is_file(), f"{key}.path", dataset.path,
                  f"{key}.source={dataset.source} needs the path of an existing file")
+        _require(_is_codec(dataset.encoding), f"{key}.encoding", dataset.encoding,
+                 "a text encoding Python knows, e.g. utf-8, latin-1, cp1252, utf-16")
     if dataset.source == "sae_probes":
         _require(dataset.task is not None, f"{key}.task", None,
                  f"{key}.source=sae_probes needs a task, e.g. 95_toxic_is")

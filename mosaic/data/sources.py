@@ -98,10 +98,15 @@ def _read_imagefolder(cfg) -> pd.DataFrame:
 
 
 def _read_file(cfg) -> pd.DataFrame:
-    """A CSV file or a JSONL file (one JSON object per line), by `dataset.source`."""
+    """A CSV file or a JSONL file (one JSON object per line), by `dataset.source`, in `dataset.encoding`."""
     try:
-        return pd.read_csv(cfg.path) if cfg.source == "csv" else pd.read_json(cfg.path, lines=True)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
+        if cfg.source == "csv":
+            return pd.read_csv(cfg.path, encoding=cfg.encoding)
+        return pd.read_json(cfg.path, lines=True, encoding=cfg.encoding)
+    except UnicodeDecodeError as error:
+        raise DataError(f"dataset.path={cfg.path!r} is not {cfg.encoding} text ({error.reason} at byte {error.start}): "
+                        "set dataset.encoding to the file's encoding, e.g. dataset.encoding=latin-1") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError) as error:
         reason = first_line(error)
         raise DataError(f"dataset.path={cfg.path!r} cannot be read as {cfg.source.upper()}: {reason}") from None
 
