@@ -14,9 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from mosaic.config import CONF_DIR, check_group_overrides, check_value_overrides, register_configs, validate
 from mosaic.errors import MosaicError
+from mosaic.timing import quiet_progress_off_terminal
 
 # Hydra composes every job's config against MOSAIC's schema (`mosaic_schema` in conf/config.yaml).
 register_configs()
+quiet_progress_off_terminal()
 
 
 def _exit_with(error: MosaicError) -> None:
@@ -48,14 +50,19 @@ def main(cfg: DictConfig) -> float | None:
         except MosaicError as error:
             _exit_with(error)
     # In a grid a failing cell is recorded and the others still run; SweepOutcome reports it at the end.
-    from mosaic.grid.outcome import clear_failure, record_failure
+    from mosaic.grid.outcome import clear_failure, progress_line, record_failure
+    from mosaic.record import job_labels
 
+    name = job_labels(OmegaConf.to_container(cfg, resolve=True), job_dir).name
     try:
         score = _run_job(cfg, job_dir)
     except Exception as error:  # noqa: BLE001 - any cell's failure is recorded, never fatal to the grid
-        record_failure(job_dir, list(hydra_cfg.overrides.task), error)
+        record = record_failure(job_dir, list(hydra_cfg.overrides.task), error)
+        verdict = "skipped (not applicable)" if record["status"] == "not_applicable" else "failed"
+        print(progress_line(job_dir, name, verdict), file=sys.stderr)
         return None
     clear_failure(job_dir)
+    print(progress_line(job_dir, name, f"macro F1 {score:.3f}"), file=sys.stderr)
     return score
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from mosaic.cache import Entry, cache_root, incomplete_dirs, list_entries, remove_entry, verify_entry
 from mosaic.config import get_dotted
 from mosaic.errors import MosaicError
+from mosaic.timing import quiet_progress_off_terminal
 
 
 def _field(fields: dict[str, Any], dotted: str) -> Any:
@@ -166,6 +167,7 @@ def sae_command(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_progress_off_terminal()
     parser = argparse.ArgumentParser(prog="python -m mosaic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -1,4 +1,5 @@
-"""Wall time per stage: one `Stopwatch` per job, passed down to every stage that times itself."""
+"""Wall time per stage (one `Stopwatch` per job, passed down to every stage that times itself), and progress bars
+that stay off logs."""
 
 from __future__ import annotations
 
@@ -32,3 +33,16 @@ class Stopwatch:
 
     def scoped(self, name: str) -> Stopwatch:
         return Stopwatch(self.seconds, f"{self.prefix}{name}.")
+
+
+def quiet_progress_off_terminal() -> None:
+    """No progress bars when stderr is not a terminal (a SLURM log, a pipe): they would flood it with redraws.
+
+    MOSAIC's own bars pass `disable=None` (tqdm's "off when not a terminal"); `TQDM_DISABLE=1`, unless the
+    environment sets it already, does the same for the libraries' bars (SAELens's trainer, model conversion).
+    """
+    import os
+    import sys
+
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")

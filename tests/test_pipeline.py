@@ -162,6 +162,15 @@ def test_four_cell_multirun_writes_one_result_per_cell(tmp_path):
     for cell in cells:  # the headline number is the one its own confusion matrix gives
         assert cell["metrics"]["macro_f1"] == pytest.approx(_macro_f1_from_confusion(cell["metrics"]["confusion"]))
     assert "macro F1" in result.stdout
+    # One progress line per finished cell: i/N, the cell's swept values, its headline, the time left.
+    progress = [line for line in result.stderr.splitlines() if line.startswith("mosaic: cell ")]
+    assert [line.split()[2] for line in progress] == ["1/4", "2/4", "3/4", "4/4"]
+    by_cell = {c["config"]["features"]["type"] + c["config"]["pooling"]["method"]: c for c in cells}
+    for line in progress:
+        features, pooling = line.split("(")[1].split(")")[0].split()
+        score = by_cell[features.removeprefix("features=") + pooling.removeprefix("pooling=")]["metrics"]["macro_f1"]
+        assert f"macro F1 {score:.3f}" in line
+    assert "left" in progress[0] and "left" not in progress[-1]
 
 
 def test_cross_validation_is_recorded_next_to_the_test_metrics(tmp_path):

@@ -130,7 +130,7 @@ def extract_activations(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     try:
         with torch.inference_mode():
-            for batch in tqdm(batches, desc=desc, unit="batch", disable=len(batches) < 2):
+            for batch in tqdm(batches, desc=desc, unit="batch", disable=len(batches) < 2 or None):
                 chosen = [documents[i] for i in batch]
                 inputs, keep = (image_inputs(loaded, chosen) if loaded.processor is not None
                                 else text_inputs(loaded, chosen, max_length))

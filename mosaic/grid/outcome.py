@@ -66,6 +66,39 @@ def sweep_outcome(sweep_dir: Path, since: float = 0.0) -> dict[str, list]:
     return outcome
 
 
+STARTED_FILE = ".sweep_started"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def progress_line(job_dir: Path, name: str, headline: str) -> str:
+    """One line for a finished cell: `i/N`, its name (the keys the sweep varies), its headline and the time left.
+
+    N is the product of the sweep's value counts (as Hydra's basic sweeper expands it); i counts the
+    cells that have finished since the sweep started, on any node; the time left extrapolates the
+    sweep's mean time per finished cell.
+    """
+    import math
+    import time
+
+    from mosaic.config.sweeps import sweep_overrides, swept_values
+
+    sweep_dir = job_dir.parent
+    overrides = sweep_overrides(sweep_dir) or []
+    total = math.prod(len(values) for values in swept_values(overrides).values())
+    stamp = sweep_dir / STARTED_FILE
+    since = stamp.stat().st_mtime if stamp.is_file() else 0.0
+    outcome = sweep_outcome(sweep_dir, since=since)
+    finished = sum(len(cells) for cells in outcome.values())
+    line = f"mosaic: cell {finished}/{total} ({name}) {headline}"
+    if since and 0 < finished < total:
+        left = (time.time() - since) / finished * (total - finished)
+        line += f"; about {_duration(left)} left"
+    return line
+
+
 class SweepOutcome(Callback):
     """At the end of a multirun: write `failures.json` and the report, print a summary, exit 1 if a cell failed."""
 
@@ -76,7 +109,7 @@ class SweepOutcome(Callback):
         # Filesystem time, not this clock: job directories may be written by other nodes.
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        stamp = sweep_dir / ".sweep_started"
+        stamp = sweep_dir / STARTED_FILE
         stamp.touch()
         self.started = stamp.stat().st_mtime
 

@@ -32,7 +32,7 @@ def encode_tokens(sae, values: np.ndarray, batch_tokens: int, tally: Reconstruct
     parts = []
     starts = range(0, len(values), batch_tokens)
     with torch.inference_mode():
-        for start in tqdm(starts, desc="encode", unit="chunk", disable=len(starts) < 2):
+        for start in tqdm(starts, desc="encode", unit="chunk", disable=len(starts) < 2 or None):
             chunk = torch.from_numpy(values[start : start + batch_tokens]).to(device=device, dtype=dtype)
             # Sparsify on the SAE's device: only the non-zeros travel and reach NumPy.
             dense = sae.encode(chunk)
