@@ -92,9 +92,14 @@ def test_a_sweeps_offline_runs_group_themselves_named_and_tagged_with_results_js
         assert sorted(logged["run"]["tags"]) == ["dataset=bastion", "features=hidden", "model=tiny_gpt2",
                                                  "probe=sklearn"]
         metrics = results["metrics"]
-        for name in ("macro_f1", "accuracy", "balanced_accuracy", "auroc"):
-            assert logged["summary"][f"test/{name}"] == pytest.approx(metrics[name])
-            assert logged["summary"][f"val/{name}"] == pytest.approx(metrics["val"][name])
-        assert (sweep / job / "wandb").glob("offline-run-*/files/results.json")
+        expected = {**{f"test/{k}": v for k, v in metrics.items() if isinstance(v, float)},
+                    **{f"val/{k}": v for k, v in metrics["val"].items() if isinstance(v, float)},
+                    **{f"chosen/{k}": v["chosen"] for k, v in results["hyperparameters"].items()},
+                    **{f"time/{k}": v for k, v in results["timings_s"].items()}}
+        # Every number the job logged (the confusion table's own bookkeeping aside) is one of results.json's.
+        logged_numbers = {k: v for k, v in logged["summary"].items() if k.split("/")[0] in ("test", "val", "chosen",
+                          "time") and isinstance(v, (int, float)) and "confusion_table" not in k}
+        assert logged_numbers.keys() == expected.keys()
+        assert logged_numbers == pytest.approx(expected)
         [saved] = list((sweep / job / "wandb").glob("offline-run-*/files/results.json"))
         assert json.loads(saved.read_text())["metrics"] == metrics
