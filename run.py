@@ -50,20 +50,30 @@ def main(cfg: DictConfig) -> float | None:
         except MosaicError as error:
             _exit_with(error)
     # In a grid a failing cell is recorded and the others still run; SweepOutcome reports it at the end.
-    from mosaic.grid.outcome import clear_failure, progress_line, record_failure
+    from mosaic.grid.outcome import clear_failure, record_failure
     from mosaic.record import job_labels
 
-    name = job_labels(OmegaConf.to_container(cfg, resolve=True), job_dir).name
+    name = job_dir.name
     try:
+        name = job_labels(OmegaConf.to_container(cfg, resolve=True), job_dir).name
         score = _run_job(cfg, job_dir)
     except Exception as error:  # noqa: BLE001 - any cell's failure is recorded, never fatal to the grid
         record = record_failure(job_dir, list(hydra_cfg.overrides.task), error)
-        verdict = "skipped (not applicable)" if record["status"] == "not_applicable" else "failed"
-        print(progress_line(job_dir, name, verdict), file=sys.stderr)
+        _progress(job_dir, name, "skipped (not applicable)" if record["status"] == "not_applicable" else "failed")
         return None
     clear_failure(job_dir)
-    print(progress_line(job_dir, name, f"macro F1 {score:.3f}"), file=sys.stderr)
+    _progress(job_dir, name, f"macro F1 {score:.3f}")
     return score
+
+
+def _progress(job_dir: Path, name: str, headline: str) -> None:
+    """The cell's progress line; counting the sweep's cells never fails a cell."""
+    from mosaic.grid.outcome import progress_line
+
+    try:
+        print(progress_line(job_dir, name, headline), file=sys.stderr)
+    except Exception:  # noqa: BLE001 - e.g. a sibling's directory removed while counting
+        print(f"mosaic: cell {name} {headline}", file=sys.stderr)
 
 
 if __name__ == "__main__":

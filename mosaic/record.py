@@ -248,7 +248,9 @@ def quality_line(quality: dict[str, Any]) -> str:
             f"always on {quality['always_on_fraction']:.1%}   ({quality['tokens']} tokens")
     line += ")" if quality["held_out"] else ", not held out: the SAE trained on this training split)"
     loss = quality.get("next_token_loss")
-    if loss:
+    if loss and "error" in loss:
+        line += f"   next-token loss not measured ({loss['error']})"
+    elif loss:
         recovered = "" if loss["loss_recovered"] is None else f", {loss['loss_recovered']:.0%} recovered"
         line += (f"   next-token loss {loss['ce_clean']:.3f} -> {loss['ce_sae']:.3f} "
                  f"(+{loss['ce_increase']:.3f}, KL {loss['kl']:.3f}{recovered})")

@@ -85,6 +85,8 @@ def test_wrong_type_is_rejected_at_composition():
         (["dataset.test_size=0.6", "dataset.val_size=0.5"], "dataset.val_size+dataset.test_size"),
         (["dataset=csv", "dataset.path=/nonexistent.csv"], "dataset.path"),
         (["sae.train_corpus=test_split"], "sae.train_corpus"),
+        (["sae.architecture=topk", "sae.k=5000"], "sae.k"),
+        (["sae.train_tokens=0"], "sae.train_tokens"),
         (["probe.cv_folds=1"], "probe.cv_folds"),
         (["probe.load=/nonexistent/probe"], "probe.load"),
         (["probe.C_grid=[1.0,0]"], "probe.C_grid"),

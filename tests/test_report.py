@@ -220,6 +220,7 @@ def test_the_sae_quality_table_has_one_row_per_sae_and_dataset(tmp_path):
         _job(tmp_path / str(number), "sae", pooling, "none", 3, 0.8)
         results = json.loads((tmp_path / str(number) / "results.json").read_text())
         results["features"].update(sae=sae, sae_quality=quality(fvu, loss if sae is scope else None))
+        results["cache"] = {"hit": True, "key": sae["source"]}  # the two trained-SAE jobs read one entry
         (tmp_path / str(number) / "results.json").write_text(json.dumps(results))
     _job(tmp_path / "3", "hidden", "mean", "none", 3, 0.7)  # no SAE: no row
     written = write_report(tmp_path)

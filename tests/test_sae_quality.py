@@ -113,3 +113,19 @@ def test_a_job_records_its_saes_quality_on_its_documents(tmp_path, monkeypatch, 
     assert quality["fvu"] == pytest.approx(reference.result()["fvu"], rel=1e-5)
     assert quality["next_token_loss"]["documents"] == 32
     assert "FVU" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_a_next_token_loss_that_runs_out_of_memory_is_recorded_not_fatal(tmp_path, monkeypatch):
+    import mosaic.activations.store as store
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    monkeypatch.setattr(store, "next_token_loss", out_of_memory)
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    directory = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
+    results = run(compose_config("model=tiny_gpt2", "layer=1", "sae=local", f"sae.path={directory}", "logger=none",
+                                 "probe=sklearn", "dataset.limit=40"), tmp_path / "job")
+    quality = results["features"]["sae_quality"]
+    assert quality["next_token_loss"] == {"error": "RuntimeError: CUDA out of memory. Tried to allocate 1.00 GiB"}
+    assert quality["fvu"] > 0  # the rest was measured

@@ -63,7 +63,9 @@ def _sae_corpus(cfg: DictConfig, data: LabelledDocuments, splits: Splits,
     held out) but drops those that duplicate a validation or test document by content.
     """
     if cfg.sae.train_corpus == "train_split":
-        held_out = {document_hash(data.documents[i]) for i in (*splits.val, *splits.test)}
+        # Out: duplicates of the job's validation and test documents, and every transfer target's documents.
+        own = {document_hash(document) for document in data.documents}
+        held_out = {document_hash(data.documents[i]) for i in (*splits.val, *splits.test)} | (protected - own)
         documents = [data.documents[i] for i in splits.train
                      if document_hash(data.documents[i]) not in held_out][: cfg.sae.train_docs]
         return lambda: documents, lambda: {"corpus": "train_split", "documents": documents_key(documents)}

@@ -29,6 +29,7 @@ from mosaic.activations.models import weights_fingerprint
 from mosaic.activations.saes import check_sae_fits, encode_tokens
 from mosaic.activations.saes.quality import LOSS_DOCUMENTS, ReconstructionTally, next_token_loss
 from mosaic.cache import cache_root, cached_directories, content_key, read_entry
+from mosaic.errors import first_line
 from mosaic.features import methods_for, pool
 from mosaic.timing import Stopwatch
 
@@ -229,8 +230,12 @@ class _EntriesBuilder:
         return skipped
 
     def _next_token_loss(self, loaded: LoadedModel, sae, layer: int) -> dict[str, Any] | None:
+        """The SAE's next-token loss, or why it could not be measured: a diagnostic never fails the entry."""
         texts = [d for d in self.documents[:LOSS_DOCUMENTS] if isinstance(d, str)]
-        return next_token_loss(loaded, sae, layer, texts, self.batch_size, self.max_length)
+        try:
+            return next_token_loss(loaded, sae, layer, texts, self.batch_size, self.max_length)
+        except (RuntimeError, MemoryError) as error:  # out of memory, on the GPU or the host
+            return {"error": f"{type(error).__name__}: {first_line(error)}"}
 
 
 def read_hidden(entry: Path, method: str) -> np.ndarray:

@@ -96,6 +96,9 @@ def _validate_ranges(cfg: Any) -> None:
     depths = list(cfg.probe.depth_grid)
     _require(len(depths) > 0 and all(depth >= 1 for depth in depths), "probe.depth_grid", depths,
              "one or more tree depths, each >= 1")
+    d_sae = cfg.sae.expansion * cfg.model.d_model
+    _require(cfg.sae.k <= d_sae, "sae.k", cfg.sae.k,
+             f"at most the SAE's {d_sae} latents (sae.expansion x model.d_model)")
     tokens = cfg.sae.train_tokens
     _require(tokens is None or tokens >= 1, "sae.train_tokens", tokens,
              "null (sae.train_epochs passes over the corpus) or an integer >= 1")

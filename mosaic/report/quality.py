@@ -1,8 +1,8 @@
 """One SAE-quality table per sweep: each SAE its jobs used, measured on each dataset's documents.
 
-Rows come from `results.json` (`features.sae_quality`), one per (model, layer, SAE, dataset): the
-same SAE measured on the same documents gives the same numbers whatever probe or pooling a job used,
-so repeated jobs collapse to one row.
+Rows come from `results.json` (`features.sae_quality`), one per activation cache entry (model, layer,
+SAE and the exact documents): the same SAE measured on the same documents gives the same numbers
+whatever probe or pooling a job used, so repeated jobs collapse to one row.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ COLUMNS = ("model", "layer", "sae", "dataset", "tokens", "fvu", "l0", "dead_frac
 
 
 def quality_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (model, layer, SAE, dataset) whose jobs recorded the SAE's quality, in that order."""
+    """One row per activation entry whose jobs recorded the SAE's quality, by model, layer, SAE and dataset."""
     rows: dict[tuple, dict[str, Any]] = {}
     for result in results:
         features = result["features"]
@@ -30,8 +30,8 @@ def quality_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {"model": config["model"]["name"], "layer": config["layer"], "sae": sae_name(features["sae"]),
                "dataset": config["dataset"]["name"], "tokens": quality.get("tokens"),
                **sae_quality_scalars(features), "held_out": quality.get("held_out")}
-        rows.setdefault(tuple(row[k] for k in ("model", "layer", "sae", "dataset")), row)
-    return [rows[key] for key in sorted(rows, key=str)]
+        rows.setdefault(result["cache"]["key"], row)
+    return sorted(rows.values(), key=lambda row: tuple(str(row[k]) for k in ("model", "layer", "sae", "dataset")))
 
 
 def _cell(value: Any, column: str) -> str:

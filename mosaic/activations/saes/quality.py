@@ -79,7 +79,7 @@ def lm_head_weight(loaded) -> torch.Tensor | None:
 
 
 def _next_token_log_probs(hidden: torch.Tensor, unembed: torch.Tensor, softcap: float | None) -> torch.Tensor:
-    logits = (hidden @ unembed.T).float()
+    logits = hidden.float() @ unembed.float().T  # in float32 even for a bfloat16 model: the loss differences are small
     if softcap:  # Gemma 2 squashes its final logits
         logits = torch.tanh(logits / softcap) * softcap
     return torch.log_softmax(logits, dim=-1)

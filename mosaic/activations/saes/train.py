@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from mosaic.activations.saes.encode import encode_tokens
+from mosaic.activations.saes.load import load_sae
 from mosaic.activations.saes.quality import ReconstructionTally
+from mosaic.errors import MosaicError
 
 DEAD_WINDOW_TOKENS = 2**17
 DECAY_FRACTION = 0.2
@@ -117,6 +119,8 @@ def train_sae(values: np.ndarray, settings: TrainSettings, out_dir: str | Path, 
     """
     from sae_lens.config import LoggingConfig, SAETrainerConfig
 
+    if len(values) == 0:
+        raise MosaicError("the SAE's training corpus has no tokens: check sae.train_corpus and sae.train_docs")
     torch.manual_seed(settings.seed)
     batch_tokens = min(settings.batch_tokens, len(values))
     steps = max(1, settings.tokens // batch_tokens)
@@ -139,8 +143,9 @@ def train_sae(values: np.ndarray, settings: TrainSettings, out_dir: str | Path, 
     trained = trainer.fit()
     trained.cfg.metadata.hook_name = hook_name
     trained.save_inference_model(str(out_dir))
+    # Measured with the SAE as saved for inference (BatchTopK's becomes a JumpReLU with its learned threshold).
     on_training_tokens = ReconstructionTally(settings.d_sae, max_tokens=TRAINING_STATS_TOKENS)
-    encode_tokens(trained, values[:TRAINING_STATS_TOKENS], 4096, on_training_tokens)
+    encode_tokens(load_sae(out_dir, device=device), values[:TRAINING_STATS_TOKENS], 4096, on_training_tokens)
     record = {"corpus_tokens": len(values), "tokens": steps * batch_tokens, "steps": steps,
               "seconds": time.perf_counter() - started, "on_training_tokens": on_training_tokens.result(),
               "curve": trainer.curve}
