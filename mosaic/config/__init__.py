@@ -12,6 +12,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 
 from mosaic.config.options import CONF_DIR, OPTION_KEYS, declared_options
+from mosaic.config.overrides import check_group_overrides, check_value_overrides
 from mosaic.config.schema import (
     BinarizeConfig,
     DatasetConfig,
@@ -25,7 +26,7 @@ from mosaic.config.schema import (
     SweepConfig,
     TransferConfig,
 )
-from mosaic.config.validate import CHOICES, check_group_overrides, check_value_overrides, get_dotted, validate
+from mosaic.config.validate import CHOICES, get_dotted, validate
 
 
 def register_configs() -> None:

