@@ -39,6 +39,7 @@ def get_dotted(cfg: Any, dotted: str) -> Any:
 
 
 def require(condition: bool, key: str, value: Any, allowed: str, error: type[ConfigError] = ConfigError) -> None:
+    """Raise `error` with MOSAIC's one line, `key=value is not allowed: allowed`, unless `condition` holds."""
     if not condition:
         raise error(f"{key}={value!r} is not allowed: {allowed}")
 
