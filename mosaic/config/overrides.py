@@ -54,7 +54,7 @@ def _known_key(schema, key: str) -> bool | None:
             return None
         if node._metadata.object_type in (None, dict):
             return None
-        if part not in node:
+        if part not in node.keys():  # `in node` is False for a MISSING value (model.source, say)
             return False
         node = node._get_node(part)
     return True
