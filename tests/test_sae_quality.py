@@ -129,3 +129,13 @@ def test_a_next_token_loss_that_runs_out_of_memory_is_recorded_not_fatal(tmp_pat
     quality = results["features"]["sae_quality"]
     assert quality["next_token_loss"] == {"error": "RuntimeError: CUDA out of memory. Tried to allocate 1.00 GiB"}
     assert quality["fvu"] > 0  # the rest was measured
+
+
+def test_the_next_token_loss_stops_at_its_token_budget(monkeypatch):
+    import mosaic.activations.saes.quality as quality
+
+    loaded = load_model(tiny_model_config("tiny_gpt2"))
+    full = next_token_loss(loaded, _Identity(), 1, DOCUMENTS, batch_size=1, max_length=64)
+    monkeypatch.setattr(quality, "LOSS_TOKENS", 10)
+    capped = next_token_loss(loaded, _Identity(), 1, DOCUMENTS, batch_size=1, max_length=64)
+    assert full["predicted_tokens"] > 10 and capped["predicted_tokens"] == 10

@@ -7,8 +7,9 @@
 - Next-token loss (`next_token_loss`, decoder models whose LM head is their tied input embedding):
   the cross-entropy of the model's own next-token predictions with the residual stream at the
   SAE's layer left alone, replaced by the SAE's reconstruction, or zeroed, on the real tokens of
-  the first `LOSS_DOCUMENTS` documents; the increase, the KL divergence from the clean predictions,
-  and the fraction of the zero-ablation loss the SAE recovers.
+  the first `LOSS_DOCUMENTS` documents (at most `LOSS_TOKENS` predicted tokens); the increase, the
+  KL divergence from the clean predictions, and the fraction of the zero-ablation loss the SAE
+  recovers.
 
 The tokens are the job's documents: held out from every SAE MOSAIC trains on a packaged corpus
 (those never see a document a job scores), and from Gemma Scope's training data by construction.
@@ -24,8 +25,10 @@ import torch
 
 # Reconstruction needs a decode per token: this many tokens bound its cost on a large dataset.
 QUALITY_TOKENS = 2**17
-# The next-token loss runs the whole model three times: this many documents bound it.
+# The next-token loss runs the whole model three times and a vocabulary-wide softmax per position: this many
+# documents, and this many predicted tokens, bound it.
 LOSS_DOCUMENTS = 32
+LOSS_TOKENS = 512
 # A latent firing on more than this fraction of tokens is "always on": it separates nothing.
 ALWAYS_ON = 0.9
 
@@ -125,6 +128,7 @@ def next_token_loss(loaded, sae, layer: int, documents: Sequence[str], batch_siz
             inputs = {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
             keep = keep.to(loaded.device)
             scored = keep[:, 1:] & inputs["attention_mask"][:, :-1].bool()
+            scored &= scored.flatten().cumsum(0).reshape(scored.shape) <= LOSS_TOKENS - count
             targets = inputs["input_ids"][:, 1:][scored]
             hidden = {}
             for mode in ("clean", "sae", "zero"):
@@ -144,6 +148,8 @@ def next_token_loss(loaded, sae, layer: int, documents: Sequence[str], batch_siz
                     if mode == "sae":
                         sums["kl"] += float((clean.exp() * (clean - log_probs)).sum())
             count += len(targets)
+            if count >= LOSS_TOKENS:
+                break
     if count == 0:
         return None
     ce = {mode: sums[mode] / count for mode in ("clean", "sae", "zero")}
