@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from mosaic.activations import LoadedModel
 from mosaic.activations.models import resolve_device
-from mosaic.activations.plan import Sweep, plan_encoders, training_record
+from mosaic.activations.plan import Sweep, plan_encoders, training_record, trains_on_training_split
 from mosaic.activations.store import HIDDEN, Encoder, Request, cached_features, read_codes, read_hidden, read_quality
 from mosaic.data import LabelledDocuments, Splits
 from mosaic.features import BINARIZE_METHODS, bow_features, pool
@@ -128,8 +128,7 @@ def _sae_codes(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context
 
 def _quality(cfg: DictConfig, entry) -> dict[str, Any]:
     """The SAE's quality on this job's documents, and whether they were held out from its training."""
-    trained_on_split = cfg.sae.source == "trained" and cfg.sae.train_corpus == "train_split"
-    return {**read_quality(entry), "held_out": not trained_on_split}
+    return {**read_quality(entry), "held_out": not trains_on_training_split(cfg)}
 
 
 # features.type -> how its pooled document features are built.

@@ -18,7 +18,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from mosaic.activations.models import resolve_device
-from mosaic.activations.plan import Sweep, saved_trained_encoder
+from mosaic.activations.plan import Sweep, saved_trained_encoder, trains_on_training_split
 from mosaic.activations.store import lazy_model
 from mosaic.config import saved_config
 from mosaic.data import LabelledDocuments, Splits, document_hash, draw_splits, load_labelled_documents
@@ -109,7 +109,7 @@ def _cross_validation(cfg: DictConfig, data: LabelledDocuments, splits: Splits, 
             return features.matrix
         refit = ("probe", "feature scaling")
     not_held_out = None
-    if cfg.features.type == "sae" and cfg.sae.source == "trained" and cfg.sae.train_corpus == "train_split":
+    if trains_on_training_split(cfg):
         not_held_out = ("the SAE was trained on the job's training split, which the CV folds also score: "
                         "the SAE is not refitted per fold")
     return cross_validate(

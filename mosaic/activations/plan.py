@@ -53,6 +53,12 @@ class Sweep:
     features: tuple[str, ...] = ()
 
 
+def trains_on_training_split(cfg: DictConfig) -> bool:
+    """Whether the job's features come from an SAE trained on the job's own training split: its features
+    of those documents are then not held out, and the SAE cannot be rebuilt without the job's data."""
+    return cfg.features.type == "sae" and cfg.sae.source == "trained" and cfg.sae.train_corpus == "train_split"
+
+
 def _sae_corpus(cfg: DictConfig, data: LabelledDocuments, splits: Splits,
                 protected: frozenset[str]) -> tuple[Callable[[], list], Callable[[], dict]]:
     """A loader for the documents the SAE is trained on, and one for what identifies them (part of its cache key).
