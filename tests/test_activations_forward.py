@@ -68,7 +68,7 @@ def test_forward_stops_after_the_deepest_requested_layer():
     finally:
         for handle in handles:
             handle.remove()
-    assert calls == [0, 1]
+    assert calls and calls == [0, 1] * (len(calls) // 2)  # every batch stops after block 1 of 3
 
 
 def test_several_layers_cost_one_forward_and_agree_with_single_layer_runs():
@@ -77,9 +77,11 @@ def test_several_layers_cost_one_forward_and_agree_with_single_layer_runs():
     handle = loaded.model.register_forward_pre_hook(lambda module, args: forwards.append(1))
     try:
         together = extract_activations(loaded, TEXTS, [2, 0], batch_size=3, max_length=64)
+        one_layer = len(forwards)
+        extract_activations(loaded, TEXTS, [2], batch_size=3, max_length=64)
     finally:
         handle.remove()
-    assert len(forwards) == 2  # five documents in batches of three: one forward per batch for both layers
+    assert len(forwards) == 2 * one_layer  # one forward per batch serves both layers
     for layer in (0, 2):
         alone = extract_activations(loaded, TEXTS, [layer], batch_size=3, max_length=64)[layer]
         np.testing.assert_array_equal(together[layer].values, alone.values)
@@ -107,3 +109,39 @@ def test_truncation_keeps_the_end_or_the_beginning_of_a_long_text(side):
         out = loaded.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
     np.testing.assert_allclose(acts.values[: acts.offsets[1]], out.hidden_states[2][0, 1:-1].numpy(),
                                atol=2e-5, rtol=1e-4)
+
+
+def _batches_by_hand(lengths, budget, max_padding):
+    """The batching rule as a plain loop: add documents shortest first; close before one that would break a limit."""
+    batches, current = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        candidate = current + [i]
+        padded = len(candidate) * max(lengths[j] for j in candidate)
+        padding = padded - sum(lengths[j] for j in candidate)
+        if current and (padded > budget or padding > max_padding * padded):
+            batches.append(current)
+            candidate = [i]
+        current = candidate
+    return batches + ([current] if current else [])
+
+
+def test_token_budget_batches_follow_the_rule_and_cover_every_document_once():
+    from mosaic.activations.forward import token_budget_batches
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lengths = rng.integers(1, 300, size=rng.integers(0, 60)).tolist()
+        budget, max_padding = int(rng.integers(50, 2000)), float(rng.choice([0.0, 0.05, 0.1, 1.0]))
+        batches = [b.tolist() for b in token_budget_batches(lengths, budget, max_padding)]
+        assert batches == _batches_by_hand(lengths, budget, max_padding)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+
+
+def test_short_texts_share_a_batch_up_to_the_token_budget(monkeypatch):
+    """batch_size x max_length tokens a batch: 40 one-word texts at batch_size=4 fill one forward, not ten."""
+    loaded = _load("tiny_gpt2")
+    calls = []
+    real = loaded.model.forward
+    monkeypatch.setattr(loaded.model, "forward", lambda *a, **k: calls.append(k["input_ids"].shape) or real(*a, **k))
+    acts = extract_activations(loaded, ["word"] * 40, [1], batch_size=4, max_length=32)
+    assert [shape[0] for shape in calls] == [40] and acts[1].values.shape[0] == 40

@@ -77,6 +77,26 @@ def test_the_first_job_of_a_sweep_caches_its_siblings_from_one_forward(tmp_path,
     assert len(list_entries("activations")) == 4
 
 
+def test_a_layer_sweeps_trained_saes_share_one_forward_over_their_corpus(tmp_path, own_cache, monkeypatch):
+    """Three layers' SAEs train on one corpus extraction, and each is the SAE its layer would get alone."""
+    import mosaic.activations.plan as plan
+    from mosaic.cache import file_sha256
+
+    calls = []
+    real = plan.extract_activations
+    monkeypatch.setattr(plan, "extract_activations",
+                        lambda loaded, texts, layers, *a, **k: calls.append(list(layers)) or real(loaded, texts,
+                                                                                                  layers, *a, **k))
+    run(compose_config(*TINY), tmp_path / "a", Sweep(layers=(0, 1, 2)))
+    assert calls == [[0, 1, 2]]
+    shared = {e.fields["layer"]: file_sha256(e.path / "sae_weights.safetensors") for e in list_entries("saes")}
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "alone"))
+    run(compose_config(*TINY, "layer=2"), tmp_path / "b")
+    assert calls[1:] == [[2]]
+    [alone] = list_entries("saes")
+    assert sorted(shared) == [0, 1, 2] and shared[2] == file_sha256(alone.path / "sae_weights.safetensors")
+
+
 @pytest.mark.slow
 def test_a_multirun_reads_its_sweep_and_hits_the_cache_after_the_first_job(tmp_path):
     result = subprocess.run(

@@ -21,6 +21,9 @@ from tqdm.auto import tqdm
 
 from mosaic.activations.models import LoadedModel, transformer_blocks
 
+# Texts are batched so that at most this share of a batch's tokens is padding (`token_budget_batches`).
+MAX_PADDING = 0.1
+
 
 @dataclass
 class TokenActivations:
@@ -34,7 +37,7 @@ class TokenActivations:
         return np.diff(self.offsets)
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised by the deepest hook: the rest of the network is not needed."""
 
 
@@ -91,7 +94,28 @@ def image_inputs(loaded: LoadedModel, images: Sequence[bytes]) -> tuple[dict, to
     return inputs, keep
 
 
-def _capture_blocks(model: torch.nn.Module, layers: list[int], captured: dict[int, torch.Tensor]) -> list:
+def token_budget_batches(lengths: Sequence[int], budget: int, max_padding: float = MAX_PADDING) -> list[np.ndarray]:
+    """Document indices in batches of near-equal token length: at most `budget` tokens a batch, padding
+    included, and at most a `max_padding` share of padding.
+
+    Documents are sorted by token length; a batch closes when one more document would take its
+    padded size (documents x longest) over `budget` or its padding over `max_padding`. A document
+    longer than the budget gets a batch of its own.
+    """
+    sorted_lengths = np.asarray(lengths)[order := np.argsort(np.asarray(lengths), kind="stable")]
+    batches, start, used = [], 0, 0
+    for end, length in enumerate(sorted_lengths):
+        padded = (end + 1 - start) * length
+        if end > start and (padded > budget or padded - used - length > max_padding * padded):
+            batches.append(order[start:end])
+            start, used = end, 0
+        used += length
+    if len(order):
+        batches.append(order[start:])
+    return batches
+
+
+def capture_blocks(model: torch.nn.Module, layers: list[int], captured: dict[int, torch.Tensor]) -> list:
     """Hooks that store each block's output in `captured` and stop the forward after the deepest one."""
     blocks = transformer_blocks(model)
 
@@ -99,7 +123,7 @@ def _capture_blocks(model: torch.nn.Module, layers: list[int], captured: dict[in
         def hook(module, inputs, output):
             captured[layer] = output[0] if isinstance(output, tuple) else output
             if layer == layers[-1]:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
@@ -117,17 +141,24 @@ def extract_activations(
     """Residual-stream activations (float32, on CPU) of every real token at each of `layers`.
 
     Layer L is the output of transformer block L (Gemma Scope's `blocks.L.hook_resid_post`,
-    `hidden_states[L + 1]` of a Hugging Face forward). Texts are batched by length to cut padding;
-    images (for a model with a processor) yield their image tokens; the result is in input order.
+    `hidden_states[L + 1]` of a Hugging Face forward). Texts are batched by token length, at most
+    `batch_size` x `max_length` tokens a batch (padding included), so short texts share large
+    batches and little compute goes to padding; images (for a model with a processor) come
+    `batch_size` at a time and yield their image tokens. The result is in input order.
     """
     wanted = sorted(set(layers))
     captured: dict[int, torch.Tensor] = {}
-    handles = _capture_blocks(loaded.model, wanted, captured)
-    order = np.argsort([len(d) if isinstance(d, str) else 0 for d in documents], kind="stable")
+    handles = capture_blocks(loaded.model, wanted, captured)
+    if loaded.processor is None:
+        lengths_in = [len(ids) for ids in loaded.tokenizer(list(documents), truncation=True,
+                                                           max_length=max_length)["input_ids"]]
+        batches = token_budget_batches(lengths_in, batch_size * max_length)
+    else:  # every image is the same number of tokens
+        batches = [np.arange(i, min(i + batch_size, len(documents))) for i in range(0, len(documents), batch_size)]
+    order = np.concatenate(batches) if batches else np.arange(0)
     dtype = next(loaded.model.parameters()).dtype
     chunks: dict[int, list[np.ndarray]] = {layer: [] for layer in wanted}
     lengths: list[np.ndarray] = []
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     try:
         with torch.inference_mode():
             for batch in tqdm(batches, desc=desc, unit="batch", disable=len(batches) < 2 or None):
@@ -136,7 +167,7 @@ def extract_activations(
                                 else text_inputs(loaded, chosen, max_length))
                 try:
                     loaded.model(**{k: _to_model(v, loaded.device, dtype) for k, v in inputs.items()})
-                except _StopForward:
+                except StopForward:
                     pass
                 # Boolean indexing keeps rows document by document, whichever side the padding is on.
                 keep_on_device = keep.to(loaded.device)

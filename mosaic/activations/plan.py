@@ -17,6 +17,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
 from mosaic.activations import LoadedModel, extract_activations
@@ -91,17 +92,47 @@ def _files_identity(directory: Path) -> dict[str, str]:
     return fingerprint([directory / name for name in SAE_FILES if (directory / name).is_file()])
 
 
+class CorpusActivations:
+    """The SAE corpus's activations at the layers a job's trained SAEs still need, from one forward.
+
+    Each trained SAE registers its layer and how to tell whether it is already built. The first one
+    that trains extracts every registered layer whose SAE is missing in one pass (early exit at the
+    deepest), so a layer sweep's SAEs share one forward over their corpus; each layer's activations
+    are handed out once and then dropped.
+    """
+
+    def __init__(self, documents: Callable[[], list], model: Callable[[], LoadedModel], batch_size: int,
+                 max_length: int):
+        self.documents, self.model = documents, model
+        self.batch_size, self.max_length = batch_size, max_length
+        self.built: dict[int, Callable[[], bool]] = {}
+        self.extracted: dict[int, np.ndarray] = {}
+        self.forwards = 0
+
+    def register(self, layer: int, built: Callable[[], bool]) -> None:
+        self.built[layer] = built
+
+    def take(self, layer: int) -> np.ndarray:
+        if layer not in self.extracted:
+            missing = sorted({layer, *(other for other, built in self.built.items() if not built())})
+            acts = extract_activations(self.model(), self.documents(), missing, self.batch_size, self.max_length,
+                                       desc=f"extract SAE corpus (layers {', '.join(map(str, missing))})")
+            self.forwards += 1
+            self.extracted.update({found: acts[found].values for found in missing})
+        return self.extracted.pop(layer)
+
+
 def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[], list], corpus: Callable[[], dict],
-                     model: Callable[[], LoadedModel], device_type: str) -> Encoder:
+                     activations: CorpusActivations, device_type: str) -> Encoder:
     """The SAE MOSAIC trains with SAELens for this model and layer, cached under `saes` by its settings.
 
-    It is trained with the job's own model (`model`) the first time its identity is asked for.
+    It is trained, on `activations` of its layer, the first time its identity is asked for.
     """
     sae_cfg = cfg.sae
 
     @cache
-    def directory() -> Path:
-        fields = {
+    def fields() -> dict[str, Any]:
+        return {
             "model": model_identity(cfg.model, device_type),
             "layer": layer,
             "max_length": cfg.max_length,
@@ -110,17 +141,18 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[],
             "code": TRAIN_VERSION,
         }
 
+    @cache
+    def directory() -> Path:
         def build(target: Path) -> None:
-            loaded = model()
             documents = corpus_documents()
             (target / CORPUS_FILE).write_text(json.dumps(sorted({document_hash(d) for d in documents})))
-            acts = extract_activations(loaded, documents, [layer], cfg.batch_size, cfg.max_length,
-                                       desc=f"extract SAE corpus (layer {layer})")[layer]
-            train_sae(acts.values, train_settings(sae_cfg, cfg.model.d_model, len(acts.values)), out_dir=target,
-                      device=str(loaded.device), hook_name=f"blocks.{layer}.hook_resid_post")
+            values = activations.take(layer)
+            train_sae(values, train_settings(sae_cfg, cfg.model.d_model, len(values)), out_dir=target,
+                      device=device_type, hook_name=f"blocks.{layer}.hook_resid_post")
 
-        return cached_directory("saes", fields, build)[0]
+        return cached_directory("saes", fields(), build)[0]
 
+    activations.register(layer, lambda: read_entry(cache_root() / "saes" / content_key(fields())) is not None)
     return Encoder(lambda: trained_identity(directory()), lambda: load_sae(directory(), device=device_type))
 
 
@@ -200,9 +232,13 @@ class _PlanInputs:
     def corpus(self) -> tuple[Callable[[], list], Callable[[], dict]]:
         return _sae_corpus(self.cfg, self.data, self.splits, self.protected)
 
+    @cached_property
+    def corpus_activations(self) -> CorpusActivations:
+        return CorpusActivations(self.corpus[0], self.model, self.cfg.batch_size, self.cfg.max_length)
+
 
 def _trained(inputs: _PlanInputs, layer: int, width: str) -> Encoder:
-    return _trained_encoder(inputs.cfg, layer, *inputs.corpus, inputs.model, inputs.device.type)
+    return _trained_encoder(inputs.cfg, layer, *inputs.corpus, inputs.corpus_activations, inputs.device.type)
 
 
 def _local(inputs: _PlanInputs, layer: int, width: str) -> Encoder:

@@ -246,7 +246,11 @@ class SweepConfig:
 
 @dataclass
 class MosaicConfig:
-    """One job: which model, layer, SAE, dataset, features, pooling, binarization and probe."""
+    """One job: which model, layer, SAE, dataset, features, pooling, binarization and probe.
+
+    A forward batch holds at most `batch_size` x `max_length` tokens, padding included: texts are
+    batched by token length, so short texts share a batch and little compute goes to padding.
+    """
 
     model: ModelConfig = MISSING
     sae: SAEConfig = MISSING

@@ -10,12 +10,15 @@ import torch
 from tqdm.auto import tqdm
 
 from mosaic.activations.saes.quality import ReconstructionTally
+from mosaic.heap import release_free_heap
 
 # torch marks CSR tensors as beta; converting a dense tensor to CSR is all that is used here.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 # At most this many dense code values exist at once (64 MiB of float32), whatever the SAE's width.
 DENSE_CODES_BUDGET = 2**24
+# Freed temporaries go back to the system every this many chunks (heap fragmentation stays bounded).
+TRIM_EVERY_CHUNKS = 16
 
 
 def encode_tokens(sae, values: np.ndarray, batch_tokens: int, tally: ReconstructionTally | None = None
@@ -32,7 +35,9 @@ def encode_tokens(sae, values: np.ndarray, batch_tokens: int, tally: Reconstruct
     parts = []
     starts = range(0, len(values), batch_tokens)
     with torch.inference_mode():
-        for start in tqdm(starts, desc="encode", unit="chunk", disable=len(starts) < 2 or None):
+        for number, start in enumerate(tqdm(starts, desc="encode", unit="chunk", disable=len(starts) < 2 or None)):
+            if number % TRIM_EVERY_CHUNKS == TRIM_EVERY_CHUNKS - 1:
+                release_free_heap()
             chunk = torch.from_numpy(values[start : start + batch_tokens]).to(device=device, dtype=dtype)
             # Sparsify on the SAE's device: only the non-zeros travel and reach NumPy.
             dense = sae.encode(chunk)
@@ -46,4 +51,4 @@ def encode_tokens(sae, values: np.ndarray, batch_tokens: int, tally: Reconstruct
             ))
     if not parts:
         return sp.csr_matrix((0, sae.cfg.d_sae), dtype=np.float32)
-    return sp.vstack(parts, format="csr").astype(np.float32)
+    return sp.vstack(parts, format="csr").astype(np.float32, copy=False)
