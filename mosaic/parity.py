@@ -5,8 +5,8 @@ For each task, MOSAIC runs its job as a user would, with the suite's protocol sp
 the suite's logistic regression: C over logspace(5, -5, 10) by validation AUROC, then one fit on
 train + validation, unscaled, unweighted). The activations that job used are then written in the
 peer's on-disk layout, so the peer's `run_baseline_dataset_layer` finds them and never loads a model,
-and runs its `logreg` baseline on the same rows. Test AUROC and the time each spends on the probe
-are compared; the figure is part of `make bench`.
+and runs its `logreg` baseline on the same rows. Test AUROC, the time each spends on the probe
+and the chosen C are compared; the figure is part of `make bench`.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ def _job_features(cfg, job_dir: Path):
     return results, np.asarray(features.matrix, dtype=np.float32)
 
 
-def _peer_run(baselines, matrix: np.ndarray, task: str, workdir: Path) -> tuple[float, float]:
-    """The peer's `logreg` baseline on `matrix` (rows in the task file's order): test AUROC and seconds."""
+def _peer_run(baselines, matrix: np.ndarray, task: str, workdir: Path) -> dict:
+    """The peer's `logreg` baseline on `matrix` (rows in the task file's order): test AUROC, chosen C and the
+    seconds its probe function (selection over C, final fit, scoring) took, timed around that function alone."""
     import torch
 
     folder = workdir / f"model_activations_{_PEER_MODEL}"
@@ -61,13 +62,24 @@ def _peer_run(baselines, matrix: np.ndarray, task: str, workdir: Path) -> tuple[
     torch.save(torch.from_numpy(matrix), folder / f"{task}_{_PEER_HOOK}.pt")
     saved = baselines.get_baseline_save_path(task, _PEER_HOOK, "logreg", _PEER_MODEL, workdir / "results")
     saved.unlink(missing_ok=True)  # the peer skips a task whose results exist: never read an earlier run's
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the peer's unconverged large-C fits warn on every task
-        baselines.run_baseline_dataset_layer(_PEER_HOOK, task, "logreg", model_name=_PEER_MODEL,
-                                             model_cache_path=workdir, results_path=workdir / "results", seed=42)
-    seconds = time.perf_counter() - start
-    return json.loads(saved.read_text())[0]["test_auc"], seconds
+    probe_function = baselines.METHODS["logreg"]
+    measured = {}
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        results = probe_function(*args, **kwargs)
+        measured.update(seconds=time.perf_counter() - start, C=float(results.classifier.C))
+        return results
+
+    baselines.METHODS["logreg"] = timed  # the peer's driver looks its method up at call time
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the peer's unconverged large-C fits warn on every task
+            baselines.run_baseline_dataset_layer(_PEER_HOOK, task, "logreg", model_name=_PEER_MODEL,
+                                                 model_cache_path=workdir, results_path=workdir / "results", seed=42)
+    finally:
+        baselines.METHODS["logreg"] = probe_function
+    return {"auroc": json.loads(saved.read_text())[0]["test_auc"], **measured}
 
 
 def compare(tasks: list[str], overrides: tuple[str, ...] = (), workdir: Path | None = None) -> list[dict]:
@@ -79,11 +91,12 @@ def compare(tasks: list[str], overrides: tuple[str, ...] = (), workdir: Path | N
         for task in tasks:
             cfg = compose("dataset=sae_probes", f"dataset.task={task}", *SUITE_PROTOCOL, *overrides)
             results, matrix = _job_features(cfg, workdir / "jobs" / task)
-            peer_auroc, peer_seconds = _peer_run(baselines, matrix, task, workdir)
+            peer = _peer_run(baselines, matrix, task, workdir)
             rows.append({"task": task, "rows": matrix.shape[0], "features": matrix.shape[1],
-                         "mosaic_auroc": results["metrics"]["auroc"], "peer_auroc": peer_auroc,
-                         "gap": abs(results["metrics"]["auroc"] - peer_auroc),
-                         "mosaic_s": results["timings_s"]["probe"], "peer_s": peer_seconds})
+                         "mosaic_auroc": results["metrics"]["auroc"], "peer_auroc": peer["auroc"],
+                         "gap": abs(results["metrics"]["auroc"] - peer["auroc"]),
+                         "mosaic_C": results["hyperparameters"]["C"]["chosen"], "peer_C": peer["C"],
+                         "mosaic_s": results["timings_s"]["probe"], "peer_s": peer["seconds"]})
     return rows
 
 
@@ -97,7 +110,9 @@ def figure(quick: bool = False) -> dict:
 
 
 def summary(rows: list[dict]) -> dict:
-    """The figure: how many tasks agree within 0.01 test AUROC, the largest gap, and MOSAIC's time over the peer's."""
+    """The figure: how many tasks agree within 0.01 test AUROC and chose the same C, the largest gap, and MOSAIC's
+    probe time over the peer's."""
     return {"tasks": len(rows), "within_0.01": sum(row["gap"] <= 0.01 for row in rows),
+            "same_C": sum(bool(np.isclose(row["mosaic_C"], row["peer_C"], rtol=1e-6)) for row in rows),
             "max_gap": max(row["gap"] for row in rows),
             "time_ratio": sum(row["mosaic_s"] for row in rows) / sum(row["peer_s"] for row in rows)}

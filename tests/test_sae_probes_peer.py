@@ -70,6 +70,7 @@ def test_mosaics_suite_protocol_gives_the_peers_test_auroc_on_the_same_activatio
     rows = compare(["95_toxic_is", "41_truthqa_tf"], ("model=tiny_gpt2", "layer=1"), workdir=tmp_path)
     for row in rows:
         assert row["gap"] <= 0.01, row
+        assert np.isclose(row["mosaic_C"], row["peer_C"]), row  # the same selection, not just a close score
         assert 0.5 < row["peer_auroc"] < 1  # the tiny random model still separates somewhat: not a degenerate case
 
 
