@@ -3,7 +3,7 @@
   python -m mosaic cache list [--kind K] [--where FIELD=VALUE ...]
   python -m mosaic cache remove (--where FIELD=VALUE ... | --all) [--kind K]
   python -m mosaic cache verify [--kind K]
-  python -m mosaic bench [--quick] [--parity]
+  python -m mosaic bench [--quick] [--only FIGURE,...] [--whole-suite]
   python -m mosaic report SWEEP_DIR [--out DIR]
   python -m mosaic predict JOB_DIR/probe TEXTS.txt      (one text per line; prints label and probability)
   python -m mosaic tasks                                (the sparse-probing suite's tasks: dataset=sae_probes)
@@ -179,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     cache.add_argument("--all", action="store_true", help="with remove: every selected entry")
     bench = commands.add_parser("bench", help="run the benchmark; writes bench/results.json")
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
-    bench.add_argument("--parity", action="store_true", help="refresh only the parity figure (6) in bench/results.json")
+    bench.add_argument("--only", default="", help="refresh only these figures (comma-separated, e.g. parity,padding) "
+                       "in bench/results.json")
+    bench.add_argument("--whole-suite", action="store_true",
+                       help="figure 9 on all 113 binary suite tasks (about 1.5 h on 2 CPU cores), not every fifth")
     report = commands.add_parser("report", help="tables and plots from every results.json under a sweep dir")
     report.add_argument("sweep_dir", type=Path)
     report.add_argument("--out", type=Path, help="where to write (default: the sweep dir)")
@@ -212,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from mosaic.bench import run_benchmark
 
-    run_benchmark(quick=args.quick, only_parity=args.parity)
+    run_benchmark(quick=args.quick, only=tuple(name for name in args.only.split(",") if name),
+                  whole_suite=args.whole_suite)
     return 0
 
 

@@ -178,3 +178,28 @@ def test_the_local_launcher_runs_each_cell_in_its_own_submitit_process(tmp_path)
     # submitit's own record: one job folder (named by the process id) per cell, each with its result.
     finished = list((tmp_path / ".submitit").glob("*/*_result.pkl"))
     assert len(finished) == 2 and len({path.parent.name for path in finished}) == 2
+
+
+def test_the_sweeper_composes_one_cell_before_launching_not_every_cell():
+    """Hydra's basic sweeper composes all of a 1,000-cell grid before its first job; MOSAIC's composes one,
+    and the sweep's config (`conf/config.yaml`) selects it."""
+    from hydra import compose, initialize_config_dir
+
+    from hydra_plugins.mosaic_sweeper.mosaic_sweeper import MosaicSweeper
+    from mosaic.config import register_configs
+
+    composed = []
+
+    class CountingLoader:
+        def load_sweep_config(self, master_config, sweep_overrides):
+            composed.append(sweep_overrides)
+
+    sweeper = MosaicSweeper(max_batch_size=None)
+    sweeper.config, sweeper.hydra_context = OmegaConf.create({}), None
+    sweeper.config_loader = CountingLoader()
+    sweeper.validate_batch_is_legal([[f"seed={i}"] for i in range(1000)])
+    assert composed == [["seed=0"]]
+    register_configs()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.mosaic_sweeper.mosaic_sweeper.MosaicSweeper"

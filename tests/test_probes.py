@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from sklearn.datasets import make_classification
 from sklearn.metrics import f1_score
 
-from mosaic.bench import penalised_objective
+from mosaic.bench.probes import penalised_objective
 from mosaic.config import ProbeConfig
 from mosaic.probes import fit_probe
 from mosaic.probes.lightning_trainer import LinearProbe

@@ -41,10 +41,9 @@ def encode_tokens(sae, values: np.ndarray, batch_tokens: int, tally: Reconstruct
             chunk = torch.from_numpy(values[start : start + batch_tokens]).to(device=device, dtype=dtype)
             # Sparsify on the SAE's device: only the non-zeros travel and reach NumPy.
             dense = sae.encode(chunk)
-            if tally is not None and tally.wants() > 0:
-                measured = slice(0, tally.wants())
-                tally.add(chunk[measured], dense[measured], sae.decode(dense[measured]))
             codes = dense.float().to_sparse_csr()
+            if tally is not None and tally.wants() > 0:
+                _measure(tally, sae, chunk, dense, codes)
             parts.append(sp.csr_matrix(
                 (codes.values().cpu().numpy(), codes.col_indices().cpu().numpy(), codes.crow_indices().cpu().numpy()),
                 shape=tuple(codes.shape),
@@ -52,3 +51,12 @@ def encode_tokens(sae, values: np.ndarray, batch_tokens: int, tally: Reconstruct
     if not parts:
         return sp.csr_matrix((0, sae.cfg.d_sae), dtype=np.float32)
     return sp.vstack(parts, format="csr").astype(np.float32, copy=False)
+
+
+def _measure(tally: ReconstructionTally, sae, chunk: torch.Tensor, dense: torch.Tensor, codes: torch.Tensor) -> None:
+    """Add the chunk's first tokens the tally still wants, decoded from their sparse codes where the SAE is
+    float32: about a twentieth of the dense product's work at a typical L0."""
+    n = min(tally.wants(), len(chunk))
+    part = codes if n == len(chunk) else dense[:n].float().to_sparse_csr()
+    reconstruction = sae.decode(part) if dense.dtype == torch.float32 else sae.decode(dense[:n])
+    tally.add(chunk[:n], part, reconstruction)

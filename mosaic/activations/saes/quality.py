@@ -50,11 +50,11 @@ class ReconstructionTally:
         return self.max_tokens - self.tokens
 
     def add(self, inputs: torch.Tensor, codes: torch.Tensor, reconstruction: torch.Tensor) -> None:
-        """One chunk: SAE inputs, their codes and the decoded reconstruction (tokens x ...)."""
+        """One chunk: SAE inputs, their codes (a sparse CSR tensor) and the decoded reconstruction (tokens x ...)."""
         self.variance.add_batch(sae_output=reconstruction.float(), hidden_acts=inputs.float())
-        firing = codes != 0
-        self.fired += firing.sum(dim=0).cpu().numpy()
-        self.active += int(firing.sum())
+        columns = codes.col_indices().cpu().numpy()
+        self.fired += np.bincount(columns, minlength=len(self.fired))
+        self.active += len(columns)
         self.tokens += len(inputs)
 
     def result(self) -> dict[str, Any]:
