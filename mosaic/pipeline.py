@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from mosaic.activations.models import resolve_device
 from mosaic.activations.plan import Sweep, saved_trained_encoder, trains_on_training_split
 from mosaic.activations.store import lazy_model
+from mosaic.behaviour import behaviour_labels, with_base_rate
 from mosaic.config import saved_config
 from mosaic.data import LabelledDocuments, Splits, document_hash, draw_splits, load_labelled_documents
 from mosaic.errors import MosaicError
@@ -162,7 +163,9 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     total_start = time.perf_counter()
     config = OmegaConf.to_container(cfg, resolve=True)
 
-    data, splits = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)
+    with watch.time("behaviour"):
+        data, behaviour = behaviour_labels(cfg, load_labelled_documents(cfg.dataset))
+    data, splits = draw_splits(data, cfg.dataset, cfg.regime, cfg.seed)
     targets = transfer_datasets(cfg, data)
     context = FeatureContext(watch, lazy_model(cfg.model), protected_documents(data, targets), sweep or Sweep())
     features = build_features(cfg, data, splits, context, _loaded_probes_encoder(cfg, context.protected))
@@ -200,6 +203,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
             "probe": probe.summary,
             "top_features": _top_features(probe, data, splits, features),
             "transfer": transfer,
+            "behaviour": with_base_rate(behaviour, data.labels, splits.test),
             "cache": features.cache,
             "timings_s": watch.seconds,
             "run": run_info(started),

@@ -283,6 +283,11 @@ def summary_table(results: dict[str, Any]) -> str:
     ]
     if features.get("sae_quality"):
         rows.append(("SAE", quality_line(features["sae_quality"])))
+    if behaviour := results.get("behaviour"):
+        rows.append(("behaviour", f"labels: {behaviour['model']}'s answers, accuracy {behaviour['accuracy']:.3f} on "
+                                  f"{behaviour['documents']} documents; test base rate "
+                                  f"{behaviour['test_base_rate']:.3f} correct (majority accuracy "
+                                  f"{behaviour['test_majority_accuracy']:.3f})"))
     for kind, targets in (results["transfer"] or {}).items():
         if targets:
             rows.append((f"transfer {kind}", "   ".join(f"{name} {m['macro_f1']:.3f}" for name, m in targets.items())))

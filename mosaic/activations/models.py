@@ -63,6 +63,26 @@ def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
     raise MosaicError(f"cannot find the transformer blocks of {type(model).__name__}: looked for {_BLOCK_PATHS}")
 
 
+def lm_head_weight(loaded: LoadedModel) -> torch.Tensor | None:
+    """The unembedding of a decoder whose LM head is tied to its input embedding; None otherwise.
+
+    MOSAIC loads base models (no LM head): only a tied head is in the weights it has.
+    """
+    config = loaded.model.config
+    if not loaded.is_decoder or not getattr(config, "tie_word_embeddings", False):
+        return None
+    return loaded.model.get_input_embeddings().weight
+
+
+def next_token_log_probs(loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of the next token from final hidden states (positions x d_model), through the tied
+    LM head, in float32 even for a bfloat16 model, with Gemma 2's soft-capping of its final logits."""
+    logits = hidden.float() @ lm_head_weight(loaded).float().T
+    if softcap := getattr(loaded.model.config, "final_logit_softcapping", None):
+        logits = torch.tanh(logits / softcap) * softcap
+    return torch.log_softmax(logits, dim=-1)
+
+
 def weights_fingerprint(cfg) -> dict[str, str]:
     """What identifies the model's weights, for cache keys: the content of its files, or a pinned commit.
 

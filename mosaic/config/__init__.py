@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from mosaic.config.options import CONF_DIR, OPTION_KEYS, declared_options
 from mosaic.config.overrides import check_group_overrides, check_value_overrides
 from mosaic.config.schema import (
+    BehaviourConfig,
     BinarizeConfig,
     DatasetConfig,
     FeaturesConfig,
@@ -54,7 +55,7 @@ def compose(*overrides: str, config_dir: Path | None = None, with_hydra: bool = 
         return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
 
 
-__all__ = ["CHOICES", "CONF_DIR", "OPTION_KEYS", "BinarizeConfig", "DatasetConfig", "FeaturesConfig",
+__all__ = ["CHOICES", "CONF_DIR", "OPTION_KEYS", "BehaviourConfig", "BinarizeConfig", "DatasetConfig", "FeaturesConfig",
            "LoggerConfig", "ModelConfig", "MosaicConfig", "PoolingConfig", "ProbeConfig", "SAEConfig", "SweepConfig",
            "TransferConfig", "check_group_overrides", "check_value_overrides", "compose", "declared_options",
            "get_dotted", "register_configs", "saved_config", "validate"]

@@ -102,7 +102,8 @@ class DatasetConfig:
     same documents whatever the job's seed). `sae_probes` datasets are the sparse-probing suite's
     (Kantamneni et al. 2025), read from the installed `sae-probes` package: `task` names one (e.g.
     `95_toxic_is`, binary, or `101_disease_class`, multiclass). `csv` and `jsonl` files are read in
-    `encoding` (default utf-8; many tweet corpora are latin-1).
+    `encoding` (default utf-8; many tweet corpora are latin-1). `text_template` builds each text from
+    several columns instead of `text_column`, e.g. `"{question} {passage}"` (columns in braces).
     """
 
     name: str = MISSING
@@ -120,6 +121,7 @@ class DatasetConfig:
     label_column: str = "label"
     label_names: list[str] | None = None
     split_column: str | None = None
+    text_template: str | None = None
     val_size: float = 0.15
     test_size: float = 0.25
     limit: int | None = None
@@ -238,6 +240,24 @@ class TransferConfig:
 
 
 @dataclass
+class BehaviourConfig:
+    """Labels from what a model answers (`mosaic/behaviour.py`); off while `model` is null.
+
+    `model` names a `model` option (its conf/model YAML): the causal language model that answers each
+    document, put in `template` at `{document}`. `scorer=choice` scores `options`, one per class of
+    the dataset in its class order, each one token of the answering model's tokenizer: the answer is
+    the option whose token is the likeliest next token. The job's labels become `correct` where the
+    answer is the document's own class and `incorrect` elsewhere, and its probe predicts them from
+    the job's `model` (the same model or another).
+    """
+
+    model: str | None = None
+    scorer: str = "choice"
+    template: str = "{document}\nAnswer:"
+    options: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SweepConfig:
     """How a multirun treats cells: `skip_done` skips a cell whose `results.json` has the same config and inputs."""
 
@@ -262,6 +282,7 @@ class MosaicConfig:
     probe: ProbeConfig = MISSING
     logger: LoggerConfig = MISSING
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     layer: int = 3
     seed: int = 0

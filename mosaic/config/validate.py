@@ -59,6 +59,7 @@ def validate(cfg: Any) -> None:
     _validate_model(cfg.model, "model")
     _validate_modality(cfg)
     _validate_transfer(cfg)
+    _validate_behaviour(cfg)
     if cfg.features.type == "sae":
         _validate_sae(cfg)
 
@@ -216,6 +217,25 @@ def _validate_transfer(cfg: Any) -> None:
         require(cfg.layer < model.n_layers, "layer", cfg.layer, f"{key} has layers 0..{model.n_layers - 1}")
         require(model.d_model == cfg.model.d_model, f"{key}.d_model", model.d_model,
                  f"must equal model.d_model={cfg.model.d_model} so the job's probe and SAE can read it")
+
+
+def _validate_behaviour(cfg: Any) -> None:
+    """An answering model that can answer (a decoder), a known scorer, a template with the document, options."""
+    behaviour = cfg.behaviour
+    if behaviour.model is None:
+        return
+    from mosaic.behaviour import SCORERS, answering_model_config
+
+    answering = answering_model_config(behaviour.model)
+    require(answering.family in ("gpt2", "llama", "gemma2", "gemma3"), "behaviour.model", behaviour.model,
+             "an answering model is a causal language model (gemma2_*, gemma3_270m, tiny_gpt2, tiny_gemma2, ...)")
+    require(behaviour.scorer in SCORERS, "behaviour.scorer", behaviour.scorer, "choose one of " + ", ".join(SCORERS))
+    require("{document}" in behaviour.template, "behaviour.template", behaviour.template,
+             "must contain {document}, where each document goes")
+    require(len(behaviour.options) >= 2 and len(set(behaviour.options)) == len(behaviour.options),
+             "behaviour.options", list(behaviour.options), "two or more distinct answers, one per class of the dataset")
+    require(not cfg.transfer.datasets, "transfer.datasets", list(cfg.transfer.datasets),
+             "transfer targets keep their own labels; behaviour labels are the answering model's outcomes")
 
 
 def _validate_sae(cfg: Any) -> None:

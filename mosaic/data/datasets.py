@@ -8,6 +8,7 @@ memory and has a stable fingerprint for the activation cache.
 from __future__ import annotations
 
 import hashlib
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,23 @@ class LabelledDocuments:
     labels: np.ndarray
     label_names: list[str]
     split: np.ndarray | None = None
+
+
+def _texts(table: pd.DataFrame, cfg) -> list[str]:
+    """The text of each row: `text_column`, or `text_template` filled with the row's columns."""
+    if cfg.text_template is None:
+        return _require_column(table, "dataset.text_column", cfg.text_column, cfg.name).astype(str).tolist()
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(cfg.text_template) if name is not None]
+    except ValueError as error:
+        raise DataError(f"dataset.text_template={cfg.text_template!r} is not a format string ({error}): "
+                        "name columns in braces, e.g. '{question} {passage}'") from None
+    if missing := [name for name in fields if name not in table.columns]:
+        raise DataError(f"dataset.text_template names columns {missing} that dataset {cfg.name} does not have "
+                        f"(columns: {', '.join(map(str, table.columns))})")
+    columns = {name: table[name].astype(str).tolist() for name in fields}
+    return [cfg.text_template.format(**{name: values[i] for name, values in columns.items()})
+            for i in range(len(table))]
 
 
 def _image_bytes(values: pd.Series, name: str, base: Path | None) -> list[bytes]:
@@ -119,7 +137,7 @@ def load_labelled_documents(cfg) -> LabelledDocuments:
         documents = _image_bytes(_require_column(table, "dataset.image_column", cfg.image_column, cfg.name), cfg.name,
                                  base)
     else:
-        documents = _require_column(table, "dataset.text_column", cfg.text_column, cfg.name).astype(str).tolist()
+        documents = _texts(table, cfg)
     raw_labels = _label_strings(_require_column(table, "dataset.label_column", cfg.label_column, cfg.name), cfg)
 
     present = sorted(raw_labels.unique())

@@ -70,24 +70,6 @@ class ReconstructionTally:
         }
 
 
-def lm_head_weight(loaded) -> torch.Tensor | None:
-    """The unembedding of a decoder whose LM head is tied to its input embedding; None otherwise.
-
-    MOSAIC loads base models (no LM head): only a tied head is in the weights it has.
-    """
-    config = loaded.model.config
-    if not loaded.is_decoder or not getattr(config, "tie_word_embeddings", False):
-        return None
-    return loaded.model.get_input_embeddings().weight
-
-
-def _next_token_log_probs(hidden: torch.Tensor, unembed: torch.Tensor, softcap: float | None) -> torch.Tensor:
-    logits = hidden.float() @ unembed.float().T  # in float32 even for a bfloat16 model: the loss differences are small
-    if softcap:  # Gemma 2 squashes its final logits
-        logits = torch.tanh(logits / softcap) * softcap
-    return torch.log_softmax(logits, dim=-1)
-
-
 def _splice(block, sae, keep: torch.Tensor, mode: str):
     """A hook that replaces the block's output at real-token positions: by the SAE's reconstruction, or zeros."""
     def hook(module, inputs, output):
@@ -113,12 +95,10 @@ def next_token_loss(loaded, sae, layer: int, documents: Sequence[str], batch_siz
     measure (an encoder, or a decoder whose LM head is not tied to its embedding).
     """
     from mosaic.activations.forward import text_inputs
-    from mosaic.activations.models import transformer_blocks
+    from mosaic.activations.models import lm_head_weight, next_token_log_probs, transformer_blocks
 
-    unembed = lm_head_weight(loaded)
-    if unembed is None or not documents:
+    if lm_head_weight(loaded) is None or not documents:
         return None
-    softcap = getattr(loaded.model.config, "final_logit_softcapping", None)
     block = transformer_blocks(loaded.model)[layer]
     sums = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl": 0.0}
     count = 0
@@ -140,10 +120,9 @@ def next_token_loss(loaded, sae, layer: int, documents: Sequence[str], batch_siz
                         handle.remove()
             for first in range(0, len(targets), positions_per_chunk):
                 rows = slice(first, first + positions_per_chunk)
-                clean = _next_token_log_probs(hidden["clean"][rows], unembed, softcap)
+                clean = next_token_log_probs(loaded, hidden["clean"][rows])
                 for mode in ("clean", "sae", "zero"):
-                    log_probs = clean if mode == "clean" else _next_token_log_probs(hidden[mode][rows], unembed,
-                                                                                    softcap)
+                    log_probs = clean if mode == "clean" else next_token_log_probs(loaded, hidden[mode][rows])
                     sums[mode] -= float(log_probs.gather(1, targets[rows, None]).sum())
                     if mode == "sae":
                         sums["kl"] += float((clean.exp() * (clean - log_probs)).sum())
