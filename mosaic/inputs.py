@@ -39,6 +39,10 @@ def job_inputs(cfg) -> dict[str, Any]:
         "model": weights(cfg.model),
         "transfer_models": {name: weights(m) for name, m in cfg.transfer.models.items()},
     }
+    if cfg.behaviour.model is not None:
+        from mosaic.behaviour import answering_model_config
+
+        inputs["behaviour_model"] = weights(answering_model_config(cfg.behaviour.model))
     if cfg.features.type == "sae" and cfg.sae.source == "local":
         inputs["sae"] = directory_fingerprint(Path(cfg.sae.path))
     if cfg.probe.load:

@@ -71,6 +71,12 @@ def test_a_job_records_the_answering_models_accuracy_and_the_base_rate(tmp_path,
     assert behaviour["model"] == "tiny_gpt2" and again["cache"] == {"hit": True, "key": behaviour["cache"]["key"]}
     assert behaviour["test_base_rate"] == pytest.approx(relabelled.labels[splits.test].mean())
     assert behaviour["test_majority_accuracy"] == max(behaviour["test_base_rate"], 1 - behaviour["test_base_rate"])
+    from mosaic.report import write_report
+
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    base = relabelled.labels[splits.test].mean()
+    assert "| base rate (majority accuracy) |" in report and f"| {base:.3f} ({max(base, 1 - base):.3f}) |" in report
 
 
 @pytest.mark.parametrize("change, message", [

@@ -86,10 +86,18 @@ def _tables(cells: list[Cell], keys: list[str]) -> str:
                   "| configuration | n | chosen | validation macro F1 | test macro F1 | test 95% CI | test AUROC | "
                   "CV macro F1 (train+val) |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        behaviour = any(cell.base_rate is not None for cell in subset)
+        if behaviour:  # labels are an answering model's outcomes: the base rate goes next to every score
+            lines[-2] += " test accuracy | base rate (majority accuracy) |"
+            lines[-1] += " --- | --- |"
+            lines[-2:-2] = ["Labels: whether the answering model answered correctly. Base rate: the share of test "
+                            "documents it got right; majority accuracy: always predicting the commoner outcome.", ""]
         for cell in subset:
             cv = _score(cell.cv, cell.cv_std) + ("" if cell.cv_held_out or cell.cv is None else " †")
             values = [_configuration(cell, shown), str(cell.n), cell.chosen or MISSING, _score(cell.val),
                       _score(cell.test, cell.test_std), _interval(cell.test_ci95), _score(cell.auroc), cv]
+            if behaviour:
+                values += [_score(cell.accuracy), f"{_score(cell.base_rate)} ({_score(cell.majority_accuracy)})"]
             if cell is chosen:
                 values[0], values[4] = f"**{values[0]}**", f"**{values[4]}**"
             lines.append("| " + " | ".join(values) + " |")

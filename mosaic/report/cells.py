@@ -87,6 +87,10 @@ def job_row(results: dict[str, Any], keys: list[str]) -> dict[str, Any]:
         "chosen": ", ".join(f"{name}={value}" for name, value in chosen.items()),
         "accuracy": metrics["accuracy"],
         "auroc": metrics["auroc"],
+        # Behaviour labels: the share of test documents the answering model got right, and the accuracy of
+        # always predicting the majority outcome, to read the probe's scores against.
+        "base_rate": (results.get("behaviour") or {}).get("test_base_rate"),
+        "majority_accuracy": (results.get("behaviour") or {}).get("test_majority_accuracy"),
     }
 
 
@@ -140,6 +144,18 @@ class Cell:
     def auroc_ci95(self) -> tuple[float, float] | None:
         values = [row["auroc"] for row in self.rows]
         return None if any(v is None for v in values) else confidence_interval(values)
+
+    @property
+    def accuracy(self) -> float:
+        return mean(row["accuracy"] for row in self.rows)
+
+    @property
+    def base_rate(self) -> float | None:
+        return self._mean("base_rate")
+
+    @property
+    def majority_accuracy(self) -> float | None:
+        return self._mean("majority_accuracy")
 
     @property
     def val(self) -> float | None:
