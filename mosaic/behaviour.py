@@ -8,7 +8,8 @@ features the probe reads) or another. Scorers (`SCORERS`):
   answer per class of the dataset, in its class order, each a single token of the answering model's
   tokenizer (`" A"`, `" True"`). The answer is the option whose token the model rates most likely as the
   next token after the prompt: no sampling, one forward per document, deterministic. Prompts longer than
-  `max_length` lose their beginning, so the question's end and the answer cue are always read.
+  `max_length` lose their beginning, so the question's end and the answer cue are always read. The options
+  default to the dataset's `answer_options`.
 
 Open questions and refusals (generated answers judged by a scorer) are not offered: they need generation,
 which base models without their LM head cannot do here. Answers are cached under `behaviour`, keyed by
@@ -44,6 +45,12 @@ def answering_model_config(name: str) -> DictConfig:
         raise MosaicError(f"behaviour.model={name!r} is not a model option: choose one of {known}")
     declared = OmegaConf.load(path)
     return OmegaConf.merge(OmegaConf.structured(ModelConfig), {k: v for k, v in declared.items() if k != "defaults"})
+
+
+def answer_options(cfg: DictConfig) -> list[str] | None:
+    """The answers the choice scorer compares: `behaviour.options`, else the dataset's `answer_options`."""
+    options = cfg.behaviour.options if cfg.behaviour.options is not None else cfg.dataset.answer_options
+    return None if options is None else list(options)
 
 
 def option_token_ids(tokenizer, options: Sequence[str], model_name: str) -> list[int]:
@@ -95,7 +102,7 @@ def _score_choice(cfg: DictConfig, answering: DictConfig, documents: Sequence[st
     if lm_head_weight(loaded) is None:
         raise MosaicError(f"behaviour.model={answering.name} cannot answer: it needs a decoder whose LM head is its "
                           "tied input embedding (Gemma 2 and 3, GPT-2)")
-    token_ids = option_token_ids(loaded.tokenizer, cfg.behaviour.options, answering.name)
+    token_ids = option_token_ids(loaded.tokenizer, answer_options(cfg), answering.name)
     prompts = [cfg.behaviour.template.replace("{document}", document) for document in documents]
     return choice_log_probs(loaded, prompts, token_ids, cfg.batch_size, cfg.max_length)
 
@@ -112,7 +119,7 @@ def _answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[str]) -
 
     fields = {"model": model_identity(answering, resolve_device(answering.device).type),
               "documents": documents_key(documents), "scorer": cfg.behaviour.scorer,
-              "template": cfg.behaviour.template, "options": list(cfg.behaviour.options),
+              "template": cfg.behaviour.template, "options": answer_options(cfg),
               "max_length": cfg.max_length, "code": BEHAVIOUR_VERSION}
 
     def build(target: Path) -> None:
@@ -128,7 +135,7 @@ def behaviour_labels(cfg: DictConfig, data: LabelledDocuments) -> tuple[Labelled
     the dataset unchanged and None while `behaviour.model` is null."""
     if cfg.behaviour.model is None:
         return data, None
-    options = list(cfg.behaviour.options)
+    options = answer_options(cfg) or []
     if len(options) != len(data.label_names):
         raise MosaicError(f"behaviour.options has {len(options)} options but dataset {cfg.dataset.name} has "
                           f"{len(data.label_names)} classes {data.label_names}: give one per class, in that order")

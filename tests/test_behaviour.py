@@ -26,7 +26,8 @@ def _reference_choices(cfg, documents):
     lm = tf.GPT2LMHeadModel(loaded.model.config)
     lm.base_model.load_state_dict(loaded.model.state_dict())
     lm.tie_weights()
-    option_ids = [loaded.tokenizer(option, add_special_tokens=False)["input_ids"][0] for option in cfg.behaviour.options]
+    option_ids = [loaded.tokenizer(option, add_special_tokens=False)["input_ids"][0]
+                  for option in cfg.behaviour.options]
     rows = []
     with torch.inference_mode():
         for document in documents:
@@ -102,3 +103,16 @@ def test_bad_behaviour_settings_fail_validation(change, key):
 def test_an_unknown_answering_model_names_the_options():
     with pytest.raises(MosaicError, match="is not a model option: choose one of .*gemma3_270m"):
         validate(compose_config(*ARITH, "behaviour.model=gpt5"))
+
+
+@pytest.mark.parametrize("dataset", ["boolq", "piqa", "pubmedqa"])
+def test_the_papers_behaviour_grid_composes_here_and_fails_in_one_line_without_the_hub(dataset, tmp_path):
+    """Gemma 2 9B-IT answering hub question datasets: a valid config offline, stopped at the dataset's download."""
+    from mosaic.errors import DataError
+    from mosaic.pipeline import run
+
+    cfg = compose_config("experiment=paper_behaviour", f"dataset={dataset}")
+    validate(cfg)
+    assert cfg.behaviour.model == "gemma2_9b_it" and len(cfg.dataset.answer_options) >= 2
+    with pytest.raises(DataError, match=f"cannot load '{cfg.dataset.hub_id}'.*hub may be unreachable"):
+        run(cfg, tmp_path / "job")

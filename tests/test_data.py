@@ -184,3 +184,13 @@ def test_an_unknown_encoding_is_refused_before_reading():
 
     with pytest.raises(ConfigError, match="dataset.encoding='latin-9x' is not allowed: a text encoding Python knows"):
         validate(compose_config("dataset=csv", "dataset.path=README.md", "dataset.encoding=latin-9x"))
+
+
+def test_a_text_template_builds_each_text_from_its_columns(tmp_path):
+    frame = pd.DataFrame({"question": ["Is it wet", "Is it dry", "Is it cold", "Is it hot"],
+                          "passage": ["Rain fell all day", "Rain fell all day", "Snow", "Snow"],
+                          "label": ["yes", "no", "yes", "no"]})
+    data = load_labelled_documents(_csv_config(tmp_path, frame, text_template="'{passage} Q: {question}?'"))
+    assert data.documents[:2] == ["Rain fell all day Q: Is it wet?", "Rain fell all day Q: Is it dry?"]
+    with pytest.raises(DataError, match=r"text_template names columns \['answer'\].*columns: question, passage"):
+        load_labelled_documents(_csv_config(tmp_path, frame, text_template="'{answer}'"))

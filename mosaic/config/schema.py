@@ -104,6 +104,7 @@ class DatasetConfig:
     `95_toxic_is`, binary, or `101_disease_class`, multiclass). `csv` and `jsonl` files are read in
     `encoding` (default utf-8; many tweet corpora are latin-1). `text_template` builds each text from
     several columns instead of `text_column`, e.g. `"{question} {passage}"` (columns in braces).
+    `answer_options`, for question datasets, is each class's answer (`behaviour`'s default options).
     """
 
     name: str = MISSING
@@ -122,6 +123,7 @@ class DatasetConfig:
     label_names: list[str] | None = None
     split_column: str | None = None
     text_template: str | None = None
+    answer_options: list[str] | None = None
     val_size: float = 0.15
     test_size: float = 0.25
     limit: int | None = None
@@ -244,17 +246,18 @@ class BehaviourConfig:
     """Labels from what a model answers (`mosaic/behaviour.py`); off while `model` is null.
 
     `model` names a `model` option (its conf/model YAML): the causal language model that answers each
-    document, put in `template` at `{document}`. `scorer=choice` scores `options`, one per class of
-    the dataset in its class order, each one token of the answering model's tokenizer: the answer is
-    the option whose token is the likeliest next token. The job's labels become `correct` where the
-    answer is the document's own class and `incorrect` elsewhere, and its probe predicts them from
-    the job's `model` (the same model or another).
+    document, put in `template` at `{document}`. `scorer=choice` scores `options` (by default the
+    dataset's `answer_options`), one per class of the dataset in its class order, each one token of
+    the answering model's tokenizer: the answer is the option whose token is the likeliest next
+    token. The job's labels become `correct` where the answer is the document's own class and
+    `incorrect` elsewhere, and its probe predicts them from the job's `model` (the same model or
+    another).
     """
 
     model: str | None = None
     scorer: str = "choice"
     template: str = "{document}\nAnswer:"
-    options: list[str] = field(default_factory=list)
+    options: list[str] | None = None
 
 
 @dataclass

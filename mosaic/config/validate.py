@@ -224,7 +224,7 @@ def _validate_behaviour(cfg: Any) -> None:
     behaviour = cfg.behaviour
     if behaviour.model is None:
         return
-    from mosaic.behaviour import SCORERS, answering_model_config
+    from mosaic.behaviour import SCORERS, answer_options, answering_model_config
 
     answering = answering_model_config(behaviour.model)
     require(answering.family in ("gpt2", "llama", "gemma2", "gemma3"), "behaviour.model", behaviour.model,
@@ -232,8 +232,9 @@ def _validate_behaviour(cfg: Any) -> None:
     require(behaviour.scorer in SCORERS, "behaviour.scorer", behaviour.scorer, "choose one of " + ", ".join(SCORERS))
     require("{document}" in behaviour.template, "behaviour.template", behaviour.template,
              "must contain {document}, where each document goes")
-    require(len(behaviour.options) >= 2 and len(set(behaviour.options)) == len(behaviour.options),
-             "behaviour.options", list(behaviour.options), "two or more distinct answers, one per class of the dataset")
+    options = answer_options(cfg)
+    require(options is not None and len(options) >= 2 and len(set(options)) == len(options), "behaviour.options",
+             options, "two or more distinct answers, one per class of the dataset (or the dataset's answer_options)")
     require(not cfg.transfer.datasets, "transfer.datasets", list(cfg.transfer.datasets),
              "transfer targets keep their own labels; behaviour labels are the answering model's outcomes")
 
