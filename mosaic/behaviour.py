@@ -2,7 +2,8 @@
 and whether its answer is the document's own class becomes the label (`correct` / `incorrect`).
 
 `behaviour.model` names a `model` option: the answering model, the same as the job's `model` (whose
-features the probe reads) or another. Scorers (`SCORERS`):
+features the probe reads; then with the job's own model settings) or another (read from its
+conf/model YAML as it is). Scorers (`SCORERS`):
 
 - `choice`: each document is put in `behaviour.template` at `{document}`; `behaviour.options` holds one
   answer per class of the dataset, in its class order, each a single token of the answering model's
@@ -13,7 +14,8 @@ features the probe reads) or another. Scorers (`SCORERS`):
 
 Open questions and refusals (generated answers judged by a scorer) are not offered: they need generation,
 which base models without their LM head cannot do here. Answers are cached under `behaviour`, keyed by
-the answering model's weights, the documents, the template, the options and the scorer; `results.json`
+the answering model's weights, the documents, the template, the options, the scorer and the batch size
+(batching can move near-ties in bfloat16); `results.json`
 records the answering model's accuracy.
 """
 
@@ -35,10 +37,14 @@ ANSWERS_FILE = "option_log_probs.npy"
 BEHAVIOUR_VERSION = 1
 
 
-def answering_model_config(name: str) -> DictConfig:
-    """The `model` option `name` (its conf/model YAML on the model schema), for the answering model."""
+def answering_model_config(cfg: DictConfig) -> DictConfig:
+    """The answering model's config: the job's own `model` when `behaviour.model` names it (with its site
+    settings, `model.path`, dtype and device), else that `model` option's conf/model YAML on the schema."""
     from mosaic.config import CONF_DIR, ModelConfig
 
+    name = cfg.behaviour.model
+    if name == cfg.model.name:
+        return cfg.model
     path = CONF_DIR / "model" / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
@@ -120,7 +126,7 @@ def _answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[str]) -
     fields = {"model": model_identity(answering, resolve_device(answering.device).type),
               "documents": documents_key(documents), "scorer": cfg.behaviour.scorer,
               "template": cfg.behaviour.template, "options": answer_options(cfg),
-              "max_length": cfg.max_length, "code": BEHAVIOUR_VERSION}
+              "max_length": cfg.max_length, "batch_size": cfg.batch_size, "code": BEHAVIOUR_VERSION}
 
     def build(target: Path) -> None:
         log_probs = SCORERS[cfg.behaviour.scorer](cfg, answering, documents).astype(np.float32)
@@ -141,7 +147,7 @@ def behaviour_labels(cfg: DictConfig, data: LabelledDocuments) -> tuple[Labelled
                           f"{len(data.label_names)} classes {data.label_names}: give one per class, in that order")
     if not all(isinstance(document, str) for document in data.documents):
         raise MosaicError("behaviour labels come from a language model's answers to texts: choose a text dataset")
-    answering = answering_model_config(cfg.behaviour.model)
+    answering = answering_model_config(cfg)
     log_probs, cache = _answers(cfg, answering, data.documents)
     chosen = log_probs.argmax(axis=1)
     correct = (chosen == data.labels).astype(np.int64)

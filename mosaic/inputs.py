@@ -42,7 +42,7 @@ def job_inputs(cfg) -> dict[str, Any]:
     if cfg.behaviour.model is not None:
         from mosaic.behaviour import answering_model_config
 
-        inputs["behaviour_model"] = weights(answering_model_config(cfg.behaviour.model))
+        inputs["behaviour_model"] = weights(answering_model_config(cfg))
     if cfg.features.type == "sae" and cfg.sae.source == "local":
         inputs["sae"] = directory_fingerprint(Path(cfg.sae.path))
     if cfg.probe.load:

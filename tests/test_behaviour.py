@@ -22,7 +22,7 @@ def _reference_choices(cfg, documents):
     from mosaic.activations import load_model
     from mosaic.behaviour import answering_model_config
 
-    loaded = load_model(answering_model_config(cfg.behaviour.model))
+    loaded = load_model(answering_model_config(cfg))
     lm = tf.GPT2LMHeadModel(loaded.model.config)
     lm.base_model.load_state_dict(loaded.model.state_dict())
     lm.tie_weights()
@@ -94,6 +94,7 @@ def test_options_that_cannot_be_scored_stop_the_job_in_one_line(change, message,
     (["behaviour.model=minilm"], "behaviour.model"),
     (["behaviour.template='no slot'"], "behaviour.template"),
     (["behaviour.scorer=judge"], "behaviour.scorer"),
+    (["regime=covariate_shift"], "regime"),  # its test set is another dataset, never answered
 ])
 def test_bad_behaviour_settings_fail_validation(change, key):
     with pytest.raises(ConfigError, match=key):

@@ -74,10 +74,17 @@ def lm_head_weight(loaded: LoadedModel) -> torch.Tensor | None:
     return loaded.model.get_input_embeddings().weight
 
 
+# The LM head is applied this many vocabulary rows at a time: a float32 copy of Gemma 2 9B's whole
+# embedding would be 3.7 GB.
+VOCABULARY_CHUNK = 32768
+
+
 def next_token_log_probs(loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
     """Log-probabilities of the next token from final hidden states (positions x d_model), through the tied
     LM head, in float32 even for a bfloat16 model, with Gemma 2's soft-capping of its final logits."""
-    logits = hidden.float() @ lm_head_weight(loaded).float().T
+    weight, hidden = lm_head_weight(loaded), hidden.float()
+    logits = torch.cat([hidden @ weight[start : start + VOCABULARY_CHUNK].float().T
+                        for start in range(0, len(weight), VOCABULARY_CHUNK)], dim=1)
     if softcap := getattr(loaded.model.config, "final_logit_softcapping", None):
         logits = torch.tanh(logits / softcap) * softcap
     return torch.log_softmax(logits, dim=-1)

@@ -98,7 +98,8 @@ class CorpusActivations:
     Each trained SAE registers its layer and how to tell whether it is already built. The first one
     that trains extracts every registered layer whose SAE is missing in one pass (early exit at the
     deepest), so a layer sweep's SAEs share one forward over their corpus; each layer's activations
-    are handed out once and then dropped.
+    are handed out once and then dropped. Until then they are all held: memory is the corpus's
+    activations times the number of layers that still need an SAE.
     """
 
     def __init__(self, documents: Callable[[], list], model: Callable[[], LoadedModel], batch_size: int,
@@ -120,6 +121,9 @@ class CorpusActivations:
             self.forwards += 1
             self.extracted.update({found: acts[found].values for found in missing})
         return self.extracted.pop(layer)
+
+    def discard(self, layer: int) -> None:
+        self.extracted.pop(layer, None)
 
 
 def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[], list], corpus: Callable[[], dict],
@@ -148,9 +152,12 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[],
             (target / CORPUS_FILE).write_text(json.dumps(sorted({document_hash(d) for d in documents})))
             values = activations.take(layer)
             train_sae(values, train_settings(sae_cfg, cfg.model.d_model, len(values)), out_dir=target,
-                      device=device_type, hook_name=f"blocks.{layer}.hook_resid_post")
+                      device=str(resolve_device(cfg.model.device)), hook_name=f"blocks.{layer}.hook_resid_post")
 
-        return cached_directory("saes", fields(), build)[0]
+        path, hit = cached_directory("saes", fields(), build)
+        if hit:  # built meanwhile by another job of the sweep: its share of the corpus forward is not needed
+            activations.discard(layer)
+        return path
 
     activations.register(layer, lambda: read_entry(cache_root() / "saes" / content_key(fields())) is not None)
     return Encoder(lambda: trained_identity(directory()), lambda: load_sae(directory(), device=device_type))

@@ -28,7 +28,12 @@ def synthetic_sae(sample: np.ndarray, d_sae: int, l0: int, seed: int = 0):
         sae.b_enc.zero_()
         sae.b_dec.copy_(torch.from_numpy(sample.mean(axis=0)))
         pre = (torch.from_numpy(sample[:512]) - sae.b_dec) @ sae.W_enc
-        sae.threshold.copy_(torch.quantile(pre, 1 - l0 / d_sae, dim=0).clamp(min=1e-3))
+        # Each latent's (1 - l0/d_sae) quantile over the sample, a block of latents at a time: selecting over
+        # all of a wide SAE's at once copies the sample several times over (0.4 GB at 65,536 latents).
+        rank = max(1, min(len(pre), round(len(pre) * (1 - l0 / d_sae))))
+        for start in range(0, d_sae, 4096):
+            block = slice(start, start + 4096)
+            sae.threshold[block] = torch.kthvalue(pre[:, block], rank, dim=0).values.clamp(min=1e-3)
     return sae.eval()
 
 

@@ -67,7 +67,8 @@ def bench_extraction(model_name: str, texts: list[str], repeats: int) -> dict:
         early[layer] = {"measured": measured, "ideal": (layer + 1) / n}
     device = _device(loaded)
     if device.get("peak_tflops"):
-        device["bare_forward_share_of_peak"] = (tokens / bare * _forward_flops_per_token(loaded.model)
+        computed = sum(batch["input_ids"].numel() for batch in batches)  # padding is computed too
+        device["bare_forward_share_of_peak"] = (computed / bare * _forward_flops_per_token(loaded.model)
                                                 / (device["peak_tflops"] * 1e12))
     return {
         "model": model_name, "layers": n, "documents": len(texts), "tokens": tokens, "device": device,

@@ -226,7 +226,7 @@ def _validate_behaviour(cfg: Any) -> None:
         return
     from mosaic.behaviour import SCORERS, answer_options, answering_model_config
 
-    answering = answering_model_config(behaviour.model)
+    answering = answering_model_config(cfg)
     require(answering.family in ("gpt2", "llama", "gemma2", "gemma3"), "behaviour.model", behaviour.model,
              "an answering model is a causal language model (gemma2_*, gemma3_270m, tiny_gpt2, tiny_gemma2, ...)")
     require(behaviour.scorer in SCORERS, "behaviour.scorer", behaviour.scorer, "choose one of " + ", ".join(SCORERS))
@@ -237,6 +237,8 @@ def _validate_behaviour(cfg: Any) -> None:
              options, "two or more distinct answers, one per class of the dataset (or the dataset's answer_options)")
     require(not cfg.transfer.datasets, "transfer.datasets", list(cfg.transfer.datasets),
              "transfer targets keep their own labels; behaviour labels are the answering model's outcomes")
+    require(cfg.regime.type != "covariate_shift", "regime", "covariate_shift",
+             "its test set is another dataset, which the answering model never answered: choose another regime")
 
 
 def _validate_sae(cfg: Any) -> None:

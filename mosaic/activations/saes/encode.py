@@ -53,10 +53,15 @@ def encode_tokens(sae, values: np.ndarray, batch_tokens: int, tally: Reconstruct
     return sp.vstack(parts, format="csr").astype(np.float32, copy=False)
 
 
+# SAELens classes whose `decode` is `codes @ W_dec + b_dec` (then their output hooks), so it takes sparse codes.
+# TopK's rescales the codes by the decoder's norms first, which torch does not do on a sparse tensor.
+SPARSE_DECODE = ("StandardSAE", "JumpReLUSAE")
+
+
 def _measure(tally: ReconstructionTally, sae, chunk: torch.Tensor, dense: torch.Tensor, codes: torch.Tensor) -> None:
-    """Add the chunk's first tokens the tally still wants, decoded from their sparse codes where the SAE is
-    float32: about a twentieth of the dense product's work at a typical L0."""
+    """Add the chunk's first tokens the tally still wants. A float32 SAE of a plain decoder decodes their sparse
+    codes: about a twentieth of the dense product's work at a typical L0."""
     n = min(tally.wants(), len(chunk))
     part = codes if n == len(chunk) else dense[:n].float().to_sparse_csr()
-    reconstruction = sae.decode(part) if dense.dtype == torch.float32 else sae.decode(dense[:n])
-    tally.add(chunk[:n], part, reconstruction)
+    sparse = dense.dtype == torch.float32 and type(sae).__name__ in SPARSE_DECODE
+    tally.add(chunk[:n], part, sae.decode(part) if sparse else sae.decode(dense[:n]))
