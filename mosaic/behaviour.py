@@ -78,7 +78,7 @@ def choice_log_probs(loaded, prompts: Sequence[str], token_ids: list[int], batch
     """(prompts x options) next-token log-probabilities of the options' tokens after each prompt's last token."""
     import torch
 
-    from mosaic.activations.forward import text_inputs
+    from mosaic.activations.forward import text_inputs, to_model
     from mosaic.activations.models import next_token_log_probs
 
     side = loaded.tokenizer.truncation_side
@@ -88,7 +88,7 @@ def choice_log_probs(loaded, prompts: Sequence[str], token_ids: list[int], batch
         with torch.inference_mode():
             for start in range(0, len(prompts), batch_size):
                 inputs, _ = text_inputs(loaded, prompts[start : start + batch_size], max_length)
-                inputs = {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+                inputs = to_model(loaded, inputs)
                 hidden = loaded.model(**inputs).last_hidden_state
                 # The last attended position: the cumulative count first reaches its maximum there, on either side
                 # of any padding.

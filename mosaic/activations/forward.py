@@ -41,11 +41,16 @@ class StopForward(Exception):
     """Raised by the deepest hook: the rest of the network is not needed."""
 
 
-def _to_model(value, device: torch.device, dtype: torch.dtype):
-    """A model input on the model's device; floating inputs (pixels) also in its dtype."""
-    if not torch.is_tensor(value):
-        return value
-    return value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
+def to_model(loaded: LoadedModel, inputs: dict) -> dict:
+    """Model inputs on the model's device; floating inputs (pixels) also in its dtype."""
+    dtype = next(loaded.model.parameters()).dtype
+
+    def moved(value):
+        if not torch.is_tensor(value):
+            return value
+        return value.to(loaded.device, dtype=dtype) if value.is_floating_point() else value.to(loaded.device)
+
+    return {key: moved(value) for key, value in inputs.items()}
 
 
 def offsets_from_lengths(lengths: np.ndarray) -> np.ndarray:
@@ -115,6 +120,21 @@ def token_budget_batches(lengths: Sequence[int], budget: int, max_padding: float
     return batches
 
 
+def token_lengths(loaded: LoadedModel, texts: Sequence[str], max_length: int) -> list[int]:
+    """Tokens per text as the model reads it: truncated to `max_length`, special tokens included."""
+    return [len(ids) for ids in loaded.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+
+
+def document_batches(loaded: LoadedModel, documents: Sequence[str] | Sequence[bytes], batch_size: int,
+                     max_length: int) -> list[np.ndarray]:
+    """The document indices of each batch extraction runs: texts by token length under a budget of
+    `batch_size` x `max_length` tokens (`token_budget_batches`), images `batch_size` at a time (every image
+    is the same number of tokens)."""
+    if loaded.processor is None:
+        return token_budget_batches(token_lengths(loaded, documents, max_length), batch_size * max_length)
+    return [np.arange(i, min(i + batch_size, len(documents))) for i in range(0, len(documents), batch_size)]
+
+
 def capture_blocks(model: torch.nn.Module, layers: list[int], captured: dict[int, torch.Tensor]) -> list:
     """Hooks that store each block's output in `captured` and stop the forward after the deepest one."""
     blocks = transformer_blocks(model)
@@ -149,14 +169,8 @@ def extract_activations(
     wanted = sorted(set(layers))
     captured: dict[int, torch.Tensor] = {}
     handles = capture_blocks(loaded.model, wanted, captured)
-    if loaded.processor is None:
-        lengths_in = [len(ids) for ids in loaded.tokenizer(list(documents), truncation=True,
-                                                           max_length=max_length)["input_ids"]]
-        batches = token_budget_batches(lengths_in, batch_size * max_length)
-    else:  # every image is the same number of tokens
-        batches = [np.arange(i, min(i + batch_size, len(documents))) for i in range(0, len(documents), batch_size)]
+    batches = document_batches(loaded, documents, batch_size, max_length)
     order = np.concatenate(batches) if batches else np.arange(0)
-    dtype = next(loaded.model.parameters()).dtype
     chunks: dict[int, list[np.ndarray]] = {layer: [] for layer in wanted}
     lengths: list[np.ndarray] = []
     try:
@@ -166,7 +180,7 @@ def extract_activations(
                 inputs, keep = (image_inputs(loaded, chosen) if loaded.processor is not None
                                 else text_inputs(loaded, chosen, max_length))
                 try:
-                    loaded.model(**{k: _to_model(v, loaded.device, dtype) for k, v in inputs.items()})
+                    loaded.model(**to_model(loaded, inputs))
                 except StopForward:
                     pass
                 # Boolean indexing keeps rows document by document, whichever side the padding is on.

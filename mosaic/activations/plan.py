@@ -108,7 +108,6 @@ class CorpusActivations:
         self.batch_size, self.max_length = batch_size, max_length
         self.built: dict[int, Callable[[], bool]] = {}
         self.extracted: dict[int, np.ndarray] = {}
-        self.forwards = 0
 
     def register(self, layer: int, built: Callable[[], bool]) -> None:
         self.built[layer] = built
@@ -118,7 +117,6 @@ class CorpusActivations:
             missing = sorted({layer, *(other for other, built in self.built.items() if not built())})
             acts = extract_activations(self.model(), self.documents(), missing, self.batch_size, self.max_length,
                                        desc=f"extract SAE corpus (layers {', '.join(map(str, missing))})")
-            self.forwards += 1
             self.extracted.update({found: acts[found].values for found in missing})
         return self.extracted.pop(layer)
 

@@ -37,18 +37,14 @@ def synthetic_sae(sample: np.ndarray, d_sae: int, l0: int, seed: int = 0):
     return sae.eval()
 
 
-def token_lengths(loaded, texts, max_length: int) -> list[int]:
-    return [len(ids) for ids in loaded.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
-
-
 def extraction_batches(loaded, texts, batch_size: int, max_length: int) -> list:
     """The tokenized batches extraction runs (the same documents per batch), on the model's device."""
-    from mosaic.activations.forward import token_budget_batches
+    from mosaic.activations.forward import document_batches
 
     return [
         loaded.tokenizer([texts[i] for i in batch], padding=True, truncation=True, max_length=max_length,
                          return_tensors="pt").to(loaded.device)
-        for batch in token_budget_batches(token_lengths(loaded, texts, max_length), batch_size * max_length)
+        for batch in document_batches(loaded, texts, batch_size, max_length)
     ]
 
 

@@ -6,7 +6,8 @@ import time
 
 import torch
 
-from mosaic.bench.common import bare_forward_seconds, best_of, extraction_batches, synthetic_sae, token_lengths
+from mosaic.activations.forward import token_lengths
+from mosaic.bench.common import bare_forward_seconds, best_of, extraction_batches, synthetic_sae
 from mosaic.config import compose
 
 # Dense bfloat16 tensor-core peak (TFLOP/s, no sparsity) by the name CUDA reports, from the vendors' data sheets.
@@ -80,11 +81,11 @@ def bench_extraction(model_name: str, texts: list[str], repeats: int) -> dict:
 def _equal_length_batches(loaded, texts, batch_size: int, max_length: int) -> list[torch.Tensor]:
     """The same documents' tokens in the same batches as extraction, each batch reshaped to rows of exactly its
     mean length: the same work without padding."""
-    from mosaic.activations.forward import token_budget_batches
+    from mosaic.activations.forward import document_batches
 
     ids = loaded.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     batches = []
-    for batch in token_budget_batches([len(row) for row in ids], batch_size * max_length):
+    for batch in document_batches(loaded, texts, batch_size, max_length):
         width = sum(len(ids[i]) for i in batch) // len(batch)
         flat = torch.tensor([token for i in batch for token in ids[i]][: width * len(batch)])
         batches.append(flat.reshape(len(batch), width).to(loaded.device))

@@ -94,7 +94,7 @@ def next_token_loss(loaded, sae, layer: int, documents: Sequence[str], batch_siz
     the loss is the mean over positions whose next token is real. None for a model this cannot
     measure (an encoder, or a decoder whose LM head is not tied to its embedding).
     """
-    from mosaic.activations.forward import text_inputs
+    from mosaic.activations.forward import text_inputs, to_model
     from mosaic.activations.models import lm_head_weight, next_token_log_probs, transformer_blocks
 
     if lm_head_weight(loaded) is None or not documents:
@@ -105,7 +105,7 @@ def next_token_loss(loaded, sae, layer: int, documents: Sequence[str], batch_siz
     with torch.inference_mode():
         for start in range(0, len(documents), batch_size):
             inputs, keep = text_inputs(loaded, documents[start : start + batch_size], max_length)
-            inputs = {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+            inputs = to_model(loaded, inputs)
             keep = keep.to(loaded.device)
             scored = keep[:, 1:] & inputs["attention_mask"][:, :-1].bool()
             scored &= scored.flatten().cumsum(0).reshape(scored.shape) <= LOSS_TOKENS - count
