@@ -7,6 +7,10 @@
   python -m mosaic report SWEEP_DIR [--out DIR]
   python -m mosaic predict JOB_DIR/probe TEXTS.txt      (one text per line; prints label and probability)
   python -m mosaic tasks                                (the sparse-probing suite's tasks: dataset=sae_probes)
+  python -m mosaic plan [--sweep-dir DIR] [--device cpu|cuda] [--tokens-per-second N] OVERRIDES...
+                                                        (a grid's cells, forwards, SAEs, hub items, cache, time)
+  python -m mosaic fetch OVERRIDES...                   (download what the grid reads from the hub, once)
+  python -m mosaic doctor                               (torch/GPU, hub and licences, W&B, SLURM, caches)
   python -m mosaic sae train OVERRIDES...               (the SAE a job with these overrides would train, cached)
   python -m mosaic sae eval OVERRIDES...                (that job's SAE, measured on its documents)
   python -m mosaic sae list                             (trained SAEs in the cache)
@@ -166,6 +170,38 @@ def sae_command(args) -> int:
     return 0
 
 
+def plan_command(args) -> int:
+    from mosaic.grid.cells import expand_grid
+    from mosaic.grid.plan import format_plan, plan_grid
+
+    if args.sweep_dir is not None and not args.sweep_dir.is_dir():
+        print(f"mosaic: error: --sweep-dir {args.sweep_dir} is not a directory: give the grid's sweep directory "
+              "(multirun/DATE/TIME) to count its finished cells", file=sys.stderr)
+        return 2
+    try:
+        plan = plan_grid(expand_grid(args.overrides), args.sweep_dir, args.device)
+    except MosaicError as error:
+        print(f"mosaic: error: {error}", file=sys.stderr)
+        return 2
+    print(format_plan(plan, args.tokens_per_second))
+    return 0
+
+
+def fetch_command(args) -> int:
+    from mosaic.fetch import fetch_items, fetch_summary, grid_items
+    from mosaic.grid.cells import expand_grid
+
+    try:
+        items = grid_items(expand_grid(args.overrides).configs)
+        for line in fetch_items(items):
+            print(line)
+    except MosaicError as error:
+        print(f"mosaic: error: {error}", file=sys.stderr)
+        return 2
+    print(fetch_summary(items))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_progress_off_terminal()
     parser = argparse.ArgumentParser(prog="python -m mosaic", description=__doc__,
@@ -193,7 +229,26 @@ def main(argv: list[str] | None = None) -> int:
     sae = commands.add_parser("sae", help="train, measure or list SAEs outside a job (same cache and keys)")
     sae.add_argument("action", choices=("train", "eval", "list"))
     sae.add_argument("overrides", nargs="*", help="a job's overrides, e.g. model=minilm layer=3 sae.architecture=topk")
+    plan = commands.add_parser("plan", help="what a grid will run and cost, loading no model")
+    plan.add_argument("--sweep-dir", type=Path, help="the grid's sweep directory, to count its finished cells")
+    plan.add_argument("--device", choices=("cpu", "cuda"),
+                      help="where the cells run (default: cuda for hydra/launcher=slurm with GPUs, else here)")
+    plan.add_argument("--tokens-per-second", type=float,
+                      help="forward + SAE encode throughput, instead of what `make bench` measured")
+    plan.add_argument("overrides", nargs="*", help="the grid's overrides, as for `python run.py -m`")
+    fetch = commands.add_parser("fetch", help="download a grid's models, SAEs and hub datasets into the hub cache")
+    fetch.add_argument("overrides", nargs="*", help="the grid's overrides, as for `python run.py -m`")
+    commands.add_parser("doctor", help="what a run on this machine will meet: GPU, hub, W&B, SLURM, caches")
     args = parser.parse_args(argv)
+    if args.command == "plan":
+        return plan_command(args)
+    if args.command == "fetch":
+        return fetch_command(args)
+    if args.command == "doctor":
+        from mosaic.doctor import report as doctor_report
+
+        print(doctor_report())
+        return 0
     if args.command == "sae":
         return sae_command(args)
     if args.command == "tasks":

@@ -117,16 +117,22 @@ def _score_choice(cfg: DictConfig, answering: DictConfig, documents: Sequence[st
 SCORERS: dict[str, Callable[[DictConfig, DictConfig, Sequence[str]], np.ndarray]] = {"choice": _score_choice}
 
 
+def answers_fields(cfg: DictConfig, answering: DictConfig, documents: Sequence[str], device_type: str) -> dict:
+    """The key fields of the answers' cache entry (kind `behaviour`)."""
+    from mosaic.activations.store import documents_key, model_identity
+
+    return {"model": model_identity(answering, device_type),
+            "documents": documents_key(documents), "scorer": cfg.behaviour.scorer,
+            "template": cfg.behaviour.template, "options": answer_options(cfg),
+            "max_length": cfg.max_length, "batch_size": cfg.batch_size, "code": BEHAVIOUR_VERSION}
+
+
 def _answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """The option log-probabilities of every document, from the cache or scored now; and the cache entry."""
     from mosaic.activations.models import resolve_device
-    from mosaic.activations.store import documents_key, model_identity
     from mosaic.cache import cached_directory
 
-    fields = {"model": model_identity(answering, resolve_device(answering.device).type),
-              "documents": documents_key(documents), "scorer": cfg.behaviour.scorer,
-              "template": cfg.behaviour.template, "options": answer_options(cfg),
-              "max_length": cfg.max_length, "batch_size": cfg.batch_size, "code": BEHAVIOUR_VERSION}
+    fields = answers_fields(cfg, answering, documents, resolve_device(answering.device).type)
 
     def build(target: Path) -> None:
         log_probs = SCORERS[cfg.behaviour.scorer](cfg, answering, documents).astype(np.float32)

@@ -80,11 +80,11 @@ def test_gemma_scope_sae_is_requested_by_release_and_canonical_id(tmp_path, monk
                for f in results["top_features"])
 
 
-def test_unavailable_gemma_scope_sae_is_one_line_pointing_at_sae_local():
+def test_unfetched_gemma_scope_sae_on_an_offline_node_is_one_line_naming_fetch():
     with pytest.raises(MosaicError) as error:
         load_release_sae("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical")
     message = str(error.value)
-    assert "\n" not in message and "layer_12/width_16k/canonical" in message and "sae=local" in message
+    assert "\n" not in message and "layer_12/width_16k/canonical" in message and "python -m mosaic fetch" in message
 
 
 def _sparse_mixture(n_tokens=6000, d_in=16, n_atoms=32, seed=0):

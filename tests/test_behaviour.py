@@ -115,5 +115,7 @@ def test_the_papers_behaviour_grid_composes_here_and_fails_in_one_line_without_t
     cfg = compose_config("experiment=paper_behaviour", f"dataset={dataset}")
     validate(cfg)
     assert cfg.behaviour.model == "gemma2_9b_it" and len(cfg.dataset.answer_options) >= 2
-    with pytest.raises(DataError, match=f"cannot load '{cfg.dataset.hub_id}'.*hub may be unreachable"):
+    with pytest.raises(DataError, match=f"dataset {cfg.dataset.hub_id}@main is not fetched.*"
+                                        "python -m mosaic fetch") as error:
         run(cfg, tmp_path / "job")
+    assert "\n" not in str(error.value)

@@ -7,7 +7,6 @@ loader, a weights function and one entry there, plus its YAML in `conf/model/`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,53 +122,50 @@ def _convert_packaged_gemma3(directory: Path) -> None:
 
 
 def _cannot_load(cfg, source: str, reason: str) -> MosaicError:
-    return MosaicError(
-        f"model {cfg.name}: cannot load {source!r} ({reason}); the Hugging Face hub may be unreachable or "
-        f"the licence not accepted: download it where the hub is reachable and set model.path=/local/copy"
-    )
+    return MosaicError(f"model {cfg.name}: cannot load {source!r} ({reason})")
 
 
 def resolved_revision(cfg) -> str:
     """The commit `cfg.revision` (default `main`) of hub model `cfg.hf_id` points at.
 
     A branch such as `main` moves; the commit does not, so caches are keyed by it and the model is
-    loaded at it. Online, the hub says where the branch points now; offline (`HF_HUB_OFFLINE=1`, or
-    the hub unreachable), the hub client's local cache says where it pointed when the model was
-    fetched.
+    loaded at it. Once fetched, the branch is read where it pointed then (the hub client's cache),
+    with no network call, so every node of a grid loads the same commit; `python -m mosaic fetch`
+    moves it to where the branch points now. Never fetched: the hub says, unless it is switched off.
     """
+    from mosaic import hub
+
     revision = cfg.revision or "main"
-    if re.fullmatch(r"[0-9a-f]{40}", revision):
-        return revision
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.file_download import repo_folder_name
+    commit = hub.local_commit("model", cfg.hf_id, revision)
+    if commit is not None:
+        return commit
+    if hub.hub_offline():
+        raise hub.not_fetched(f"model {cfg.name} ({cfg.hf_id}@{revision})")
+    from huggingface_hub import HfApi
 
-    reason = "HF_HUB_OFFLINE is set"
-    if not constants.HF_HUB_OFFLINE:
-        try:
-            commit = HfApi().model_info(cfg.hf_id, revision=revision).sha
-            if commit:
-                return commit
-            reason = "the hub gave no commit"
-        except Exception as error:  # noqa: BLE001 - offline, unknown repo or gated: fall back to the local cache
-            reason = first_line(error)
-    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=cfg.hf_id, repo_type="model") / "refs" / revision
-    if ref.is_file():
-        return ref.read_text().strip()
-    raise _cannot_load(cfg, cfg.hf_id, f"revision {revision!r} is not in the local hub cache and the hub did not "
-                                       f"resolve it: {reason}")
+    try:
+        return HfApi().model_info(cfg.hf_id, revision=revision).sha
+    except Exception as error:  # noqa: BLE001 - unreachable, unknown repo or gated: one line
+        raise hub.unavailable(f"model {cfg.name} ({cfg.hf_id}@{revision})", cfg.hf_id, error) from None
 
 
-def _hub_source(cfg) -> tuple[str, dict]:
+def _hub_folder(cfg) -> str:
+    """The local copy (`model.path`), or the fetched snapshot of `hf_id` at its commit (downloaded if missing)."""
+    from mosaic import hub
+
     if cfg.path is not None:
-        return cfg.path, {}
-    return cfg.hf_id, {"revision": resolved_revision(cfg)}
+        return cfg.path
+    return str(hub.snapshot("model", cfg.hf_id, resolved_revision(cfg)))
 
 
 def _from_pretrained(cfg, loader, source: str, **kwargs):
-    """Call a `from_pretrained` offline-safely: an unavailable model is one readable line."""
+    """Call a `from_pretrained` on a local folder, offline: an unloadable model is one readable line."""
+    from mosaic import hub
+
     try:
-        return loader.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
-    except (OSError, ValueError) as error:  # ValueError: an id the hub client cannot parse
+        with hub.local_only():
+            return loader.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
+    except (OSError, ValueError) as error:  # ValueError: a folder transformers cannot read
         raise _cannot_load(cfg, source, first_line(error)) from None
 
 
@@ -200,13 +196,13 @@ def _load_packaged_gemma3(cfg, dtype):
 def _load_hub(cfg, dtype):
     import transformers as tf
 
-    source, revision = _hub_source(cfg)
+    source = _hub_folder(cfg)
     if cfg.family == "paligemma":
-        processor = _from_pretrained(cfg, tf.AutoProcessor, source, **revision)
-        return _from_pretrained(cfg, tf.AutoModel, source, dtype=dtype, **revision), processor.tokenizer, processor
+        processor = _from_pretrained(cfg, tf.AutoProcessor, source)
+        return _from_pretrained(cfg, tf.AutoModel, source, dtype=dtype), processor.tokenizer, processor
     extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-    tokenizer = _from_pretrained(cfg, tf.AutoTokenizer, source, **revision)
-    return _from_pretrained(cfg, tf.AutoModel, source, dtype=dtype, **revision, **extra), tokenizer, None
+    tokenizer = _from_pretrained(cfg, tf.AutoTokenizer, source)
+    return _from_pretrained(cfg, tf.AutoModel, source, dtype=dtype, **extra), tokenizer, None
 
 
 def _minilm_files(cfg) -> dict[str, str]:

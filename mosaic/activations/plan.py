@@ -26,6 +26,7 @@ from mosaic.activations.saes import (
     ARCHITECTURES,
     TRAINING_FILE,
     TrainSettings,
+    cached_release_sae_file,
     load_release_sae,
     load_sae,
     release_sae_file,
@@ -157,8 +158,11 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[],
             activations.discard(layer)
         return path
 
-    activations.register(layer, lambda: read_entry(cache_root() / "saes" / content_key(fields())) is not None)
-    return Encoder(lambda: trained_identity(directory()), lambda: load_sae(directory(), device=device_type))
+    def built() -> bool:
+        return read_entry(cache_root() / "saes" / content_key(fields())) is not None
+
+    activations.register(layer, built)
+    return Encoder(lambda: trained_identity(directory()), lambda: load_sae(directory(), device=device_type), built)
 
 
 def train_settings(sae_cfg: DictConfig, d_model: int, corpus_tokens: int) -> TrainSettings:
@@ -254,7 +258,7 @@ def _local(inputs: _PlanInputs, layer: int, width: str) -> Encoder:
 
 
 def _gemma_scope(inputs: _PlanInputs, layer: int, width: str) -> Encoder:
-    release = _release(inputs.cfg)
+    release = sae_release(inputs.cfg)
     sae_id = gemma_scope_sae_id(layer, width)
 
     def resolve() -> dict[str, Any]:
@@ -262,10 +266,12 @@ def _gemma_scope(inputs: _PlanInputs, layer: int, width: str) -> Encoder:
         return {"type": "sae", "source": "gemma_scope", "release": release, "id": sae_id,
                 "sha256": fingerprint([weights])}
 
-    return Encoder(resolve, lambda: load_release_sae(release, sae_id, device=str(inputs.device)))
+    return Encoder(resolve, lambda: load_release_sae(release, sae_id, device=str(inputs.device)),
+                   lambda: cached_release_sae_file(release, sae_id) is not None)
 
 
-def _release(cfg: DictConfig) -> str:
+def sae_release(cfg: DictConfig) -> str:
+    """The Gemma Scope release a job's SAEs come from: `sae.release`, else the model's own."""
     return cfg.sae.release or cfg.model.gemma_scope_release
 
 
@@ -278,7 +284,7 @@ def _own_layer_only(cfg: DictConfig, layer: int) -> list[str]:
 
 
 def _canonical_widths(cfg: DictConfig, layer: int) -> list[str]:
-    return canonical_widths(_release(cfg)).get(layer, [])
+    return canonical_widths(sae_release(cfg)).get(layer, [])
 
 
 @dataclass(frozen=True)
@@ -300,13 +306,15 @@ SAE_SOURCES: dict[str, SAESource] = {
 
 
 def plan_encoders(cfg: DictConfig, data: LabelledDocuments, splits: Splits, sweep: Sweep, protected: frozenset[str],
-                  model: Callable[[], LoadedModel]) -> tuple[Request, Encoder]:
+                  model: Callable[[], LoadedModel], device=None) -> tuple[Request, Encoder]:
     """What one forward should compute: this job's encoder at its layer, and those its sweep will want.
 
     Sibling layers and widths are kept only where they are valid (inside the model, and where the
     SAE source has an SAE of that width at that layer), so a sweep never fails on a neighbour's behalf.
+    `device` is where the job runs (default: here, as `model.device` says); a grid's plan names the
+    compute nodes' device, since a trained SAE's key holds it.
     """
-    inputs = _PlanInputs(cfg, data, splits, protected, model, resolve_device(cfg.model.device))
+    inputs = _PlanInputs(cfg, data, splits, protected, model, device or resolve_device(cfg.model.device))
     source = SAE_SOURCES[cfg.sae.source]
     layers = sorted({cfg.layer, *(x for x in sweep.layers if 0 <= x < cfg.model.n_layers)})
     kinds = {cfg.features.type, *(f for f in sweep.features if f in ("sae", "hidden"))}

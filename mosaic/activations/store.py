@@ -51,11 +51,13 @@ class Encoder:
 
     `resolve()` returns its identity, part of the cache key (for an SAE, the SHA-256 of its weights:
     it may have to train or download the SAE first, so it runs only when the key is needed);
-    `load()` returns the SAE, and is None for the hidden state.
+    `load()` returns the SAE, and is None for the hidden state; `ready()` says whether `resolve()`
+    would answer without training or downloading anything (a grid's plan asks it).
     """
 
     resolve: Callable[[], dict[str, Any]]
     load: Callable[[], Any] | None = None
+    ready: Callable[[], bool] = lambda: True
 
 
 HIDDEN = Encoder(lambda: {"type": "hidden", "poolings": list(HIDDEN_POOLINGS)})
@@ -95,7 +97,8 @@ def documents_key(documents: Sequence[str] | Sequence[bytes]) -> str:
     return content_key({"images": [hashlib.sha256(document).hexdigest() for document in documents]})
 
 
-def _fields(model: dict, documents: str, max_length: int, layer: int, encoder: dict) -> dict[str, Any]:
+def entry_fields(model: dict, documents: str, max_length: int, layer: int, encoder: dict) -> dict[str, Any]:
+    """An activation entry's key fields: model identity, documents key, truncation, layer and encoder identity."""
     return {"model": model, "documents": documents, "max_length": max_length, "layer": layer,
             "encoder": encoder, "code": EXTRACTION_VERSION}
 
@@ -142,7 +145,7 @@ def cached_features(
     identity = model_identity(model_cfg, device_type)
     docs_key = documents_key(request.documents)
     with watch.time("sae"):
-        own_fields = _fields(identity, docs_key, max_length, own[0], own[1].resolve())
+        own_fields = entry_fields(identity, docs_key, max_length, own[0], own[1].resolve())
     own_key = content_key(own_fields)
     if read_entry(cache_root() / CACHE_KIND / own_key, verify=True) is not None:
         return cache_root() / CACHE_KIND / own_key, True
@@ -165,7 +168,7 @@ def _wanted_entries(request: Request, own: tuple[int, Encoder], own_fields: dict
             if encoder is own[1] and layer == own[0]:
                 continue
             try:
-                fields = _fields(identity, docs_key, max_length, layer, encoder.resolve())
+                fields = entry_fields(identity, docs_key, max_length, layer, encoder.resolve())
             except Exception:  # noqa: BLE001 - a neighbour's problem (even a crash) is reported by its own job
                 continue
             wanted.setdefault(content_key(fields), (layer, encoder, fields))

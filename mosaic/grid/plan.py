@@ -1,0 +1,406 @@
+"""`python -m mosaic plan OVERRIDES`: what a grid will do and cost, before it is submitted, loading no model.
+
+For each cell of the grid (`grid.cells`): done (an earlier `results.json` of the same config and
+inputs in `--sweep-dir`, as `sweep.skip_done` decides), skipped (not applicable), invalid, or to run.
+For the cells to run, the activation cache entry each needs is looked up with the job's own keys
+(`activations.plan.plan_encoders` and `store.entry_fields`, from the dataset's documents, the
+model's weights identity and the encoder's identity), wherever they can be computed without
+loading a model, training an SAE or downloading anything; what cannot (a model or dataset not
+fetched, an SAE still to train) counts as missing. Missing entries that share a model, documents
+and truncation come from one forward that stops at their deepest layer, as a sweep's jobs share
+it (`grid.siblings`). The plan also lists the SAEs to train (and their corpus forward), the
+behaviour answers to score, what the grid reads from the hub and whether it is fetched, the cache
+growth, and the forwards' time from a throughput `make bench` measured for that model and device
+(or `--tokens-per-second`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mosaic import hub
+from mosaic.errors import MosaicError, NotApplicableError, first_line
+from mosaic.grid.cells import Grid
+
+# Tokens a text is estimated to have before tokenizing: about four characters a token for English BPE vocabularies.
+CHARS_PER_TOKEN = 4
+# Latents firing per token assumed for an SAE whose sparsity is not known before it exists (standard, JumpReLU).
+ASSUMED_L0 = 100
+# A sparse code's bytes per firing latent: a float32 value and an int32 column index (CSR).
+BYTES_PER_CODE = 8
+
+
+class _ModelNotLoaded(Exception):
+    """Raised instead of loading a model: the plan never loads one."""
+
+
+def _refuse_model():
+    raise _ModelNotLoaded
+
+
+@dataclass
+class EntryNeed:
+    """The activation cache entry one cell reads, and whether the cache holds it (None: unknown until fetched)."""
+
+    group: str
+    label: str
+    layer: int
+    encoder: str
+    cached: bool | None
+    n_layers: int
+    bytes: int | None
+    why: str | None = None
+
+
+@dataclass
+class CellPlan:
+    number: int
+    overrides: list[str]
+    status: str  # "to run", "done", "skipped", "invalid"
+    reason: str | None = None
+    entry: EntryNeed | None = None
+
+
+@dataclass
+class Forward:
+    """One pass of a model over documents: the missing entries it fills, up to the deepest layer they need."""
+
+    label: str
+    model: str
+    device_type: str
+    n_layers: int
+    layers: set[int] = field(default_factory=set)
+    entries: set[tuple[int, str]] = field(default_factory=set)
+    documents: int | None = None
+    tokens: int | None = None
+
+    @property
+    def deepest(self) -> int:
+        return max(self.layers)
+
+
+@dataclass
+class Plan:
+    cells: list[CellPlan]
+    forwards: list[Forward]
+    saes_to_train: list[str]
+    sae_corpus_forwards: list[str]
+    behaviour_forwards: list[str]
+    hub_items: list[tuple[str, bool]]
+    device_type: str
+    notes: list[str]
+
+    def count(self, status: str) -> int:
+        return sum(cell.status == status for cell in self.cells)
+
+    def growth_bytes(self) -> tuple[int, int]:
+        """Bytes the missing activation entries will add (of those that can be estimated), and how many cannot be."""
+        needs = [cell.entry for cell in self.cells if cell.entry and not cell.entry.cached]
+        unique = {(n.group, n.layer, n.encoder): n for n in needs}.values()
+        return sum(n.bytes for n in unique if n.bytes is not None), sum(n.bytes is None for n in unique)
+
+
+def _cell_status(cfg: DictConfig, number: int, sweep_dir: Path | None) -> tuple[str, str | None]:
+    from mosaic.config import validate
+    from mosaic.grid.resume import finished_results
+    from mosaic.inputs import job_inputs
+    from mosaic.record import RESULTS_FILE
+
+    try:
+        validate(cfg)
+    except NotApplicableError as error:
+        return "skipped", first_line(error)
+    except MosaicError as error:
+        return "invalid", first_line(error)
+    job_dir = None if sweep_dir is None else sweep_dir / str(number)
+    if job_dir is not None and cfg.sweep.skip_done and (job_dir / RESULTS_FILE).is_file():
+        with hub.local_only():
+            if finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True), job_inputs(cfg)):
+                return "done", None
+    return "to run", None
+
+
+def _key(value: Any) -> str:
+    return json.dumps(OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value,
+                      sort_keys=True, default=str)
+
+
+def estimated_tokens(documents, max_length: int) -> int | None:
+    """Tokens the forward reads: each text's characters / `CHARS_PER_TOKEN`, at most `max_length`; None for images."""
+    if not all(isinstance(document, str) for document in documents):
+        return None
+    return sum(min(max_length, math.ceil(len(document) / CHARS_PER_TOKEN) + 1) for document in documents)
+
+
+class _Planner:
+    """Per-cell lookups, each computed once per distinct input (a 1,000-cell grid has a handful of datasets)."""
+
+    def __init__(self, device_type: str):
+        self.device_type = device_type
+        self.memo: dict[tuple, Any] = {}
+        self.saes_to_train: dict[str, None] = {}
+        self.sae_corpus: dict[str, set[int]] = {}
+        self.behaviour: dict[str, None] = {}
+
+    def once(self, kind: str, key: str, compute: Callable[[], Any]) -> Any:
+        if (kind, key) not in self.memo:
+            try:
+                self.memo[(kind, key)] = ("ok", compute())
+            except (MosaicError, _ModelNotLoaded) as error:
+                self.memo[(kind, key)] = ("error", first_line(error) if isinstance(error, MosaicError) else "")
+        return self.memo[(kind, key)]
+
+    def documents(self, cfg: DictConfig):
+        """The dataset as loaded (read from the cache only, never downloaded)."""
+        from mosaic.data import load_labelled_documents
+
+        return self.once("documents", _key(cfg.dataset), lambda: load_labelled_documents(cfg.dataset))
+
+    def data(self, cfg: DictConfig):
+        """The job's documents and splits, and its protected documents.
+
+        Behaviour labels are not drawn: with `regime=none` the documents do not depend on the labels.
+        """
+        from mosaic.data import draw_splits
+        from mosaic.pipeline import protected_documents
+        from mosaic.transfer import transfer_datasets
+
+        def load():
+            state, loaded = self.documents(cfg)
+            if state != "ok":
+                raise MosaicError(loaded)
+            data, splits = draw_splits(loaded, cfg.dataset, cfg.regime, cfg.seed)
+            return data, splits, protected_documents(data, transfer_datasets(cfg, data))
+
+        return self.once("data", _key([cfg.dataset, cfg.regime, cfg.seed, cfg.transfer.datasets]), load)
+
+    def model_identity(self, model_cfg: DictConfig):
+        from mosaic.activations.store import model_identity
+
+        return self.once("model", _key(model_cfg), lambda: model_identity(model_cfg, self.device_type))
+
+    def entry(self, cfg: DictConfig) -> EntryNeed:
+        """The cell's own activation entry: its key when computable here, and whether the cache holds it."""
+        import torch
+
+        from mosaic.activations.plan import Sweep, plan_encoders
+        from mosaic.activations.store import CACHE_KIND, documents_key, entry_fields
+        from mosaic.cache import cache_root, content_key, read_entry
+
+        model = cfg.model
+        encoder = "hidden" if cfg.features.type == "hidden" else _sae_label(cfg)
+        data = self.data(cfg)
+        identity = self.model_identity(model)
+        group = _key([identity[1] if identity[0] == "ok" else model, cfg.max_length,
+                      documents_key(data[1][0].documents) if data[0] == "ok" else [cfg.dataset, cfg.regime, cfg.seed]])
+        label = f"{model.name} × {cfg.dataset.name} (max_length {cfg.max_length})"
+        need = EntryNeed(group, label, cfg.layer, encoder, None, model.n_layers, None)
+        if data[0] != "ok":
+            need.why = data[1]
+            return need
+        documents = data[1][0].documents
+        need.bytes = _entry_bytes(cfg, documents)
+        if identity[0] != "ok":
+            need.why = identity[1]
+            return need
+        _, own = plan_encoders(cfg, data[1][0], data[1][1], Sweep(), data[1][2], _refuse_model,
+                               torch.device(self.device_type))
+        if not own.ready():
+            if cfg.sae.source == "trained":
+                self.saes_to_train[f"{model.name} layer {cfg.layer}: {_sae_label(cfg)}"] = None
+                self.sae_corpus.setdefault(f"{model.name} over the SAE corpus ({cfg.sae.train_corpus})",
+                                           set()).add(cfg.layer)
+                need.why = "its SAE is not trained yet"
+            else:
+                need.why = f"{_sae_label(cfg)} is not fetched"
+            need.cached = False
+            return need
+        fields = entry_fields(identity[1], documents_key(documents), cfg.max_length, cfg.layer, own.resolve())
+        need.cached = read_entry(cache_root() / CACHE_KIND / content_key(fields)) is not None
+        return need
+
+    def behaviour_answers(self, cfg: DictConfig) -> None:
+        """Count the answering model's forward when its answers are not cached."""
+        from mosaic.behaviour import answering_model_config, answers_fields
+        from mosaic.cache import cache_root, content_key, read_entry
+
+        answering = answering_model_config(cfg)
+        documents = self.documents(cfg)
+        if documents[0] == "ok":
+            fields = self.once("answers", _key([cfg, answering]),
+                               lambda: answers_fields(cfg, answering, documents[1].documents, self.device_type))
+            if fields[0] == "ok" and read_entry(cache_root() / "behaviour" / content_key(fields[1])) is not None:
+                return
+        self.behaviour[f"{answering.name} answers {cfg.dataset.name}"] = None
+
+
+def _sae_label(cfg: DictConfig) -> str:
+    from mosaic.activations.plan import sae_release
+    from mosaic.releases import gemma_scope_sae_id
+
+    if cfg.sae.source == "gemma_scope":
+        return f"Gemma Scope {sae_release(cfg)} / {gemma_scope_sae_id(cfg.layer, cfg.sae.width)}"
+    if cfg.sae.source == "local":
+        return f"SAE {cfg.sae.path}"
+    sparsity = f", k {cfg.sae.k}" if cfg.sae.architecture in ("topk", "batchtopk") else ""
+    return f"trained {cfg.sae.architecture} SAE, {cfg.sae.expansion} × d_model latents{sparsity}"
+
+
+def _sae_l0(cfg: DictConfig) -> int:
+    """Latents firing per token: k for TopK SAEs, Gemma Scope's recorded average, else `ASSUMED_L0`."""
+    if cfg.sae.source == "trained" and cfg.sae.architecture in ("topk", "batchtopk"):
+        return cfg.sae.k
+    if cfg.sae.source == "gemma_scope":
+        from mosaic.activations.plan import sae_release
+        from mosaic.activations.saes.load import release_repo_file
+        from mosaic.releases import gemma_scope_sae_id
+
+        _, filename = release_repo_file(sae_release(cfg), gemma_scope_sae_id(cfg.layer, cfg.sae.width))
+        recorded = [part for part in filename.split("/") if part.startswith("average_l0_")]
+        if recorded:
+            return int(recorded[0].removeprefix("average_l0_"))
+    return ASSUMED_L0
+
+
+def _entry_bytes(cfg: DictConfig, documents) -> int | None:
+    """An activation entry's size on disk: pooled hidden states, or the SAE's sparse codes of every token."""
+    from mosaic.activations.store import HIDDEN_POOLINGS
+
+    if cfg.features.type == "hidden":
+        return len(documents) * cfg.model.d_model * 4 * len(HIDDEN_POOLINGS)
+    tokens = estimated_tokens(documents, cfg.max_length)
+    return None if tokens is None else tokens * _sae_l0(cfg) * BYTES_PER_CODE
+
+
+def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None = None) -> Plan:
+    """The grid's cells, forwards, SAEs, hub items and notes: everything computed with `hub.local_only`, no model."""
+    from mosaic.activations.models import resolve_device
+    from mosaic.fetch import grid_items
+
+    if device_type is None:
+        device_type = "cuda" if grid.uses_gpus() else resolve_device(grid.configs[0].model.device).type
+    planner = _Planner(device_type)
+    cells: list[CellPlan] = []
+    forwards: dict[str, Forward] = {}
+    with hub.local_only():
+        for number, (overrides, cfg) in enumerate(zip(grid.overrides, grid.configs)):
+            status, reason = _cell_status(cfg, number, sweep_dir)
+            cell = CellPlan(number, overrides, status, reason)
+            cells.append(cell)
+            if status != "to run":
+                continue
+            if cfg.behaviour.model is not None:
+                planner.behaviour_answers(cfg)
+            if cfg.features.type not in ("sae", "hidden"):
+                continue
+            cell.entry = planner.entry(cfg)
+            if not cell.entry.cached:
+                forward = forwards.setdefault(cell.entry.group, Forward(cell.entry.label, cfg.model.name, device_type,
+                                                                        cfg.model.n_layers))
+                forward.layers.add(cfg.layer)
+                forward.entries.add((cfg.layer, cell.entry.encoder))
+                data = planner.data(cfg)
+                if data[0] == "ok":
+                    documents = data[1][0].documents
+                    forward.documents, forward.tokens = len(documents), estimated_tokens(documents, cfg.max_length)
+        items = [(item.label, item.fetched()) for item in grid_items(
+            [cfg for cfg, cell in zip(grid.configs, cells) if cell.status == "to run"])]
+    notes = sorted({f"{label}: {why}" for label, why in (
+        (c.entry.label, c.entry.why) for c in cells if c.entry and c.entry.cached is None)})
+    corpus = [f"{label}: layers {', '.join(map(str, sorted(layers)))}" for label, layers in planner.sae_corpus.items()]
+    return Plan(cells, list(forwards.values()), list(planner.saes_to_train), corpus, list(planner.behaviour), items,
+                device_type, notes)
+
+
+def measured_rate(model: str, device_type: str) -> float | None:
+    """Tokens a second of forward + SAE encode at full depth, as `make bench` measured it for this model and device."""
+    from mosaic.bench import OUT
+
+    try:
+        measured = json.loads(Path(OUT).read_text()).get("extraction", [])
+    except (OSError, ValueError):
+        return None
+    rates = [row["pipeline_tokens_per_s"] for row in measured
+             if row.get("model") == model and row.get("device", {}).get("type") == device_type]
+    return rates[0] if rates else None
+
+
+def forward_seconds(forward: Forward, rate: float) -> float:
+    """The forward's tokens at `rate` tokens a second, scaled by the share of the model it runs (early exit)."""
+    return forward.tokens * (forward.deepest + 1) / forward.n_layers / rate
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def _varying(cells: list[CellPlan]) -> Callable[[CellPlan], str]:
+    """A cell's name by the overrides that differ between cells (all of them for a one-cell grid)."""
+    keys = {o.split("=", 1)[0] for c in cells for o in c.overrides}
+    varying = {k for k in keys if len({o for c in cells for o in c.overrides if o.split("=", 1)[0] == k}) > 1}
+    return lambda cell: " ".join(o for o in cell.overrides if not varying or o.split("=", 1)[0] in varying) or "-"
+
+
+def format_plan(plan: Plan, rate: float | None = None) -> str:
+    """The plan as a few sections of plain lines: cells, forwards, SAEs, hub items, cache growth, time."""
+    name = _varying(plan.cells)
+    lines = [f"grid: {len(plan.cells)} cells: {plan.count('to run')} to run, {plan.count('done')} done, "
+             f"{plan.count('skipped')} skipped (not applicable), {plan.count('invalid')} invalid"]
+    for cell in plan.cells:
+        detail = f": {cell.reason}" if cell.reason else ""
+        cached = " (activations cached)" if cell.entry and cell.entry.cached else ""
+        lines.append(f"  {cell.number:>4}  {name(cell)}  {cell.status}{cached}{detail}")
+    lines.append(f"forwards after the cache ({plan.device_type}): {len(plan.forwards)}")
+    total, unknown = 0.0, 0
+    for forward in plan.forwards:
+        size = "documents unknown until fetched" if forward.documents is None else \
+            f"{forward.documents} documents, ≈{forward.tokens or 0:,} tokens"
+        per = rate or measured_rate(forward.model, forward.device_type)
+        when = ""
+        if per and forward.tokens:
+            seconds = forward_seconds(forward, per)
+            total += seconds
+            when = f", ≈{_duration(seconds)} at {per:,.0f} tokens/s"
+        else:
+            unknown += 1
+        lines.append(f"  {forward.label}: layers {', '.join(map(str, sorted(forward.layers)))} (deepest "
+                     f"{forward.deepest} of {forward.n_layers}), {len(forward.entries)} entries; {size}{when}")
+    for title, rows in (("SAEs to train", plan.saes_to_train), ("SAE corpus forwards", plan.sae_corpus_forwards),
+                        ("behaviour answers to score", plan.behaviour_forwards)):
+        if rows:
+            lines.append(f"{title}: {len(rows)}")
+            lines += [f"  {row}" for row in rows]
+    missing = [label for label, fetched in plan.hub_items if not fetched]
+    lines.append(f"from the hub: {len(plan.hub_items)} items, {len(missing)} not fetched" if plan.hub_items else
+                 "from the hub: nothing (packaged models and datasets)")
+    lines += [f"  {label}: {'fetched' if fetched else 'not fetched'}" for label, fetched in plan.hub_items]
+    grown, unsized = plan.growth_bytes()
+    sized = f"≈{_size(grown)}" if grown or not unsized else "unknown"
+    lines.append(f"activation cache growth: {sized}" + (f" (+ {unsized} entries not estimated: documents not "
+                                                        "fetched)" if unsized else ""))
+    if plan.forwards:
+        timed = len(plan.forwards) - unknown
+        estimate = f"≈{_duration(total)} for {timed} of {len(plan.forwards)} forwards" if timed else "not estimated"
+        lines.append(f"time: {estimate} (forward and SAE encode; SAE training and probes not counted)" + (
+            f"; {unknown} without documents or a throughput for the model on {plan.device_type} (`make bench`, or "
+            "--tokens-per-second N)" if unknown else ""))
+    lines += [f"note: {note}" for note in plan.notes]
+    if missing:
+        lines.append(f"fetch first, where the hub is reachable: {hub.FETCH_COMMAND} <the same overrides>")
+    return "\n".join(lines)

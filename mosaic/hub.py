@@ -1,0 +1,124 @@
+"""The Hugging Face hub as MOSAIC uses it: fetched once into the hub client's cache, then read from there.
+
+Compute nodes of a cluster usually have no network; `python -m mosaic fetch` (on a login node)
+downloads what a grid needs into the hub client's cache (`HF_HUB_CACHE`, under `HF_HOME`), with
+the client's own code. A job then finds each model, dataset and SAE there and reads it without
+touching the network (`local_only`), whether or not `HF_HUB_OFFLINE` is set; only what is missing
+is downloaded, where the hub is reachable, and with `HF_HUB_OFFLINE=1` a missing piece stops the
+job in one line that names the fetch command.
+
+Models are fetched at a revision resolved to a commit (`local_commit` reads where a branch pointed
+when it was fetched); their files are the safetensors weights, configs and tokenizer files
+(`MODEL_FILES`). A dataset is its whole repository, read by `datasets` as a local folder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mosaic.errors import MosaicError, first_line
+
+FETCH_COMMAND = "python -m mosaic fetch"
+# What a transformers model needs: config, safetensors weights (and their index), tokenizer and processor files.
+MODEL_FILES = ("*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken")
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def hub_offline() -> bool:
+    """Whether the hub client is switched off (`HF_HUB_OFFLINE=1`)."""
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()
+
+
+def hub_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+@contextmanager
+def local_only() -> Iterator[None]:
+    """Every hub client call inside reads the local cache alone, as with `HF_HUB_OFFLINE=1`.
+
+    For reads whose files are already fetched: the client would otherwise ask the hub whether they
+    changed, which on a node without network waits for timeouts.
+    """
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def not_fetched(what: str) -> MosaicError:
+    """The one line for a hub item that is not in the cache where nothing may be downloaded."""
+    return MosaicError(f"{what} is not fetched (hub cache {hub_cache()}): run `{FETCH_COMMAND} <this grid's "
+                       "overrides>` where the hub is reachable (a login node), with the same HF_HOME")
+
+
+def local_commit(kind: str, repo_id: str, revision: str) -> str | None:
+    """The commit `revision` (a branch or tag) pointed at when `repo_id` was fetched; None if never fetched."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    if COMMIT.fullmatch(revision):
+        return revision
+    ref = hub_cache() / repo_folder_name(repo_id=repo_id, repo_type=kind) / "refs" / revision
+    return ref.read_text().strip() if ref.is_file() else None
+
+
+def _patterns(kind: str) -> list[str] | None:
+    return list(MODEL_FILES) if kind == "model" else None
+
+
+def cached_snapshot(kind: str, repo_id: str, revision: str) -> Path | None:
+    """The local folder of a fetched repository at `revision`; None when it was never fetched."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, repo_type=kind, revision=revision, allow_patterns=_patterns(kind),
+                                      local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        return None
+
+
+def download_snapshot(kind: str, repo_id: str, revision: str) -> Path:
+    """Fetch a repository's files at `revision` into the hub cache (what is already there is not fetched again)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, repo_type=kind, revision=revision, allow_patterns=_patterns(kind)))
+    except Exception as error:  # noqa: BLE001 - gated, missing, offline: one line each
+        raise unavailable(f"{kind} {repo_id}@{revision}", repo_id, error) from None
+
+
+def snapshot(kind: str, repo_id: str, revision: str) -> Path:
+    """A repository's local folder: from the cache when fetched, else downloaded (refused when the hub is off)."""
+    found = cached_snapshot(kind, repo_id, revision)
+    if found is not None:
+        return found
+    if hub_offline():
+        raise not_fetched(f"{kind} {repo_id}@{revision}")
+    return download_snapshot(kind, repo_id, revision)
+
+
+def unavailable(what: str, repo_id: str, error: BaseException) -> MosaicError:
+    """One line for a hub item that could not be fetched, saying what to do about the usual causes."""
+    name = type(error).__name__
+    if name == "GatedRepoError":
+        advice = (f"it is gated: accept its licence at https://huggingface.co/{repo_id} and log in "
+                  "(`hf auth login`, or HF_TOKEN)")
+    elif name in ("RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError"):
+        advice = "check the id and revision (a private repository also needs a token)"
+    elif name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError") and hub_offline():
+        return not_fetched(what)
+    else:
+        advice = "the hub may be unreachable from here"
+    return MosaicError(f"{what}: cannot fetch ({name}: {first_line(error)[:160]}); {advice}")
