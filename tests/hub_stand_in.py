@@ -27,6 +27,7 @@ class Repo:
     folder: Path
     commit: str
     gated: bool = False
+    accepted: bool = True  # for a gated repository: whether the token's user accepted its licence
 
     def files(self) -> list[str]:
         return sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
@@ -40,12 +41,12 @@ class HubStandIn:
     token: str | None = None
     requests: list[str] = field(default_factory=list)
 
-    def add(self, kind: str, repo_id: str, folder: Path, gated: bool = False) -> str:
+    def add(self, kind: str, repo_id: str, folder: Path, gated: bool = False, accepted: bool = True) -> str:
         digest = hashlib.sha1()
         for name in Repo(folder, "").files():
             digest.update(name.encode() + (folder / name).read_bytes())
         commit = digest.hexdigest()
-        self.repos[(kind, repo_id)] = Repo(folder, commit, gated)
+        self.repos[(kind, repo_id)] = Repo(folder, commit, gated, accepted)
         return commit
 
     def serve(self) -> tuple[ThreadingHTTPServer, str]:
@@ -62,7 +63,7 @@ class HubStandIn:
                 self._answer(head=False)
 
             def _authorised(self, repo: Repo) -> bool:
-                return not repo.gated or self.headers.get("authorization") == f"Bearer {hub.token}"
+                return not repo.gated or (repo.accepted and self.headers.get("authorization") == f"Bearer {hub.token}")
 
             def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None, head=False):
                 self.send_response(status)

@@ -120,11 +120,13 @@ def _cell_status(cfg: DictConfig, number: int, sweep_dir: Path | None) -> tuple[
     except MosaicError as error:
         return "invalid", first_line(error)
     job_dir = None if sweep_dir is None else sweep_dir / str(number)
-    if job_dir is not None and cfg.sweep.skip_done and (job_dir / RESULTS_FILE).is_file():
-        with hub.local_only():
-            if finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True), job_inputs(cfg)):
-                return "done", None
-    return "to run", None
+    if job_dir is None or not (job_dir / RESULTS_FILE).is_file():
+        return "to run", None
+    if not cfg.sweep.skip_done:
+        return "to run", "it has results, but runs again: sweep.skip_done=false"
+    if finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True), job_inputs(cfg)):
+        return "done", None
+    return "to run", "its results came from another config or other inputs"
 
 
 def _key(value: Any) -> str:
@@ -153,6 +155,8 @@ class _Planner:
         if (kind, key) not in self.memo:
             try:
                 self.memo[(kind, key)] = ("ok", compute())
+            except NotApplicableError as error:  # a regime that has no meaning for this dataset
+                self.memo[(kind, key)] = ("not applicable", first_line(error))
             except (MosaicError, _ModelNotLoaded) as error:
                 self.memo[(kind, key)] = ("error", first_line(error) if isinstance(error, MosaicError) else "")
         return self.memo[(kind, key)]
@@ -296,6 +300,10 @@ def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None
             cells.append(cell)
             if status != "to run":
                 continue
+            data = planner.data(cfg)
+            if data[0] == "not applicable":
+                cell.status, cell.reason = "skipped", data[1]
+                continue
             if cfg.behaviour.model is not None:
                 planner.behaviour_answers(cfg)
             if cfg.features.type not in ("sae", "hidden"):
@@ -306,7 +314,6 @@ def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None
                                                                         cfg.model.n_layers))
                 forward.layers.add(cfg.layer)
                 forward.entries.add((cfg.layer, cell.entry.encoder))
-                data = planner.data(cfg)
                 if data[0] == "ok":
                     documents = data[1][0].documents
                     forward.documents, forward.tokens = len(documents), estimated_tokens(documents, cfg.max_length)

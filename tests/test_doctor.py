@@ -1,0 +1,56 @@
+"""`python -m mosaic doctor`: what it says here (no GPU, hub off) and against a local hub stand-in."""
+
+import pytest
+import torch
+
+from mosaic.doctor import diagnose, gated_models, report
+from tests.hub_stand_in import HubStandIn
+
+
+def _lines(findings, topic):
+    return [f for f in findings if f.topic == topic]
+
+
+def test_doctor_names_what_is_missing_on_a_machine_without_gpu_or_hub(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    findings = diagnose()
+    [hub_off, _] = _lines(findings, "hub")
+    assert not hub_off.ok and "HF_HUB_OFFLINE=1" in hub_off.line  # tests run with the hub off
+    [cache] = _lines(findings, "cache")
+    assert cache.ok and str(tmp_path / "cache") in cache.line and "GiB free" in cache.line
+    if not torch.cuda.is_available():
+        [gpu] = _lines(findings, "gpu")
+        assert not gpu.ok and "no CUDA device" in gpu.line
+
+
+def test_gated_models_are_the_hub_models_conf_declares():
+    assert gated_models() == {"gemma2_2b": "google/gemma-2-2b", "gemma2_9b": "google/gemma-2-9b",
+                              "gemma2_9b_it": "google/gemma-2-9b-it", "paligemma2_3b": "google/paligemma2-3b-pt-224"}
+
+
+@pytest.fixture
+def online_hub(monkeypatch, tmp_path):
+    """The hub client pointed at a stand-in, switched on, with a token in HF_TOKEN."""
+    from huggingface_hub import constants
+
+    stand_in = HubStandIn(token="hf_doctor_secret")
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "config.json").write_text("{}")
+    server, url = stand_in.serve()
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", stand_in.token)
+    yield stand_in, tmp_path / "repo"
+    server.shutdown()
+
+
+def test_doctor_reports_the_tokens_user_and_which_licences_it_accepted_without_showing_the_token(online_hub):
+    stand_in, repo = online_hub
+    models = gated_models()
+    for option, repo_id in models.items():
+        stand_in.add("model", repo_id, repo, gated=True, accepted=option != "gemma2_9b")
+    findings = diagnose()
+    assert any(f.ok and "logged in as stand-in-user (token from HF_TOKEN)" in f.line for f in _lines(findings, "hub"))
+    licences = {f.line.split(" ")[0]: f.ok for f in _lines(findings, "licence")}
+    assert licences == {option: option != "gemma2_9b" for option in models}
+    assert stand_in.token not in report()
