@@ -22,8 +22,9 @@ from pathlib import Path
 from mosaic.errors import MosaicError, first_line
 
 FETCH_COMMAND = "python -m mosaic fetch"
-# What a transformers model needs: config, safetensors weights (and their index), tokenizer and processor files.
-MODEL_FILES = ("*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken")
+# What a transformers model needs: config, safetensors weights (and their index), tokenizer and processor files,
+# and the code a `trust_remote_code` model runs.
+MODEL_FILES = ("*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py")
 COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
@@ -107,6 +108,29 @@ def snapshot(kind: str, repo_id: str, revision: str) -> Path:
     if hub_offline():
         raise not_fetched(f"{kind} {repo_id}@{revision}")
     return download_snapshot(kind, repo_id, revision)
+
+
+def cached_file(repo_id: str, filename: str) -> Path | None:
+    """One fetched file of a model repository at `main` (a Gemma Scope SAE's weights); None when never fetched."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename)
+    return Path(found) if isinstance(found, str) else None
+
+
+def file(what: str, repo_id: str, filename: str) -> Path:
+    """One file's local copy: from the cache when fetched, else downloaded (refused when the hub is off)."""
+    from huggingface_hub import hf_hub_download
+
+    found = cached_file(repo_id, filename)
+    if found is not None:
+        return found
+    if hub_offline():
+        raise not_fetched(what)
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+    except Exception as error:  # noqa: BLE001 - gated, missing, unreachable: one line each
+        raise unavailable(what, repo_id, error) from None
 
 
 def unavailable(what: str, repo_id: str, error: BaseException) -> MosaicError:

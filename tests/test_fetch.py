@@ -61,6 +61,7 @@ def hub(tmp_path):
     server, url = stand_in.serve()
     yield stand_in, url
     server.shutdown()
+    server.server_close()
 
 
 @pytest.mark.slow
@@ -94,6 +95,20 @@ def test_fetch_fills_the_hub_cache_and_jobs_then_never_touch_the_network(tmp_pat
                            timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(stand_in.requests) == served, stand_in.requests[served:]
+
+
+@pytest.mark.slow
+def test_a_job_that_downloads_for_itself_leaves_a_cache_the_next_offline_job_reads(tmp_path, hub):
+    stand_in, url = hub
+    model_commit = stand_in.add("model", MODEL_ID, _tiny_model_repo(tmp_path / "model"))
+    stand_in.add("dataset", DATASET_ID, _prompts_repo(tmp_path / "dataset"))
+    for layer, offline in ((0, False), (1, True)):
+        job = [sys.executable, "run.py", *GRID, f"layer={layer}", f"hydra.run.dir={tmp_path / str(layer)}"]
+        ran = subprocess.run(job, capture_output=True, text=True, env=_env(tmp_path, url, offline=offline), cwd=REPO,
+                             timeout=600)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        result = json.loads((tmp_path / str(layer) / "results.json").read_text())
+        assert result["inputs"]["model"] == {"commit": model_commit}
 
 
 @pytest.mark.slow
@@ -137,3 +152,20 @@ def test_on_an_offline_node_a_missing_piece_stops_fetch_and_the_job_in_one_line_
         assert stopped.returncode == 2
         [line] = stopped.stderr.strip().splitlines()
         assert "is not fetched" in line and "python -m mosaic fetch" in line, line
+
+
+def test_fetch_lists_what_the_cells_that_run_read_and_leaves_out_the_rest():
+    from mosaic.fetch import grid_items, runnable
+    from mosaic.grid.cells import expand_grid
+
+    # Gemma Scope has no 32k SAE at layer 5 of Gemma 2 2B: that cell is invalid and reads nothing.
+    configs = expand_grid(["model=gemma2_2b", "sae=gemma_scope", "sae.width=16k,32k", "layer=5"]).configs
+    cells = runnable(configs)
+    assert [cfg.sae.width for cfg in cells] == ["16k"]
+    assert [(item.kind, item.repo_id) for item in grid_items(cells)] == [
+        ("model", "google/gemma-2-2b"), ("sae", "google/gemma-scope-2b-pt-res")]
+    # Cross-model transfer reads the other models' weights through the job's own SAE: no SAE of theirs.
+    items = grid_items(runnable(expand_grid(["experiment=crossmodel", "pooling=mean"]).configs))
+    assert [(item.kind, item.repo_id) for item in items] == [
+        ("dataset", "jackhhao/jailbreak-classification"), ("model", "google/gemma-2-9b"),
+        ("sae", "google/gemma-scope-9b-pt-res"), ("model", "google/gemma-2-9b-it")]

@@ -131,7 +131,8 @@ def resolved_revision(cfg) -> str:
     A branch such as `main` moves; the commit does not, so caches are keyed by it and the model is
     loaded at it. Once fetched, the branch is read where it pointed then (the hub client's cache),
     with no network call, so every node of a grid loads the same commit; `python -m mosaic fetch`
-    moves it to where the branch points now. Never fetched: the hub says, unless it is switched off.
+    moves it to where the branch points now. Never fetched: the model is fetched now at the branch,
+    which records its commit for every later job, unless the hub is switched off.
     """
     from mosaic import hub
 
@@ -141,12 +142,7 @@ def resolved_revision(cfg) -> str:
         return commit
     if hub.hub_offline():
         raise hub.not_fetched(f"model {cfg.name} ({cfg.hf_id}@{revision})")
-    from huggingface_hub import HfApi
-
-    try:
-        return HfApi().model_info(cfg.hf_id, revision=revision).sha
-    except Exception as error:  # noqa: BLE001 - unreachable, unknown repo or gated: one line
-        raise hub.unavailable(f"model {cfg.name} ({cfg.hf_id}@{revision})", cfg.hf_id, error) from None
+    return hub.download_snapshot("model", cfg.hf_id, revision).name
 
 
 def _hub_folder(cfg) -> str:

@@ -59,7 +59,8 @@ def _read_hub(cfg) -> pd.DataFrame:
     except MosaicError as error:
         raise DataError(f"dataset {cfg.name}: {error}") from None
     try:
-        loaded = datasets.load_dataset(str(folder), cfg.hub_config, split=cfg.hub_split)
+        with hub.local_only():
+            loaded = datasets.load_dataset(str(folder), cfg.hub_config, split=cfg.hub_split)
     except Exception as error:  # datasets raises many unrelated types; all mean "not readable as configured"
         raise DataError(f"dataset {cfg.name}: cannot read {cfg.hub_id!r} ({type(error).__name__}: "
                         f"{first_line(error)[:200]}); check dataset.hub_config and dataset.hub_split") from None

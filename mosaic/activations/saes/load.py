@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mosaic.errors import MosaicError
+from mosaic.errors import MosaicError, first_line
 
 # TransformerLens residual-stream hooks: `resid_post` of block L is the output of block L (MOSAIC's layer L),
 # `resid_pre` of block L is the input of block L, the output of block L-1.
@@ -26,17 +26,18 @@ def release_repo_file(release: str, sae_id: str) -> tuple[str, str]:
     """The hub repository and file of a release SAE's weights (`params.npz`), from SAELens's release table."""
     from sae_lens.loading.pretrained_saes_directory import get_repo_id_and_folder_name
 
-    repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
+    try:
+        repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
+    except ValueError as error:  # an id the release does not have
+        raise MosaicError(f"SAELens release {release}: {first_line(error)}") from None
     return repo_id, f"{folder}/params.npz"
 
 
 def cached_release_sae_file(release: str, sae_id: str) -> Path | None:
     """The fetched copy of a Gemma Scope SAE's weights in the hub cache; None when it was never fetched."""
-    from huggingface_hub import try_to_load_from_cache
+    from mosaic import hub
 
-    repo_id, filename = release_repo_file(release, sae_id)
-    found = try_to_load_from_cache(repo_id, filename)
-    return Path(found) if isinstance(found, str) else None
+    return hub.cached_file(*release_repo_file(release, sae_id))
 
 
 def release_sae_file(release: str, sae_id: str) -> Path:
@@ -45,21 +46,9 @@ def release_sae_file(release: str, sae_id: str) -> Path:
     Same repository and folder as SAELens's release table gives, fetched through the hub cache
     (offline: found there or refused in one line), so its bytes can key the activation cache.
     """
-    from huggingface_hub import hf_hub_download
-
     from mosaic import hub
 
-    found = cached_release_sae_file(release, sae_id)
-    if found is not None:
-        return found
-    what = f"SAE {release} / {sae_id}"
-    if hub.hub_offline():
-        raise hub.not_fetched(what)
-    repo_id, filename = release_repo_file(release, sae_id)
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
-    except Exception as error:  # noqa: BLE001 - gated or missing: one line
-        raise hub.unavailable(what, repo_id, error) from None
+    return hub.file(f"SAE {release} / {sae_id}", *release_repo_file(release, sae_id))
 
 
 def load_release_sae(release: str, sae_id: str, device: str = "cpu"):
