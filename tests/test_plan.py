@@ -3,6 +3,7 @@
 import itertools
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 
@@ -15,9 +16,9 @@ from mosaic.pipeline import run
 from tests.conftest import REPO
 
 
-@pytest.fixture
-def no_model_loads(monkeypatch):
-    """Any attempt to load a network fails the test."""
+@contextmanager
+def loading_no_model():
+    """Inside, any attempt to load a network fails the test."""
     import transformers
 
     import mosaic.activations
@@ -26,17 +27,23 @@ def no_model_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the plan loaded a model")
 
-    for module in (mosaic.activations, mosaic.activations.store):
-        monkeypatch.setattr(module, "load_model", refuse)
-    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", refuse)
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (mosaic.activations, mosaic.activations.store):
+            patch.setattr(module, "load_model", refuse)
+        patch.setattr(transformers.AutoModel, "from_pretrained", refuse)
+        yield
 
 
-def test_plan_of_the_papers_layer_grid_needs_one_forward_and_six_saes_and_loads_nothing(no_model_loads):
+def test_plan_of_the_papers_layer_grid_needs_one_forward_and_six_saes_and_loads_nothing(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty hub cache, wherever this runs
     grid = expand_grid(["experiment=paper_layers"])
     cells = {(cfg.layer, cfg.sae.width) for cfg in grid.configs}
     assert len(grid.configs) == 6 and cells == set(itertools.product((5, 12, 19), ("16k", "65k")))
 
-    plan = plan_grid(grid, device_type="cuda")
+    with loading_no_model():
+        plan = plan_grid(grid, device_type="cuda")
     assert plan.count("to run") == 6
     [forward] = plan.forwards
     assert (forward.model, forward.layers, forward.deepest, forward.n_layers) == ("gemma2_2b", {5, 12, 19}, 19, 26)
@@ -53,23 +60,55 @@ def test_plan_of_the_papers_layer_grid_needs_one_forward_and_six_saes_and_loads_
 def test_a_finished_cell_is_done_and_the_forward_its_job_ran_is_not_counted_again(tmp_path):
     overrides = ["model=tiny_gpt2", "features=hidden", "logger=none", "dataset.limit=40", "probe=sklearn",
                  "sweep.skip_done=true", "layer=0,2", "pooling=mean,max"]
-    grid = expand_grid(overrides)
+    grid = expand_grid([*overrides, "model.device=cpu"])
     sweep = tmp_path / "sweep"
-    before = plan_grid(grid, sweep, "cpu")
+    with loading_no_model():
+        before = plan_grid(grid, sweep, "cpu")
     assert [c.status for c in before.cells] == ["to run"] * 4
     [forward] = before.forwards
     assert forward.layers == {0, 2} and len(forward.entries) == 2 and forward.documents == 40
+    # Cell 0's forward writes layers 0 and 2; cells 1 and 3 differ from cells 0 and 2 in pooling alone.
+    assert [c.filled_by for c in before.cells] == [None, 0, 0, 0]
 
     # Cell 0 runs as its sweep's first job would: one forward caches both layers.
     entries = len(list_entries("activations"))
     run(grid.configs[0], sweep / "0", Sweep(layers=(0, 2), features=("hidden",)))
     assert len(list_entries("activations")) == entries + 2
 
-    after = plan_grid(grid, sweep, "cpu")
-    assert [c.status for c in after.cells] == ["done", "to run", "to run", "to run"]
-    assert after.forwards == [] and all(c.entry.cached for c in after.cells[1:])
-    # A job's documents are keyed with its device: planned for GPU nodes, nothing is cached yet.
-    assert len(plan_grid(grid, sweep, "cuda").forwards) == 1
+    with loading_no_model():
+        after = plan_grid(grid, sweep, "cpu")
+        assert [c.status for c in after.cells] == ["done", "to run", "to run", "to run"]
+        assert after.forwards == [] and all(c.entry.cached for c in after.cells[1:])
+        # Cells that pin model.device=cpu run on CPU on GPU nodes too; cells on `auto` run there on CUDA, and a
+        # job's activations are keyed with its device: nothing of theirs is cached yet.
+        assert plan_grid(grid, sweep, "cuda").forwards == []
+        assert len(plan_grid(expand_grid([*overrides, "model.device=auto"]), sweep, "cuda").forwards) == 1
+
+
+def test_cells_that_differ_in_more_than_a_sweeps_siblings_run_their_own_forward_and_train_their_own_saes():
+    overrides = ["model=tiny_gpt2", "sae.architecture=topk", "sae.k=8,16", "layer=0,1", "pooling=mean,max",
+                 "dataset.limit=40", "logger=none", "probe=sklearn", "model.device=cpu"]
+    grid = expand_grid(overrides)
+    assert len(grid.configs) == 8
+    with loading_no_model():
+        plan = plan_grid(grid, device_type="cpu")
+    # A job computes its siblings (layers, widths, feature types) with its own SAE settings: k=8 and k=16 each
+    # need a forward over both layers; pooling only reads the entries, so the other pooling's cells share them.
+    assert sorted((f.layers == {0, 1}, len(f.entries)) for f in plan.forwards) == [(True, 2), (True, 2)]
+    assert {grid.configs[f.cell].sae.k for f in plan.forwards} == {8, 16}
+    assert len(plan.saes_to_train) == 4 and all("SAE, 8 × d_model latents, k " in s for s in plan.saes_to_train)
+    assert len(plan.sae_corpus_forwards) == 2 and all(f.endswith("layers 0, 1") for f in plan.sae_corpus_forwards)
+
+
+def test_a_behaviour_grid_under_a_binary_regime_is_planned_on_its_correct_incorrect_labels():
+    # 37_arith_mc has four answer classes; behaviour labels (answered correctly or not) have two, so the
+    # binary regime applies: the cells run, once the answering model has scored the questions.
+    with loading_no_model():
+        plan = plan_grid(expand_grid(["experiment=behaviour_arith", "regime=normal", "model.device=cpu"]), None,
+                         "cpu")
+    assert [c.status for c in plan.cells] == ["to run"] * 3
+    assert plan.behaviour_forwards == ["gemma3_270m answers 37_arith_mc"]
+    assert any("answers, not scored yet" in note for note in plan.notes)
 
 
 def test_cells_with_no_meaning_are_skipped_not_counted():

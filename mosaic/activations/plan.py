@@ -258,8 +258,7 @@ def _local(inputs: _PlanInputs, layer: int, width: str) -> Encoder:
 
 
 def _gemma_scope(inputs: _PlanInputs, layer: int, width: str) -> Encoder:
-    release = sae_release(inputs.cfg)
-    sae_id = gemma_scope_sae_id(layer, width)
+    release, sae_id = gemma_scope_sae(inputs.cfg, layer, width)
 
     def resolve() -> dict[str, Any]:
         weights = release_sae_file(release, sae_id)
@@ -273,6 +272,11 @@ def _gemma_scope(inputs: _PlanInputs, layer: int, width: str) -> Encoder:
 def sae_release(cfg: DictConfig) -> str:
     """The Gemma Scope release a job's SAEs come from: `sae.release`, else the model's own."""
     return cfg.sae.release or cfg.model.gemma_scope_release
+
+
+def gemma_scope_sae(cfg: DictConfig, layer: int | None = None, width: str | None = None) -> tuple[str, str]:
+    """The Gemma Scope release and SAE id read at `layer` and `width` (default: the job's own)."""
+    return sae_release(cfg), gemma_scope_sae_id(cfg.layer if layer is None else layer, width or cfg.sae.width)
 
 
 def _own_width(cfg: DictConfig, layer: int) -> list[str]:

@@ -47,14 +47,18 @@ def _refuse_model():
 
 @dataclass
 class EntryNeed:
-    """The activation cache entry one cell reads, and whether the cache holds it (None: unknown until fetched)."""
+    """The activation cache entry one cell reads, and whether the cache holds it (None: unknown until fetched).
 
-    group: str
+    `key` is the entry's cache key where it can be computed here; otherwise a stand-in made of what
+    the key will hold (model, documents, truncation, layer, encoder settings), so cells that will
+    read the same entry still share it in the plan.
+    """
+
+    key: str
+    family: str
     label: str
     layer: int
-    encoder: str
     cached: bool | None
-    n_layers: int
     bytes: int | None
     why: str | None = None
 
@@ -66,18 +70,21 @@ class CellPlan:
     status: str  # "to run", "done", "skipped", "invalid"
     reason: str | None = None
     entry: EntryNeed | None = None
+    filled_by: int | None = None  # the earlier cell whose forward writes this cell's entry
 
 
 @dataclass
 class Forward:
-    """One pass of a model over documents: the missing entries it fills, up to the deepest layer they need."""
+    """One pass of a model over documents, run by one cell: the missing entries it fills (its own and its
+    siblings'), up to the deepest layer they need."""
 
+    cell: int
     label: str
     model: str
     device_type: str
     n_layers: int
     layers: set[int] = field(default_factory=set)
-    entries: set[tuple[int, str]] = field(default_factory=set)
+    entries: set[str] = field(default_factory=set)
     documents: int | None = None
     tokens: int | None = None
 
@@ -102,9 +109,8 @@ class Plan:
 
     def growth_bytes(self) -> tuple[int, int]:
         """Bytes the missing activation entries will add (of those that can be estimated), and how many cannot be."""
-        needs = [cell.entry for cell in self.cells if cell.entry and not cell.entry.cached]
-        unique = {(n.group, n.layer, n.encoder): n for n in needs}.values()
-        return sum(n.bytes for n in unique if n.bytes is not None), sum(n.bytes is None for n in unique)
+        needs = {cell.entry.key: cell.entry for cell in self.cells if cell.entry and not cell.entry.cached}.values()
+        return sum(n.bytes for n in needs if n.bytes is not None), sum(n.bytes is None for n in needs)
 
 
 def _cell_status(cfg: DictConfig, number: int, sweep_dir: Path | None) -> tuple[str, str | None]:
@@ -124,14 +130,29 @@ def _cell_status(cfg: DictConfig, number: int, sweep_dir: Path | None) -> tuple[
         return "to run", None
     if not cfg.sweep.skip_done:
         return "to run", "it has results, but runs again: sweep.skip_done=false"
-    if finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True), job_inputs(cfg)):
+    inputs = job_inputs(cfg)
+    if finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True), inputs):
         return "done", None
+    if None in (inputs["model"], *inputs["transfer_models"].values(), inputs.get("behaviour_model", "")):
+        return "to run", "it has results, but a model it reads is not fetched here, so they cannot be shown current"
     return "to run", "its results came from another config or other inputs"
 
 
 def _key(value: Any) -> str:
     return json.dumps(OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value,
                       sort_keys=True, default=str)
+
+
+def _without(cfg: DictConfig, *keys: str) -> dict[str, Any]:
+    """The config as plain data, less the dotted `keys`."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in keys:
+        *parents, last = dotted.split(".")
+        node = plain
+        for parent in parents:
+            node = node[parent]
+        node.pop(last, None)
+    return plain
 
 
 def estimated_tokens(documents, max_length: int) -> int | None:
@@ -147,8 +168,7 @@ class _Planner:
     def __init__(self, device_type: str):
         self.device_type = device_type
         self.memo: dict[tuple, Any] = {}
-        self.saes_to_train: dict[str, None] = {}
-        self.sae_corpus: dict[str, set[int]] = {}
+        self.saes_to_train: dict[str, str] = {}
         self.behaviour: dict[str, None] = {}
 
     def once(self, kind: str, key: str, compute: Callable[[], Any]) -> Any:
@@ -157,9 +177,15 @@ class _Planner:
                 self.memo[(kind, key)] = ("ok", compute())
             except NotApplicableError as error:  # a regime that has no meaning for this dataset
                 self.memo[(kind, key)] = ("not applicable", first_line(error))
-            except (MosaicError, _ModelNotLoaded) as error:
-                self.memo[(kind, key)] = ("error", first_line(error) if isinstance(error, MosaicError) else "")
+            except _ModelNotLoaded:
+                self.memo[(kind, key)] = ("error", "it cannot be keyed without loading the model")
+            except (MosaicError, OSError) as error:  # OSError: a file of the dataset or cache unreadable here
+                self.memo[(kind, key)] = ("error", first_line(error))
         return self.memo[(kind, key)]
+
+    def cell_device(self, cfg: DictConfig) -> str:
+        """Where the cell runs: the grid's device for `model.device=auto`, else the device it pins."""
+        return self.device_type if cfg.model.device == "auto" else cfg.model.device
 
     def documents(self, cfg: DictConfig):
         """The dataset as loaded (read from the cache only, never downloaded)."""
@@ -167,11 +193,27 @@ class _Planner:
 
         return self.once("documents", _key(cfg.dataset), lambda: load_labelled_documents(cfg.dataset))
 
+    def answers_cached(self, cfg: DictConfig) -> bool:
+        """Whether the answering model's answers to the dataset are in the cache (False when that cannot be told)."""
+        from mosaic.behaviour import answering_model_config, answers_fields
+        from mosaic.cache import cache_root, content_key, read_entry
+
+        answering = answering_model_config(cfg)
+        documents = self.documents(cfg)
+        if documents[0] != "ok":
+            return False
+        fields = self.once("answers", _key([cfg, answering]), lambda: answers_fields(
+            cfg, answering, documents[1].documents, self.cell_device(OmegaConf.merge(cfg, {"model": answering}))))
+        return fields[0] == "ok" and read_entry(cache_root() / "behaviour" / content_key(fields[1])) is not None
+
     def data(self, cfg: DictConfig):
         """The job's documents and splits, and its protected documents.
 
-        Behaviour labels are not drawn: with `regime=none` the documents do not depend on the labels.
+        Behaviour labels come from the answering model's cached answers; before they are scored the
+        splits (and so the documents a regime draws) are not known.
         """
+        from mosaic.activations.store import documents_key
+        from mosaic.behaviour import answering_model_config, behaviour_labels
         from mosaic.data import draw_splits
         from mosaic.pipeline import protected_documents
         from mosaic.transfer import transfer_datasets
@@ -180,77 +222,92 @@ class _Planner:
             state, loaded = self.documents(cfg)
             if state != "ok":
                 raise MosaicError(loaded)
+            if cfg.behaviour.model is not None:
+                if not self.answers_cached(cfg):
+                    raise MosaicError(f"its labels are {answering_model_config(cfg).name}'s answers, not scored yet")
+                loaded, _ = behaviour_labels(cfg, loaded)
             data, splits = draw_splits(loaded, cfg.dataset, cfg.regime, cfg.seed)
-            return data, splits, protected_documents(data, transfer_datasets(cfg, data))
+            return data, splits, protected_documents(data, transfer_datasets(cfg, data)), documents_key(data.documents)
 
-        return self.once("data", _key([cfg.dataset, cfg.regime, cfg.seed, cfg.transfer.datasets]), load)
+        return self.once("data", _key([cfg.dataset, cfg.regime, cfg.seed, cfg.transfer.datasets, cfg.behaviour,
+                                       cfg.max_length, cfg.batch_size]), load)
 
-    def model_identity(self, model_cfg: DictConfig):
+    def model_identity(self, cfg: DictConfig):
         from mosaic.activations.store import model_identity
 
-        return self.once("model", _key(model_cfg), lambda: model_identity(model_cfg, self.device_type))
+        device = self.cell_device(cfg)
+        return self.once("model", _key([cfg.model, device]), lambda: model_identity(cfg.model, device))
 
     def entry(self, cfg: DictConfig) -> EntryNeed:
-        """The cell's own activation entry: its key when computable here, and whether the cache holds it."""
-        import torch
+        """The cell's own activation entry: its key when computable here, and whether the cache holds it.
 
-        from mosaic.activations.plan import Sweep, plan_encoders
-        from mosaic.activations.store import CACHE_KIND, documents_key, entry_fields
-        from mosaic.cache import cache_root, content_key, read_entry
+        Its family is what a forward of the cell shares with its siblings: everything in the config
+        but the layer, SAE width and feature type a sweep varies (`activations.plan.Sweep`).
+        """
+        from mosaic.activations.plan import trains_on_training_split
 
         model = cfg.model
-        encoder = "hidden" if cfg.features.type == "hidden" else _sae_label(cfg)
         data = self.data(cfg)
-        identity = self.model_identity(model)
-        group = _key([identity[1] if identity[0] == "ok" else model, cfg.max_length,
-                      documents_key(data[1][0].documents) if data[0] == "ok" else [cfg.dataset, cfg.regime, cfg.seed]])
-        label = f"{model.name} × {cfg.dataset.name} (max_length {cfg.max_length})"
-        need = EntryNeed(group, label, cfg.layer, encoder, None, model.n_layers, None)
-        if data[0] != "ok":
+        identity = self.model_identity(cfg)
+        documents = data[1][0].documents if data[0] == "ok" else None
+        group = [identity[1] if identity[0] == "ok" else model, cfg.max_length,
+                 [cfg.dataset, cfg.regime, cfg.seed, cfg.behaviour] if documents is None else data[1][3]]
+        encoder = "hidden" if cfg.features.type == "hidden" else [
+            cfg.sae, cfg.seed if trains_on_training_split(cfg) else None]
+        need = EntryNeed(_key(["stand-in", group, cfg.layer, encoder]), _key(_without(cfg, "layer", "sae.width",
+                                                                                      "features")),
+                         f"{model.name} × {cfg.dataset.name} (max_length {cfg.max_length})", cfg.layer, None, None)
+        if documents is None:
             need.why = data[1]
             return need
-        documents = data[1][0].documents
         need.bytes = _entry_bytes(cfg, documents)
         if identity[0] != "ok":
             need.why = identity[1]
             return need
-        _, own = plan_encoders(cfg, data[1][0], data[1][1], Sweep(), data[1][2], _refuse_model,
-                               torch.device(self.device_type))
+        try:
+            self._key_entry(cfg, need, identity[1], data[1])
+        except _ModelNotLoaded:
+            need.why = "its key needs the model loaded"
+        except MosaicError as error:
+            need.why = first_line(error)
+        return need
+
+    def _key_entry(self, cfg: DictConfig, need: EntryNeed, identity: dict, data) -> None:
+        """Fill in the entry's real key and whether the cache holds it, or why it has none yet."""
+        import torch
+
+        from mosaic.activations.plan import Sweep, plan_encoders
+        from mosaic.activations.store import CACHE_KIND, entry_fields
+        from mosaic.cache import cache_root, content_key, read_entry
+
+        labelled, splits, protected, documents = data
+        _, own = plan_encoders(cfg, labelled, splits, Sweep(), protected, _refuse_model,
+                               torch.device(self.cell_device(cfg)))
         if not own.ready():
             if cfg.sae.source == "trained":
-                self.saes_to_train[f"{model.name} layer {cfg.layer}: {_sae_label(cfg)}"] = None
-                self.sae_corpus.setdefault(f"{model.name} over the SAE corpus ({cfg.sae.train_corpus})",
-                                           set()).add(cfg.layer)
+                self.saes_to_train[need.key] = (f"{cfg.model.name} layer {cfg.layer} ({cfg.dataset.name}): "
+                                                f"{_sae_label(cfg)}")
                 need.why = "its SAE is not trained yet"
             else:
                 need.why = f"{_sae_label(cfg)} is not fetched"
             need.cached = False
-            return need
-        fields = entry_fields(identity[1], documents_key(documents), cfg.max_length, cfg.layer, own.resolve())
-        need.cached = read_entry(cache_root() / CACHE_KIND / content_key(fields)) is not None
-        return need
+            return
+        need.key = content_key(entry_fields(identity, documents, cfg.max_length, cfg.layer, own.resolve()))
+        need.cached = read_entry(cache_root() / CACHE_KIND / need.key) is not None
 
     def behaviour_answers(self, cfg: DictConfig) -> None:
         """Count the answering model's forward when its answers are not cached."""
-        from mosaic.behaviour import answering_model_config, answers_fields
-        from mosaic.cache import cache_root, content_key, read_entry
+        from mosaic.behaviour import answering_model_config
 
-        answering = answering_model_config(cfg)
-        documents = self.documents(cfg)
-        if documents[0] == "ok":
-            fields = self.once("answers", _key([cfg, answering]),
-                               lambda: answers_fields(cfg, answering, documents[1].documents, self.device_type))
-            if fields[0] == "ok" and read_entry(cache_root() / "behaviour" / content_key(fields[1])) is not None:
-                return
-        self.behaviour[f"{answering.name} answers {cfg.dataset.name}"] = None
+        if not self.answers_cached(cfg):
+            self.behaviour[f"{answering_model_config(cfg).name} answers {cfg.dataset.name}"] = None
 
 
 def _sae_label(cfg: DictConfig) -> str:
-    from mosaic.activations.plan import sae_release
-    from mosaic.releases import gemma_scope_sae_id
+    from mosaic.activations.plan import gemma_scope_sae
 
     if cfg.sae.source == "gemma_scope":
-        return f"Gemma Scope {sae_release(cfg)} / {gemma_scope_sae_id(cfg.layer, cfg.sae.width)}"
+        return "Gemma Scope {} / {}".format(*gemma_scope_sae(cfg))
     if cfg.sae.source == "local":
         return f"SAE {cfg.sae.path}"
     sparsity = f", k {cfg.sae.k}" if cfg.sae.architecture in ("topk", "batchtopk") else ""
@@ -262,11 +319,10 @@ def _sae_l0(cfg: DictConfig) -> int:
     if cfg.sae.source == "trained" and cfg.sae.architecture in ("topk", "batchtopk"):
         return cfg.sae.k
     if cfg.sae.source == "gemma_scope":
-        from mosaic.activations.plan import sae_release
+        from mosaic.activations.plan import gemma_scope_sae
         from mosaic.activations.saes.load import release_repo_file
-        from mosaic.releases import gemma_scope_sae_id
 
-        _, filename = release_repo_file(sae_release(cfg), gemma_scope_sae_id(cfg.layer, cfg.sae.width))
+        _, filename = release_repo_file(*gemma_scope_sae(cfg))
         recorded = [part for part in filename.split("/") if part.startswith("average_l0_")]
         if recorded:
             return int(recorded[0].removeprefix("average_l0_"))
@@ -283,6 +339,60 @@ def _entry_bytes(cfg: DictConfig, documents) -> int | None:
     return None if tokens is None else tokens * _sae_l0(cfg) * BYTES_PER_CODE
 
 
+def _shared_passes(needs: list[CellPlan]) -> list[tuple[CellPlan, list[CellPlan]]]:
+    """Which cells run a pass over documents (a forward, an SAE corpus forward), and whose entries each writes.
+
+    In launch order, a cell whose entry no earlier pass writes runs one: it writes its own entry and
+    those of its family's cells (the siblings of `activations.plan.Sweep`). Jobs that run at once may
+    each run a pass an earlier one would have made; the count is the grid's run one cell after another.
+    """
+    written: set[str] = set()
+    passes = []
+    for cell in needs:
+        if cell.entry.key in written:
+            continue
+        members = [other for other in needs
+                   if other.entry.family == cell.entry.family and other.entry.key not in written]
+        written.update(member.entry.key for member in members)
+        passes.append((cell, members))
+    return passes
+
+
+def _forwards(cells: list[CellPlan], configs: list[DictConfig], planner: _Planner) -> list[Forward]:
+    """The forwards the cells to run need, to the deepest layer of the entries each writes."""
+    pending = [cell for cell in cells if cell.entry and not cell.entry.cached]
+    forwards, writer = [], {}
+    for runner, members in _shared_passes(pending):
+        cfg = configs[runner.number]
+        forward = Forward(runner.number, runner.entry.label, cfg.model.name, planner.cell_device(cfg),
+                          cfg.model.n_layers)
+        for member in members:
+            forward.layers.add(member.entry.layer)
+            forward.entries.add(member.entry.key)
+            writer[member.entry.key] = runner.number
+        data = planner.data(cfg)
+        if data[0] == "ok":
+            documents = data[1][0].documents
+            forward.documents, forward.tokens = len(documents), estimated_tokens(documents, cfg.max_length)
+        forwards.append(forward)
+    for cell in pending:
+        if writer[cell.entry.key] != cell.number:
+            cell.filled_by = writer[cell.entry.key]
+    return forwards
+
+
+def _corpus_forwards(cells: list[CellPlan], configs: list[DictConfig], planner: _Planner) -> list[str]:
+    """The SAE corpus forwards: the first job of a family with SAEs to train trains all of them from one."""
+    lines = []
+    for runner, members in _shared_passes([cell for cell in cells
+                                           if cell.entry and cell.entry.key in planner.saes_to_train]):
+        cfg = configs[runner.number]
+        layers = ", ".join(map(str, sorted({member.entry.layer for member in members})))
+        lines.append(f"cell {runner.number}: {cfg.model.name} over the SAE corpus ({cfg.sae.train_corpus}): "
+                     f"layers {layers}")
+    return lines
+
+
 def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None = None) -> Plan:
     """The grid's cells, forwards, SAEs, hub items and notes: everything computed with `hub.local_only`, no model."""
     from mosaic.activations.models import resolve_device
@@ -292,7 +402,6 @@ def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None
         device_type = "cuda" if grid.uses_gpus() else resolve_device(grid.configs[0].model.device).type
     planner = _Planner(device_type)
     cells: list[CellPlan] = []
-    forwards: dict[str, Forward] = {}
     with hub.local_only():
         for number, (overrides, cfg) in enumerate(zip(grid.overrides, grid.configs)):
             status, reason = _cell_status(cfg, number, sweep_dir)
@@ -306,24 +415,15 @@ def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None
                 continue
             if cfg.behaviour.model is not None:
                 planner.behaviour_answers(cfg)
-            if cfg.features.type not in ("sae", "hidden"):
-                continue
-            cell.entry = planner.entry(cfg)
-            if not cell.entry.cached:
-                forward = forwards.setdefault(cell.entry.group, Forward(cell.entry.label, cfg.model.name, device_type,
-                                                                        cfg.model.n_layers))
-                forward.layers.add(cfg.layer)
-                forward.entries.add((cfg.layer, cell.entry.encoder))
-                if data[0] == "ok":
-                    documents = data[1][0].documents
-                    forward.documents, forward.tokens = len(documents), estimated_tokens(documents, cfg.max_length)
+            if cfg.features.type in ("sae", "hidden"):
+                cell.entry = planner.entry(cfg)
+        forwards = _forwards(cells, grid.configs, planner)
         items = [(item.label, item.fetched()) for item in grid_items(
             [cfg for cfg, cell in zip(grid.configs, cells) if cell.status == "to run"])]
     notes = sorted({f"{label}: {why}" for label, why in (
         (c.entry.label, c.entry.why) for c in cells if c.entry and c.entry.cached is None)})
-    corpus = [f"{label}: layers {', '.join(map(str, sorted(layers)))}" for label, layers in planner.sae_corpus.items()]
-    return Plan(cells, list(forwards.values()), list(planner.saes_to_train), corpus, list(planner.behaviour), items,
-                device_type, notes)
+    return Plan(cells, forwards, list(planner.saes_to_train.values()),
+                _corpus_forwards(cells, grid.configs, planner), list(planner.behaviour), items, device_type, notes)
 
 
 def measured_rate(model: str, device_type: str) -> float | None:
@@ -371,7 +471,8 @@ def format_plan(plan: Plan, rate: float | None = None) -> str:
              f"{plan.count('skipped')} skipped (not applicable), {plan.count('invalid')} invalid"]
     for cell in plan.cells:
         detail = f": {cell.reason}" if cell.reason else ""
-        cached = " (activations cached)" if cell.entry and cell.entry.cached else ""
+        cached = " (activations cached)" if cell.entry and cell.entry.cached else \
+            f" (activations from cell {cell.filled_by}'s forward)" if cell.filled_by is not None else ""
         lines.append(f"  {cell.number:>4}  {name(cell)}  {cell.status}{cached}{detail}")
     lines.append(f"forwards after the cache ({plan.device_type}): {len(plan.forwards)}")
     total, unknown = 0.0, 0
@@ -386,8 +487,9 @@ def format_plan(plan: Plan, rate: float | None = None) -> str:
             when = f", ≈{_duration(seconds)} at {per:,.0f} tokens/s"
         else:
             unknown += 1
-        lines.append(f"  {forward.label}: layers {', '.join(map(str, sorted(forward.layers)))} (deepest "
-                     f"{forward.deepest} of {forward.n_layers}), {len(forward.entries)} entries; {size}{when}")
+        layers = ", ".join(map(str, sorted(forward.layers)))
+        lines.append(f"  cell {forward.cell}: {forward.label}: layers {layers} (deepest {forward.deepest} of "
+                     f"{forward.n_layers}), {len(forward.entries)} entries; {size}{when}")
     for title, rows in (("SAEs to train", plan.saes_to_train), ("SAE corpus forwards", plan.sae_corpus_forwards),
                         ("behaviour answers to score", plan.behaviour_forwards)):
         if rows:
