@@ -188,17 +188,19 @@ def plan_command(args) -> int:
 
 
 def fetch_command(args) -> int:
-    from mosaic.fetch import fetch_items, fetch_summary, grid_items
+    from mosaic.fetch import fetch_items, fetch_summary, grid_items, runnable
     from mosaic.grid.cells import expand_grid
 
     try:
-        items = grid_items(expand_grid(args.overrides).configs)
+        configs = expand_grid(args.overrides).configs
+        cells = runnable(configs)
+        items = grid_items(cells)
         for line in fetch_items(items):
-            print(line)
+            print(line, flush=True)
     except MosaicError as error:
         print(f"mosaic: error: {error}", file=sys.stderr)
         return 2
-    print(fetch_summary(items))
+    print(fetch_summary(items, len(configs) - len(cells)))
     return 0
 
 

@@ -11,9 +11,10 @@ fetched read them without touching the network (`HF_HUB_OFFLINE=1` on the comput
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mosaic import hub
 from mosaic.errors import MosaicError
@@ -51,21 +52,23 @@ class HubItem:
         return f"commit {folder.name[:12]}"
 
 
-def _model_items(cfg: DictConfig) -> list[HubItem]:
-    """The job's model on the hub and, for Gemma Scope features, the SAE at the job's layer and width."""
-    from mosaic.activations.plan import sae_release
-    from mosaic.activations.saes.load import release_repo_file
-    from mosaic.releases import gemma_scope_sae_id
+def _model_item(model: DictConfig) -> list[HubItem]:
+    """A hub model (nothing for a packaged, random or local one)."""
+    if model.source != "hub" or model.path is not None:
+        return []
+    return [HubItem("model", model.hf_id, model.revision or "main", f"model {model.name}")]
 
-    items = []
-    model = cfg.model
-    if model.source == "hub" and model.path is None:
-        items.append(HubItem("model", model.hf_id, model.revision or "main", f"model {model.name}"))
-    if cfg.features.type == "sae" and cfg.sae.source == "gemma_scope":
-        release, sae_id = sae_release(cfg), gemma_scope_sae_id(cfg.layer, cfg.sae.width)
-        repo_id, filename = release_repo_file(release, sae_id)
-        items.append(HubItem("sae", repo_id, filename, f"SAE {release} / {sae_id}", release, sae_id))
-    return items
+
+def _sae_item(cfg: DictConfig) -> list[HubItem]:
+    """For Gemma Scope features, the SAE at the job's layer and width."""
+    from mosaic.activations.plan import gemma_scope_sae
+    from mosaic.activations.saes.load import release_repo_file
+
+    if cfg.features.type != "sae" or cfg.sae.source != "gemma_scope":
+        return []
+    release, sae_id = gemma_scope_sae(cfg)
+    repo_id, filename = release_repo_file(release, sae_id)
+    return [HubItem("sae", repo_id, filename, f"SAE {release} / {sae_id}", release, sae_id)]
 
 
 def _dataset_item(dataset: DictConfig) -> list[HubItem]:
@@ -75,19 +78,22 @@ def _dataset_item(dataset: DictConfig) -> list[HubItem]:
 
 
 def hub_items(cfg: DictConfig) -> list[HubItem]:
-    """Everything one job reads from the hub (nothing for a bag-of-words job on a packaged dataset)."""
+    """Everything one job reads from the hub (nothing for a bag-of-words job on a packaged dataset).
+
+    A transfer model's features come from the job's own encoder (`transfer`), so it adds its
+    weights alone; the answering model of behaviour labels is a model and nothing more.
+    """
     items = _dataset_item(cfg.dataset)
     for dataset in cfg.transfer.datasets.values():
         items += _dataset_item(dataset)
     if cfg.features.type in ("sae", "hidden"):
-        items += _model_items(cfg)
+        items += _model_item(cfg.model) + _sae_item(cfg)
         for model in cfg.transfer.models.values():
-            items += _model_items(OmegaConf.merge(cfg, {"model": model}))
+            items += _model_item(model)
     if cfg.behaviour.model is not None:
         from mosaic.behaviour import answering_model_config
 
-        answering = {"model": answering_model_config(cfg), "features": {"type": "hidden"}}
-        items += _model_items(OmegaConf.merge(cfg, answering))
+        items += _model_item(answering_model_config(cfg))
     return items
 
 
@@ -96,22 +102,36 @@ def grid_items(configs: list[DictConfig]) -> list[HubItem]:
     return list(dict.fromkeys(item for cfg in configs for item in hub_items(cfg)))
 
 
-def fetch_items(items: list[HubItem]) -> list[str]:
-    """Fetch each item (or, with the hub off, check it is there); one line each. Raises on the first failure."""
-    lines = []
+def runnable(configs: list[DictConfig]) -> list[DictConfig]:
+    """The cells that will run: an invalid or not-applicable cell stops before it reads anything."""
+    from mosaic.config import validate
+
+    kept = []
+    for cfg in configs:
+        try:
+            validate(cfg)
+        except MosaicError:
+            continue
+        kept.append(cfg)
+    return kept
+
+
+def fetch_items(items: list[HubItem]) -> Iterator[str]:
+    """Fetch each item (or, with the hub off, check it is there), one line each as it is done; raises on the
+    first failure."""
     for item in items:
         if hub.hub_offline():
             if not item.fetched():
                 raise hub.not_fetched(f"{item.label} ({item.repo_id})")
-            lines.append(f"{item.label}: in the cache (HF_HUB_OFFLINE is set: not checked for updates)")
+            yield f"{item.label}: in the cache (HF_HUB_OFFLINE is set: not checked for updates)"
         else:
-            lines.append(f"{item.label}: {item.fetch()}")
-    return lines
+            yield f"{item.label}: {item.fetch()}"
 
 
-def fetch_summary(items: list[HubItem]) -> str:
+def fetch_summary(items: list[HubItem], left_out: int) -> str:
     cache = hub.hub_cache()
-    return (f"{len(items)} hub items in {cache}. On the compute nodes, with the same HF_HOME (or HF_HUB_CACHE), "
-            "set HF_HUB_OFFLINE=1: jobs then read only this cache" if items else
-            "this grid reads nothing from the hub (packaged models and datasets only)")
-
+    skipped = f" ({left_out} cells left out: invalid or not applicable, see `python -m mosaic plan`)" \
+        if left_out else ""
+    return (f"{len(items)} hub items in {cache}{skipped}. On the compute nodes, with the same HF_HOME (or "
+            "HF_HUB_CACHE), set HF_HUB_OFFLINE=1: jobs then read only this cache" if items else
+            f"this grid reads nothing from the hub (packaged models and datasets only){skipped}")
