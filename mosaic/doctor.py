@@ -9,6 +9,7 @@ network checks give up after `HUB_TIMEOUT_S`.
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
 import shutil
@@ -16,12 +17,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from mosaic.config import CONF_DIR
+from mosaic.errors import first_line
 
 HUB_TIMEOUT_S = 3.0
 SLURM_TIMEOUT_S = 4.0
@@ -68,16 +71,20 @@ def gated_models() -> dict[str, str]:
     return found
 
 
-def _hub_get(url: str, token: str | None) -> int:
-    """The HTTP status of a GET (0 when the hub cannot be reached in `HUB_TIMEOUT_S`)."""
+def _hub_get(url: str, token: str | None) -> tuple[int, dict]:
+    """The HTTP status of a GET and its JSON body (status 0 when the hub cannot be reached in `HUB_TIMEOUT_S`)."""
     request = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=HUB_TIMEOUT_S) as response:
-            return response.status
+            body = response.read()
+            try:
+                return response.status, json.loads(body)
+            except ValueError:
+                return response.status, {}
     except urllib.error.HTTPError as error:
-        return error.code
+        return error.code, {}
     except (urllib.error.URLError, OSError):
-        return 0
+        return 0, {}
 
 
 def hub_findings() -> list[Finding]:
@@ -92,7 +99,7 @@ def hub_findings() -> list[Finding]:
                                       "(HF_HUB_OFFLINE=0, also for make run/sweep)"), cache]
     token = get_token()
     source = "HF_TOKEN" if os.environ.get("HF_TOKEN") else "stored login"
-    status = _hub_get(f"{constants.ENDPOINT}/api/whoami-v2", token)
+    status, whoami = _hub_get(f"{constants.ENDPOINT}/api/whoami-v2", token)
     if status == 0:
         return [Finding("hub", False, f"{constants.ENDPOINT} not reachable from here within {HUB_TIMEOUT_S:.0f} s: "
                                       "fetch on a node that reaches it (a login node)"), cache]
@@ -100,12 +107,10 @@ def hub_findings() -> list[Finding]:
         login = "no token: gated models (Gemma) cannot be fetched; `hf auth login` or HF_TOKEN" if token is None \
             else f"the token ({source}) is refused (HTTP {status}): log in again"
         return [Finding("hub", True, f"{constants.ENDPOINT} reachable"), Finding("hub", False, login), cache]
-    from huggingface_hub import HfApi
-
-    user = HfApi().whoami(token=token).get("name", "?")
-    findings = [Finding("hub", True, f"{constants.ENDPOINT} reachable; logged in as {user} (token from {source})")]
+    findings = [Finding("hub", True, f"{constants.ENDPOINT} reachable; logged in as {whoami.get('name', '?')} "
+                                     f"(token from {source})")]
     for option, repo in gated_models().items():
-        code = _hub_get(f"{constants.ENDPOINT}/api/models/{repo}/auth-check", token)
+        code, _ = _hub_get(f"{constants.ENDPOINT}/api/models/{repo}/auth-check", token)
         findings.append(Finding("licence", code == 200, f"{option} ({repo}): " + (
             "open to this token" if code == 200 else f"not open to this token (HTTP {code}): accept the licence at "
                                                      f"https://huggingface.co/{repo}")))
@@ -142,17 +147,20 @@ def slurm_findings() -> list[Finding]:
     return [reach, site]
 
 
+def _existing(path: Path) -> Path:
+    """The path, or its nearest existing parent (a cache folder not created yet)."""
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
 def _free(path: Path) -> str:
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    return f"{_gib(shutil.disk_usage(existing).free)} free"
+    return f"{_gib(shutil.disk_usage(_existing(path)).free)} free"
 
 
 def cache_findings() -> list[Finding]:
     from mosaic.cache import cache_root
 
     root = cache_root()
-    existing = next(p for p in (root, *root.parents) if p.exists())
-    writable = os.access(existing, os.W_OK)
+    writable = os.access(_existing(root), os.W_OK)
     return [Finding("cache", writable, f"MOSAIC cache {root} ($MOSAIC_CACHE): {_free(root)}"
                     + ("" if writable else ", not writable"))]
 
@@ -161,9 +169,19 @@ def diagnose() -> list[Finding]:
     """Every check's findings, in a fixed order; the checks that wait on the network or SLURM run side by side."""
     from concurrent.futures import ThreadPoolExecutor
 
-    checks = (torch_findings, hub_findings, wandb_findings, slurm_findings, cache_findings)
+    checks = {"torch": torch_findings, "hub": hub_findings, "wandb": wandb_findings, "slurm": slurm_findings,
+              "cache": cache_findings}
     with ThreadPoolExecutor(len(checks)) as pool:
-        return [finding for found in pool.map(lambda check: check(), checks) for finding in found]
+        return [finding for found in pool.map(lambda topic: _checked(topic, checks[topic]), checks)
+                for finding in found]
+
+
+def _checked(topic: str, check: Callable[[], list[Finding]]) -> list[Finding]:
+    """A check's findings, or one `--` line saying how it failed: one broken check must not hide the others."""
+    try:
+        return check()
+    except Exception as error:  # noqa: BLE001 - reported as a finding
+        return [Finding(topic, False, f"the check failed: {type(error).__name__}: {first_line(error)[:160]}")]
 
 
 def report() -> str:

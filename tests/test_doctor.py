@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from mosaic import doctor
 from mosaic.doctor import diagnose, gated_models, report
 from tests.hub_stand_in import HubStandIn
 
@@ -39,9 +40,11 @@ def online_hub(monkeypatch, tmp_path):
     server, url = stand_in.serve()
     monkeypatch.setattr(constants, "ENDPOINT", url)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(doctor, "HUB_TIMEOUT_S", 60.0)  # a busy test machine may answer slowly
     monkeypatch.setenv("HF_TOKEN", stand_in.token)
     yield stand_in, tmp_path / "repo"
     server.shutdown()
+    server.server_close()
 
 
 def test_doctor_reports_the_tokens_user_and_which_licences_it_accepted_without_showing_the_token(online_hub):
@@ -54,3 +57,14 @@ def test_doctor_reports_the_tokens_user_and_which_licences_it_accepted_without_s
     licences = {f.line.split(" ")[0]: f.ok for f in _lines(findings, "licence")}
     assert licences == {option: option != "gemma2_9b" for option in models}
     assert stand_in.token not in report()
+
+
+def test_a_check_that_breaks_is_one_line_and_the_others_still_report(monkeypatch):
+    def broken():
+        raise RuntimeError("sinfo printed nonsense\nsecond line")
+
+    monkeypatch.setattr(doctor, "slurm_findings", broken)
+    findings = diagnose()
+    [slurm] = _lines(findings, "slurm")
+    assert str(slurm) == "-- slurm   the check failed: RuntimeError: sinfo printed nonsense"
+    assert {"torch", "hub", "wandb", "cache"} <= {f.topic for f in findings}
