@@ -142,19 +142,42 @@ def _answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[str]) -
     return np.load(entry / ANSWERS_FILE, allow_pickle=False), {"hit": hit, "key": entry.name}
 
 
-def behaviour_labels(cfg: DictConfig, data: LabelledDocuments) -> tuple[LabelledDocuments, dict[str, Any] | None]:
-    """The dataset relabelled by what `behaviour.model` answers (correct / incorrect), and what it answered;
-    the dataset unchanged and None while `behaviour.model` is null."""
-    if cfg.behaviour.model is None:
-        return data, None
+def cached_answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[str],
+                   device_type: str) -> tuple[str, tuple[np.ndarray, dict[str, Any]] | None]:
+    """The answers' cache key, and their log-probabilities and cache record if the cache holds them (scored on
+    `device_type`); never scores (a grid's plan reads them)."""
+    from mosaic.cache import cache_root, content_key, read_entry
+
+    key = content_key(answers_fields(cfg, answering, documents, device_type))
+    entry = read_entry(cache_root() / "behaviour" / key)
+    if entry is None:
+        return key, None
+    return key, (np.load(entry.path / ANSWERS_FILE, allow_pickle=False), {"hit": True, "key": key})
+
+
+def _check_answerable(cfg: DictConfig, data: LabelledDocuments) -> None:
     options = answer_options(cfg) or []
     if len(options) != len(data.label_names):
         raise MosaicError(f"behaviour.options has {len(options)} options but dataset {cfg.dataset.name} has "
                           f"{len(data.label_names)} classes {data.label_names}: give one per class, in that order")
     if not all(isinstance(document, str) for document in data.documents):
         raise MosaicError("behaviour labels come from a language model's answers to texts: choose a text dataset")
+
+
+def behaviour_labels(cfg: DictConfig, data: LabelledDocuments) -> tuple[LabelledDocuments, dict[str, Any] | None]:
+    """The dataset relabelled by what `behaviour.model` answers (correct / incorrect), and what it answered;
+    the dataset unchanged and None while `behaviour.model` is null."""
+    if cfg.behaviour.model is None:
+        return data, None
+    _check_answerable(cfg, data)
+    return relabelled(cfg, data, *_answers(cfg, answering_model_config(cfg), data.documents))
+
+
+def relabelled(cfg: DictConfig, data: LabelledDocuments, log_probs: np.ndarray,
+               cache: dict[str, Any]) -> tuple[LabelledDocuments, dict[str, Any]]:
+    """The dataset relabelled by the answering model's option log-probabilities, and the answers' record."""
     answering = answering_model_config(cfg)
-    log_probs, cache = _answers(cfg, answering, data.documents)
+    options = answer_options(cfg)
     chosen = log_probs.argmax(axis=1)
     correct = (chosen == data.labels).astype(np.int64)
     accuracy = float(correct.mean())
@@ -169,8 +192,7 @@ def behaviour_labels(cfg: DictConfig, data: LabelledDocuments) -> tuple[Labelled
         "answers": {name: int((chosen == k).sum()) for k, name in enumerate(data.label_names)},
         "cache": cache,
     }
-    relabelled = LabelledDocuments(data.documents, correct, list(OUTCOMES), data.split)
-    return relabelled, record
+    return LabelledDocuments(data.documents, correct, list(OUTCOMES), data.split), record
 
 
 def with_base_rate(record: dict[str, Any] | None, labels: np.ndarray, test: np.ndarray) -> dict[str, Any] | None:

@@ -159,13 +159,15 @@ def test_fetch_lists_what_the_cells_that_run_read_and_leaves_out_the_rest():
     from mosaic.grid.cells import expand_grid
 
     # Gemma Scope has no 32k SAE at layer 5 of Gemma 2 2B: that cell is invalid and reads nothing.
-    configs = expand_grid(["model=gemma2_2b", "sae=gemma_scope", "sae.width=16k,32k", "layer=5"]).configs
+    configs = expand_grid(["model=gemma2_2b", "sae=gemma_scope", "sae.width=16k,32k", "layer=5",
+                           "model.path=null"]).configs  # null: even where conf/local/site.yaml sets a local copy
     cells = runnable(configs)
     assert [cfg.sae.width for cfg in cells] == ["16k"]
     assert [(item.kind, item.repo_id) for item in grid_items(cells)] == [
         ("model", "google/gemma-2-2b"), ("sae", "google/gemma-scope-2b-pt-res")]
     # Cross-model transfer reads the other models' weights through the job's own SAE: no SAE of theirs.
-    items = grid_items(runnable(expand_grid(["experiment=crossmodel", "pooling=mean"]).configs))
+    items = grid_items(runnable(expand_grid(["experiment=crossmodel", "pooling=mean", "model.path=null",
+                                             "transfer.models.gemma2_9b_it.path=null"]).configs))
     assert [(item.kind, item.repo_id) for item in items] == [
         ("dataset", "jackhhao/jailbreak-classification"), ("model", "google/gemma-2-9b"),
         ("sae", "google/gemma-scope-9b-pt-res"), ("model", "google/gemma-2-9b-it")]

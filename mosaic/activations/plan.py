@@ -162,7 +162,8 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[],
         return read_entry(cache_root() / "saes" / content_key(fields())) is not None
 
     activations.register(layer, built)
-    return Encoder(lambda: trained_identity(directory()), lambda: load_sae(directory(), device=device_type), built)
+    return Encoder(lambda: trained_identity(directory()), lambda: load_sae(directory(), device=device_type), built,
+                   lambda: {"trained": content_key(fields())})
 
 
 def train_settings(sae_cfg: DictConfig, d_model: int, corpus_tokens: int) -> TrainSettings:
@@ -266,7 +267,8 @@ def _gemma_scope(inputs: _PlanInputs, layer: int, width: str) -> Encoder:
                 "sha256": fingerprint([weights])}
 
     return Encoder(resolve, lambda: load_release_sae(release, sae_id, device=str(inputs.device)),
-                   lambda: cached_release_sae_file(release, sae_id) is not None)
+                   lambda: cached_release_sae_file(release, sae_id) is not None,
+                   lambda: {"release": release, "id": sae_id})
 
 
 def sae_release(cfg: DictConfig) -> str:
@@ -309,27 +311,47 @@ SAE_SOURCES: dict[str, SAESource] = {
 }
 
 
+def forward_slots(cfg: DictConfig, sweep: Sweep) -> dict[int, list[tuple[str, str | None]]]:
+    """What one forward of this job computes, by layer: `("hidden", None)` and `("sae", width)` slots.
+
+    Its own layer, width and feature type, and the sweep's where they are valid: inside the model,
+    and where the SAE source has an SAE of that width at that layer, so a sweep never fails on a
+    neighbour's behalf. A grid's plan reads the same slots to count forwards.
+    """
+    source = SAE_SOURCES[cfg.sae.source]
+    layers = sorted({cfg.layer, *(x for x in sweep.layers if 0 <= x < cfg.model.n_layers)})
+    kinds = {cfg.features.type, *(f for f in sweep.features if f in ("sae", "hidden"))}
+    slots: dict[int, list[tuple[str, str | None]]] = {}
+    for layer in layers:
+        found: list[tuple[str, str | None]] = [("hidden", None)] if "hidden" in kinds else []
+        if "sae" in kinds:
+            widths = sorted({cfg.sae.width, *sweep.widths} & set(source.widths(cfg, layer)))
+            found += [("sae", width) for width in widths]
+        if found:
+            slots[layer] = found
+    return slots
+
+
 def plan_encoders(cfg: DictConfig, data: LabelledDocuments, splits: Splits, sweep: Sweep, protected: frozenset[str],
                   model: Callable[[], LoadedModel], device=None) -> tuple[Request, Encoder]:
-    """What one forward should compute: this job's encoder at its layer, and those its sweep will want.
+    """What one forward should compute: this job's encoder at its layer, and those its sweep will want
+    (`forward_slots`).
 
-    Sibling layers and widths are kept only where they are valid (inside the model, and where the
-    SAE source has an SAE of that width at that layer), so a sweep never fails on a neighbour's behalf.
     `device` is where the job runs (default: here, as `model.device` says); a grid's plan names the
     compute nodes' device, since a trained SAE's key holds it.
     """
     inputs = _PlanInputs(cfg, data, splits, protected, model, device or resolve_device(cfg.model.device))
     source = SAE_SOURCES[cfg.sae.source]
-    layers = sorted({cfg.layer, *(x for x in sweep.layers if 0 <= x < cfg.model.n_layers)})
-    kinds = {cfg.features.type, *(f for f in sweep.features if f in ("sae", "hidden"))}
-    own_sae = source.encoder(inputs, cfg.layer, cfg.sae.width) if "sae" in kinds else None
+    saes: dict[tuple[int, str], Encoder] = {}
 
-    def sae_encoders(layer: int) -> list[Encoder]:
-        widths = sorted({cfg.sae.width, *sweep.widths} & set(source.widths(cfg, layer)))
-        return [own_sae if (layer, width) == (cfg.layer, cfg.sae.width) else source.encoder(inputs, layer, width)
-                for width in widths]
+    def encoder(layer: int, kind: str, width: str | None) -> Encoder:
+        if kind == "hidden":
+            return HIDDEN
+        if (layer, width) not in saes:
+            saes[(layer, width)] = source.encoder(inputs, layer, width)
+        return saes[(layer, width)]
 
-    encoders = {layer: ([HIDDEN] if "hidden" in kinds else []) + (sae_encoders(layer) if "sae" in kinds else [])
-                for layer in layers}
-    own = HIDDEN if cfg.features.type == "hidden" else own_sae
-    return Request(data.documents, {layer: found for layer, found in encoders.items() if found}), own
+    own = encoder(cfg.layer, cfg.features.type, cfg.sae.width)
+    encoders = {layer: [encoder(layer, kind, width) for kind, width in found]
+                for layer, found in forward_slots(cfg, sweep).items()}
+    return Request(data.documents, encoders), own

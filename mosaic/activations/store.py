@@ -52,12 +52,14 @@ class Encoder:
     `resolve()` returns its identity, part of the cache key (for an SAE, the SHA-256 of its weights:
     it may have to train or download the SAE first, so it runs only when the key is needed);
     `load()` returns the SAE, and is None for the hidden state; `ready()` says whether `resolve()`
-    would answer without training or downloading anything (a grid's plan asks it).
+    would answer without training or downloading anything, and `planned()` what identifies it until
+    then (a trained SAE's cache key, a Gemma Scope SAE's release and id): a grid's plan asks both.
     """
 
     resolve: Callable[[], dict[str, Any]]
     load: Callable[[], Any] | None = None
     ready: Callable[[], bool] = lambda: True
+    planned: Callable[[], dict[str, Any]] = lambda: {}
 
 
 HIDDEN = Encoder(lambda: {"type": "hidden", "poolings": list(HIDDEN_POOLINGS)})

@@ -13,16 +13,20 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mosaic.activations.plan import Sweep
 from mosaic.config import CONF_DIR, check_group_overrides, check_value_overrides, register_configs
+from mosaic.errors import ConfigError, first_line
 
 
 @dataclass
 class Grid:
-    """Each cell's overrides and composed config (numbered as Hydra numbers the jobs), and the launcher's settings."""
+    """Each cell's overrides and composed config (numbered as Hydra numbers the jobs), the launcher's settings,
+    and the siblings each job's forward also serves (`grid.siblings`)."""
 
     overrides: list[list[str]]
     configs: list[DictConfig]
     launcher: dict[str, Any]
+    sweep: Sweep
 
     def uses_gpus(self) -> bool:
         """Whether the cells run on GPU nodes: a SLURM launcher that asks for GPUs."""
@@ -30,7 +34,20 @@ class Grid:
 
 
 def expand_grid(overrides: list[str], progress: bool = True) -> Grid:
-    """The grid `python run.py -m OVERRIDES` would run (a bad group option or value: one-line `ConfigError`)."""
+    """The grid `python run.py -m OVERRIDES` would run (a bad override, option or value: one-line `ConfigError`)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    check_group_overrides(overrides, CONF_DIR)
+    check_value_overrides(overrides, CONF_DIR)
+    register_configs()
+    try:
+        return _expand(overrides, progress)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(f"cannot expand the grid {' '.join(overrides)}: {first_line(error)}") from None
+
+
+def _expand(overrides: list[str], progress: bool) -> Grid:
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
@@ -38,17 +55,16 @@ def expand_grid(overrides: list[str], progress: bool = True) -> Grid:
     from hydra.types import RunMode
     from tqdm.auto import tqdm
 
-    check_group_overrides(overrides, CONF_DIR)
-    check_value_overrides(overrides, CONF_DIR)
-    register_configs()
+    from mosaic.grid.siblings import sweep_of
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         grid_cfg = loader.load_configuration("config", list(overrides), run_mode=RunMode.MULTIRUN)
         params = grid_cfg.hydra.sweeper.get("params") or {}
-        parsed = OverridesParser.create(config_loader=loader).parse_overrides(
-            [f"{key}={value}" for key, value in params.items()] + list(overrides))
+        swept = [f"{key}={value}" for key, value in params.items()] + list(overrides)
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(swept)
         cells = [cell for batch in BasicSweeper.split_arguments(parsed, None) for cell in batch]
         configs = [compose(config_name="config", overrides=cell)
                    for cell in tqdm(cells, desc="compose cells", unit="cell", disable=not progress or len(cells) < 50)]
     launcher = OmegaConf.to_container(grid_cfg.hydra.launcher, resolve=False)
-    return Grid(cells, configs, launcher)
+    return Grid(cells, configs, launcher, sweep_of(swept))

@@ -49,18 +49,25 @@ def _refuse_model():
 class EntryNeed:
     """The activation cache entry one cell reads, and whether the cache holds it (None: unknown until fetched).
 
-    `key` is the entry's cache key where it can be computed here; otherwise a stand-in made of what
-    the key will hold (model, documents, truncation, layer, encoder settings), so cells that will
-    read the same entry still share it in the plan.
+    `key` is the entry's cache key where it can be computed here; for an SAE not trained or fetched
+    yet, the key of what will identify it (`Encoder.planned`); with the documents or the model's
+    commit unknown, a stand-in made of the settings the key will hold. Cells that will read the same
+    entry share it in the plan either way. `slot` is the (layer, feature type, SAE width) a forward
+    computes it for (`activations.plan.forward_slots`); `sae`, the cache key of the SAE still to train.
     """
 
     key: str
     family: str
     label: str
-    layer: int
-    cached: bool | None
-    bytes: int | None
+    slot: tuple[int, str, str | None]
+    cached: bool | None = None
+    bytes: int | None = None
     why: str | None = None
+    sae: str | None = None
+
+    @property
+    def layer(self) -> int:
+        return self.slot[0]
 
 
 @dataclass
@@ -169,7 +176,7 @@ class _Planner:
         self.device_type = device_type
         self.memo: dict[tuple, Any] = {}
         self.saes_to_train: dict[str, str] = {}
-        self.behaviour: dict[str, None] = {}
+        self.behaviour: dict[str, str] = {}
 
     def once(self, kind: str, key: str, compute: Callable[[], Any]) -> Any:
         if (kind, key) not in self.memo:
@@ -193,27 +200,27 @@ class _Planner:
 
         return self.once("documents", _key(cfg.dataset), lambda: load_labelled_documents(cfg.dataset))
 
-    def answers_cached(self, cfg: DictConfig) -> bool:
-        """Whether the answering model's answers to the dataset are in the cache (False when that cannot be told)."""
-        from mosaic.behaviour import answering_model_config, answers_fields
-        from mosaic.cache import cache_root, content_key, read_entry
+    def answers(self, cfg: DictConfig):
+        """The answering model's answers: their cache key, and what the cache holds of them (None: not scored)."""
+        from mosaic.behaviour import answering_model_config, cached_answers
 
         answering = answering_model_config(cfg)
         documents = self.documents(cfg)
         if documents[0] != "ok":
-            return False
-        fields = self.once("answers", _key([cfg, answering]), lambda: answers_fields(
-            cfg, answering, documents[1].documents, self.cell_device(OmegaConf.merge(cfg, {"model": answering}))))
-        return fields[0] == "ok" and read_entry(cache_root() / "behaviour" / content_key(fields[1])) is not None
+            return documents
+        device = self.cell_device(OmegaConf.merge(cfg, {"model": answering}))
+        return self.once("answers", _key([cfg.behaviour, cfg.max_length, cfg.batch_size, answering, device,
+                                          cfg.dataset]),
+                         lambda: cached_answers(cfg, answering, documents[1].documents, device))
 
     def data(self, cfg: DictConfig):
-        """The job's documents and splits, and its protected documents.
+        """The job's documents and splits, its protected documents and its documents' key.
 
         Behaviour labels come from the answering model's cached answers; before they are scored the
         splits (and so the documents a regime draws) are not known.
         """
         from mosaic.activations.store import documents_key
-        from mosaic.behaviour import answering_model_config, behaviour_labels
+        from mosaic.behaviour import answering_model_config, relabelled
         from mosaic.data import draw_splits
         from mosaic.pipeline import protected_documents
         from mosaic.transfer import transfer_datasets
@@ -223,14 +230,18 @@ class _Planner:
             if state != "ok":
                 raise MosaicError(loaded)
             if cfg.behaviour.model is not None:
-                if not self.answers_cached(cfg):
+                state, answers = self.answers(cfg)
+                if state != "ok":
+                    raise MosaicError(answers)
+                if answers[1] is None:
                     raise MosaicError(f"its labels are {answering_model_config(cfg).name}'s answers, not scored yet")
-                loaded, _ = behaviour_labels(cfg, loaded)
+                loaded, _ = relabelled(cfg, loaded, *answers[1])
             data, splits = draw_splits(loaded, cfg.dataset, cfg.regime, cfg.seed)
             return data, splits, protected_documents(data, transfer_datasets(cfg, data)), documents_key(data.documents)
 
-        return self.once("data", _key([cfg.dataset, cfg.regime, cfg.seed, cfg.transfer.datasets, cfg.behaviour,
-                                       cfg.max_length, cfg.batch_size]), load)
+        behaviour = None if cfg.behaviour.model is None else [cfg.behaviour, cfg.max_length, cfg.batch_size,
+                                                              answering_model_config(cfg)]
+        return self.once("data", _key([cfg.dataset, cfg.regime, cfg.seed, cfg.transfer.datasets, behaviour]), load)
 
     def model_identity(self, cfg: DictConfig):
         from mosaic.activations.store import model_identity
@@ -241,8 +252,8 @@ class _Planner:
     def entry(self, cfg: DictConfig) -> EntryNeed:
         """The cell's own activation entry: its key when computable here, and whether the cache holds it.
 
-        Its family is what a forward of the cell shares with its siblings: everything in the config
-        but the layer, SAE width and feature type a sweep varies (`activations.plan.Sweep`).
+        Its family is what its forward shares with its siblings' cells: everything in the config but
+        the layer, SAE width and feature type a sweep varies (`activations.plan.Sweep`).
         """
         from mosaic.activations.plan import trains_on_training_split
 
@@ -252,19 +263,20 @@ class _Planner:
         documents = data[1][0].documents if data[0] == "ok" else None
         group = [identity[1] if identity[0] == "ok" else model, cfg.max_length,
                  [cfg.dataset, cfg.regime, cfg.seed, cfg.behaviour] if documents is None else data[1][3]]
-        encoder = "hidden" if cfg.features.type == "hidden" else [
-            cfg.sae, cfg.seed if trains_on_training_split(cfg) else None]
-        need = EntryNeed(_key(["stand-in", group, cfg.layer, encoder]), _key(_without(cfg, "layer", "sae.width",
-                                                                                      "features")),
-                         f"{model.name} × {cfg.dataset.name} (max_length {cfg.max_length})", cfg.layer, None, None)
+        sae = cfg.features.type == "sae"
+        encoder = [cfg.sae, cfg.seed if trains_on_training_split(cfg) else None] if sae else "hidden"
+        slot = (cfg.layer, cfg.features.type, cfg.sae.width if sae else None)
+        family = _key(_without(cfg, "layer", "sae.width", "features"))
+        label = f"{model.name} × {cfg.dataset.name} (max_length {cfg.max_length})"
+        need = EntryNeed(_key(["stand-in", group, slot, encoder]), family, label, slot)
         if documents is None:
             need.why = data[1]
             return need
-        need.bytes = _entry_bytes(cfg, documents)
-        if identity[0] != "ok":
-            need.why = identity[1]
-            return need
         try:
+            need.bytes = _entry_bytes(cfg, documents)
+            if identity[0] != "ok":
+                need.why = identity[1]
+                return need
             self._key_entry(cfg, need, identity[1], data[1])
         except _ModelNotLoaded:
             need.why = "its key needs the model loaded"
@@ -273,7 +285,7 @@ class _Planner:
         return need
 
     def _key_entry(self, cfg: DictConfig, need: EntryNeed, identity: dict, data) -> None:
-        """Fill in the entry's real key and whether the cache holds it, or why it has none yet."""
+        """Fill in the entry's key and whether the cache holds it; for an SAE not built yet, what it waits for."""
         import torch
 
         from mosaic.activations.plan import Sweep, plan_encoders
@@ -283,24 +295,30 @@ class _Planner:
         labelled, splits, protected, documents = data
         _, own = plan_encoders(cfg, labelled, splits, Sweep(), protected, _refuse_model,
                                torch.device(self.cell_device(cfg)))
-        if not own.ready():
-            if cfg.sae.source == "trained":
-                self.saes_to_train[need.key] = (f"{cfg.model.name} layer {cfg.layer} ({cfg.dataset.name}): "
-                                                f"{_sae_label(cfg)}")
-                need.why = "its SAE is not trained yet"
-            else:
-                need.why = f"{_sae_label(cfg)} is not fetched"
-            need.cached = False
+        if own.ready():
+            need.key = content_key(entry_fields(identity, documents, cfg.max_length, cfg.layer, own.resolve()))
+            need.cached = read_entry(cache_root() / CACHE_KIND / need.key) is not None
             return
-        need.key = content_key(entry_fields(identity, documents, cfg.max_length, cfg.layer, own.resolve()))
-        need.cached = read_entry(cache_root() / CACHE_KIND / need.key) is not None
+        planned = own.planned()
+        need.key = content_key({"planned": entry_fields(identity, documents, cfg.max_length, cfg.layer, planned)})
+        need.cached = False
+        if cfg.sae.source == "trained":
+            need.sae = planned["trained"]
+            self.saes_to_train[need.sae] = f"{cfg.model.name} layer {cfg.layer}: {_sae_label(cfg)}"
+            need.why = "its SAE is not trained yet"
+        else:
+            need.why = f"{_sae_label(cfg)} is not fetched"
 
     def behaviour_answers(self, cfg: DictConfig) -> None:
         """Count the answering model's forward when its answers are not cached."""
         from mosaic.behaviour import answering_model_config
 
-        if not self.answers_cached(cfg):
-            self.behaviour[f"{answering_model_config(cfg).name} answers {cfg.dataset.name}"] = None
+        state, answers = self.answers(cfg)
+        label = f"{answering_model_config(cfg).name} answers {cfg.dataset.name}"
+        if state != "ok":
+            self.behaviour[_key([cfg.behaviour, cfg.dataset, cfg.max_length, cfg.batch_size])] = label
+        elif answers[1] is None:
+            self.behaviour[answers[0]] = label
 
 
 def _sae_label(cfg: DictConfig) -> str:
@@ -339,30 +357,36 @@ def _entry_bytes(cfg: DictConfig, documents) -> int | None:
     return None if tokens is None else tokens * _sae_l0(cfg) * BYTES_PER_CODE
 
 
-def _shared_passes(needs: list[CellPlan]) -> list[tuple[CellPlan, list[CellPlan]]]:
-    """Which cells run a pass over documents (a forward, an SAE corpus forward), and whose entries each writes.
+def _shared_passes(needs: list[CellPlan], configs: list[DictConfig], sweep,
+                   key: Callable[[CellPlan], str]) -> list[tuple[CellPlan, list[CellPlan]]]:
+    """Which cells run a pass (a forward, an SAE corpus forward), and whose needs each meets.
 
-    In launch order, a cell whose entry no earlier pass writes runs one: it writes its own entry and
-    those of its family's cells (the siblings of `activations.plan.Sweep`). Jobs that run at once may
-    each run a pass an earlier one would have made; the count is the grid's run one cell after another.
+    In launch order, a cell whose need (`key`) no earlier pass met runs one, as its job would: it
+    also meets those of the cells of its family in the slots its forward computes for the sweep
+    (`activations.plan.forward_slots`). Jobs that run at once may each run a pass an earlier one
+    would have made; the count is the grid's run one cell after another.
     """
-    written: set[str] = set()
+    from mosaic.activations.plan import forward_slots
+
+    met: set[str] = set()
     passes = []
     for cell in needs:
-        if cell.entry.key in written:
+        if key(cell) in met:
             continue
-        members = [other for other in needs
-                   if other.entry.family == cell.entry.family and other.entry.key not in written]
-        written.update(member.entry.key for member in members)
+        slots = {(layer, kind, width) for layer, found in forward_slots(configs[cell.number], sweep).items()
+                 for kind, width in found}
+        members = [cell] + [other for other in needs if other is not cell and key(other) not in met
+                            and other.entry.family == cell.entry.family and other.entry.slot in slots]
+        met.update(key(member) for member in members)
         passes.append((cell, members))
     return passes
 
 
-def _forwards(cells: list[CellPlan], configs: list[DictConfig], planner: _Planner) -> list[Forward]:
-    """The forwards the cells to run need, to the deepest layer of the entries each writes."""
+def _forwards(cells: list[CellPlan], configs: list[DictConfig], sweep, planner: _Planner) -> list[Forward]:
+    """The forwards the cells to run need, each to the deepest layer of the entries it writes."""
     pending = [cell for cell in cells if cell.entry and not cell.entry.cached]
     forwards, writer = [], {}
-    for runner, members in _shared_passes(pending):
+    for runner, members in _shared_passes(pending, configs, sweep, lambda cell: cell.entry.key):
         cfg = configs[runner.number]
         forward = Forward(runner.number, runner.entry.label, cfg.model.name, planner.cell_device(cfg),
                           cfg.model.n_layers)
@@ -381,11 +405,11 @@ def _forwards(cells: list[CellPlan], configs: list[DictConfig], planner: _Planne
     return forwards
 
 
-def _corpus_forwards(cells: list[CellPlan], configs: list[DictConfig], planner: _Planner) -> list[str]:
-    """The SAE corpus forwards: the first job of a family with SAEs to train trains all of them from one."""
+def _corpus_forwards(cells: list[CellPlan], configs: list[DictConfig], sweep) -> list[str]:
+    """The SAE corpus forwards: a job trains all its forward's SAEs still missing from one pass over the corpus."""
     lines = []
-    for runner, members in _shared_passes([cell for cell in cells
-                                           if cell.entry and cell.entry.key in planner.saes_to_train]):
+    training = [cell for cell in cells if cell.entry and cell.entry.sae]
+    for runner, members in _shared_passes(training, configs, sweep, lambda cell: cell.entry.sae):
         cfg = configs[runner.number]
         layers = ", ".join(map(str, sorted({member.entry.layer for member in members})))
         lines.append(f"cell {runner.number}: {cfg.model.name} over the SAE corpus ({cfg.sae.train_corpus}): "
@@ -394,12 +418,16 @@ def _corpus_forwards(cells: list[CellPlan], configs: list[DictConfig], planner: 
 
 
 def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None = None) -> Plan:
-    """The grid's cells, forwards, SAEs, hub items and notes: everything computed with `hub.local_only`, no model."""
+    """The grid's cells, forwards, SAEs, hub items and notes: everything computed with `hub.local_only`, no model.
+
+    `device_type` is where cells on `model.device=auto` run: by default GPU nodes for a SLURM launcher
+    that asks for GPUs, else this machine's device.
+    """
     from mosaic.activations.models import resolve_device
     from mosaic.fetch import grid_items
 
     if device_type is None:
-        device_type = "cuda" if grid.uses_gpus() else resolve_device(grid.configs[0].model.device).type
+        device_type = "cuda" if grid.uses_gpus() else resolve_device("auto").type
     planner = _Planner(device_type)
     cells: list[CellPlan] = []
     with hub.local_only():
@@ -417,13 +445,14 @@ def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None
                 planner.behaviour_answers(cfg)
             if cfg.features.type in ("sae", "hidden"):
                 cell.entry = planner.entry(cfg)
-        forwards = _forwards(cells, grid.configs, planner)
+        forwards = _forwards(cells, grid.configs, grid.sweep, planner)
         items = [(item.label, item.fetched()) for item in grid_items(
             [cfg for cfg, cell in zip(grid.configs, cells) if cell.status == "to run"])]
     notes = sorted({f"{label}: {why}" for label, why in (
         (c.entry.label, c.entry.why) for c in cells if c.entry and c.entry.cached is None)})
     return Plan(cells, forwards, list(planner.saes_to_train.values()),
-                _corpus_forwards(cells, grid.configs, planner), list(planner.behaviour), items, device_type, notes)
+                _corpus_forwards(cells, grid.configs, grid.sweep), list(planner.behaviour.values()), items, device_type,
+                notes)
 
 
 def measured_rate(model: str, device_type: str) -> float | None:
@@ -477,7 +506,7 @@ def format_plan(plan: Plan, rate: float | None = None) -> str:
     lines.append(f"forwards after the cache ({plan.device_type}): {len(plan.forwards)}")
     total, unknown = 0.0, 0
     for forward in plan.forwards:
-        size = "documents unknown until fetched" if forward.documents is None else \
+        size = "documents unknown here" if forward.documents is None else \
             f"{forward.documents} documents, ≈{forward.tokens or 0:,} tokens"
         per = rate or measured_rate(forward.model, forward.device_type)
         when = ""
@@ -501,12 +530,13 @@ def format_plan(plan: Plan, rate: float | None = None) -> str:
     lines += [f"  {label}: {'fetched' if fetched else 'not fetched'}" for label, fetched in plan.hub_items]
     grown, unsized = plan.growth_bytes()
     sized = f"≈{_size(grown)}" if grown or not unsized else "unknown"
-    lines.append(f"activation cache growth: {sized}" + (f" (+ {unsized} entries not estimated: documents not "
-                                                        "fetched)" if unsized else ""))
+    lines.append(f"activation cache growth: {sized}" + (f" (+ {unsized} entries not estimated: documents unknown "
+                                                        "here)" if unsized else ""))
     if plan.forwards:
         timed = len(plan.forwards) - unknown
         estimate = f"≈{_duration(total)} for {timed} of {len(plan.forwards)} forwards" if timed else "not estimated"
-        lines.append(f"time: {estimate} (forward and SAE encode; SAE training and probes not counted)" + (
+        lines.append(f"time: {estimate} (forward and SAE encode; SAE corpus forwards and training, behaviour "
+                     "answers and probes not counted)" + (
             f"; {unknown} without documents or a throughput for the model on {plan.device_type} (`make bench`, or "
             "--tokens-per-second N)" if unknown else ""))
     lines += [f"note: {note}" for note in plan.notes]

@@ -20,8 +20,11 @@ def current_sweep() -> Sweep:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return Sweep()
     overrides = sweep_overrides(Path(HydraConfig.get().sweep.dir))
-    if overrides is None:
-        return Sweep()
+    return Sweep() if overrides is None else sweep_of(overrides)
+
+
+def sweep_of(overrides: list[str]) -> Sweep:
+    """The siblings a sweep's overrides (experiment sweeper params first) cover, as each of its jobs reads them."""
     values = swept_values(overrides)
     return Sweep(
         layers=tuple(int(v) for v in values.get("layer", [])),
