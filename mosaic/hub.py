@@ -58,10 +58,11 @@ def local_only() -> Iterator[None]:
         constants.HF_HUB_OFFLINE = before
 
 
-def not_fetched(what: str) -> MosaicError:
-    """The one line for a hub item that is not in the cache where nothing may be downloaded."""
+def not_fetched(what: str, otherwise: str = "") -> MosaicError:
+    """The one line for a hub item that is not in the cache where nothing may be downloaded (`otherwise`: another
+    way to provide it)."""
     return MosaicError(f"{what} is not fetched (hub cache {hub_cache()}): run `{FETCH_COMMAND} <this grid's "
-                       "overrides>` where the hub is reachable (a login node), with the same HF_HOME")
+                       f"overrides>` where the hub is reachable (a login node), with the same HF_HOME{otherwise}")
 
 
 def local_commit(kind: str, repo_id: str, revision: str) -> str | None:

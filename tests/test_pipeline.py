@@ -145,8 +145,8 @@ def test_bad_datasets_exit_2_with_one_line_before_any_model_loads(tmp_path, csv_
 @pytest.mark.slow
 def test_a_model_that_cannot_be_loaded_is_one_line_naming_it(tmp_path):
     result = _cli(*UNLOADABLE_MODEL, f"hydra.run.dir={tmp_path}", "logger=none")
-    _assert_one_line_error(result, "cannot load 'mosaic-tests/no-such-model'")
-    assert "model.path" in result.stderr
+    _assert_one_line_error(result, "model tiny_gpt2 (mosaic-tests/no-such-model@main) is not fetched")
+    assert "python -m mosaic fetch" in result.stderr and "model.path" in result.stderr
 
 
 @pytest.mark.slow

@@ -141,7 +141,8 @@ def test_paligemma2_on_cifar100_composes_validates_and_fails_clearly_offline(tmp
                             timeout=300)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("mosaic: error: dataset cifar100: cannot load 'uoft-cs/cifar100'")
+    assert last.startswith("mosaic: error: dataset cifar100: dataset uoft-cs/cifar100@main is not fetched")
+    assert "python -m mosaic fetch" in last
     assert not (tmp_path / "results.json").exists()
 
 

@@ -141,7 +141,7 @@ def resolved_revision(cfg) -> str:
     if commit is not None:
         return commit
     if hub.hub_offline():
-        raise hub.not_fetched(f"model {cfg.name} ({cfg.hf_id}@{revision})")
+        raise hub.not_fetched(f"model {cfg.name} ({cfg.hf_id}@{revision})", "; or set model.path=/a/local/copy")
     return hub.download_snapshot("model", cfg.hf_id, revision).name
 
 
