@@ -33,6 +33,8 @@ from mosaic.errors import MosaicError
 
 OUTCOMES = ["incorrect", "correct"]
 ANSWERS_FILE = "option_log_probs.npy"
+# The cache kind (folder under the MOSAIC cache) the answers are kept in.
+ANSWERS_KIND = "behaviour"
 # Part of the answers' cache key: bump it when scoring changes.
 BEHAVIOUR_VERSION = 1
 
@@ -138,7 +140,7 @@ def _answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[str]) -
         log_probs = SCORERS[cfg.behaviour.scorer](cfg, answering, documents).astype(np.float32)
         np.save(target / ANSWERS_FILE, log_probs, allow_pickle=False)
 
-    entry, hit = cached_directory("behaviour", fields, build)
+    entry, hit = cached_directory(ANSWERS_KIND, fields, build)
     return np.load(entry / ANSWERS_FILE, allow_pickle=False), {"hit": hit, "key": entry.name}
 
 
@@ -149,7 +151,7 @@ def cached_answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[s
     from mosaic.cache import cache_root, content_key, read_entry
 
     key = content_key(answers_fields(cfg, answering, documents, device_type))
-    entry = read_entry(cache_root() / "behaviour" / key)
+    entry = read_entry(cache_root() / ANSWERS_KIND / key)
     if entry is None:
         return key, None
     return key, (np.load(entry.path / ANSWERS_FILE, allow_pickle=False), {"hit": True, "key": key})
