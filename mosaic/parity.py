@@ -1,11 +1,12 @@
 """Parity with the sparse-probing suite's own code: the installed `sae-probes`, called, never re-implemented.
 
 For each task, MOSAIC runs its job as a user would, with the suite's protocol spelled out as options
-(`SUITE_PROTOCOL`: the normal regime at seed 42, the last real token of a left-truncated prompt, and
-the suite's logistic regression: C over logspace(5, -5, 10) by validation AUROC, then one fit on
-train + validation, unscaled, unweighted). The activations that job used are then written in the
-peer's on-disk layout, so the peer's `run_baseline_dataset_layer` finds them and never loads a model,
-and runs its `logreg` baseline on the same rows. Test AUROC, the time each spends on the probe
+(`SUITE_PROTOCOL`: every row of the task file, duplicates kept as the peer keeps them, the normal regime
+at seed 42, the last real token of a left-truncated prompt, and the suite's logistic regression: C over
+logspace(5, -5, 10) by validation AUROC, then one fit on train + validation, unscaled, unweighted). The
+activations that job used are then written in the peer's on-disk layout, so the peer's
+`run_baseline_dataset_layer` finds them and never loads a model, and runs its `logreg` baseline on the
+same rows. Test AUROC, the time each spends on the probe
 and the chosen C are compared; the figure is part of `make bench`.
 """
 
@@ -23,7 +24,9 @@ import numpy as np
 from mosaic.config import compose
 
 _LOGSPACE = ",".join(f"{C:.10g}" for C in np.logspace(5, -5, 10))
-SUITE_PROTOCOL = ("features=hidden", "pooling=last", "model.truncation_side=left", "regime=normal", "seed=42",
+# The peer reads every row of a task file, duplicates included: parity keeps them (`dataset.dedup=false`).
+SUITE_PROTOCOL = ("dataset.dedup=false", "features=hidden", "pooling=last", "model.truncation_side=left",
+                  "regime=normal", "seed=42",
                   "probe=sklearn", "probe.scale=false", "probe.class_weight=none", "probe.select_by=auroc",
                   "probe.refit=true", "probe.tol=1e-4", "probe.max_iter=1000", f"probe.C_grid=[{_LOGSPACE}]",
                   "logger=none")

@@ -10,6 +10,7 @@ scored in `transfer`; `predict` labels new texts with a saved probe.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,24 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from mosaic.activations.models import resolve_device
-from mosaic.activations.plan import Sweep, saved_trained_encoder, trains_on_training_split
+from mosaic.activations.plan import Sweep, saved_trained_encoder, trains_on_training_split, trains_sae
 from mosaic.activations.store import lazy_model
 from mosaic.behaviour import behaviour_labels, with_base_rate
 from mosaic.config import saved_config
 from mosaic.data import LabelledDocuments, Splits, document_hash, draw_splits, load_labelled_documents
 from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
-from mosaic.features import bow_features
-from mosaic.featurize import FeatureContext, Features, binarized, build_features
+from mosaic.featurize import FeatureContext, Features, build_features
 from mosaic.inputs import job_inputs
-from mosaic.probes import Probe, effective_hyperparameters, fit_probe, load_probe, refit_probe, select_probe
+from mosaic.probes import (
+    PROBE_TYPES,
+    Probe,
+    effective_hyperparameters,
+    fit_probe,
+    load_probe,
+    refit_probe,
+    select_probe,
+)
 from mosaic.record import (
     PROBE_DIR,
     RESULTS_FILE,
@@ -60,15 +68,14 @@ def _top_features(probe: Probe, data: LabelledDocuments, splits: Splits, feature
                         url_prefix=_feature_url_prefix(features.described))
 
 
-def _loaded_probes_encoder(cfg: DictConfig, protected: frozenset[str]):
+def _loaded_probes_encoder(cfg: DictConfig, metadata: dict[str, Any] | None, protected: frozenset[str]):
     """For `probe.load` on features of an SAE MOSAIC trained: that probe's own SAE, never one trained anew.
 
     A trained SAE's key depends on the documents its job protected, so this job's plan would name
     another SAE of the same width; the loaded probe must read the one it was trained on.
     """
-    if not cfg.probe.load or cfg.features.type != "sae" or cfg.sae.source != "trained":
+    if metadata is None or cfg.features.type != "sae" or cfg.sae.source != "trained":
         return None
-    _, metadata = load_probe(cfg.probe.load)
     saved = metadata.get("features", {})
     if saved.get("type") != "sae" or (saved.get("sae") or {}).get("source") != "trained":
         raise MosaicError(f"probe.load={cfg.probe.load!r} was not trained on features of an SAE MOSAIC trained, "
@@ -76,10 +83,10 @@ def _loaded_probes_encoder(cfg: DictConfig, protected: frozenset[str]):
     return saved_trained_encoder({"type": "sae", **saved["sae"]}, resolve_device(cfg.model.device).type, protected)
 
 
-def _loaded_probe(path: str, n_features: int, label_names: list[str], cfg: DictConfig) -> tuple[Probe, Any]:
-    """A saved probe, refused unless it reads features of this width and predicts these classes, and the
-    probe settings it was trained with (this job's, for a probe saved before probes kept their config)."""
-    probe, metadata = load_probe(path)
+def _checked_loaded_probe(path: str, probe: Probe, metadata: dict[str, Any], n_features: int,
+                          label_names: list[str], cfg: DictConfig) -> Any:
+    """The probe settings a saved probe was trained with (this job's, for a probe saved before probes kept their
+    config); refused unless it reads features of this width and predicts these classes."""
     if probe.n_features != n_features:
         raise MosaicError(f"probe.load={path!r} reads {probe.n_features} features but this job's features "
                           f"have {n_features}: use the same SAE (or hidden size) the probe was trained on")
@@ -87,8 +94,31 @@ def _loaded_probe(path: str, n_features: int, label_names: list[str], cfg: DictC
         raise MosaicError(f"probe.load={path!r} predicts {metadata['label_names']} but this dataset's classes "
                           f"are {list(label_names)}: set dataset.label_names to match")
     if "config" not in metadata:
-        return probe, cfg.probe
-    return probe, saved_config(metadata["config"]).probe
+        return cfg.probe
+    return saved_config(metadata["config"]).probe
+
+
+def _unseen_by_loaded_probe(path: str, metadata: dict[str, Any], data: LabelledDocuments, splits: Splits) -> Splits:
+    """The job's splits with every test document the loaded probe trained or validated on removed, by content.
+
+    A probe saved before probes listed their documents cannot be checked: the splits say so.
+    """
+    if "trained_on" not in metadata:
+        return replace(splits, duplicates={**splits.duplicates, "seen_by_loaded_probe": "unknown"})
+    seen = set(metadata["trained_on"])
+    hashes = data.hashes()
+    test = np.array([row for row in splits.test if hashes[row] not in seen], dtype=np.int64)
+    if len(test) == 0:
+        raise MosaicError(f"probe.load={path!r} was trained or validated on every test document of this job: "
+                          "score it on documents it has not seen")
+    return replace(splits, test=test,
+                   duplicates={**splits.duplicates, "seen_by_loaded_probe": len(splits.test) - len(test)})
+
+
+def _trained_on(data: LabelledDocuments, splits: Splits) -> list[str]:
+    """The content hashes a saved probe lists: every document it trained or validated on (a refit trains on both)."""
+    hashes = data.hashes()
+    return sorted({hashes[row] for row in (*splits.train, *splits.val)})
 
 
 def _nnz_per_doc(matrix) -> float:
@@ -99,24 +129,15 @@ def _nnz_per_doc(matrix) -> float:
 def _cross_validation(cfg: DictConfig, data: LabelledDocuments, splits: Splits, features: Features) -> dict[str, Any]:
     """CV over train+val that refits per fold whatever is fitted on training documents, and says what is not."""
     n_classes = len(data.label_names)
-    if cfg.features.type == "bow":
-        def features_for(train):
-            matrix, _ = bow_features(data.documents, train, cfg.pooling.method, cfg.features.ngram_max,
-                                     cfg.features.min_df)
-            return binarized(cfg, matrix)
-        refit = ("probe", "feature scaling", "bag-of-words vocabulary and IDF")
-    else:
-        def features_for(train):
-            return features.matrix
-        refit = ("probe", "feature scaling")
     not_held_out = None
     if trains_on_training_split(cfg):
         not_held_out = ("the SAE was trained on the job's training split, which the CV folds also score: "
                         "the SAE is not refitted per fold")
     return cross_validate(
-        features_for, data.labels, np.concatenate([splits.train, splits.val]),
+        features.for_training_rows, data.labels, np.concatenate([splits.train, splits.val]),
         lambda xt, yt, xv, yv: fit_probe(xt, yt, xv, yv, n_classes, cfg.probe, cfg.seed),
-        cfg.probe.cv_folds, cfg.seed, refit=refit, not_held_out=not_held_out)
+        cfg.probe.cv_folds, cfg.seed, refit=("probe", "feature scaling", *features.refitted),
+        not_held_out=not_held_out)
 
 
 def _trained_probe(cfg: DictConfig, matrix, labels: np.ndarray, splits: Splits, n_classes: int,
@@ -140,6 +161,25 @@ def _held_out_metrics(cfg: DictConfig, selected: Probe, data: LabelledDocuments,
         with watch.time("cv"):
             metrics["cv"] = _cross_validation(cfg, data, splits, features)
     return metrics
+
+
+def _randomness(cfg: DictConfig, splits: Splits, targets: dict[str, TransferDataset]) -> dict[str, Any]:
+    """Which of the job's random draws its `seed` reached, and which a key pinned: the report counts jobs that
+    differ by seed alone as replicates only when the seed reached something."""
+    trains = trains_sae(cfg)
+    draws = {
+        "splits": splits.seeded,
+        "probe": not cfg.probe.load and PROBE_TYPES[cfg.probe.type].stochastic(cfg.probe),
+        "cross-validation folds": bool(cfg.probe.cv_folds) and not cfg.probe.load,
+        "transfer splits": any(target.splits.seeded for target in targets.values()),
+        "SAE training": trains and cfg.sae.seed is None,
+    }
+    pinned = {}
+    if trains and cfg.sae.seed is not None:
+        pinned["SAE training"] = f"sae.seed={cfg.sae.seed}"
+    if cfg.dataset.limit is not None:
+        pinned["dataset.limit sample"] = "seed 0: every job reads the same documents"
+    return {"seed": cfg.seed, "seeded": [name for name, reached in draws.items() if reached], "pinned": pinned}
 
 
 def protected_documents(data: LabelledDocuments, targets: dict[str, TransferDataset]) -> frozenset[str]:
@@ -166,9 +206,13 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     with watch.time("behaviour"):
         data, behaviour = behaviour_labels(cfg, load_labelled_documents(cfg.dataset))
     data, splits = draw_splits(data, cfg.dataset, cfg.regime, cfg.seed)
-    targets = transfer_datasets(cfg, data)
+    loaded, loaded_metadata = load_probe(cfg.probe.load) if cfg.probe.load else (None, None)
+    if loaded is not None:
+        splits = _unseen_by_loaded_probe(cfg.probe.load, loaded_metadata, data, splits)
+    targets = transfer_datasets(cfg, data, splits)
     context = FeatureContext(watch, lazy_model(cfg.model), protected_documents(data, targets), sweep or Sweep())
-    features = build_features(cfg, data, splits, context, _loaded_probes_encoder(cfg, context.protected))
+    own_encoder = _loaded_probes_encoder(cfg, loaded_metadata, context.protected)
+    features = build_features(cfg, data, splits, context, own_encoder)
     matrix, described = features.matrix, features.described
     described["nnz_per_doc"] = _nnz_per_doc(matrix)
 
@@ -176,14 +220,15 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     tracker = Tracker(cfg.logger, config, job_dir, job_labels(config, job_dir))
     try:
         with watch.time("probe"):
-            if cfg.probe.load:
-                probe, trained_with = _loaded_probe(cfg.probe.load, matrix.shape[1], data.label_names, cfg)
-                selected = probe
+            if loaded is not None:
+                probe = selected = loaded
+                trained_with = _checked_loaded_probe(cfg.probe.load, loaded, loaded_metadata, matrix.shape[1],
+                                                     data.label_names, cfg)
             else:
                 probe, selected = _trained_probe(cfg, matrix, labels, splits, n_classes, tracker)
                 trained_with = cfg.probe
                 probe.save(job_dir / PROBE_DIR, {"label_names": data.label_names, "features": described,
-                                               "config": config})
+                                               "config": config, "trained_on": _trained_on(data, splits)})
         proba = probe.predict_proba(matrix[splits.test])
         metrics = _held_out_metrics(cfg, selected, data, splits, features, proba, watch)
         transfer = None
@@ -200,6 +245,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
             "hyperparameters": effective_hyperparameters(probe, trained_with),
             "features": described,
             "splits": splits.as_dict(),
+            "randomness": _randomness(cfg, splits, targets),
             "probe": probe.summary,
             "top_features": _top_features(probe, data, splits, features),
             "transfer": transfer,

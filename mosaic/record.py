@@ -23,7 +23,9 @@ PROBE_DIR = "probe"
 # 2: run.slurm (was run.slurm_job_id), top_features[].evidence (was weight), transfer.
 # 3: inputs, hyperparameters, metrics.val, metrics.cv.{data, refit_per_fold, held_out, not_held_out};
 #    top_features[].evidence in the probe's fitted (scaled) space; features.sae.sha256.
-SCHEMA_VERSION = 3
+# 4: splits.duplicates and splits.keys, randomness, features.text (bag of words),
+#    features.sae_quality.reference, hyperparameters.*.not_selected, transfer.datasets.*.seen_by_probe_removed.
+SCHEMA_VERSION = 4
 _VERSIONED_PACKAGES = ("mosaic", "torch", "transformers", "sae-lens", "lightning", "scikit-learn", "wandb")
 
 
@@ -237,6 +239,8 @@ def sae_quality_scalars(features: dict[str, Any]) -> dict[str, float]:
     quality = features.get("sae_quality") or {}
     loss = quality.get("next_token_loss") or {}
     found = {k: quality.get(k) for k in ("fvu", "l0", "dead_fraction", "always_on_fraction")}
+    reference = quality.get("reference") or {}
+    found.update({f"reference_{k}": reference.get(k) for k in ("dead_fraction", "always_on_fraction")})
     found.update({k: loss.get(k) for k in ("ce_increase", "kl", "loss_recovered")})
     return {k: v for k, v in found.items() if v is not None}
 
@@ -246,6 +250,9 @@ def quality_line(quality: dict[str, Any]) -> str:
         return "quality not measured (no tokens)"
     line = (f"FVU {quality['fvu']:.3f}   L0 {quality['l0']:.1f}   dead {quality['dead_fraction']:.1%}   "
             f"always on {quality['always_on_fraction']:.1%}   ({quality['tokens']} tokens")
+    if reference := quality.get("reference"):
+        line += (f"; on the first {reference['tokens']}: dead {reference['dead_fraction']:.1%}, "
+                 f"always on {reference['always_on_fraction']:.1%}")
     line += ")" if quality["held_out"] else ", not held out: the SAE trained on this training split)"
     loss = quality.get("next_token_loss")
     if loss and "error" in loss:

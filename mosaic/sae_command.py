@@ -43,7 +43,7 @@ def _job_context(cfg: DictConfig):
     from mosaic.transfer import transfer_datasets
 
     data, splits = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)
-    protected = protected_documents(data, transfer_datasets(cfg, data))
+    protected = protected_documents(data, transfer_datasets(cfg, data, splits))
     context = FeatureContext(Stopwatch(), lazy_model(cfg.model), protected)
     return data, splits, context
 

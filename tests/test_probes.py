@@ -12,6 +12,7 @@ from mosaic.bench.probes import penalised_objective
 from mosaic.config import ProbeConfig
 from mosaic.probes import fit_probe
 from mosaic.probes.lightning_trainer import LinearProbe
+from tests.conftest import compose_config
 
 
 def _sparse_problem(seed, n_classes=3):
@@ -357,3 +358,19 @@ def test_auroc_undefined_on_a_one_class_validation_split_falls_back_to_macro_f1(
     expected = {C: macro_f1(labels[one_class], probe.predict(features[one_class])) for C, probe in probes.items()}
     assert scores["selected_by"].startswith("macro_f1")
     assert chosen == max(expected, key=expected.get)
+
+
+@pytest.mark.parametrize("probe_type", ["sklearn", "pca", "knn"])
+def test_a_probe_without_validation_rows_records_that_it_selected_nothing(probe_type):
+    from mosaic.probes import effective_hyperparameters, select_probe
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)).astype(np.float32), np.tile([0, 1], 20)
+    cfg = compose_config(f"probe={probe_type}", "probe.C_grid=[0.1,1,10]").probe
+    probe = select_probe(x, y, x[:0], y[:0], 2, cfg, seed=0)
+    chosen = effective_hyperparameters(probe, cfg)
+    [(name, entry)] = chosen.items()
+    assert entry["not_selected"].startswith("no validation rows")
+    # With validation rows the same call selects, and says nothing of the kind.
+    selected = effective_hyperparameters(select_probe(x[:30], y[:30], x[30:], y[30:], 2, cfg, seed=0), cfg)
+    assert "not_selected" not in selected[name]

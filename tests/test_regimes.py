@@ -20,7 +20,7 @@ def _data(n_positive=300, n_negative=300, n_classes=2):
 
 def _draw(data, seed=42, **regime):
     cfg = OmegaConf.structured(RegimeConfig(**regime))
-    return draw_splits(data, OmegaConf.create({"name": "toy", "task": None}), cfg, seed)
+    return draw_splits(data, OmegaConf.create({"name": "toy", "task": None, "dedup": True}), cfg, seed)
 
 
 def test_normal_is_a_balanced_pool_with_its_tail_for_validation_and_a_balanced_test_of_the_rest():
@@ -73,12 +73,16 @@ def test_label_noise_flips_exactly_its_fraction_of_the_pool_and_never_a_test_lab
 
 
 def test_a_class_too_small_for_a_balanced_test_gives_all_it_has_and_says_so():
-    # Pool 450 + 450 of 1,000 rows; the test set wants 50 positives and 49 negatives of the 70 + 30 left.
+    # Pool 430 + 430 of 1,000 rows (at most 2 x (480 - 50)); the test set wants 70 positives and 69 negatives of
+    # the 90 + 50 left.
     data, splits = _draw(_data(n_positive=520, n_negative=480), type="normal")
-    assert np.bincount(data.labels[splits.test]).tolist() == [30, 50]
+    assert np.bincount(data.labels[splits.test]).tolist() == [50, 70]
     assert splits.regime["balanced_pool"] is True and splits.regime["balanced_test"] is False
-    _, short = _draw(_data(n_positive=450, n_negative=280), type="normal")  # the pool wants 315 + 315
-    assert short.regime["balanced_pool"] is False
+    # 450 and 280: the suite's pool (630) would take 315 negatives of 280; capped at 2 x (280 - 50) = 460 it is
+    # balanced, and the test set keeps the other 50 negatives (and 135 of the positives it asks for).
+    data, short = _draw(_data(n_positive=450, n_negative=280), type="normal")
+    assert len(short.train) + len(short.val) == 460 and short.regime["balanced_pool"] is True
+    assert np.bincount(data.labels[short.test]).tolist() == [50, 135] and short.regime["balanced_test"] is False
 
 
 def test_the_suites_regimes_need_a_binary_task():
@@ -86,6 +90,8 @@ def test_the_suites_regimes_need_a_binary_task():
         _draw(_data(n_classes=3), type="normal")
     with pytest.raises(DataError, match="needs more than 101 documents"):
         _draw(_data(n_positive=40, n_negative=40), type="normal")
+    with pytest.raises(DataError, match="at least 51 of each class; this dataset has 350, 50 in its smaller class"):
+        _draw(_data(n_positive=300, n_negative=50), type="normal")
 
 
 def test_covariate_shift_tests_on_the_tasks_out_of_distribution_set():

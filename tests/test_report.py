@@ -69,12 +69,13 @@ def test_experiments_that_differ_in_any_key_are_never_averaged_and_seeds_are(tmp
     results["config"]["binarize"]["threshold"] = 0.5
     (tmp_path / "4" / "results.json").write_text(json.dumps(results))
     assert _table(write_report(tmp_path)) == [
-        "| binarize.threshold=0.5, probe.C=1.0, probe.type=linear | 1 | C=1.0 | 0.660 | 0.650 | — | — | — |",
-        # Two seeds, 0.50 and 0.54: standard error 0.02, t(0.975, 1 degree of freedom) = 12.706, so 0.52 ± 0.254.
-        "| binarize.threshold=None, probe.C=1.0, probe.type=linear | 2 | C=1.0 | 0.610 | 0.520 ± 0.020 | 0.266–0.774 "
-        "| — | — |",
-        "| **binarize.threshold=None, probe.C=1.0, probe.type=tree** | 1 | C=1.0 | 0.700 | **0.700** | — | — | — |",
-        "| binarize.threshold=None, probe.C=10.0, probe.type=linear | 1 | C=10.0 | 0.550 | 0.950 | — | — | — |",
+        # Two seeds, 0.50 and 0.54: sample std 0.028, standard error 0.02, t(0.975, 1 degree of freedom) = 12.706,
+        # so 0.52 ± 0.254. Validated on seeds 0 and 1, it is ranked only against cells of the same seeds: none.
+        "| **binarize.threshold=None, probe.C=1.0, probe.type=linear** | A | 2 | C=1.0 | 0.610 | **0.520 ± 0.028** "
+        "| 0.266–0.774 | — | — |",
+        "| binarize.threshold=0.5, probe.C=1.0, probe.type=linear | B | 1 | C=1.0 | 0.660 | 0.650 | — | — | — |",
+        "| **binarize.threshold=None, probe.C=1.0, probe.type=tree** | B | 1 | C=1.0 | 0.700 | **0.700** | — | — | — |",
+        "| binarize.threshold=None, probe.C=10.0, probe.type=linear | B | 1 | C=10.0 | 0.550 | 0.950 | — | — | — |",
     ]
 
 
@@ -172,46 +173,119 @@ def test_two_datasets_under_one_name_are_refused_not_averaged(tmp_path, capsys):
                                                "both named 'csv': give each its own dataset.name")
 
 
-def test_the_suite_report_is_datasets_by_methods_with_paired_wins_and_curves(tmp_path):
-    """Four datasets; SAE k=1 and k=16 against the hidden state; two seeds on one cell."""
-    aurocs = {  # dataset -> (SAE k=1, SAE k=16, hidden)
-        "a": (0.70, 0.90, 0.80), "b": (0.60, 0.81, 0.812), "c": (0.75, 0.85, 0.95), "d": (0.50, 0.99, 0.90)}
-    number = 0
-    for dataset, scores in aurocs.items():
-        for (features, k), auroc in zip((("sae", 1), ("sae", 16), ("hidden", None)), scores):
-            _job(tmp_path / str(number), features, "last", "none", 3, 0.5, dataset=dataset, probe={"k": k}, auroc=auroc)
-            number += 1
-    _job(tmp_path / "seed1", "hidden", "last", "none", 3, 0.5, dataset="a", probe={"k": None}, auroc=0.84, seed=1)
-    written = write_report(tmp_path)
-    lines = written["suite_markdown"].read_text().splitlines()
-    assert ("| dataset | features.type=hidden, probe.k=all | features.type=sae, probe.k=1 | "
-            "features.type=sae, probe.k=16 |") in lines
-    # Dataset a's hidden cell: seeds 0.80 and 0.84, mean 0.82, standard error 0.02, t(0.975, 1) = 12.706.
-    assert "| a | 0.820 (0.566–1.074) | 0.700 | 0.900 |" in lines
-    assert "| d | 0.900 | 0.500 | 0.990 |" in lines
-    # k=16 minus hidden: +0.08, -0.002 (a tie, left out of the test), -0.10, +0.09; k=1 loses everywhere.
+def _suite_job(directory, dataset, features, k, auroc, probe="linear", seed=0):
+    _job(directory, features, "last", "none", 3, 0.5, dataset=dataset, probe={"k": k, "type": probe}, auroc=auroc,
+         seed=seed)
+
+
+SUITE = {  # dataset -> (SAE k=16, hidden k=16, SAE every latent, hidden every latent, hidden kNN)
+    "a": (0.80, 0.85, 0.90, 0.92, 0.88), "b": (0.70, 0.72, 0.81, 0.812, 0.78), "c": (0.75, 0.65, 0.85, 0.95, 0.80),
+    "d": (0.60, 0.66, 0.99, 0.90, 0.97), "e": (0.55, 0.60, 0.70, 0.75, 0.72)}
+
+
+def _suite_sweep(directory):
+    for dataset, scores in SUITE.items():
+        methods = (("sae", 16, "linear"), ("hidden", 16, "linear"), ("sae", None, "linear"),
+                   ("hidden", None, "linear"), ("hidden", None, "knn"))
+        for (features, k, probe), auroc in zip(methods, scores):
+            _suite_job(directory / f"{dataset}{features}{k}{probe}", dataset, features, k, auroc, probe)
+    # A second seed of dataset a's every-latent cells.
+    _suite_job(directory / "a-sae-1", "a", "sae", None, 0.91, seed=1)
+    _suite_job(directory / "a-hidden-1", "a", "hidden", None, 0.96, seed=1)
+
+
+def _holm(p_values, family_size):
+    """Holm by hand: sorted p-values times (m - rank), running maximum, at most 1."""
+    adjusted, running = {}, 0.0
+    for rank, p in enumerate(sorted(p_values)):
+        running = max(running, min(1.0, (family_size - rank) * p))
+        adjusted[p] = running
+    return adjusted
+
+
+def test_the_suite_report_pairs_methods_only_at_equal_settings_with_fixed_holm_families(tmp_path):
     from scipy.stats import wilcoxon
 
-    p16 = wilcoxon([0.08, -0.10, 0.09]).pvalue
-    p1 = wilcoxon([0.70 - 0.82, 0.60 - 0.812, 0.75 - 0.95, 0.50 - 0.90]).pvalue
-    # Holm over the two comparisons: the smaller p doubled, the larger kept (never below the first).
-    smaller, larger = sorted([p16, p1])
-    holm = {smaller: min(1, 2 * smaller), larger: max(min(1, 2 * smaller), larger)}
-    assert (f"| features.type=sae, probe.k=16 | features.type=hidden, probe.k=all | 4 | 2 / 1 / 1 | +0.017 | "
-            f"{p16:.3g} | {holm[p16]:.3g} |") in lines
-    assert (f"| features.type=sae, probe.k=1 | features.type=hidden, probe.k=all | 4 | 0 / 0 / 4 | -0.233 | "
-            f"{p1:.3g} | {holm[p1]:.3g} |") in lines
+    _suite_sweep(tmp_path / "sweep")
+    written = write_report(tmp_path / "sweep")
+    lines = written["suite_markdown"].read_text().splitlines()
+    sae16, hidden16 = ("features.type=sae, probe.k=16, probe.type=linear",
+                       "features.type=hidden, probe.k=16, probe.type=linear")
+    sae, hidden, knn = ("features.type=sae, probe.k=all, probe.type=linear",
+                        "features.type=hidden, probe.k=all, probe.type=linear",
+                        "features.type=hidden, probe.k=all, probe.type=knn")
+    assert f"| dataset | {hidden16} | {knn} | {hidden} | {sae16} | {sae} |" in lines
+    # Dataset a, every latent: seeds 0.92 and 0.96 (mean 0.94, standard error 0.02, t(0.975, 1) = 12.706: the
+    # interval's top, 1.194, clipped to 1) and 0.90 and 0.91 (standard error 0.005).
+    assert "| a | 0.850 | 0.880 | 0.940 (0.686–1.000) | 0.800 | 0.905 (0.841–0.969) |" in lines
+    # k = 16 against the hidden state at k = 16 alone: a family of one, so Holm leaves p as it is.
+    p16 = wilcoxon([-0.05, -0.02, 0.10, -0.06, -0.05]).pvalue
+    assert f"| {sae16} | {hidden16} | 5 | 1 / 0 / 4 | -0.016 | {p16:.3g} | {p16:.3g} | — |" in lines
+    assert not [line for line in lines if line.startswith(f"| {sae16} | {hidden} ") or
+                line.startswith(f"| {sae16} | {knn} ")]  # never against cells of another k
+    # Every latent: a family of six declared comparisons (the same probe, then the suite's five baselines), two run.
+    # Differences: -0.035, -0.002 (a tie, left out of the test), -0.10, +0.09, -0.05; and +0.025, +0.03, +0.05,
+    # +0.02, -0.02 against kNN.
+    p_logistic = wilcoxon([-0.035, -0.10, 0.09, -0.05]).pvalue
+    p_knn = wilcoxon([0.025, 0.03, 0.05, 0.02, -0.02]).pvalue
+    holm = _holm([p_logistic, p_knn], 6)
+    # Dataset a's verdict (a loss) holds at both seeds; the others have one seed, so they say nothing.
+    assert (f"| {sae} | {hidden} | 5 | 1 / 1 / 3 | -0.019 | {p_logistic:.3g} | {holm[p_logistic]:.3g} | 1 of 1 |"
+            in lines)
+    assert f"| {sae} | {knn} | 5 | 4 / 0 / 1 | +0.021 | {p_knn:.3g} | {holm[p_knn]:.3g} | — |" in lines
+    assert f"| {sae} | features=hidden, probe=mlp (not run) | 0 | — | — | — | — | — |" in lines
+    assert any(line.startswith("Families not complete (1 SAE methods)") for line in lines)
     with written["suite_csv"].open() as stream:
         rows = list(csv.DictReader(stream))
-    assert len(rows) == 12 and {r["method"] for r in rows} >= {"features.type=sae, probe.k=16"}
-    curve = written["suite_probe_k"]
-    assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(rows) == 25 and {r["method"] for r in rows} >= {sae16}
+
+    # More cells in the directory (another k for both feature types) change no declared comparison's p-value.
+    for dataset in SUITE:
+        _suite_job(tmp_path / "sweep" / f"{dataset}-sae-k1", dataset, "sae", 1, 0.55)
+        _suite_job(tmp_path / "sweep" / f"{dataset}-hidden-k1", dataset, "hidden", 1, 0.58)
+    again = write_report(tmp_path / "sweep")["suite_markdown"].read_text().splitlines()
+    assert [line for line in lines if line.startswith(f"| {sae}")] == [line for line in again
+                                                                        if line.startswith(f"| {sae}")]
+    assert [line for line in lines if line.startswith(f"| {sae16}")] == [line for line in again
+                                                                          if line.startswith(f"| {sae16}")]
+
+
+def test_suite_curves_average_only_over_datasets_present_at_every_point(tmp_path, monkeypatch):
+    import mosaic.report.suite as suite
+
+    plotted = {}
+    original = suite._curve
+
+    def recording(cells, key, path):
+        import matplotlib.axes
+
+        real_plot = matplotlib.axes.Axes.plot
+
+        def plot(self, xs, ys, *args, label=None, **kwargs):
+            plotted[label] = (list(xs), list(ys))
+            return real_plot(self, xs, ys, *args, label=label, **kwargs)
+
+        monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+        return original(cells, key, path)
+
+    monkeypatch.setattr(suite, "_curve", recording)
+    for dataset, scores in {"a": (0.6, 0.8), "b": (0.7, 0.9), "c": (None, 0.5)}.items():  # c lacks k = 1
+        for k, auroc in zip((1, 16), scores):
+            if auroc is not None:
+                _suite_job(tmp_path / f"{dataset}{k}", dataset, "sae", k, auroc)
+    assert write_report(tmp_path)["suite_probe_k"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Over a and b only: (0.6 + 0.7) / 2 at k = 1, (0.8 + 0.9) / 2 at k = 16; c's 0.5 would pull k = 16 down.
+    (label, (xs, ys)), = plotted.items()
+    assert label.endswith("(n=2)") and xs == [1, 16] and ys == pytest.approx([0.65, 0.85])
 
 
 def test_the_sae_quality_table_has_one_row_per_sae_and_dataset(tmp_path):
     def quality(fvu, loss=None):
-        return {"tokens": 1000, "fvu": fvu, "l0": 32.0, "dead_fraction": 0.05, "always_on_fraction": 0.0,
-                "next_token_loss": loss, "held_out": True}
+        # The Gemma Scope SAE read 5,000 tokens, the trained one 1,000: dead latents compare on the reference budget.
+        tokens = 5000 if loss else 1000
+        reference = {"tokens": min(tokens, 4096), "dead_fraction": 0.01 if loss else 0.05, "always_on_fraction": 0.0}
+        return {"tokens": tokens, "fvu": fvu, "l0": 32.0, "dead_fraction": 0.002 if loss else 0.05,
+                "always_on_fraction": 0.0, "reference": reference, "next_token_loss": loss, "held_out": True}
 
     trained = {"source": "trained", "key": "abcdef0123456789"}
     scope = {"source": "gemma_scope", "release": "gemma-scope-2b-pt-res-canonical", "id": "layer_3/width_16k/canonical"}
@@ -226,10 +300,82 @@ def test_the_sae_quality_table_has_one_row_per_sae_and_dataset(tmp_path):
     written = write_report(tmp_path)
     lines = written["markdown"].read_text().splitlines()
     start = lines.index("## SAE quality")
-    assert lines[start + 6:] == [
-        "| minilm | 3 | gemma-scope-2b-pt-res-canonical layer_3/width_16k/canonical | bastion | 1000 | 0.300 | 32.000 "
-        "| 5.0% | 0.0% | 0.250 | 0.200 | 90.0% | True |",
-        "| minilm | 3 | trained abcdef012345 | bastion | 1000 | 0.200 | 32.000 | 5.0% | 0.0% | — | — | — | True |",
+    header = next(i for i in range(start, len(lines)) if lines[i].startswith("| model"))
+    assert lines[header].split(" | ")[4:10] == ["tokens", "fvu", "l0", "reference_tokens", "reference_dead_fraction",
+                                                "reference_always_on_fraction"]
+    assert lines[header + 2:] == [
+        "| minilm | 3 | gemma-scope-2b-pt-res-canonical layer_3/width_16k/canonical | bastion | 5000 | 0.300 | 32.000 "
+        "| 4096 | 1.0% | 0.0% | 0.250 | 0.200 | 90.0% | True |",
+        "| minilm | 3 | trained abcdef012345 | bastion | 1000 | 0.200 | 32.000 | 1000 | 5.0% | 0.0% | — | — | — "
+        "| True |",
     ]
+    assert ("Rows with fewer than 4,096 reference tokens (1000) do not compare with the others on dead and always-on "
+            "latents.") in lines
     with written["sae_quality"].open() as stream:
-        assert [float(row["fvu"]) for row in csv.DictReader(stream)] == [0.3, 0.2]
+        rows = list(csv.DictReader(stream))
+    # The CSV keeps the full-budget figures too, each with the token count it was measured on.
+    assert [(float(r["fvu"]), r["tokens"], float(r["dead_fraction"])) for r in rows] == [(0.3, "5000", 0.002),
+                                                                                     (0.2, "1000", 0.05)]
+
+
+def _splits(val_key="v", val=30, test=50, **duplicates):
+    return {"train": 100, "val": val, "test": test, "keys": {"val": val_key, "train_val": "t" + val_key},
+            **({"duplicates": duplicates} if duplicates else {})}
+
+
+def test_seeds_that_reach_no_random_draw_are_one_replicate_and_one_run_logged_twice_counts_once(tmp_path):
+    # A dataset with its own splits and a deterministic probe: five seeds, one result.
+    for seed in range(5):
+        _job(tmp_path / f"s{seed}", "sae", "mean", "none", 3, 0.70, seed=seed, splits=_splits(),
+             randomness={"seed": seed, "seeded": [], "pinned": {"SAE training": "sae.seed=0"}})
+    # The same job logged elsewhere: the same run, not a sixth seed.
+    _job(tmp_path / "logged", "sae", "mean", "none", 3, 0.70, seed=0, splits=_splits(),
+         randomness={"seed": 0, "seeded": [], "pinned": {}})
+    results = json.loads((tmp_path / "logged" / "results.json").read_text())
+    results["config"]["logger"] = {"type": "none", "project": "elsewhere"}
+    (tmp_path / "logged" / "results.json").write_text(json.dumps(results))
+    assert _table(write_report(tmp_path)) == [
+        "| **(the sweep's only configuration)** | 1 (5 seeds identical: the seed reaches no random draw) | C=1.0 "
+        "| 0.700 | **0.700** | — | — | — |"]
+    # Where the seed draws the splits, the same five seeds are five replicates with an interval.
+    for seed, f1 in enumerate((0.6, 0.7, 0.8, 0.7, 0.7)):
+        _job(tmp_path / "drawn" / str(seed), "sae", "mean", "none", 3, f1, seed=seed, splits=_splits(f"v{seed}"),
+             randomness={"seed": seed, "seeded": ["splits"], "pinned": {}})
+    [row] = _table(write_report(tmp_path / "drawn"))
+    # Sample std of 0.6, 0.7, 0.8, 0.7, 0.7: sqrt(0.02 / 4) = 0.0707; t(0.975, 4) = 2.776, standard error 0.0316.
+    assert "| 5 |" in row and "**0.700 ± 0.071** | 0.612–0.788 |" in row
+
+
+def test_the_best_is_chosen_only_among_cells_validated_on_the_same_documents_and_labels(tmp_path):
+    # A scarcity sweep: n_train=4 validates on 2 documents, n_train=256 on 51; features sae and hidden at each.
+    for n_train, val, scores in ((4, 2, {"sae": (1.0, 0.55), "hidden": (0.5, 0.60)}),
+                                 (256, 51, {"sae": (0.70, 0.72), "hidden": (0.80, 0.78)})):
+        for features, (val_f1, test_f1) in scores.items():
+            _job(tmp_path / f"{n_train}{features}", features, "mean", "none", 3, test_f1, val=val_f1,
+                 splits=_splits(f"v{n_train}", val=val))
+            results = json.loads((tmp_path / f"{n_train}{features}" / "results.json").read_text())
+            results["config"]["regime"] = {"type": "scarcity", "n_train": n_train}
+            (tmp_path / f"{n_train}{features}" / "results.json").write_text(json.dumps(results))
+    written = write_report(tmp_path)
+    text = written["markdown"].read_text()
+    # The 2-document set's lucky 1.0 makes nothing "best"; the 51-document set picks its own.
+    assert _table(written) == [
+        "| **features.type=hidden, regime.n_train=256** | A | 1 | C=1.0 | 0.800 | **0.780** | — | — | — |",
+        "| features.type=sae, regime.n_train=256 | A | 1 | C=1.0 | 0.700 | 0.720 | — | — | — |",
+        "| features.type=hidden, regime.n_train=4 | B | 1 | C=1.0 | 0.500 | 0.600 | — | — | — |",
+        "| features.type=sae, regime.n_train=4 | B | 1 | C=1.0 | 1.000 | 0.550 | — | — | — |",
+    ]
+    assert ("- set B: no best, the validation split has 2 documents, fewer than the 20 needed to rank cells"
+            in text)
+    # The plots follow the same sets: one figure for set A, none for B.
+    assert "report_bastion_A" in written and "report_bastion_B" not in written
+
+
+def test_a_report_says_when_duplicates_were_kept_and_when_labels_conflict(tmp_path):
+    copies = {"dedup": False, "conflicting_texts": 3, "across_splits": {"val_in_train": 4, "test_in_train": 12,
+                                                                         "test_in_val": 2, "removed": False}}
+    _job(tmp_path / "0", "hidden", "mean", "none", 3, 0.8, splits=_splits(test=40, **copies))
+    text = write_report(tmp_path)["markdown"].read_text()
+    assert ("Duplicates kept (`dataset.dedup=false`, e.g. the peer's protocol): up to 12 of 40 test documents have a "
+            "copy in training or validation, which favours probes that memorise.") in text
+    assert "3 texts appear with conflicting labels (kept)." in text

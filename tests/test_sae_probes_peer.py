@@ -58,7 +58,7 @@ def test_the_normal_regime_draws_the_peers_rows_validation_and_flipped_labels(pe
     assert fit.tolist() == pool[their_fit].tolist() and val.tolist() == pool[their_val].tolist()
 
     cfg = compose("dataset=sae_probes", f"dataset.task={task}", "regime=label_noise", "regime.label_noise=0.3",
-                  "seed=42")
+                  "seed=42", "dataset.dedup=false")  # the peer's rows, duplicates and all
     noisy, _ = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)
     assert noisy.labels[pool].tolist() == peer.utils_data.corrupt_ytrain(labels[pool], 0.3, seed=42).tolist()
 
@@ -78,7 +78,8 @@ def test_the_covariate_shift_pool_is_the_peers_ood_training_draw(peer):
     from mosaic.config import compose
     from mosaic.data import draw_splits, load_labelled_documents
 
-    cfg = compose("dataset=sae_probes", "dataset.task=87_glue_cola", "regime=covariate_shift", "seed=42")
+    cfg = compose("dataset=sae_probes", "dataset.task=87_glue_cola", "regime=covariate_shift", "seed=42",
+                  "dataset.dedup=false")
     data, splits = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)
     labels = peer.utils_data.get_yvals("87_glue_cola")[:1500]  # what get_OOD_traintest reads
     their_train, _ = peer.utils_data.get_train_test_indices(labels, 1024, 0, pos_ratio=0.5, seed=42)

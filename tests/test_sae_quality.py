@@ -44,6 +44,26 @@ def test_reconstruction_and_sparsity_match_a_numpy_reference(tmp_path):
     assert measured["dead_fraction"] >= 10 / 128 and measured["always_on_fraction"] >= 10 / 128
 
 
+def test_latent_health_is_also_measured_on_a_fixed_reference_budget_that_ends_inside_a_chunk(tmp_path, monkeypatch):
+    import mosaic.activations.saes.quality as quality
+
+    monkeypatch.setattr(quality, "REFERENCE_TOKENS", 100)  # chunks of 64 tokens: the budget ends inside the second
+    directory = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
+    sae = load_sae(directory)
+    with torch.no_grad():
+        sae.b_enc[:] = 0.0
+        sae.threshold[:] = 15.0  # about 2.6 standard deviations: latents that fire on roughly 1 token in 200
+    values = np.random.default_rng(1).normal(size=(400, 32)).astype(np.float32)
+    tally = ReconstructionTally(sae.cfg.d_sae)
+    codes = encode_tokens(sae, values, batch_tokens=64, tally=tally).toarray()
+    measured = tally.result()
+    fires_all, fires_first = (codes > 0).mean(axis=0), (codes[:100] > 0).mean(axis=0)
+    assert measured["dead_fraction"] == pytest.approx((fires_all == 0).mean())
+    assert measured["reference"] == {"tokens": 100, "dead_fraction": pytest.approx((fires_first == 0).mean()),
+                                     "always_on_fraction": pytest.approx((fires_first > 0.9).mean())}
+    assert measured["reference"]["dead_fraction"] > measured["dead_fraction"]  # fewer tokens, more "dead" latents
+
+
 def _causal_lm(name: str):
     """The Hugging Face LM-head model with the same weights as MOSAIC's base model, and MOSAIC's loaded model."""
     import transformers as tf

@@ -83,6 +83,30 @@ def text_inputs(loaded: LoadedModel, texts: Sequence[str], max_length: int) -> t
     return inputs, keep
 
 
+def read_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[str], int]:
+    """Each text as far as the model reads it: the characters its real tokens cover once truncated to `max_length`
+    tokens (on the tokenizer's truncation side), so a baseline can read the same input; and how many were cut.
+
+    Uses the fast tokenizer's character offsets; a slow tokenizer's kept tokens are decoded instead.
+    """
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, return_special_tokens_mask=True,
+                        return_offsets_mapping=tokenizer.is_fast)
+    read, cut = [], 0
+    for i, text in enumerate(texts):
+        if len(encoded["input_ids"][i]) < max_length:  # nothing was cut
+            read.append(text)
+            continue
+        real = [j for j, special in enumerate(encoded["special_tokens_mask"][i]) if not special]
+        if tokenizer.is_fast:
+            spans = [encoded["offset_mapping"][i][j] for j in real]
+            kept = text[spans[0][0]:spans[-1][1]] if spans else ""
+        else:
+            kept = tokenizer.decode([encoded["input_ids"][i][j] for j in real])
+        cut += kept.strip() != text.strip()
+        read.append(kept)
+    return read, cut
+
+
 def image_inputs(loaded: LoadedModel, images: Sequence[bytes]) -> tuple[dict, torch.Tensor]:
     """A vision-language model's inputs for encoded images, and the mask of its image-token positions.
 

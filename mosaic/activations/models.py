@@ -103,6 +103,14 @@ def weights_fingerprint(cfg) -> dict[str, str]:
     return MODEL_SOURCES[cfg.source].weights(cfg)
 
 
+def load_tokenizer(cfg):
+    """The model's tokenizer alone, set to pad and truncate as the model's forward does."""
+    tokenizer = MODEL_SOURCES[cfg.source].tokenizer(cfg)
+    tokenizer.padding_side = cfg.padding_side
+    tokenizer.truncation_side = cfg.truncation_side
+    return tokenizer
+
+
 def load_model(cfg) -> LoadedModel:
     """Load the model described by a `ModelConfig` in inference mode, offline where it can be."""
     device = resolve_device(cfg.device)

@@ -32,7 +32,7 @@ from mosaic.activations.saes import (
     release_sae_file,
     train_sae,
 )
-from mosaic.activations.store import HIDDEN, Encoder, Request, documents_key, model_identity
+from mosaic.activations.store import HIDDEN, Encoder, Request, documents_key, library_versions, model_identity
 from mosaic.cache import cache_root, cached_directory, content_key, fingerprint, read_entry
 from mosaic.data import LabelledDocuments, Splits, document_hash, load_unlabelled_texts
 from mosaic.data.corpora import CORPORA
@@ -80,12 +80,12 @@ def _sae_corpus(cfg: DictConfig, data: LabelledDocuments, splits: Splits,
 
     @cache
     def sample() -> tuple[list[str], list[str]]:
-        return load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, cfg.sae.seed, exclude=protected)
+        return load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, sae_seed(cfg), exclude=protected)
 
     return (lambda: sample()[0],
             lambda: {"corpus": cfg.sae.train_corpus,
                      "packages": CORPORA[cfg.sae.train_corpus].identity(),
-                     "docs": cfg.sae.train_docs, "seed": cfg.sae.seed,
+                     "docs": cfg.sae.train_docs, "seed": sae_seed(cfg),
                      "excluded": content_key({"hashes": sample()[1]})})
 
 
@@ -131,17 +131,16 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[],
 
     It is trained, on `activations` of its layer, the first time its identity is asked for.
     """
-    sae_cfg = cfg.sae
-
     @cache
     def fields() -> dict[str, Any]:
         return {
             "model": model_identity(cfg.model, device_type),
             "layer": layer,
             "max_length": cfg.max_length,
-            "train": train_fields(sae_cfg, cfg.model.d_model),
+            "train": train_fields(cfg),
             "corpus": corpus(),
             "code": TRAIN_VERSION,
+            "libraries": library_versions(),
         }
 
     @cache
@@ -150,7 +149,7 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[],
             documents = corpus_documents()
             (target / CORPUS_FILE).write_text(json.dumps(sorted({document_hash(d) for d in documents})))
             values = activations.take(layer)
-            train_sae(values, train_settings(sae_cfg, cfg.model.d_model, len(values)), out_dir=target,
+            train_sae(values, train_settings(cfg, len(values)), out_dir=target,
                       device=str(resolve_device(cfg.model.device)), hook_name=f"blocks.{layer}.hook_resid_post")
 
         path, hit = cached_directory("saes", fields(), build)
@@ -166,17 +165,30 @@ def _trained_encoder(cfg: DictConfig, layer: int, corpus_documents: Callable[[],
                    lambda: {"trained": content_key(fields())})
 
 
-def train_settings(sae_cfg: DictConfig, d_model: int, corpus_tokens: int) -> TrainSettings:
+def trains_sae(cfg: DictConfig) -> bool:
+    """Whether the job's features come from an SAE MOSAIC trains for it (not one a loaded probe brings)."""
+    return cfg.features.type == "sae" and cfg.sae.source == "trained" and not cfg.probe.load
+
+
+def sae_seed(cfg: DictConfig) -> int:
+    """The seed of a trained SAE's draws (corpus sample, initialisation, batch order): `sae.seed` when it pins
+    one, else the job's `seed`, so that seeds replicate SAE training too."""
+    return cfg.seed if cfg.sae.seed is None else cfg.sae.seed
+
+
+def train_settings(cfg: DictConfig, corpus_tokens: int) -> TrainSettings:
     """The trainer's settings from `sae.*`: `train_tokens` tokens, or `train_epochs` passes over the corpus."""
+    sae_cfg = cfg.sae
     tokens = sae_cfg.train_tokens or sae_cfg.train_epochs * corpus_tokens
-    return TrainSettings(architecture=sae_cfg.architecture, d_sae=sae_cfg.expansion * d_model, k=sae_cfg.k,
+    return TrainSettings(architecture=sae_cfg.architecture, d_sae=sae_cfg.expansion * cfg.model.d_model, k=sae_cfg.k,
                          l1_coefficient=sae_cfg.l1_coefficient, l0_coefficient=sae_cfg.l0_coefficient,
-                         lr=sae_cfg.lr, tokens=tokens, batch_tokens=sae_cfg.train_batch_tokens, seed=sae_cfg.seed)
+                         lr=sae_cfg.lr, tokens=tokens, batch_tokens=sae_cfg.train_batch_tokens, seed=sae_seed(cfg))
 
 
-def train_fields(sae_cfg: DictConfig, d_model: int) -> dict[str, Any]:
+def train_fields(cfg: DictConfig) -> dict[str, Any]:
     """What of `sae.*` shapes a trained SAE (part of its key): only the sparsity keys its architecture reads."""
-    settings = train_settings(sae_cfg, d_model, corpus_tokens=0)
+    sae_cfg = cfg.sae
+    settings = train_settings(cfg, corpus_tokens=0)
     return {"architecture": settings.architecture, "d_sae": settings.d_sae, "lr": settings.lr,
             "tokens": sae_cfg.train_tokens, "epochs": None if sae_cfg.train_tokens else sae_cfg.train_epochs,
             "batch_tokens": settings.batch_tokens, "seed": settings.seed,

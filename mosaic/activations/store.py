@@ -17,6 +17,8 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +101,18 @@ def documents_key(documents: Sequence[str] | Sequence[bytes]) -> str:
     return content_key({"images": [hashlib.sha256(document).hexdigest() for document in documents]})
 
 
+@cache
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries that compute activations, SAE codes and trained SAEs: part of their cache
+    keys, since a new torch, transformers or SAELens may change the bytes."""
+    return {name: version(name) for name in ("torch", "transformers", "sae-lens")}
+
+
 def entry_fields(model: dict, documents: str, max_length: int, layer: int, encoder: dict) -> dict[str, Any]:
-    """An activation entry's key fields: model identity, documents key, truncation, layer and encoder identity."""
+    """An activation entry's key fields: model identity, documents key, truncation, layer, encoder identity and
+    the versions of the code and libraries that compute it."""
     return {"model": model, "documents": documents, "max_length": max_length, "layer": layer,
-            "encoder": encoder, "code": EXTRACTION_VERSION}
+            "encoder": encoder, "code": EXTRACTION_VERSION, "libraries": library_versions()}
 
 
 class _EntryWriter:

@@ -66,7 +66,9 @@ class SAEConfig:
     `gemma_scope`: the Gemma Scope SAE of `release` (default: the model's `gemma_scope_release`)
     for the job's layer and `width`, loaded through SAELens. `local`: a SAELens-format directory.
     An SAE recorded as reading another hook point than the residual stream after block `layer`
-    is refused unless `allow_any_hook` is set.
+    is refused unless `allow_any_hook` is set. A trained SAE's draws (corpus sample, initialisation,
+    batch order) follow the job's `seed` unless `seed` here pins them, e.g. to share one SAE across
+    a grid's seeds.
     """
 
     source: str = "trained"
@@ -85,7 +87,7 @@ class SAEConfig:
     train_tokens: int | None = None
     train_batch_tokens: int = 1024
     encode_batch_tokens: int = 4096
-    seed: int = 0
+    seed: int | None = None
     allow_any_hook: bool = False
 
 
@@ -105,6 +107,9 @@ class DatasetConfig:
     `encoding` (default utf-8; many tweet corpora are latin-1). `text_template` builds each text from
     several columns instead of `text_column`, e.g. `"{question} {passage}"` (columns in braces).
     `answer_options`, for question datasets, is each class's answer (`behaviour`'s default options).
+    `dedup` keeps one copy of each document (by content) and drops texts whose copies disagree on
+    the label, so no validation or test document has a copy in training (`mosaic/data/duplicates.py`);
+    `false` keeps every row, as a protocol that must match another's row for row does.
     """
 
     name: str = MISSING
@@ -127,6 +132,7 @@ class DatasetConfig:
     val_size: float = 0.15
     test_size: float = 0.25
     limit: int | None = None
+    dedup: bool = True
 
 
 @dataclass
@@ -152,11 +158,16 @@ class RegimeConfig:
 
 @dataclass
 class FeaturesConfig:
-    """What a document is represented by: SAE codes, the raw residual stream, or TF-IDF n-grams."""
+    """What a document is represented by: SAE codes, the raw residual stream, or TF-IDF n-grams.
+
+    `truncate`: the bag of words reads each document as the model does (its first, or last, `max_length`
+    tokens), so every feature type of a job sees the same input; false reads whole documents.
+    """
 
     type: str = "sae"
     ngram_max: int = 2
     min_df: int = 1
+    truncate: bool = True
 
 
 @dataclass

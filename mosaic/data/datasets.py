@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mosaic.data.duplicates import deduplicate
 from mosaic.data.sources import DATASET_SOURCES, HUB_SPLIT_COLUMN
 from mosaic.errors import DataError
 
@@ -23,12 +24,20 @@ _SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "dev": "v
 
 @dataclass
 class LabelledDocuments:
-    """Documents (texts or encoded images) with integer labels; `split` holds train/val/test when the data has one."""
+    """Documents (texts or encoded images) with integer labels; `split` holds train/val/test when the data has one.
+
+    `duplicates` says what loading found and removed (`duplicates.deduplicate`).
+    """
 
     documents: list[str] | list[bytes]
     labels: np.ndarray
     label_names: list[str]
     split: np.ndarray | None = None
+    duplicates: dict | None = None
+
+    def hashes(self) -> list[str]:
+        """Each document's `document_hash`, in order."""
+        return [document_hash(document) for document in self.documents]
 
 
 def _texts(table: pd.DataFrame, cfg) -> list[str]:
@@ -123,8 +132,9 @@ def _own_split(table: pd.DataFrame, cfg) -> np.ndarray | None:
 def load_labelled_documents(cfg) -> LabelledDocuments:
     """Load and check the dataset described by a `DatasetConfig`.
 
-    `limit` draws its stratified sample with a fixed seed, not the job's: every job of a grid,
-    whatever its `seed`, sees the same documents (and shares their cached activations).
+    Duplicates are removed first (`dedup`, `duplicates.deduplicate`). `limit` then draws its stratified
+    sample with a fixed seed, not the job's: every job of a grid, whatever its `seed`, sees the same
+    documents (and shares their cached activations).
 
     Labels are mapped to integers in the order of `label_names` when given (so class 1 is the
     positive class of a binary task), else in sorted order.
@@ -155,16 +165,20 @@ def load_labelled_documents(cfg) -> LabelledDocuments:
     labels = raw_labels.map({name: i for i, name in enumerate(names)}).to_numpy(dtype=np.int64)
 
     split = _own_split(table, cfg)
-    keep = np.arange(len(labels))
+    keep, duplicates = deduplicate([document_hash(d) for d in documents], labels, split, cfg.dedup)
     if cfg.limit is not None and cfg.limit < len(present):
         raise DataError(f"dataset.limit={cfg.limit} is smaller than the {len(present)} classes of dataset {cfg.name}")
-    if cfg.limit is not None and cfg.limit < len(labels):
-        keep = _stratified_sample(labels, cfg.limit, seed=0)
+    if cfg.limit is not None and cfg.limit < len(keep):
+        keep = keep[_stratified_sample(labels[keep], cfg.limit, seed=0)]
+    if len(np.unique(labels[keep])) < 2:
+        raise DataError(f"dataset {cfg.name} has one class left once duplicates are removed "
+                        f"({duplicates['removed']} rows): a probe needs two (dataset.dedup=false keeps them)")
     return LabelledDocuments(
         documents=[documents[i] for i in keep],
         labels=labels[keep],
         label_names=names,
         split=None if split is None else split[keep],
+        duplicates=duplicates,
     )
 
 

@@ -6,7 +6,8 @@ the sparse-probing suite (Kantamneni et al. 2025; sae-probes' `get_train_test_in
 `RandomState(seed)` as the suite draws them, so the suite's seed 42 gives its own rows:
 
 - `normal`: the first `max_rows` rows; a class-balanced training pool of min(rows - 100, `max_train`)
-  and a class-balanced test set of every other row but one. The last min(20%, `max_val`) rows of the
+  (and at most twice the smaller class less 50, so 50 of each class remain to test) and a
+  class-balanced test set of every other row but one. The last min(20%, `max_val`) rows of the
   pool, in its random order, are the validation rows (the suite chooses C on them).
 - `scarcity`, `imbalance`, `label_noise` change the training rows only: `n_train` balanced rows drawn
   from the normal pool; training rows at `positive_fraction` (as many as the pool allows at the most
@@ -26,11 +27,13 @@ then keeps its configured hyper-parameters).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from mosaic.data.datasets import LabelledDocuments
-from mosaic.data.splits import Splits, make_splits
+from mosaic.data.duplicates import guard_splits
+from mosaic.data.splits import Splits, documents_and_labels_key, make_splits
 from mosaic.errors import DataError, NotApplicableError
 
 # The suite's class-imbalance range: the training size is the largest that both extremes allow.
@@ -56,12 +59,20 @@ def _draw_balanced(rng: np.random.RandomState, positives: np.ndarray, negatives:
 
 
 def normal_indices(labels: np.ndarray, seed: int, max_train: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The suite's normal draw: the training pool in its random order, and the test rows."""
+    """The suite's normal draw: the training pool in its random order, and the test rows.
+
+    The pool is also small enough to leave half of the suite's `_MIN_TEST` held-out rows in each class, so
+    the pool is balanced and the test set holds both classes. On every suite task as shipped this changes
+    nothing (the peer's rows); it binds where removing duplicates left a small task unbalanced (95_toxic_is:
+    343 and 238 distinct prompts, where the suite's 481-row pool would take every positive).
+    """
     n_rows = len(labels)
-    n_train = min(n_rows - _MIN_TEST, max_train)
+    minority = int(np.bincount(labels, minlength=2).min())
+    n_train = min(n_rows - _MIN_TEST, max_train, 2 * (minority - _MIN_TEST // 2))
     if n_train < 2:
-        raise DataError(f"the suite's protocol needs more than {_MIN_TEST + 1} documents; this dataset has {n_rows}: "
-                        "use regime=none")
+        raise DataError(f"the suite's protocol needs more than {_MIN_TEST + 1} documents, at least "
+                        f"{_MIN_TEST // 2 + 1} of each class; this dataset has {n_rows}, {minority} in its smaller "
+                        "class: use regime=none")
     return balanced_indices(labels, seed, n_train, n_rows - n_train - 1)
 
 
@@ -141,7 +152,7 @@ def _imbalance(data, dataset_cfg, cfg, seed):
 
 def _label_noise(data, dataset_cfg, cfg, seed):
     pool, test, notes = normal_indices(data.labels[: cfg.max_rows], seed, cfg.max_train)
-    noisy = LabelledDocuments(data.documents, _flip(data.labels, pool, cfg.label_noise, seed), data.label_names)
+    noisy = replace(data, labels=_flip(data.labels, pool, cfg.label_noise, seed))
     flipped = int((noisy.labels != data.labels).sum())
     return noisy, _splits(noisy, pool, test, cfg, {"type": "label_noise", "label_noise": cfg.label_noise,
                                                     "flipped": flipped, **notes})
@@ -156,8 +167,8 @@ def _covariate_shift(data, dataset_cfg, cfg, seed):
     targets = shifted["target"].astype(str)
     classes = _ood_classes(sorted(set(targets)), data.label_names, dataset_cfg.task)
     codes = np.array([data.label_names.index(classes[t]) for t in targets])
-    joined = LabelledDocuments([*data.documents, *shifted["prompt"].astype(str)],
-                               np.concatenate([data.labels, codes]), data.label_names)
+    joined = replace(data, documents=[*data.documents, *shifted["prompt"].astype(str)],
+                     labels=np.concatenate([data.labels, codes]), split=None)
     test = np.arange(len(data.documents), len(joined.documents))
     renamed = {name: task_name for name, task_name in classes.items() if name != task_name}
     return joined, _splits(joined, pool, test, cfg, {"type": "covariate_shift", "test": "out-of-distribution set",
@@ -191,8 +202,22 @@ REGIMES: dict[str, Callable[..., tuple[LabelledDocuments, Splits]]] = {
 
 
 def draw_splits(data: LabelledDocuments, dataset_cfg, cfg, seed: int) -> tuple[LabelledDocuments, Splits]:
-    """The documents a job uses (labels noised, a shifted test set appended, as its regime says) and its splits."""
+    """The documents a job uses (labels noised, a shifted test set appended, as its regime says) and its splits.
+
+    No validation document has a copy in training, and no test document one in training or validation,
+    unless `dataset.dedup` is off (`duplicates.guard_splits`); the splits record what was found.
+    """
     if cfg.type != "none" and len(data.label_names) != 2:
         raise NotApplicableError(f"regime={cfg.type} follows the sparse-probing suite's binary protocol, but "
                                  f"{dataset_cfg.name} has {len(data.label_names)} classes: use regime=none")
-    return REGIMES[cfg.type](data, dataset_cfg, cfg, seed)
+    data, splits = REGIMES[cfg.type](data, dataset_cfg, cfg, seed)
+    hashes = data.hashes()
+    splits.val, splits.test, across = guard_splits(hashes, splits.train, splits.val, splits.test, dataset_cfg.dedup)
+    if len(splits.test) == 0:
+        raise DataError(f"every test document of {dataset_cfg.name} has a copy in training or validation: "
+                        "nothing is left to test on")
+    splits.duplicates = {**(data.duplicates or {}), "across_splits": across}
+    train_val = np.concatenate([splits.train, splits.val])
+    splits.keys = {"val": documents_and_labels_key(hashes, data.labels, splits.val),
+                   "train_val": documents_and_labels_key(hashes, data.labels, train_val)}
+    return data, splits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,16 +14,33 @@ from mosaic.errors import DataError
 
 @dataclass
 class Splits:
-    """Disjoint index arrays into the dataset's documents; `regime` says how a regime drew them (`regimes.py`)."""
+    """Disjoint index arrays into the dataset's documents; `regime` says how a regime drew them (`regimes.py`).
+
+    `seeded` says whether the job's seed drew them (a dataset's own train/val/test does not);
+    `duplicates` what was found and removed by content (`duplicates.py`); `keys` identify the
+    validation documents with their labels (`val`), and train + validation (`train_val`): the report
+    only compares cells chosen on the same ones.
+    """
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
     regime: dict[str, Any] = field(default_factory=dict)
+    seeded: bool = True
+    duplicates: dict[str, Any] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         counts = {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
-        return {**counts, "regime": self.regime} if self.regime else counts
+        extra = {"duplicates": self.duplicates, "keys": self.keys}
+        return {**counts, **({"regime": self.regime} if self.regime else {}),
+                **{name: value for name, value in extra.items() if value}}
+
+
+def documents_and_labels_key(hashes: list[str], labels: np.ndarray, rows: np.ndarray) -> str:
+    """What identifies a set of rows for comparing selections: their documents' hashes with their labels, unordered."""
+    pairs = sorted(f"{hashes[row]}:{int(labels[row])}" for row in rows)
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
 
 
 def _stratified(indices: np.ndarray, labels: np.ndarray, size: int, seed: int, what: str):
@@ -51,11 +69,13 @@ def make_splits(
     whole documents, both stratified by label.
     """
     indices = np.arange(len(labels))
+    seeded = True
     if split is not None:
         train, val, test = (indices[split == name] for name in ("train", "val", "test"))
         if len(train) == 0 or len(test) == 0:
             raise DataError("dataset.split_column must mark at least one train and one test document")
-        if len(val) == 0:
+        seeded = len(val) == 0
+        if seeded:
             n_val = max(1, round(len(train) * val_size / (1 - test_size)))
             train, val = _stratified(train, labels, n_val, seed, "validation")
     else:
@@ -63,4 +83,4 @@ def make_splits(
         train, val = _stratified(rest, labels, max(1, round(val_size * len(labels))), seed, "validation")
     if len(np.unique(labels[train])) < 2:
         raise DataError("the training split has a single class: a probe needs at least two")
-    return Splits(train=np.sort(train), val=np.sort(val), test=np.sort(test))
+    return Splits(train=np.sort(train), val=np.sort(val), test=np.sort(test), seeded=seeded)

@@ -43,6 +43,6 @@ def cross_validate(
         features = features_for(train)
         probe = fit(features[train], labels[train], features[val], labels[val])
         scores.append(macro_f1(labels[scored], probe.predict(features[scored])))
-    return {"macro_f1_mean": float(np.mean(scores)), "macro_f1_std": float(np.std(scores)), "folds": folds,
-            "fold_macro_f1": scores, "data": "train+val", "refit_per_fold": list(refit),
+    return {"macro_f1_mean": float(np.mean(scores)), "macro_f1_std": float(np.std(scores, ddof=1)),
+            "folds": folds, "fold_macro_f1": scores, "data": "train+val", "refit_per_fold": list(refit),
             "held_out": not_held_out is None, "not_held_out": not_held_out}

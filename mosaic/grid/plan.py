@@ -251,7 +251,8 @@ class _Planner:
                 except MosaicError as error:  # answered every question right, or every one wrong
                     raise _Invalid(first_line(error)) from None
             data, splits = draw_splits(loaded, cfg.dataset, cfg.regime, cfg.seed)
-            return data, splits, protected_documents(data, transfer_datasets(cfg, data)), documents_key(data.documents)
+            protected = protected_documents(data, transfer_datasets(cfg, data, splits))
+            return data, splits, protected, documents_key(data.documents)
 
         behaviour = None if cfg.behaviour.model is None else [cfg.behaviour, cfg.max_length, cfg.batch_size,
                                                               answering_model_config(cfg)]
@@ -269,7 +270,7 @@ class _Planner:
         Its family is what its forward shares with its siblings' cells: everything in the config but
         the layer, SAE width and feature type a sweep varies (`activations.plan.Sweep`).
         """
-        from mosaic.activations.plan import trains_on_training_split
+        from mosaic.activations.plan import sae_seed, trains_on_training_split
 
         model = cfg.model
         data = self.data(cfg)
@@ -280,7 +281,9 @@ class _Planner:
         group = [identity[1] if identity[0] == "ok" else model, cfg.max_length,
                  drawn if documents is None else data[1][3]]
         sae = cfg.features.type == "sae"
-        encoder = [cfg.sae, cfg.seed if trains_on_training_split(cfg) else None] if sae else "hidden"
+        trained = cfg.sae.source == "trained"
+        encoder = [cfg.sae, sae_seed(cfg) if trained else None,
+                   cfg.seed if trains_on_training_split(cfg) else None] if sae else "hidden"
         slot = (cfg.layer, cfg.features.type, cfg.sae.width if sae else None)
         family = _key(_without(cfg, "layer", "sae.width", "features"))
         label = f"{model.name} × {cfg.dataset.name} (max_length {cfg.max_length})"

@@ -30,7 +30,9 @@ from mosaic.probes.tree import TreeProbe, fit_tree_probe
 @dataclass(frozen=True)
 class ProbeType:
     """One `probe.type`: its fitter, the summary key of the hyper-parameter it chooses on validation (None:
-    it chooses nothing), and how that choice is configured (for results.json).
+    it chooses nothing), how that choice is configured (for results.json), and whether the job's seed
+    changes its fit (`stochastic`: a seeded initialisation, batch order or search; for results.json's
+    `randomness`, which tells the report whether seeds are replicates).
 
     A fitter is `fit(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger=..., only=...)`; `only`
     fixes the chosen value, for the refit on train + validation.
@@ -39,22 +41,35 @@ class ProbeType:
     fit: Callable[..., Probe]
     chooses: str | None
     configured: Callable[[Any], Any]
+    stochastic: Callable[[Any], bool]
 
 
 def _search(cfg) -> str:
     return "the sparse-probing suite's grid"
 
 
-# probe.type -> how it is fitted; probe.json's kind -> how it is read back.
+def _always(cfg) -> bool:
+    return True
+
+
+def _never(cfg) -> bool:
+    return False
+
+
+# probe.type -> how it is fitted; probe.json's kind -> how it is read back. The exact logistic solvers
+# (L-BFGS, FISTA) are deterministic; mini-batch Adam and saga draw; a tree breaks ties between equally good
+# splits by a seeded feature order; PCA may use a randomised SVD.
 PROBE_TYPES: dict[str, ProbeType] = {
-    "linear": ProbeType(fit_logistic_probe, "C", lambda cfg: list(cfg.C_grid) or cfg.C),
-    "sklearn": ProbeType(fit_logistic_probe, "C", lambda cfg: list(cfg.C_grid) or cfg.C),
-    "tree": ProbeType(fit_tree_probe, "max_depth", lambda cfg: list(cfg.depth_grid)),
-    "pca": ProbeType(fit_pca_probe, "n_components", _search),
-    "diff_of_means": ProbeType(fit_diff_of_means_probe, None, _search),
-    "knn": ProbeType(fit_knn_probe, "n_neighbors", _search),
-    "mlp": ProbeType(fit_mlp_probe, "draw", _search),
-    "boosted_trees": ProbeType(fit_boosted_probe, "draw", _search),
+    "linear": ProbeType(fit_logistic_probe, "C", lambda cfg: list(cfg.C_grid) or cfg.C,
+                        lambda cfg: cfg.early_stopping),
+    "sklearn": ProbeType(fit_logistic_probe, "C", lambda cfg: list(cfg.C_grid) or cfg.C,
+                         lambda cfg: cfg.penalty == "l1"),
+    "tree": ProbeType(fit_tree_probe, "max_depth", lambda cfg: list(cfg.depth_grid), _always),
+    "pca": ProbeType(fit_pca_probe, "n_components", _search, _always),
+    "diff_of_means": ProbeType(fit_diff_of_means_probe, None, _search, _never),
+    "knn": ProbeType(fit_knn_probe, "n_neighbors", _search, _never),
+    "mlp": ProbeType(fit_mlp_probe, "draw", _search, _always),
+    "boosted_trees": ProbeType(fit_boosted_probe, "draw", _search, _always),
 }
 KINDS = {kind.kind: kind for kind in (TrainedProbe, TreeProbe, KNNProbe, MLPProbe, BoostedProbe)}
 
@@ -71,11 +86,17 @@ def select_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int,
     """Train the probe described by a `ProbeConfig` on train, selecting its grids on validation.
 
     With `cfg.k`, only the k features ranked highest on the training split are used (`sparse.py`).
-    Without validation rows nothing is selected: grids give way to the configured C and the first depth.
+    Without validation rows nothing is selected: grids give way to the configured C, the first depth or the
+    search's first candidate, and the probe's summary says so (`not_selected`).
     """
-    if x_val.shape[0] == 0:
-        cfg = OmegaConf.merge(cfg, {"C_grid": [], "depth_grid": [cfg.depth_grid[0]]})
-    return _fit(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger)
+    if x_val.shape[0] > 0:
+        return _fit(x_train, y_train, x_val, y_val, n_classes, cfg, seed, logger)
+    probe = _fit(x_train, y_train, x_val, y_val, n_classes,
+                 OmegaConf.merge(cfg, {"C_grid": [], "depth_grid": [cfg.depth_grid[0]]}), seed, logger)
+    if PROBE_TYPES[cfg.type].chooses:
+        probe.summary["not_selected"] = ("no validation rows: the configured value, or the first candidate of "
+                                         "the search, was used unscored")
+    return probe
 
 
 def refit_probe(selected: Probe, x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int,
@@ -121,6 +142,8 @@ def effective_hyperparameters(probe: Probe, cfg) -> dict[str, dict[str, Any]]:
     if probe_type.chooses:
         chosen[probe_type.chooses] = {"configured": probe_type.configured(cfg),
                                       "chosen": probe.summary.get(probe_type.chooses)}
+        if "not_selected" in probe.summary:
+            chosen[probe_type.chooses]["not_selected"] = probe.summary["not_selected"]
     if "k" in probe.summary:
         chosen["k"] = {"configured": cfg.k, "chosen": probe.summary["k"]}
     return chosen

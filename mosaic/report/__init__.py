@@ -21,11 +21,11 @@ from typing import Any
 from mosaic.record import FAILURE_FILE
 from mosaic.report.cells import (
     Cell,
-    best,
+    Comparable,
     cells_of,
+    comparable_groups,
     job_row,
     latest_runs,
-    selection_basis,
     shown_keys,
     varying_keys,
 )
@@ -68,24 +68,61 @@ def _configuration(cell: Cell, keys: list[str]) -> str:
     return ", ".join(f"{key}={cell.setting[key]}" for key in keys) or "(the sweep's only configuration)"
 
 
+def _selection_text(groups: list[Comparable], names: dict[int, str]) -> list[str]:
+    """How the bold rows were chosen: one sentence per group of comparable rows (or why a group has none)."""
+    if len(groups) == 1:
+        group = groups[0]
+        if group.best is None:
+            return [f"No row is bold: {group.why_none}."]
+        return [f"**Bold**: the best row, chosen on {_BASIS_TEXT[group.basis]} (the test split picks nothing)."]
+    lines = [f"The rows validate on {len(groups)} different sets of documents or labels (column `selection set`), "
+             "so each set has its own best (**bold**), chosen on its own scores; rows of different sets are not "
+             "ranked against each other, and the test split picks nothing."]
+    lines += [f"- set {names[id(group)]}: " + (f"chosen on {_BASIS_TEXT[group.basis]}" if group.best is not None
+                                               else f"no best, {group.why_none}") for group in groups]
+    return lines
+
+
+def _duplicates_text(cells: list[Cell]) -> list[str]:
+    """What a table's jobs kept of the dataset's duplicates, and texts whose copies disagree on the label."""
+    rows = [row for cell in cells for row in cell.rows]
+    lines = []
+    kept = [row for row in rows if row["dedup"] is False and row["test_copies"] is not None]
+    if kept:
+        worst = max(kept, key=lambda row: row["test_copies"] / max(1, row["test_documents"] or 0))
+        lines.append(f"Duplicates kept (`dataset.dedup=false`, e.g. the peer's protocol): up to "
+                     f"{worst['test_copies']} of {worst['test_documents']} test documents have a copy in training or "
+                     "validation, which favours probes that memorise.")
+    conflicting = max((row["conflicting_texts"] or 0 for row in rows), default=0)
+    if conflicting:
+        lines.append(f"{conflicting} texts appear with conflicting labels"
+                     + (" (dropped)." if any(row["dedup"] for row in rows) else " (kept)."))
+    return lines
+
+
 def _tables(cells: list[Cell], keys: list[str]) -> str:
     lines = ["# MOSAIC report", ""]
     for dataset in sorted({cell.dataset for cell in cells}):
         in_table = [c for c in cells if c.dataset == dataset]
         # Within a table, only the keys that vary between its own cells.
         shown = shown_keys([key for key in varying_keys([c.setting for c in in_table]) if key in keys])
-        subset = sorted(in_table, key=lambda c: _configuration(c, shown))
-        basis = selection_basis(subset)
-        chosen = best(subset, basis)
+        groups = comparable_groups(in_table)
+        names = {id(group): chr(ord("A") + i) for i, group in enumerate(groups)}
+        group_of = {id(cell): group for group in groups for cell in group.cells}
+        several = len(groups) > 1
+        subset = sorted(in_table, key=lambda c: (names[id(group_of[id(c)])], _configuration(c, shown)))
         lines += [f"## {dataset}", "",
-                  "One row per configuration (the keys that vary across the sweep), n = seeds averaged; test "
-                  "macro F1 is the mean ± std over seeds, with the 95% confidence interval of that mean "
-                  "(Student's t, two or more seeds); AUROC is the mean over seeds. **Bold**: the best row, chosen on "
-                  f"{_BASIS_TEXT[basis]} (the test split picks nothing). CV: stratified k-fold on train+val, "
-                  "mean ± std over folds († not held out: the SAE saw the folds it scores).", "",
-                  "| configuration | n | chosen | validation macro F1 | test macro F1 | test 95% CI | test AUROC | "
-                  "CV macro F1 (train+val) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "One row per configuration (the keys that vary across the sweep). n counts replicates: seeds whose "
+                  "results can differ (a seed that reaches no random draw repeats the same result). Test macro F1 is "
+                  "the mean ± sample std over replicates, with the 95% confidence interval of that mean (Student's "
+                  "t, two or more replicates, clipped to [0, 1]); AUROC is the mean over replicates. CV: stratified "
+                  "k-fold on train+val, mean ± std over folds († not held out: the SAE saw the folds it scores).", "",
+                  *_selection_text(groups, names), "", *_duplicates_text(in_table)]
+        if lines[-1] != "":
+            lines.append("")
+        lines += ["| configuration | " + ("selection set | " if several else "") + "n | chosen | validation macro F1 "
+                  "| test macro F1 | test 95% CI | test AUROC | CV macro F1 (train+val) |",
+                  "| --- | " + ("--- | " if several else "") + "--- | --- | --- | --- | --- | --- | --- |"]
         behaviour = any(cell.base_rate is not None for cell in subset)
         if behaviour:  # labels are an answering model's outcomes: the base rate goes next to every score
             lines[-2] += " test accuracy | base rate (majority accuracy) |"
@@ -94,12 +131,15 @@ def _tables(cells: list[Cell], keys: list[str]) -> str:
                             "documents it got right; majority accuracy: always predicting the commoner outcome.", ""]
         for cell in subset:
             cv = _score(cell.cv, cell.cv_std) + ("" if cell.cv_held_out or cell.cv is None else " †")
-            values = [_configuration(cell, shown), str(cell.n), cell.chosen or MISSING, _score(cell.val),
+            group = group_of[id(cell)]
+            values = [_configuration(cell, shown), cell.n_text, cell.chosen or MISSING, _score(cell.val),
                       _score(cell.test, cell.test_std), _interval(cell.test_ci95), _score(cell.auroc), cv]
             if behaviour:
                 values += [_score(cell.accuracy), f"{_score(cell.base_rate)} ({_score(cell.majority_accuracy)})"]
-            if cell is chosen:
+            if cell is group.best:
                 values[0], values[4] = f"**{values[0]}**", f"**{values[4]}**"
+            if several:
+                values.insert(1, names[id(group)])
             lines.append("| " + " | ".join(values) + " |")
         lines.append("")
     return "\n".join(lines)

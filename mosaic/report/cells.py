@@ -1,10 +1,18 @@
 """Report cells: one configuration each, its seeds averaged, and the best chosen on validation data.
 
 What varies across a sweep's jobs is read from their configs (every key whose value differs,
-not a fixed list), so two jobs share a cell only when they differ by `seed` alone. The best cell of
-a table, of a layer or of a feature type is the one with the best selection score, cross-validation
-macro F1 on train+val where every cell has it, else validation macro F1; its test score is what is
-reported for it. The test split never picks a winner.
+not a fixed list), so two jobs share a cell only when they differ by `seed` alone. Seeds are
+*replicates* only when the seed reached one of the job's random draws (results.json's
+`randomness`); where it reached none, the jobs are one result run several times, and a cell says so
+(n = 1) instead of showing a spread of zero.
+
+The best cell of a table, of a layer or of a feature type is chosen only among *comparable* cells:
+those whose selection scores were computed on the same documents with the same labels, seed by
+seed (results.json's `splits.keys`). Cells of a regime sweep validate on different rows (or on
+labels of different noise), so each regime setting gets its own best. Within a group, the score is
+cross-validation macro F1 on train+val where every cell has it held out, else validation macro F1;
+a group whose selection set has fewer than `MIN_SELECTION_DOCUMENTS` documents gets no best. The
+chosen cell's test score is what is reported for it: the test split never picks a winner.
 """
 
 from __future__ import annotations
@@ -12,14 +20,18 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from statistics import mean, pstdev
+from statistics import mean, stdev
 from typing import Any
 
 import numpy as np
 
-# Config keys that never tell two experiments apart: the seed is averaged over, and how a job is
-# logged or resumed does not change its numbers.
-NOT_AN_EXPERIMENT = ("seed", "logger.", "sweep.")
+# How a job is logged or resumed does not change its numbers: one run is one result however it was logged.
+NOT_A_SETTING = ("logger.", "sweep.")
+# Config keys that never tell two experiments apart: the seed is averaged over, and the keys above.
+NOT_AN_EXPERIMENT = ("seed", *NOT_A_SETTING)
+# A selection set (validation documents, or train+val for cross-validation) smaller than this ranks nothing:
+# with 20 documents one document moves macro F1 by about 0.05.
+MIN_SELECTION_DOCUMENTS = 20
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -39,7 +51,8 @@ def latest_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     several sweeps) counts once, by its newest run, so n counts seeds and not repeats."""
     newest: dict[str, dict[str, Any]] = {}
     for result in results:
-        key = result.get("config_hash") or json.dumps(result["config"], sort_keys=True)
+        setting = {k: v for k, v in flatten(result["config"]).items() if not k.startswith(NOT_A_SETTING)}
+        key = json.dumps(setting, sort_keys=True, default=str)
         finished = (result.get("run") or {}).get("finished", "")
         if key not in newest or finished >= (newest[key].get("run") or {}).get("finished", ""):
             newest[key] = result
@@ -63,7 +76,9 @@ def shown_keys(keys: list[str]) -> list[str]:
 def job_row(results: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     """One job as a flat row: what the plots need, the varying keys, and its scores."""
     cfg, features, metrics = results["config"], results["features"], results["metrics"]
+    splits = results.get("splits") or {}
     flat = flatten(cfg)
+    duplicates = splits.get("duplicates") or {}
     sae = features.get("sae") or {}
     width = cfg["sae"]["width"] if sae.get("source") == "gemma_scope" else features.get("width")
     cv = metrics.get("cv") or {}
@@ -91,11 +106,29 @@ def job_row(results: dict[str, Any], keys: list[str]) -> dict[str, Any]:
         # always predicting the majority outcome, to read the probe's scores against.
         "base_rate": (results.get("behaviour") or {}).get("test_base_rate"),
         "majority_accuracy": (results.get("behaviour") or {}).get("test_majority_accuracy"),
+        # Whether the seed reached a random draw (None: a job written before results said so).
+        "seeded": None if "randomness" not in results else bool(results["randomness"]["seeded"]),
+        "val_key": (splits.get("keys") or {}).get("val"),
+        "train_val_key": (splits.get("keys") or {}).get("train_val"),
+        # Split sizes (None: not recorded, e.g. a hand-made results file).
+        "val_documents": splits.get("val"),
+        "train_val_documents": None if "train" not in splits else splits["train"] + splits["val"],
+        "test_documents": splits.get("test"),
+        # Duplicates a job kept (`dataset.dedup=false`): test documents with a copy in training or validation.
+        "dedup": duplicates.get("dedup"),
+        "test_copies": _test_copies(duplicates),
+        "conflicting_texts": duplicates.get("conflicting_texts"),
     }
 
 
+def _test_copies(duplicates: dict[str, Any]) -> int | None:
+    across = duplicates.get("across_splits")
+    return None if across is None else max(across["test_in_train"], across["test_in_val"])
+
+
 def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
-    """The `level` confidence interval of the mean of `values` (seeds), from Student's t; None below two values."""
+    """The `level` confidence interval of the mean of `values` (replicates), from Student's t with the sample
+    standard deviation, clipped to [0, 1] where every score lives; None below two values."""
     from scipy import stats
 
     if len(values) < 2:
@@ -104,37 +137,63 @@ def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float
     if spread == 0:
         return centre, centre
     low, high = stats.t.interval(level, len(values) - 1, loc=centre, scale=spread)
-    return float(low), float(high)
+    return max(0.0, float(low)), min(1.0, float(high))
 
 
 @dataclass
 class Cell:
-    """The jobs of one configuration (differing only by seed) and their averaged scores."""
+    """The jobs of one configuration (differing only by seed) and their averaged scores.
+
+    `replicates` are the rows whose results can differ: every row when the seed reached a random draw,
+    one row when it reached none (the other seeds repeat it). Spreads and intervals are over replicates.
+    """
 
     dataset: str
     setting: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def n(self) -> int:
+    def seeds(self) -> int:
         return len(self.rows)
 
+    @property
+    def replicates(self) -> list[dict[str, Any]]:
+        if self.rows and all(row["seeded"] is False for row in self.rows):
+            return self.rows[:1]
+        return self.rows
+
+    @property
+    def n(self) -> int:
+        return len(self.replicates)
+
+    @property
+    def n_text(self) -> str:
+        """n for a table: the replicates, and why there are fewer than seeds."""
+        if self.n == self.seeds:
+            return str(self.n)
+        return f"1 ({self.seeds} seeds identical: the seed reaches no random draw)"
+
     def _mean(self, key: str) -> float | None:
-        values = [row[key] for row in self.rows]
+        values = [row[key] for row in self.replicates]
         return None if any(v is None for v in values) else mean(values)
+
+    def _interval(self, key: str) -> tuple[float, float] | None:
+        values = [row[key] for row in self.replicates]
+        return None if any(v is None for v in values) else confidence_interval(values)
 
     @property
     def test(self) -> float:
-        return mean(row["macro_f1"] for row in self.rows)
+        return mean(row["macro_f1"] for row in self.replicates)
 
     @property
     def test_std(self) -> float | None:
-        return pstdev(row["macro_f1"] for row in self.rows) if self.n > 1 else None
+        """The sample standard deviation of test macro F1 over replicates (None for one)."""
+        return stdev(row["macro_f1"] for row in self.replicates) if self.n > 1 else None
 
     @property
     def test_ci95(self) -> tuple[float, float] | None:
-        """The 95% confidence interval of the mean test macro F1 over seeds (Student's t; None for one seed)."""
-        return confidence_interval([row["macro_f1"] for row in self.rows])
+        """The 95% confidence interval of the mean test macro F1 over replicates (Student's t; None for one)."""
+        return self._interval("macro_f1")
 
     @property
     def auroc(self) -> float | None:
@@ -142,12 +201,21 @@ class Cell:
 
     @property
     def auroc_ci95(self) -> tuple[float, float] | None:
-        values = [row["auroc"] for row in self.rows]
-        return None if any(v is None for v in values) else confidence_interval(values)
+        return self._interval("auroc")
+
+    def selection_set(self, basis: str) -> tuple:
+        """What this cell's `basis` scores were computed on, seed by seed: cells compare only where it is equal."""
+        key = "val_key" if basis == "val" else "train_val_key"
+        return tuple(sorted((row["seed"], row[key]) for row in self.rows))
+
+    def selection_documents(self, basis: str) -> int | None:
+        """The fewest documents any of its jobs scored its selection on (None where no job recorded it)."""
+        counts = [row["val_documents" if basis == "val" else "train_val_documents"] for row in self.rows]
+        return min((count for count in counts if count is not None), default=None)
 
     @property
     def accuracy(self) -> float:
-        return mean(row["accuracy"] for row in self.rows)
+        return mean(row["accuracy"] for row in self.replicates)
 
     @property
     def base_rate(self) -> float | None:
@@ -194,21 +262,62 @@ def selection_basis(cells: list[Cell]) -> str:
     """What "best" is chosen on: `cv` when every cell has held-out cross-validation scores, else `val`.
 
     A CV score that is not held out (an SAE trained on the folds it scores) is optimistic, so one
-    such cell sends the whole table back to validation scores.
+    such cell sends the whole group back to validation scores.
     """
     held_out_cv = cells and all(cell.cv is not None and cell.cv_held_out for cell in cells)
     return "cv" if held_out_cv else "val"
 
 
-def best(cells: list[Cell], basis: str) -> Cell | None:
+@dataclass
+class Comparable:
+    """Cells whose selection scores were computed on the same documents and labels, seed by seed; their best
+    (None, with `why_none`, when their selection set is too small to rank or no cell has a score)."""
+
+    cells: list[Cell]
+    basis: str
+    best: Cell | None
+    why_none: str | None = None
+
+
+def _best(cells: list[Cell], basis: str) -> Cell | None:
     """The cell with the best selection score (the first on ties); None when no cell has one."""
     scored = [cell for cell in cells if getattr(cell, basis) is not None]
     return max(scored, key=lambda cell: getattr(cell, basis), default=None)
 
 
-def best_by(cells: list[Cell], basis: str, *keys: str) -> dict[tuple, Cell]:
-    """The best cell (on `basis`) for each combination of the plain fields `keys` (e.g. layer, features)."""
-    groups: dict[tuple, list[Cell]] = defaultdict(list)
+def comparable_groups(cells: list[Cell]) -> list[Comparable]:
+    """`cells` grouped by the documents and labels their selection scores were computed on, each with its best.
+
+    Each group picks its own basis (CV where all its cells have held-out CV). A group that scores fewer
+    than `MIN_SELECTION_DOCUMENTS` documents has no best.
+    """
+    by_set: dict[tuple, list[Cell]] = defaultdict(list)
     for cell in cells:
-        groups[tuple(cell.first(key) for key in keys)].append(cell)
-    return {group: chosen for group, members in groups.items() if (chosen := best(members, basis)) is not None}
+        by_set[cell.selection_set("val")].append(cell)
+    groups = []
+    for members in by_set.values():
+        basis = selection_basis(members)
+        if basis == "cv" and len({cell.selection_set("cv") for cell in members}) > 1:
+            basis = "val"  # same validation rows, different train+val: only validation scores compare
+        documents = min((n for cell in members if (n := cell.selection_documents(basis)) is not None), default=None)
+        if documents is not None and documents < MIN_SELECTION_DOCUMENTS:
+            groups.append(Comparable(members, basis, None, f"{_BASIS_SET[basis]} has {documents} documents, fewer "
+                                     f"than the {MIN_SELECTION_DOCUMENTS} needed to rank cells"))
+            continue
+        chosen = _best(members, basis)
+        groups.append(Comparable(members, basis, chosen, None if chosen else "no cell has a selection score"))
+    return groups
+
+
+_BASIS_SET = {"val": "the validation split", "cv": "train+val (cross-validation)"}
+
+
+def best_by(group: Comparable, *keys: str) -> dict[tuple, Cell]:
+    """Within one comparable group with a best, the best cell for each combination of the plain fields `keys`
+    (e.g. layer, features); nothing for a group too small to rank."""
+    if group.best is None:
+        return {}
+    by_key: dict[tuple, list[Cell]] = defaultdict(list)
+    for cell in group.cells:
+        by_key[tuple(cell.first(key) for key in keys)].append(cell)
+    return {key: chosen for key, members in by_key.items() if (chosen := _best(members, group.basis)) is not None}

@@ -1,14 +1,16 @@
 """Report plots as PNG files: the best cell (chosen on validation or CV) by layer, per pooling, per feature type.
 
 Every plotted number is the test macro F1 of a cell chosen on its selection score, never a maximum
-taken over test scores.
+taken over test scores, and only among cells that validate on the same documents and labels
+(`cells.comparable_groups`): a dataset whose cells validate on several sets (a regime sweep) gets one
+figure per set, and a set too small to rank gets none.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mosaic.report.cells import Cell, best_by, selection_basis
+from mosaic.report.cells import Cell, Comparable, best_by, comparable_groups
 
 FEATURE_COLOURS = {"sae": "tab:orange", "hidden": "tab:blue", "bow": "tab:green"}
 
@@ -30,9 +32,10 @@ def save(figure, path: Path) -> Path:
     return path
 
 
-def _by_layer(axes, cells: list[Cell], dataset: str, basis: str) -> None:
+def _by_layer(axes, group: Comparable, dataset: str) -> None:
     """Per model / feature type / width, the best cell of each layer; the best bag of words as a flat line."""
-    chosen = best_by([c for c in cells if c.first("features") != "bow"], basis, "model", "features", "width", "layer")
+    chosen = {key: cell for key, cell in best_by(group, "model", "features", "width", "layer").items()
+              if key[1] != "bow"}
     series: dict[tuple, dict[int, float]] = {}
     for (model, features, width, layer), cell in chosen.items():
         series.setdefault((model, features, width), {})[layer] = cell.test
@@ -41,8 +44,9 @@ def _by_layer(axes, cells: list[Cell], dataset: str, basis: str) -> None:
         xs = sorted(points)
         axes.plot(xs, [points[x] for x in xs], marker="o", color=FEATURE_COLOURS[features],
                   linestyle="-" if features == "sae" else "--", label=f"{model} {features} {width}".strip())
-    for (model,), cell in sorted(best_by([c for c in cells if c.first("features") == "bow"], basis, "model").items()):
-        axes.axhline(cell.test, color=FEATURE_COLOURS["bow"], linestyle=":", label=f"bag of words ({model})")
+    for (model, features), cell in sorted(best_by(group, "model", "features").items()):
+        if features == "bow":
+            axes.axhline(cell.test, color=FEATURE_COLOURS["bow"], linestyle=":", label=f"bag of words ({model})")
     if layers:
         axes.set_xticks(layers)
         axes.set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
@@ -50,9 +54,9 @@ def _by_layer(axes, cells: list[Cell], dataset: str, basis: str) -> None:
     axes.legend(fontsize=7, loc="lower right")
 
 
-def _binarize_by_pooling(axes, cells: list[Cell], dataset: str, basis: str) -> None:
+def _binarize_by_pooling(axes, group: Comparable, dataset: str) -> None:
     """With and without binarization, the best cell of each feature type and pooling."""
-    chosen = best_by(cells, basis, "features", "pooling", "binarize")
+    chosen = best_by(group, "features", "pooling", "binarize")
     groups = sorted({(features, pooling) for features, pooling, _ in chosen})
     for offset, method in ((-0.2, "none"), (0.2, "threshold")):
         bars = [(i + offset, chosen[(*group, method)].test) for i, group in enumerate(groups)
@@ -64,9 +68,9 @@ def _binarize_by_pooling(axes, cells: list[Cell], dataset: str, basis: str) -> N
     axes.legend(fontsize=7, loc="lower right")
 
 
-def _feature_types(axes, cells: list[Cell], dataset: str, basis: str) -> None:
+def _feature_types(axes, group: Comparable, dataset: str) -> None:
     """The best cell of each feature type: SAE vs hidden state vs bag of words."""
-    chosen = best_by(cells, basis, "features")
+    chosen = best_by(group, "features")
     kinds = [k for k in FEATURE_COLOURS if (k,) in chosen]
     bars = axes.bar(kinds, [chosen[(k,)].test for k in kinds], color=[FEATURE_COLOURS[k] for k in kinds])
     axes.bar_label(bars, fmt="%.3f", fontsize=8)
@@ -74,17 +78,21 @@ def _feature_types(axes, cells: list[Cell], dataset: str, basis: str) -> None:
 
 
 def dataset_plots(cells: list[Cell], out_dir: Path) -> list[Path]:
-    """One PNG of three panels per dataset."""
+    """One PNG of three panels per dataset and set of comparable cells with a best: `report_DATASET.png`, or
+    `report_DATASET_A.png`, `_B`, ... (the report table's selection sets) when its cells validate on several."""
     plt = pyplot()
     written = []
     for dataset in sorted({cell.dataset for cell in cells}):
-        subset = [cell for cell in cells if cell.dataset == dataset]
-        basis = selection_basis(subset)
-        figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), width_ratios=[1.1, 1.4, 0.7])
-        _by_layer(axes[0], subset, dataset, basis)
-        _binarize_by_pooling(axes[1], subset, dataset, basis)
-        _feature_types(axes[2], subset, dataset, basis)
-        figure.suptitle(f"test macro F1 of the cell chosen on {'CV' if basis == 'cv' else 'validation'} macro F1",
-                        fontsize=8)
-        written.append(save(figure, out_dir / f"report_{dataset}.png"))
+        groups = comparable_groups([cell for cell in cells if cell.dataset == dataset])
+        for index, group in enumerate(groups):
+            if group.best is None:
+                continue
+            name = dataset if len(groups) == 1 else f"{dataset}_{chr(ord('A') + index)}"
+            figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), width_ratios=[1.1, 1.4, 0.7])
+            _by_layer(axes[0], group, name)
+            _binarize_by_pooling(axes[1], group, name)
+            _feature_types(axes[2], group, name)
+            figure.suptitle(f"test macro F1 of the cell chosen on {'CV' if group.basis == 'cv' else 'validation'} "
+                            "macro F1, among cells validated on the same documents", fontsize=8)
+            written.append(save(figure, out_dir / f"report_{name}.png"))
     return written

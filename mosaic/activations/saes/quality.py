@@ -3,7 +3,10 @@
 - Reconstruction and sparsity (`ReconstructionTally`): the fraction of variance unexplained
   (1 - SAELens's explained variance: squared error over the total variance of the tokens), mean L0,
   and the fractions of latents that never fire (dead) or fire on nearly every token (always on),
-  over the first `QUALITY_TOKENS` real tokens of the job's documents, in document order.
+  over the first `QUALITY_TOKENS` real tokens of the job's documents, in document order. How many
+  latents look dead depends on how many tokens were seen, so dead and always-on fractions are also
+  measured on exactly the first `REFERENCE_TOKENS` tokens (`reference`): those compare across SAEs
+  and datasets, where the full-budget ones compare only at equal `tokens`.
 - Next-token loss (`next_token_loss`, decoder models whose LM head is their tied input embedding):
   the cross-entropy of the model's own next-token predictions with the residual stream at the
   SAE's layer left alone, replaced by the SAE's reconstruction, or zeroed, on the real tokens of
@@ -31,6 +34,9 @@ LOSS_DOCUMENTS = 32
 LOSS_TOKENS = 512
 # A latent firing on more than this fraction of tokens is "always on": it separates nothing.
 ALWAYS_ON = 0.9
+# The fixed token budget on which latent health (dead, always on) is compared across SAEs and datasets: the
+# packaged default dataset (bastion, 4,895 MiniLM tokens) reaches it.
+REFERENCE_TOKENS = 4096
 
 
 class ReconstructionTally:
@@ -41,6 +47,7 @@ class ReconstructionTally:
 
         self.variance = ExplainedVarianceCalculator()
         self.fired = np.zeros(d_sae, dtype=np.int64)
+        self.fired_reference = np.zeros(d_sae, dtype=np.int64)
         self.active = 0
         self.tokens = 0
         self.max_tokens = max_tokens
@@ -54,20 +61,30 @@ class ReconstructionTally:
         self.variance.add_batch(sae_output=reconstruction.float(), hidden_acts=inputs.float())
         columns = codes.col_indices().cpu().numpy()
         self.fired += np.bincount(columns, minlength=len(self.fired))
+        if self.tokens < REFERENCE_TOKENS:
+            rows = min(REFERENCE_TOKENS - self.tokens, len(inputs))
+            within = columns[: int(codes.crow_indices()[rows])]
+            self.fired_reference += np.bincount(within, minlength=len(self.fired))
         self.active += len(columns)
         self.tokens += len(inputs)
 
     def result(self) -> dict[str, Any]:
         if self.tokens == 0:
             return {"tokens": 0}
-        frequency = self.fired / self.tokens
         return {
             "tokens": self.tokens,
             "fvu": 1.0 - self.variance.compute(),
             "l0": self.active / self.tokens,
-            "dead_fraction": float((self.fired == 0).mean()),
-            "always_on_fraction": float((frequency > ALWAYS_ON).mean()),
+            **_health(self.fired, self.tokens),
+            "reference": {"tokens": min(self.tokens, REFERENCE_TOKENS),
+                          **_health(self.fired_reference, min(self.tokens, REFERENCE_TOKENS))},
         }
+
+
+def _health(fired: np.ndarray, tokens: int) -> dict[str, float]:
+    """Dead and always-on fractions of latents that fired `fired` times over `tokens` tokens."""
+    return {"dead_fraction": float((fired == 0).mean()),
+            "always_on_fraction": float((fired / tokens > ALWAYS_ON).mean())}
 
 
 def _splice(block, sae, keep: torch.Tensor, mode: str):
