@@ -28,10 +28,11 @@ def test_default_pipeline_writes_valid_results_and_reuses_its_sae(tmp_path):
     saved = json.loads((tmp_path / "job0" / "results.json").read_text())
     assert saved == json.loads(json.dumps(first))
 
-    assert saved["schema"] == 3 and len(saved["config_hash"]) == 64
+    assert saved["schema"] == 4 and len(saved["config_hash"]) == 64
     assert saved["config"]["model"]["name"] == "minilm" and saved["config"]["dataset"]["name"] == "bastion"
     splits = saved["splits"]
-    assert sum(splits.values()) == 181
+    # 181 prompts, one of which repeats another's text: 180 distinct documents, none shared across splits.
+    assert splits["train"] + splits["val"] + splits["test"] == 180 and splits["duplicates"]["removed"] == 1
     metrics = saved["metrics"]
     assert np.array(metrics["confusion"]).sum() == splits["test"]
     assert metrics["macro_f1"] == pytest.approx(_macro_f1_from_confusion(metrics["confusion"]))
