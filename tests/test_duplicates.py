@@ -35,7 +35,10 @@ def test_the_guard_drops_validation_copies_of_training_and_test_copies_of_either
     # Validation row 3 copies training row 0; test rows 5 and 7 copy training rows 1 and 2.
     kept_val, kept_test, counts = guard_splits(hashes, train, val, test, remove=True)
     assert kept_val.tolist() == [4] and kept_test.tolist() == [6]
-    assert counts == {"val_in_train": 1, "test_in_train": 2, "test_in_val": 0, "removed": True}
+    assert counts == {"val_in_train": 1, "test_in_train": 2, "test_in_val": 0, "test_copies": 2, "removed": True}
+    # A test row may copy a training row and a validation row at once: counted once among the copies.
+    _, _, both = guard_splits(["a", "b", "a", "a"], np.array([0, 1]), np.array([2]), np.array([3]), remove=True)
+    assert (both["test_in_train"], both["test_in_val"], both["test_copies"]) == (1, 1, 1)
     kept_val, kept_test, counts = guard_splits(hashes, train, val, test, remove=False)
     assert kept_val.tolist() == [3, 4] and kept_test.tolist() == [5, 6, 7] and counts["test_in_train"] == 2
 
@@ -52,25 +55,25 @@ def _doubled_csv(path, n=200, seed=0):
 
 
 def _copies_across(data, splits):
-    """Naively: test rows whose text is also in a training or validation row, and validation rows copied in train."""
+    """Naively: validation rows copied in training; test rows copied in training, in validation, in either."""
     train = {data.documents[i].strip() for i in splits.train}
     val = {data.documents[i].strip() for i in splits.val}
-    return (sum(data.documents[i].strip() in train for i in splits.val),
-            sum(data.documents[i].strip() in train | val for i in splits.test))
+    test = [data.documents[i].strip() for i in splits.test]
+    return (sum(data.documents[i].strip() in train for i in splits.val), sum(text in train for text in test),
+            sum(text in val for text in test), sum(text in train | val for text in test))
 
 
 def test_by_default_no_validation_or_test_document_has_a_copy_in_training(tmp_path):
     path = _doubled_csv(tmp_path / "doubled.csv")
     kept = compose_config("dataset=csv", f"dataset.path={path}", "dataset.dedup=false")
     data, splits = draw_splits(load_labelled_documents(kept.dataset), kept.dataset, kept.regime, 0)
-    val_copies, test_copies = _copies_across(data, splits)
+    val_in_train, test_in_train, test_in_val, test_copies = _copies_across(data, splits)
     assert test_copies > 60 and splits.duplicates["across_splits"] == {
-        "val_in_train": val_copies, "test_in_train": splits.duplicates["across_splits"]["test_in_train"],
-        "test_in_val": splits.duplicates["across_splits"]["test_in_val"], "removed": False}
-    assert max(splits.duplicates["across_splits"]["test_in_train"], 0) <= test_copies
+        "val_in_train": val_in_train, "test_in_train": test_in_train, "test_in_val": test_in_val,
+        "test_copies": test_copies, "removed": False}
     default = compose_config("dataset=csv", f"dataset.path={path}")
     data, splits = draw_splits(load_labelled_documents(default.dataset), default.dataset, default.regime, 0)
-    assert _copies_across(data, splits) == (0, 0) and len(data.documents) == 200
+    assert _copies_across(data, splits) == (0, 0, 0, 0) and len(data.documents) == 200
     assert splits.duplicates["removed"] == 200 and splits.duplicates["duplicate_rows"] == 200
 
 
@@ -83,7 +86,7 @@ def test_a_memorising_probe_scores_chance_on_labels_without_signal_once_copies_a
     assert kept["metrics"]["macro_f1"] > 0.75 and kept["splits"]["duplicates"]["across_splits"]["test_in_train"] > 40
     assert removed["metrics"]["macro_f1"] < 0.65
     assert removed["splits"]["duplicates"]["across_splits"] == {"val_in_train": 0, "test_in_train": 0,
-                                                                 "test_in_val": 0, "removed": True}
+                                                                 "test_in_val": 0, "test_copies": 0, "removed": True}
 
 
 def test_a_dataset_with_its_own_splits_keeps_its_test_copy_and_drops_the_training_one(tmp_path):
@@ -141,10 +144,38 @@ def test_a_loaded_probe_never_scores_a_document_it_trained_or_validated_on(tmp_p
                 tmp_path / "again")
     cfg = compose_config(*TINY_HIDDEN, "seed=1")
     data, splits = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, 1)
-    seen = sum(document_hash(data.documents[i]) in trained_on for i in splits.test)
-    assert seen > 0 and again["splits"]["duplicates"]["seen_by_loaded_probe"] == seen
-    assert again["splits"]["test"] == len(splits.test) - seen
+    seen_test = sum(document_hash(data.documents[i]) in trained_on for i in splits.test)
+    seen_val = sum(document_hash(data.documents[i]) in trained_on for i in splits.val)
+    assert seen_test > 0 and seen_val > 0
+    assert again["splits"]["duplicates"]["seen_by_loaded_probe"] == {"val": seen_val, "test": seen_test}
+    assert (again["splits"]["val"], again["splits"]["test"]) == (len(splits.val) - seen_val,
+                                                                  len(splits.test) - seen_test)
     assert len(trained_on) == first["splits"]["train"] + first["splits"]["val"]
+    # Its validation documents are others than a probe trained in this job would validate on: not comparable.
+    assert again["splits"]["keys"]["val"] != run(compose_config(*TINY_HIDDEN, "seed=1"), tmp_path / "own")[
+        "splits"]["keys"]["val"]
+
+
+def test_a_loaded_probes_transfer_targets_drop_what_it_trained_on_not_what_this_job_did(tmp_path):
+    run(compose_config(*TINY_HIDDEN), tmp_path / "first")
+    trained_on = set(json.loads((tmp_path / "first" / "probe" / "probe.json").read_text())["trained_on"])
+    # A job on another dataset (a few invented prompts), scoring the loaded probe on bastion as a transfer target:
+    # the target's test rows drawn at seed 1 hold many of the prompts the probe trained on at seed 0.
+    path = tmp_path / "other.csv"
+    pd.DataFrame({"text": [f"prompt number {i}" for i in range(40)],
+                  "label": ["benign", "malicious"] * 20}).to_csv(path, index=False)
+    target = ["+dataset@transfer.datasets.orig=bastion", "transfer.datasets.orig.name=orig",
+              "transfer.datasets.orig.limit=60"]
+    again = run(compose_config(*TINY_HIDDEN[:3], "logger=none", "dataset=csv", f"dataset.path={path}",
+                               "dataset.label_names=[benign,malicious]", "seed=1",
+                               f"probe.load={tmp_path / 'first' / 'probe'}", *target), tmp_path / "again")
+    cfg = compose_config(*TINY_HIDDEN)
+    from mosaic.data import make_splits
+
+    original = load_labelled_documents(cfg.dataset)
+    target_test = make_splits(original.labels, 1, 0.15, 0.25).test
+    expected = sum(document_hash(original.documents[i]) in trained_on for i in target_test)
+    assert expected > 0 and again["transfer"]["datasets"]["orig"]["seen_by_probe_removed"] == expected
 
 
 @pytest.mark.parametrize("regime", ["none", "normal"])

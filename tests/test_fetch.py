@@ -171,3 +171,8 @@ def test_fetch_lists_what_the_cells_that_run_read_and_leaves_out_the_rest():
     assert [(item.kind, item.repo_id) for item in items] == [
         ("dataset", "jackhhao/jailbreak-classification"), ("model", "google/gemma-2-9b"),
         ("sae", "google/gemma-scope-9b-pt-res"), ("model", "google/gemma-2-9b-it")]
+    # A bag of words reads the model's tokenizer when it reads what the model reads, and nothing of it otherwise.
+    bow = ["model=gemma2_2b", "features=bow", "model.path=null"]
+    assert [(item.kind, item.repo_id) for item in grid_items(expand_grid(bow).configs)] == [
+        ("model", "google/gemma-2-2b")]
+    assert grid_items(expand_grid([*bow, "features.truncate=false"]).configs) == []

@@ -373,9 +373,31 @@ def test_the_best_is_chosen_only_among_cells_validated_on_the_same_documents_and
 
 def test_a_report_says_when_duplicates_were_kept_and_when_labels_conflict(tmp_path):
     copies = {"dedup": False, "conflicting_texts": 3, "across_splits": {"val_in_train": 4, "test_in_train": 12,
-                                                                         "test_in_val": 2, "removed": False}}
+                                                                         "test_in_val": 2, "test_copies": 13,
+                                                                         "removed": False}}
     _job(tmp_path / "0", "hidden", "mean", "none", 3, 0.8, splits=_splits(test=40, **copies))
     text = write_report(tmp_path)["markdown"].read_text()
-    assert ("Duplicates kept (`dataset.dedup=false`, e.g. the peer's protocol): up to 12 of 40 test documents have a "
-            "copy in training or validation, which favours probes that memorise.") in text
+    assert ("Duplicates kept (`dataset.dedup=false`, e.g. the peer's protocol): in the job where they are most, 13 "
+            "of 40 test documents have a copy in training or validation, which favours probes that memorise.") in text
     assert "3 texts appear with conflicting labels (kept)." in text
+
+
+def test_a_family_is_declared_from_each_jobs_own_k_even_where_k_does_not_vary(tmp_path):
+    """Every cell at k = 16: SAE against hidden at k = 16 is a family of one, whatever else the directory holds."""
+    from scipy.stats import wilcoxon
+
+    differences = {"a": 0.05, "b": -0.03, "c": 0.04, "d": 0.02, "e": 0.06, "f": -0.01}
+    for dataset, difference in differences.items():
+        _suite_job(tmp_path / f"{dataset}-sae", dataset, "sae", 16, 0.7 + difference)
+        _suite_job(tmp_path / f"{dataset}-hidden", dataset, "hidden", 16, 0.7)
+    lines = write_report(tmp_path)["suite_markdown"].read_text().splitlines()
+    p = wilcoxon(list(differences.values())).pvalue
+    assert f"| features.type=sae | features.type=hidden | 6 | 4 / 0 / 2 | +0.022 | {p:.3g} | {p:.3g} | — |" in lines
+
+
+def test_seeds_that_reach_only_cross_validation_folds_are_not_replicates_of_the_test_score(tmp_path):
+    for seed in range(3):
+        _job(tmp_path / str(seed), "bow", "mean", "none", 3, 0.833, seed=seed, splits=_splits(),
+             randomness={"seed": seed, "seeded": ["cross-validation folds"], "pinned": {}})
+    [row] = _table(write_report(tmp_path))
+    assert "| 1 (3 seeds identical: the seed reaches no random draw) |" in row and "±" not in row

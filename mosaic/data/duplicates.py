@@ -73,14 +73,16 @@ def deduplicate(hashes: Sequence[str], labels: np.ndarray, split: np.ndarray | N
 def guard_splits(hashes: Sequence[str], train: np.ndarray, val: np.ndarray, test: np.ndarray, remove: bool
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Validation rows without a copy in training and test rows without a copy in training or validation
-    (with `remove`), and how many copies there were: `val_in_train`, `test_in_train`, `test_in_val`."""
+    (with `remove`), and how many copies there were: `val_in_train`, `test_in_train`, `test_in_val`, and
+    `test_copies` (test rows with a copy in either)."""
     in_train = {hashes[row] for row in train}
     in_val = {hashes[row] for row in val}
     val_copies = np.array([hashes[row] in in_train for row in val], dtype=bool)
     test_in_train = np.array([hashes[row] in in_train for row in test], dtype=bool)
     test_in_val = np.array([hashes[row] in in_val for row in test], dtype=bool)
     counts = {"val_in_train": int(val_copies.sum()), "test_in_train": int(test_in_train.sum()),
-              "test_in_val": int(test_in_val.sum()), "removed": remove}
+              "test_in_val": int(test_in_val.sum()), "test_copies": int((test_in_train | test_in_val).sum()),
+              "removed": remove}
     if not remove:
         return val, test, counts
     # A test copy of a removed validation row is a copy of its training twin too: one pass suffices.

@@ -33,7 +33,7 @@ import numpy as np
 
 from mosaic.data.datasets import LabelledDocuments
 from mosaic.data.duplicates import guard_splits
-from mosaic.data.splits import Splits, documents_and_labels_key, make_splits
+from mosaic.data.splits import Splits, make_splits, with_keys
 from mosaic.errors import DataError, NotApplicableError
 
 # The suite's class-imbalance range: the training size is the largest that both extremes allow.
@@ -217,7 +217,4 @@ def draw_splits(data: LabelledDocuments, dataset_cfg, cfg, seed: int) -> tuple[L
         raise DataError(f"every test document of {dataset_cfg.name} has a copy in training or validation: "
                         "nothing is left to test on")
     splits.duplicates = {**(data.duplicates or {}), "across_splits": across}
-    train_val = np.concatenate([splits.train, splits.val])
-    splits.keys = {"val": documents_and_labels_key(hashes, data.labels, splits.val),
-                   "train_val": documents_and_labels_key(hashes, data.labels, train_val)}
-    return data, splits
+    return data, with_keys(splits, hashes, data.labels)

@@ -43,6 +43,14 @@ def documents_and_labels_key(hashes: list[str], labels: np.ndarray, rows: np.nda
     return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
 
 
+def with_keys(splits: Splits, hashes: list[str], labels: np.ndarray) -> Splits:
+    """`splits` with `keys` computed from the rows they hold now: validation, and train + validation."""
+    train_val = np.concatenate([splits.train, splits.val])
+    splits.keys = {"val": documents_and_labels_key(hashes, labels, splits.val),
+                   "train_val": documents_and_labels_key(hashes, labels, train_val)}
+    return splits
+
+
 def _stratified(indices: np.ndarray, labels: np.ndarray, size: int, seed: int, what: str):
     try:
         return train_test_split(indices, test_size=size, stratify=labels[indices], random_state=seed)

@@ -90,9 +90,9 @@ def _duplicates_text(cells: list[Cell]) -> list[str]:
     kept = [row for row in rows if row["dedup"] is False and row["test_copies"] is not None]
     if kept:
         worst = max(kept, key=lambda row: row["test_copies"] / max(1, row["test_documents"] or 0))
-        lines.append(f"Duplicates kept (`dataset.dedup=false`, e.g. the peer's protocol): up to "
-                     f"{worst['test_copies']} of {worst['test_documents']} test documents have a copy in training or "
-                     "validation, which favours probes that memorise.")
+        lines.append(f"Duplicates kept (`dataset.dedup=false`, e.g. the peer's protocol): in the job where they are "
+                     f"most, {worst['test_copies']} of {worst['test_documents']} test documents have a copy in "
+                     "training or validation, which favours probes that memorise.")
     conflicting = max((row["conflicting_texts"] or 0 for row in rows), default=0)
     if conflicting:
         lines.append(f"{conflicting} texts appear with conflicting labels"

@@ -29,6 +29,9 @@ import numpy as np
 NOT_A_SETTING = ("logger.", "sweep.")
 # Config keys that never tell two experiments apart: the seed is averaged over, and the keys above.
 NOT_AN_EXPERIMENT = ("seed", *NOT_A_SETTING)
+# The random draws (results.json's `randomness.seeded`) that can change a job's validation and test scores; cross-
+# validation folds and transfer targets' splits change only their own columns.
+SCORED_DRAWS = ("splits", "probe", "SAE training")
 # A selection set (validation documents, or train+val for cross-validation) smaller than this ranks nothing:
 # with 20 documents one document moves macro F1 by about 0.05.
 MIN_SELECTION_DOCUMENTS = 20
@@ -106,8 +109,10 @@ def job_row(results: dict[str, Any], keys: list[str]) -> dict[str, Any]:
         # always predicting the majority outcome, to read the probe's scores against.
         "base_rate": (results.get("behaviour") or {}).get("test_base_rate"),
         "majority_accuracy": (results.get("behaviour") or {}).get("test_majority_accuracy"),
-        # Whether the seed reached a random draw (None: a job written before results said so).
-        "seeded": None if "randomness" not in results else bool(results["randomness"]["seeded"]),
+        "k": cfg["probe"].get("k"),
+        # Whether the seed reached a draw that changes the scores (None: a job written before results said so).
+        "seeded": None if "randomness" not in results else bool(set(results["randomness"]["seeded"])
+                                                                  & set(SCORED_DRAWS)),
         "val_key": (splits.get("keys") or {}).get("val"),
         "train_val_key": (splits.get("keys") or {}).get("train_val"),
         # Split sizes (None: not recorded, e.g. a hand-made results file).
@@ -122,8 +127,11 @@ def job_row(results: dict[str, Any], keys: list[str]) -> dict[str, Any]:
 
 
 def _test_copies(duplicates: dict[str, Any]) -> int | None:
+    """Test documents with a copy in training or validation (at least the larger count, for older results)."""
     across = duplicates.get("across_splits")
-    return None if across is None else max(across["test_in_train"], across["test_in_val"])
+    if across is None:
+        return None
+    return across.get("test_copies", max(across["test_in_train"], across["test_in_val"]))
 
 
 def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:

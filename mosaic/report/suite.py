@@ -119,7 +119,7 @@ def holm(p_values: list[float], family_size: int) -> list[float]:
 def _declared(cell: Cell) -> list[tuple[str, str]]:
     """The (features, probe) baselines an SAE method is compared with, each at the method's own context."""
     own = [("hidden", cell.first("probe"))]
-    if cell.setting.get("probe.k") is None and cell.first("probe") in ("linear", "sklearn"):
+    if cell.first("k") is None and cell.first("probe") in ("linear", "sklearn"):
         own += [("hidden", probe) for probe in BASELINE_PROBES]
     return own
 
