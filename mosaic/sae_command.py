@@ -34,36 +34,35 @@ def _job_config(overrides: list[str]) -> DictConfig:
 
 
 def _job_context(cfg: DictConfig):
-    """The job's data, splits and feature context, as `pipeline.run` makes them (same protected documents)."""
+    """The job's data, splits and feature context, prepared as the job prepares them (`prepare.prepare_job`:
+    the same behaviour labels, splits and protected documents, so the same SAE keys)."""
     from mosaic.activations.store import lazy_model
-    from mosaic.data import draw_splits, load_labelled_documents
-    from mosaic.featurize import FeatureContext
-    from mosaic.pipeline import protected_documents
+    from mosaic.features.types import FeatureContext
+    from mosaic.prepare import prepare_job
     from mosaic.timing import Stopwatch
-    from mosaic.transfer import transfer_datasets
 
-    data, splits = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)
-    protected = protected_documents(data, transfer_datasets(cfg, data, splits))
-    context = FeatureContext(Stopwatch(), lazy_model(cfg.model), protected)
-    return data, splits, context
+    job = prepare_job(cfg)
+    return job.data, job.splits, FeatureContext(Stopwatch(), lazy_model(cfg.model), job.protected)
 
 
 def train(overrides: list[str]) -> dict[str, Any]:
     """Train (or find in the cache) the SAE a job with these overrides would train; returns its training record."""
-    from mosaic.activations.plan import Sweep, plan_encoders, training_record
+    from mosaic.features.types import Sweep, job_sae, plan_encoders
 
     cfg = _job_config(overrides)
-    if cfg.sae.source != "trained":
-        raise MosaicError(f"sae train builds SAEs MOSAIC trains, but sae.source={cfg.sae.source!r}: use sae=trained")
+    source = job_sae(cfg)
+    if source is None or not source.trains:
+        raise MosaicError(f"sae train builds SAEs MOSAIC trains, but this job reads features.type="
+                          f"{cfg.features.type!r}, sae.source={cfg.sae.source!r}: use features=sae sae=trained")
     data, splits, context = _job_context(cfg)
     _, encoder = plan_encoders(cfg, data, splits, Sweep(), context.protected, context.model)
     identity = encoder.resolve()
-    return {"key": identity["key"], **(training_record(identity) or {})}
+    return {"key": identity["key"], **(source.training(identity) or {})}
 
 
 def evaluate(overrides: list[str]) -> dict[str, Any]:
     """The quality of the job's SAE on the job's documents (its activation entry is built if missing)."""
-    from mosaic.featurize import build_features
+    from mosaic.features.types import build_features
 
     cfg = _job_config(overrides)
     data, splits, context = _job_context(cfg)
@@ -87,7 +86,7 @@ def _row(fields: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
 
 def listing() -> list[tuple[str, dict[str, Any]]]:
     """Every trained SAE in the cache: its key and a row of what it is and how it trained."""
-    from mosaic.activations.plan import training_record
+    from mosaic.activations.saes.sources.trained import training_record
 
-    return [(entry.key, _row(entry.fields, training_record({"source": "trained", "key": entry.key}) or {}))
+    return [(entry.key, _row(entry.fields, training_record(entry.key) or {}))
             for entry in list_entries("saes")]

@@ -1,6 +1,6 @@
 """Transfer: a job's probe scored on other datasets' test splits and on other models' features.
 
-Every target is read through the job's own encoder (`featurize.Features.encoder`), so the probe
+Every target is read through the job's own encoder (`features.types.Features.encoder`), so the probe
 sees features of the SAE it was trained on: an SAE MOSAIC trains is never retrained on a target's
 model or documents. A target never scores a document the probe trained or validated on: the job's
 own dataset as a target is scored on the job's own test rows, and another dataset's test rows lose
@@ -20,7 +20,7 @@ from mosaic.activations.store import lazy_model
 from mosaic.data import LabelledDocuments, Splits, load_labelled_documents, make_splits
 from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics
-from mosaic.featurize import FeatureContext, Features, build_features, unsplit
+from mosaic.features.types import FeatureContext, Features, build_features, unsplit
 from mosaic.probes import Probe
 
 

@@ -23,6 +23,29 @@ def private_cache(tmp_path_factory):
     return path
 
 
+SCHEMA_FILE = REPO / "docs" / "results.schema.json"
+
+
+@pytest.fixture(autouse=True)
+def results_fit_the_published_schema(monkeypatch):
+    """Every results.json a test's jobs write is checked against docs/results.schema.json (JSON Schema, by the
+    `jsonschema` package) before it is written."""
+    import json
+
+    import jsonschema
+
+    import mosaic.record.results as results
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    write = results.write_json_atomic
+
+    def checked(path, payload):
+        validator.validate(payload)
+        return write(path, payload)
+
+    monkeypatch.setattr(results, "write_json_atomic", checked)
+
+
 def compose_config(*overrides: str):
     """The job config `run.py` would see for these command-line overrides."""
     from mosaic.config import compose

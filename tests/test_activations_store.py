@@ -11,8 +11,8 @@ import scipy.sparse as sp
 
 import mosaic.activations.store as store
 from mosaic.__main__ import main as mosaic_cli
-from mosaic.activations.plan import Sweep
 from mosaic.cache import list_entries, read_entry
+from mosaic.features.types import Sweep
 from mosaic.pipeline import run
 from tests.conftest import REPO, compose_config
 
@@ -80,7 +80,7 @@ def test_the_first_job_of_a_sweep_caches_its_siblings_from_one_forward(tmp_path,
 
 def test_a_layer_sweeps_trained_saes_share_one_forward_over_their_corpus(tmp_path, own_cache, monkeypatch):
     """Three layers' SAEs train on one corpus extraction, and each is the SAE its layer would get alone."""
-    import mosaic.activations.plan as plan
+    import mosaic.activations.forward as plan
     from mosaic.cache import file_sha256
 
     calls = []
@@ -152,7 +152,7 @@ def _tiny_model_dir(directory, seed=0):
     import torch
     import transformers as tf
 
-    from mosaic.activations.model_sources import _minilm_path
+    from mosaic.activations.model_sources.minilm import minilm_path as _minilm_path
 
     torch.manual_seed(seed)
     model = tf.GPT2Model(tf.GPT2Config(vocab_size=30522, n_embd=32, n_layer=4, n_head=4, n_positions=1024))

@@ -20,7 +20,7 @@ def _reference_choices(cfg, documents):
     import transformers as tf
 
     from mosaic.activations import load_model
-    from mosaic.behaviour import answering_model_config
+    from mosaic.config.resolved import answering_model_config
 
     loaded = load_model(answering_model_config(cfg))
     lm = tf.GPT2LMHeadModel(loaded.model.config)

@@ -20,6 +20,7 @@ def test_every_group_option_composes_and_validates(group, tmp_path):
     data = tmp_path / "data.csv"
     data.write_text("text,label\na,x\nb,y\n")
     (tmp_path / "cfg.json").write_text("{}")
+    (tmp_path / "sae_weights.safetensors").write_bytes(b"")
     needs = {
         ("dataset", "csv"): [f"dataset.path={data}"],
         ("dataset", "jsonl"): [f"dataset.path={data}"],

@@ -126,7 +126,7 @@ def test_a_suite_task_reads_offline_with_the_peers_label_encoding(task):
     import zstandard  # noqa: F401 - pandas needs it for the package's .csv.zst files
     from sklearn.preprocessing import LabelEncoder
 
-    from mosaic.data.sae_probes import data_folder
+    from mosaic.data.sources.sae_probes import data_folder
 
     raw = pd.read_csv(data_folder() / "cleaned_data" / f"{task}.csv.zst", compression="zstd")
     cfg = compose_config("dataset=sae_probes", f"dataset.task={task}", "dataset.dedup=false").dataset
@@ -139,7 +139,7 @@ def test_a_suite_task_reads_offline_with_the_peers_label_encoding(task):
 
 
 def test_the_suite_lists_113_binary_and_20_multiclass_tasks_and_8_shifted_test_sets():
-    from mosaic.data import sae_probes
+    from mosaic.data.sources import sae_probes
 
     kinds = list(sae_probes.tasks().values())
     assert (kinds.count("binary"), kinds.count("multiclass")) == (113, 20)
@@ -152,7 +152,7 @@ def test_an_unknown_suite_task_is_one_line_naming_it():
     with pytest.raises(DataError, match=r"dataset.task='96_not_a_task' is not a classification task of sae-probes"):
         load_labelled_documents(compose_config("dataset=sae_probes", "dataset.task=96_not_a_task").dataset)
     with pytest.raises(DataError, match="has no out-of-distribution test set"):
-        from mosaic.data.sae_probes import read_ood
+        from mosaic.data.sources.sae_probes import read_ood
 
         read_ood("95_toxic_is")
 
@@ -161,7 +161,7 @@ def test_the_suite_experiment_sweeps_every_binary_task_of_the_installed_suite():
     from omegaconf import OmegaConf
 
     from mosaic.config import CONF_DIR
-    from mosaic.data.sae_probes import tasks
+    from mosaic.data.sources.sae_probes import tasks
 
     swept = OmegaConf.load(CONF_DIR / "experiment" / "sae_probes_suite.yaml").hydra.sweeper.params["dataset.task"]
     assert swept.split(",") == [task for task, kind in tasks().items() if kind == "binary"]

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mosaic.config import CONF_DIR as CONF
-from mosaic.record import slurm_info
+from mosaic.record.files import slurm_info
 from tests.conftest import REPO
 
 # Four cheap cells: the tiny random GPT-2's hidden state, pooled four ways, the sklearn probe.

@@ -8,11 +8,12 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from mosaic.activations.plan import Sweep
+from mosaic.activations.forward import CHARS_PER_TOKEN
 from mosaic.cache import list_entries
 from mosaic.data import load_labelled_documents
+from mosaic.features.types import Sweep
 from mosaic.grid.cells import expand_grid
-from mosaic.grid.plan import CHARS_PER_TOKEN, format_plan, forward_seconds, plan_grid
+from mosaic.grid.plan import format_plan, forward_seconds, plan_grid
 from mosaic.pipeline import run
 from tests.conftest import REPO
 
@@ -186,8 +187,9 @@ def test_a_local_sae_serves_its_own_layer_only_so_each_layer_runs_its_own_forwar
 
 def test_behaviour_answers_are_read_from_the_cache_for_the_cells_device_and_never_scored_by_the_plan(monkeypatch,
                                                                                                      tmp_path):
-    from mosaic.behaviour import ANSWERS_FILE, answering_model_config, answers_fields
+    from mosaic.behaviour import ANSWERS_FILE, answers_fields
     from mosaic.cache import cached_directory
+    from mosaic.config.resolved import answering_model_config
 
     overrides = ["experiment=behaviour_arith", "regime=normal", "features=hidden", "model=tiny_gpt2", "layer=1",
                  "max_length=32,48"]
@@ -212,3 +214,36 @@ def test_behaviour_answers_are_read_from_the_cache_for_the_cells_device_and_neve
     assert on_gpus.behaviour_forwards == ["gemma3_270m answers 37_arith_mc"]
     # Planned for this machine's CPU, neither is cached: two answering forwards, none run by the plan.
     assert here.behaviour_forwards == ["gemma3_270m answers 37_arith_mc"] * 2
+
+
+def test_the_plan_and_the_jobs_agree_on_every_cache_key_and_forward(tmp_path, monkeypatch):
+    """A mixed grid (hidden state, a local SAE, a trained SAE prepared with `sae train`; two layers, two poolings,
+    two seeds under a regime that draws documents): the plan, a dry run of each job's own preparation, names the
+    activation entry every job then reads, and counts the forwards the jobs then run."""
+    import mosaic.activations.store as store
+    from mosaic.sae_command import train
+    from tests.conftest import jumprelu_sae
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    local = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
+    # One trained SAE per layer for both seeds (sae.seed pins it), built before planning so the plan knows its key.
+    shared = ["model=tiny_gpt2", "logger=none", "probe=sklearn", "model.device=cpu", "sae.train_docs=60",
+              "sae.train_epochs=1", "sae.allow_any_hook=true", "sae.seed=0"]
+    grids = [[*shared, "features=hidden,sae", "sae=local", f"sae.path={local}", "layer=1", "pooling=mean,max",
+              "dataset.limit=40"],
+             [*shared, "features=sae", "layer=0,1", "seed=0,1", "regime=normal", "dataset=sae_probes",
+              "dataset.task=117_us_state_FL", "dataset.limit=300", "max_length=16"]]
+    for layer in (0, 1):
+        train([*shared, "layer=" + str(layer), "dataset=sae_probes", "dataset.task=117_us_state_FL",
+               "dataset.limit=300", "max_length=16", "regime=normal"])
+    real, forwards = store.extract_activations, []
+    monkeypatch.setattr(store, "extract_activations", lambda *a, **k: forwards.append(1) or real(*a, **k))
+    for number, overrides in enumerate(grids):
+        grid = expand_grid(overrides)
+        with loading_no_model():
+            plan = plan_grid(grid, None, "cpu")
+        forwards.clear()
+        keys = [run(cfg, tmp_path / f"grid{number}" / str(cell), grid.sweep)["cache"]["key"]
+                for cell, cfg in enumerate(grid.configs)]
+        assert [cell.entry.key for cell in plan.cells] == keys
+        assert len(plan.forwards) == len(forwards) > 0

@@ -228,7 +228,7 @@ def test_lightning_and_sklearn_probes_reach_one_optimum_on_real_features(tmp_pat
     """MiniLM's residual stream (and TF-IDF) of the packaged prompts: the benchmark's parity goal as a test."""
     from mosaic.activations.store import lazy_model
     from mosaic.data import load_labelled_documents, make_splits
-    from mosaic.featurize import FeatureContext, build_features
+    from mosaic.features.types import FeatureContext, build_features
     from mosaic.pipeline import run
     from mosaic.probes import load_probe
     from mosaic.timing import Stopwatch

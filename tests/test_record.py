@@ -103,3 +103,26 @@ def test_a_sweeps_offline_runs_group_themselves_named_and_tagged_with_results_js
         assert logged_numbers == pytest.approx(expected)
         [saved] = list((sweep / job / "wandb").glob("offline-run-*/files/results.json"))
         assert json.loads(saved.read_text())["metrics"] == metrics
+
+
+def test_the_published_json_schema_is_the_one_the_typed_results_generate():
+    """docs/results.schema.json is `python -m mosaic schema`'s output: regenerate it when `record.Results` changes."""
+    from mosaic.record import json_schema
+    from tests.conftest import SCHEMA_FILE
+
+    assert json.loads(SCHEMA_FILE.read_text()) == json_schema()
+
+
+def test_results_that_do_not_fit_the_schema_are_refused_before_anything_is_written(tmp_path):
+    import jsonschema
+
+    from mosaic.record import write_results
+    from tests.conftest import SCHEMA_FILE
+
+    path = tmp_path / "results.json"
+    with pytest.raises(ValueError, match="metrics"):
+        write_results(path, {"schema": 4, "config_hash": "x"})
+    assert not path.exists()
+    # The published schema refuses what the types refuse: a key results.json does not have.
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    assert any("seeds" in error.message for error in validator.iter_errors({"seeds": 3}))

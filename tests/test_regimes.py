@@ -97,7 +97,7 @@ def test_the_suites_regimes_need_a_binary_task():
 def test_covariate_shift_tests_on_the_tasks_out_of_distribution_set():
     from mosaic.config import compose
     from mosaic.data import load_labelled_documents
-    from mosaic.data.sae_probes import read_ood
+    from mosaic.data.sources.sae_probes import read_ood
 
     cfg = compose("dataset=sae_probes", "dataset.task=87_glue_cola", "regime=covariate_shift")
     original = load_labelled_documents(cfg.dataset)
@@ -113,7 +113,7 @@ def test_an_ood_set_with_other_class_names_is_encoded_by_sorted_position_as_the_
 
     from mosaic.config import compose
     from mosaic.data import load_labelled_documents
-    from mosaic.data.sae_probes import read_ood
+    from mosaic.data.sources.sae_probes import read_ood
 
     cfg = compose("dataset=sae_probes", "dataset.task=90_glue_qnli", "regime=covariate_shift")
     data, splits = draw_splits(load_labelled_documents(cfg.dataset), cfg.dataset, cfg.regime, cfg.seed)

@@ -9,19 +9,36 @@ from mosaic.__main__ import main as mosaic_cli
 from mosaic.report import write_report
 
 
+def _metrics(f1, auroc=None):
+    return {"macro_f1": f1, "accuracy": f1, "balanced_accuracy": f1, "auroc": auroc, "per_class": {},
+            "confusion": [[1, 0], [0, 1]]}
+
+
 def _job(directory, features, pooling, binarize, layer, macro_f1, dataset="bastion", seed=0, val=None, probe=None,
          cv=None, auroc=None, **extra):
+    """A job's results.json, complete (it must fit `record.Results`), with the scores a test sets."""
     directory.mkdir(parents=True)
+    sae = {"source": "trained", "key": "0123456789abcdef", "name": "trained 0123456789ab"}
+    cv_record = None if cv is None else {"folds": 5, "fold_macro_f1": [], "data": "train+val", "refit_per_fold": [],
+                                         "not_held_out": None, **cv}
     results = {
+        "schema": 4, "config_hash": f"{directory}",
         "config": {"dataset": {"name": dataset}, "model": {"name": "minilm"}, "layer": layer,
                    "sae": {"width": "16k"}, "features": {"type": features}, "pooling": {"method": pooling},
                    "binarize": {"method": binarize}, "probe": {"type": "linear", "C": 1.0, **(probe or {})},
                    "seed": seed, "logger": {"type": "none"}},
-        "features": {"type": features, "width": 3072} if features == "sae" else {"type": features},
-        "metrics": {"macro_f1": macro_f1, "accuracy": macro_f1, "auroc": auroc,
-                    "val": {"macro_f1": macro_f1 if val is None else val}, **({"cv": cv} if cv else {})},
+        "inputs": {},
+        "features": {"type": features, "n_features": 3072, "nnz_per_doc": 1.0,
+                     **({} if features == "bow" else {"layer": layer}),
+                     **({"width": 3072, "sae": sae} if features == "sae" else {})},
+        "metrics": {**_metrics(macro_f1, auroc), "val": _metrics(macro_f1 if val is None else val),
+                    **({"cv": cv_record} if cv else {})},
         "hyperparameters": {"C": {"configured": 1.0, "chosen": (probe or {}).get("C", 1.0)}},
+        "splits": {"train": 100, "val": 30, "test": 50},
+        "probe": {}, "top_features": [], "transfer": None, "behaviour": None, "cache": {"hit": None, "key": None},
+        "timings_s": {},
         **extra,
+        "run": {"started": "", "finished": "", "host": "", "slurm": None, "versions": {}, **extra.get("run", {})},
     }
     (directory / "results.json").write_text(json.dumps(results))
 
@@ -64,7 +81,7 @@ def test_experiments_that_differ_in_any_key_are_never_averaged_and_seeds_are(tmp
     _job(tmp_path / "1", "sae", "mean", "none", 3, 0.54, val=0.62, seed=1)
     _job(tmp_path / "2", "sae", "mean", "none", 3, 0.95, val=0.55, probe={"C": 10.0})  # best on test only
     _job(tmp_path / "3", "sae", "mean", "none", 3, 0.70, val=0.70, probe={"type": "tree"})
-    _job(tmp_path / "4", "sae", "mean", "none", 3, 0.65, val=0.66, binarize_threshold=None)
+    _job(tmp_path / "4", "sae", "mean", "none", 3, 0.65, val=0.66)
     results = json.loads((tmp_path / "4" / "results.json").read_text())
     results["config"]["binarize"]["threshold"] = 0.5
     (tmp_path / "4" / "results.json").write_text(json.dumps(results))
@@ -127,7 +144,7 @@ def test_report_of_an_empty_directory_is_a_one_line_error(tmp_path, capsys):
 
 
 def _scores(**macro_f1):
-    return {"datasets": {name: {"macro_f1": value} for name, value in macro_f1.items()}, "models": {}}
+    return {"datasets": {name: _metrics(value) for name, value in macro_f1.items()}, "models": {}}
 
 
 def test_transfer_matrix_is_exact_averages_seeds_and_leaves_unscored_pairs_missing(tmp_path):
@@ -287,8 +304,10 @@ def test_the_sae_quality_table_has_one_row_per_sae_and_dataset(tmp_path):
         return {"tokens": tokens, "fvu": fvu, "l0": 32.0, "dead_fraction": 0.002 if loss else 0.05,
                 "always_on_fraction": 0.0, "reference": reference, "next_token_loss": loss, "held_out": True}
 
-    trained = {"source": "trained", "key": "abcdef0123456789"}
-    scope = {"source": "gemma_scope", "release": "gemma-scope-2b-pt-res-canonical", "id": "layer_3/width_16k/canonical"}
+    # Named as their sources name them in results.json (`features.sae.name`).
+    trained = {"source": "trained", "key": "abcdef0123456789", "name": "trained abcdef012345"}
+    scope = {"source": "gemma_scope", "release": "gemma-scope-2b-pt-res-canonical", "id": "layer_3/width_16k/canonical",
+             "name": "gemma-scope-2b-pt-res-canonical layer_3/width_16k/canonical"}
     loss = {"ce_increase": 0.25, "kl": 0.2, "loss_recovered": 0.9}
     for number, (sae, fvu, pooling) in enumerate([(trained, 0.2, "mean"), (trained, 0.2, "max"), (scope, 0.3, "mean")]):
         _job(tmp_path / str(number), "sae", pooling, "none", 3, 0.8)

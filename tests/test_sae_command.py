@@ -2,7 +2,7 @@
 
 import pytest
 
-import mosaic.activations.plan as plan
+import mosaic.activations.saes.train as training
 from mosaic.__main__ import main as mosaic_cli
 from mosaic.pipeline import run
 from tests.conftest import compose_config
@@ -20,7 +20,7 @@ def test_sae_train_builds_the_sae_the_job_then_reads_without_training(tmp_path, 
     def refuse(*args, **kwargs):
         raise AssertionError("the job must find the SAE `sae train` built")
 
-    monkeypatch.setattr(plan, "train_sae", refuse)
+    monkeypatch.setattr(training, "train_sae", refuse)
     results = run(compose_config(*SAE, "logger=none", "probe=sklearn"), tmp_path / "job")
     capsys.readouterr()
     assert results["features"]["sae"]["key"] == key
@@ -48,3 +48,29 @@ def test_a_bad_sae_command_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys,
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.safetensors"))
+
+
+def test_sae_train_on_a_behaviour_job_keys_the_sae_its_job_trains_on_its_relabelled_training_split(tmp_path,
+                                                                                                monkeypatch):
+    """Behaviour labels change the regime's draws, so the training split an SAE trains on: `sae train` prepares the
+    job as the job does (`prepare.prepare_job`), and names the same SAE."""
+    import numpy as np
+
+    from mosaic.behaviour import ANSWERS_FILE, answers_fields
+    from mosaic.cache import cached_directory
+    from mosaic.config.resolved import answering_model_config
+    from mosaic.data import load_labelled_documents
+    from mosaic.sae_command import train
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    overrides = ["experiment=behaviour_arith", "model=tiny_gpt2", "layer=1", "features=sae", "regime=normal",
+                 "sae.train_corpus=train_split", "sae.train_epochs=1", "sae.train_docs=200", "max_length=32"]
+    cfg = compose_config(*overrides)
+    documents = load_labelled_documents(cfg.dataset).documents
+    rng = np.random.default_rng(0)
+    # As if the answering model had answered on this machine: random answers, about a quarter of them right.
+    cached_directory("behaviour", answers_fields(cfg, answering_model_config(cfg), documents, "cpu"),
+                     lambda target: np.save(target / ANSWERS_FILE, rng.normal(size=(len(documents), 4))))
+    built = train(overrides)
+    results = run(cfg, tmp_path / "job")
+    assert results["features"]["sae"]["key"] == built["key"] and results["behaviour"]["cache"]["hit"] is True

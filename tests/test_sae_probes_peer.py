@@ -22,7 +22,7 @@ def peer():
 
 
 def test_the_binary_tasks_are_the_peers(peer):
-    from mosaic.data.sae_probes import tasks
+    from mosaic.data.sources.sae_probes import tasks
 
     assert [task for task, kind in tasks().items() if kind == "binary"] == peer.utils_data.get_numbered_binary_tags()
 

@@ -12,7 +12,7 @@ from tests.conftest import TINY_HIDDEN, compose_config
 
 def test_crossmodel_transfer_reads_through_the_jobs_own_sae_and_never_trains_one_on_the_target(tmp_path,
                                                                                               monkeypatch):
-    import mosaic.activations.plan as encoders
+    import mosaic.activations.forward as encoders
     from mosaic.cache import list_entries, remove_entry
 
     trained_with = []

@@ -11,6 +11,7 @@ where the processor put the image token id (never at assumed offsets).
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ from mosaic.activations.models import LoadedModel, transformer_blocks
 
 # Texts are batched so that at most this share of a batch's tokens is padding (`token_budget_batches`).
 MAX_PADDING = 0.1
+# Tokens a text is estimated to have before tokenizing: about four characters a token for English BPE vocabularies.
+CHARS_PER_TOKEN = 4
 
 
 @dataclass
@@ -105,6 +108,14 @@ def read_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[s
         cut += kept.strip() != text.strip()
         read.append(kept)
     return read, cut
+
+
+def estimated_tokens(documents: Sequence, max_length: int) -> int | None:
+    """Tokens a forward reads, estimated without a tokenizer: each text's characters / `CHARS_PER_TOKEN` (plus
+    one special token), at most `max_length`; None for images."""
+    if not all(isinstance(document, str) for document in documents):
+        return None
+    return sum(min(max_length, math.ceil(len(document) / CHARS_PER_TOKEN) + 1) for document in documents)
 
 
 def image_inputs(loaded: LoadedModel, images: Sequence[bytes]) -> tuple[dict, torch.Tensor]:

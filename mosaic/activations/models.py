@@ -1,6 +1,6 @@
 """Load the network whose residual stream MOSAIC reads, and find its transformer blocks.
 
-How each `model.source` is obtained lives in `model_sources.py`; this module is what every source shares.
+How each `model.source` is obtained lives in `model_sources/`; this module is what every source shares.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from mosaic.activations.model_sources import MODEL_SOURCES
+from mosaic.activations.model_sources import model_source
 from mosaic.cache import directory_fingerprint
 from mosaic.errors import MosaicError
 
@@ -100,12 +100,12 @@ def weights_fingerprint(cfg) -> dict[str, str]:
     """
     if cfg.path is not None:
         return {"files": directory_fingerprint(Path(cfg.path))}
-    return MODEL_SOURCES[cfg.source].weights(cfg)
+    return model_source(cfg).weights(cfg)
 
 
 def load_tokenizer(cfg):
     """The model's tokenizer alone, set to pad and truncate as the model's forward does."""
-    tokenizer = MODEL_SOURCES[cfg.source].tokenizer(cfg)
+    tokenizer = model_source(cfg).tokenizer(cfg)
     tokenizer.padding_side = cfg.padding_side
     tokenizer.truncation_side = cfg.truncation_side
     return tokenizer
@@ -115,7 +115,7 @@ def load_model(cfg) -> LoadedModel:
     """Load the model described by a `ModelConfig` in inference mode, offline where it can be."""
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    model, tokenizer, processor = MODEL_SOURCES[cfg.source].load(cfg, dtype)
+    model, tokenizer, processor = model_source(cfg).load(cfg, dtype)
     tokenizer.padding_side = cfg.padding_side
     tokenizer.truncation_side = cfg.truncation_side
     n_blocks = len(transformer_blocks(model))

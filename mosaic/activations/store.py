@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mosaic.activations import LoadedModel, extract_activations, load_model
+from mosaic.activations.encoder import Encoder
 from mosaic.activations.forward import offsets_from_lengths
 from mosaic.activations.models import weights_fingerprint
 from mosaic.activations.saes import check_sae_fits, encode_tokens
@@ -45,23 +46,6 @@ CHUNK_DOCUMENTS = 1024
 EXTRACTION_VERSION = 3
 # An SAE entry's measured quality (reconstruction, sparsity, next-token loss).
 QUALITY_FILE = "quality.json"
-
-
-@dataclass
-class Encoder:
-    """Turns a layer's residual stream into cached features: the hidden state itself, or an SAE.
-
-    `resolve()` returns its identity, part of the cache key (for an SAE, the SHA-256 of its weights:
-    it may have to train or download the SAE first, so it runs only when the key is needed);
-    `load()` returns the SAE, and is None for the hidden state; `ready()` says whether `resolve()`
-    would answer without training or downloading anything, and `planned()` what identifies it until
-    then (a trained SAE's cache key, a Gemma Scope SAE's release and id): a grid's plan asks both.
-    """
-
-    resolve: Callable[[], dict[str, Any]]
-    load: Callable[[], Any] | None = None
-    ready: Callable[[], bool] = lambda: True
-    planned: Callable[[], dict[str, Any]] = lambda: {}
 
 
 HIDDEN = Encoder(lambda: {"type": "hidden", "poolings": list(HIDDEN_POOLINGS)})

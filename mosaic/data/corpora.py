@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from mosaic.data import sae_probes
 from mosaic.data.datasets import document_hash
-from mosaic.data.sources import DATASET_SOURCES
+from mosaic.data.sources import DATASET_SOURCES, sae_probes
 
 
 def _tweets() -> list[str]:

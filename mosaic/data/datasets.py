@@ -1,4 +1,4 @@
-"""Check a dataset source's table (read in `sources.py`) and turn it into documents and integer labels.
+"""Check a dataset source's table (read in `sources/`) and turn it into documents and integer labels.
 
 A document is a text (`str`) or, for `dataset.modality=image`, one encoded image file (`bytes`:
 PNG, JPEG, ...), decoded only when a model reads it, so a large image dataset stays compressed in
@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from mosaic.data.duplicates import deduplicate
-from mosaic.data.sources import DATASET_SOURCES, HUB_SPLIT_COLUMN
+from mosaic.data.sources import dataset_source
+from mosaic.data.sources.hub import HUB_SPLIT_COLUMN
 from mosaic.errors import DataError
 
 _SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "dev": "val", "test": "test"}
@@ -139,7 +140,7 @@ def load_labelled_documents(cfg) -> LabelledDocuments:
     Labels are mapped to integers in the order of `label_names` when given (so class 1 is the
     positive class of a binary task), else in sorted order.
     """
-    table = DATASET_SOURCES[cfg.source].read(cfg)
+    table = dataset_source(cfg).read(cfg)
     if len(table) == 0:
         raise DataError(f"dataset {cfg.name} has no documents")
     if cfg.modality == "image":

@@ -159,7 +159,7 @@ def _label_noise(data, dataset_cfg, cfg, seed):
 
 
 def _covariate_shift(data, dataset_cfg, cfg, seed):
-    from mosaic.data.sae_probes import read_ood
+    from mosaic.data.sources.sae_probes import read_ood
 
     rows = data.labels[:_SHIFT_ROWS]
     pool, _, notes = balanced_indices(rows, seed, min(cfg.max_train, len(rows)), 0)
@@ -199,6 +199,32 @@ REGIMES: dict[str, Callable[..., tuple[LabelledDocuments, Splits]]] = {
     "label_noise": _label_noise,
     "covariate_shift": _covariate_shift,
 }
+
+
+def validate_regime(cfg) -> None:
+    """Refuse, in one line, a regime whose settings or dataset cannot give it (before anything loads)."""
+    from mosaic.config.validate import require
+    from mosaic.data.sources import dataset_source
+
+    regime = cfg.regime
+    if regime.type == "scarcity":
+        require(regime.n_train is not None and 2 <= regime.n_train <= regime.max_train, "regime.n_train",
+                regime.n_train, f"regime=scarcity needs a training size from 2 to regime.max_train={regime.max_train}")
+    if tests_on_other_documents(regime):
+        require(dataset_source(cfg.dataset).shifted_test_sets, "regime", regime.type,
+                "needs a sparse-probing task with an out-of-distribution set (dataset=sae_probes; "
+                "`python -m mosaic tasks` marks them)", NotApplicableError)
+
+
+def tests_on_other_documents(regime) -> bool:
+    """Whether the regime's test set is another dataset's documents (a covariate-shifted one)."""
+    return regime.type == "covariate_shift"
+
+
+def draws_documents(regime) -> bool:
+    """Whether the regime draws the job's rows (and so, for some, its documents and labels) from the seed: every
+    regime but MOSAIC's own split, whose documents are the dataset's whatever the seed."""
+    return regime.type != "none"
 
 
 def draw_splits(data: LabelledDocuments, dataset_cfg, cfg, seed: int) -> tuple[LabelledDocuments, Splits]:

@@ -13,9 +13,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mosaic.activations.plan import Sweep
 from mosaic.config import CONF_DIR, check_group_overrides, check_value_overrides, register_configs
 from mosaic.errors import ConfigError, first_line
+from mosaic.features.types import Sweep
 
 
 @dataclass

@@ -3,12 +3,12 @@
 For each cell of the grid (`grid.cells`): done (an earlier `results.json` of the same config and
 inputs in `--sweep-dir`, as `sweep.skip_done` decides), skipped (not applicable), invalid, or to run.
 For the cells to run, the activation cache entry each needs is looked up with the job's own keys
-(`activations.plan.plan_encoders` and `store.entry_fields`, from the dataset's documents, the
+(`features.types.plan_encoders` and `store.entry_fields`, from the dataset's documents, the
 model's weights identity and the encoder's identity), wherever they can be computed without
 loading a model, training an SAE or downloading anything; what cannot (a model or dataset not
 fetched, an SAE still to train) counts as missing. Jobs are then followed in launch order: a job
 whose entry no earlier forward wrote runs one, which also writes its siblings' entries (the slots
-`activations.plan.forward_slots` gives for the grid's sweep) and stops at their deepest layer,
+`features.types.forward_slots` gives for the grid's sweep) and stops at their deepest layer,
 and trains their missing SAEs from one corpus forward. The plan also lists the SAEs to train, the
 behaviour answers to score, what the grid reads from the hub and whether it is fetched, the cache
 growth, and the forwards' time from a throughput `make bench` measured for that model and device
@@ -18,7 +18,6 @@ growth, and the forwards' time from a throughput `make bench` measured for that 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +28,6 @@ from omegaconf import DictConfig, OmegaConf
 from mosaic import hub
 from mosaic.errors import MosaicError, NotApplicableError, first_line
 from mosaic.grid.cells import Grid
-
-# Tokens a text is estimated to have before tokenizing: about four characters a token for English BPE vocabularies.
-CHARS_PER_TOKEN = 4
-# Latents firing per token assumed for an SAE whose sparsity is not known before it exists (standard, JumpReLU).
-ASSUMED_L0 = 100
-# A sparse code's bytes per firing latent: a float32 value and an int32 column index (CSR).
-BYTES_PER_CODE = 8
 
 
 class _ModelNotLoaded(Exception):
@@ -58,7 +50,7 @@ class EntryNeed:
     yet, the key of what will identify it (`Encoder.planned`); with the documents or the model's
     commit unknown, a stand-in made of the settings the key will hold. Cells that will read the same
     entry share it in the plan either way. `slot` is the (layer, feature type, SAE width) a forward
-    computes it for (`activations.plan.forward_slots`); `sae`, the cache key of the SAE still to train.
+    computes it for (`features.types.forward_slots`); `sae`, the cache key of the SAE still to train.
     """
 
     key: str
@@ -167,13 +159,6 @@ def _without(cfg: DictConfig, *keys: str) -> dict[str, Any]:
     return plain
 
 
-def estimated_tokens(documents, max_length: int) -> int | None:
-    """Tokens the forward reads: each text's characters / `CHARS_PER_TOKEN`, at most `max_length`; None for images."""
-    if not all(isinstance(document, str) for document in documents):
-        return None
-    return sum(min(max_length, math.ceil(len(document) / CHARS_PER_TOKEN) + 1) for document in documents)
-
-
 class _Planner:
     """Per-cell lookups, each computed once per distinct input (a 1,000-cell grid has a handful of datasets)."""
 
@@ -209,7 +194,8 @@ class _Planner:
 
     def answers(self, cfg: DictConfig):
         """The answering model's answers: their cache key, and what the cache holds of them (None: not scored)."""
-        from mosaic.behaviour import answering_model_config, cached_answers
+        from mosaic.behaviour import cached_answers
+        from mosaic.config.resolved import answering_model_config
 
         answering = answering_model_config(cfg)
         documents = self.documents(cfg)
@@ -221,42 +207,31 @@ class _Planner:
                          lambda: cached_answers(cfg, answering, documents[1].documents, device))
 
     def data(self, cfg: DictConfig):
-        """The job's documents and splits, its protected documents and its documents' key.
+        """The job as `prepare.prepare_job` prepares it, run dry (nothing scored or loaded), and its documents' key.
 
         Behaviour labels come from the answering model's cached answers; before they are scored the
         splits (and so the documents a regime draws) are not known.
         """
         from mosaic.activations.store import documents_key
-        from mosaic.behaviour import answering_model_config, check_answerable, relabelled
-        from mosaic.data import draw_splits
-        from mosaic.pipeline import protected_documents
-        from mosaic.transfer import transfer_datasets
+        from mosaic.behaviour import BehaviourRefused
+        from mosaic.config.resolved import answering_model_config
+        from mosaic.prepare import prepare_job
+
+        behaviour = None
+        if cfg.behaviour.model is not None:
+            answering = answering_model_config(cfg)
+            behaviour = [cfg.behaviour, cfg.max_length, cfg.batch_size, answering,
+                         self.cell_device(OmegaConf.merge(cfg, {"model": answering}))]
 
         def load():
-            state, loaded = self.documents(cfg)
-            if state != "ok":
-                raise MosaicError(loaded)
-            if cfg.behaviour.model is not None:
-                try:
-                    check_answerable(cfg, loaded)
-                except MosaicError as error:
-                    raise _Invalid(first_line(error)) from None
-                state, answers = self.answers(cfg)
-                if state != "ok":
-                    raise MosaicError(answers)
-                if answers[1] is None:
-                    raise MosaicError(f"its labels are {answering_model_config(cfg).name}'s answers, not scored yet")
-                try:
-                    loaded, _ = relabelled(cfg, loaded, *answers[1])
-                except MosaicError as error:  # answered every question right, or every one wrong
-                    raise _Invalid(first_line(error)) from None
-            data, splits = draw_splits(loaded, cfg.dataset, cfg.regime, cfg.seed)
-            protected = protected_documents(data, transfer_datasets(cfg, data, splits))
-            return data, splits, protected, documents_key(data.documents)
+            try:
+                job = prepare_job(cfg, dry_run_device=behaviour[-1] if behaviour else None)
+            except BehaviourRefused as error:  # a cell its job would refuse
+                raise _Invalid(first_line(error)) from None
+            return job, documents_key(job.data.documents)
 
-        behaviour = None if cfg.behaviour.model is None else [cfg.behaviour, cfg.max_length, cfg.batch_size,
-                                                              answering_model_config(cfg)]
-        return self.once("data", _key([cfg.dataset, cfg.regime, cfg.seed, cfg.transfer.datasets, behaviour]), load)
+        return self.once("data", _key([cfg.dataset, cfg.regime, cfg.seed, cfg.transfer.datasets, cfg.probe.load,
+                                       behaviour]), load)
 
     def model_identity(self, cfg: DictConfig):
         from mosaic.activations.store import model_identity
@@ -268,23 +243,25 @@ class _Planner:
         """The cell's own activation entry: its key when computable here, and whether the cache holds it.
 
         Its family is what its forward shares with its siblings' cells: everything in the config but
-        the layer, SAE width and feature type a sweep varies (`activations.plan.Sweep`).
+        the layer, SAE width and feature type a sweep varies (`features.types.Sweep`).
         """
-        from mosaic.activations.plan import sae_seed, trains_on_training_split
+        from mosaic.activations.saes.sources.trained import sae_seed
+        from mosaic.data.regimes import draws_documents
+        from mosaic.features.types import feature_type, job_sae
 
         model = cfg.model
         data = self.data(cfg)
         identity = self.model_identity(cfg)
-        documents = data[1][0].documents if data[0] == "ok" else None
+        documents = data[1][0].data.documents if data[0] == "ok" else None
         # Without a regime the documents are the dataset's, whatever the seed and labels.
-        drawn = [cfg.dataset] + ([cfg.regime, cfg.seed, cfg.behaviour] if cfg.regime.type != "none" else [])
+        drawn = [cfg.dataset] + ([cfg.regime, cfg.seed, cfg.behaviour] if draws_documents(cfg.regime) else [])
         group = [identity[1] if identity[0] == "ok" else model, cfg.max_length,
-                 drawn if documents is None else data[1][3]]
-        sae = cfg.features.type == "sae"
-        trained = cfg.sae.source == "trained"
-        encoder = [cfg.sae, sae_seed(cfg) if trained else None,
-                   cfg.seed if trains_on_training_split(cfg) else None] if sae else "hidden"
-        slot = (cfg.layer, cfg.features.type, cfg.sae.width if sae else None)
+                 drawn if documents is None else data[1][1]]
+        source = job_sae(cfg)
+        encoder = [cfg.features.type] + ([] if source is None else [
+            cfg.sae, sae_seed(cfg) if source.trains else None,
+            cfg.seed if source.trains_on_training_split(cfg) else None])
+        slot = (cfg.layer, cfg.features.type, None if source is None else cfg.sae.width)
         family = _key(_without(cfg, "layer", "sae.width", "features"))
         label = f"{model.name} × {cfg.dataset.name} (max_length {cfg.max_length})"
         need = EntryNeed(_key(["stand-in", group, slot, encoder]), family, label, slot)
@@ -292,7 +269,7 @@ class _Planner:
             need.why = data[1]
             return need
         try:
-            need.bytes = _entry_bytes(cfg, documents)
+            need.bytes = feature_type(cfg).entry_bytes(cfg, documents)
             if identity[0] != "ok":
                 need.why = identity[1]
                 return need
@@ -307,12 +284,12 @@ class _Planner:
         """Fill in the entry's key and whether the cache holds it; for an SAE not built yet, what it waits for."""
         import torch
 
-        from mosaic.activations.plan import Sweep, plan_encoders
         from mosaic.activations.store import CACHE_KIND, entry_fields
         from mosaic.cache import cache_root, content_key, read_entry
+        from mosaic.features.types import Sweep, job_sae, plan_encoders
 
-        labelled, splits, protected, documents = data
-        _, own = plan_encoders(cfg, labelled, splits, Sweep(), protected, _refuse_model,
+        job, documents = data
+        _, own = plan_encoders(cfg, job.data, job.splits, Sweep(), job.protected, _refuse_model,
                                torch.device(self.cell_device(cfg)))
         if own.ready():
             need.key = content_key(entry_fields(identity, documents, cfg.max_length, cfg.layer, own.resolve()))
@@ -321,18 +298,19 @@ class _Planner:
         planned = own.planned()
         need.key = content_key({"planned": entry_fields(identity, documents, cfg.max_length, cfg.layer, planned)})
         need.cached = False
-        if cfg.sae.source == "trained":
-            need.sae = planned["trained"]
+        source = job_sae(cfg)
+        if "to_train" in planned:
+            need.sae = planned["to_train"]
             corpus = f"{cfg.dataset.name}'s training split (seed {cfg.seed}, SAE {need.sae[:8]})" \
-                if cfg.sae.train_corpus == "train_split" else cfg.sae.train_corpus
-            self.saes_to_train[need.sae] = f"{cfg.model.name} layer {cfg.layer}: {_sae_label(cfg)}, on {corpus}"
+                if source.trains_on_training_split(cfg) else cfg.sae.train_corpus
+            self.saes_to_train[need.sae] = f"{cfg.model.name} layer {cfg.layer}: {source.plan_label(cfg)}, on {corpus}"
             need.why = "its SAE is not trained yet"
         else:
-            need.why = f"{_sae_label(cfg)} is not fetched"
+            need.why = f"{source.plan_label(cfg)} is not fetched"
 
     def behaviour_answers(self, cfg: DictConfig) -> None:
         """Count the answering model's forward when its answers are not cached."""
-        from mosaic.behaviour import answering_model_config
+        from mosaic.config.resolved import answering_model_config
 
         state, answers = self.answers(cfg)
         label = f"{answering_model_config(cfg).name} answers {cfg.dataset.name}"
@@ -342,51 +320,15 @@ class _Planner:
             self.behaviour[answers[0]] = label
 
 
-def _sae_label(cfg: DictConfig) -> str:
-    from mosaic.activations.plan import gemma_scope_sae
-
-    if cfg.sae.source == "gemma_scope":
-        return "Gemma Scope {} / {}".format(*gemma_scope_sae(cfg))
-    if cfg.sae.source == "local":
-        return f"SAE {cfg.sae.path}"
-    sparsity = f", k {cfg.sae.k}" if cfg.sae.architecture in ("topk", "batchtopk") else ""
-    return f"trained {cfg.sae.architecture} SAE, {cfg.sae.expansion} × d_model latents{sparsity}"
-
-
-def _sae_l0(cfg: DictConfig) -> int:
-    """Latents firing per token: k for TopK SAEs, Gemma Scope's recorded average, else `ASSUMED_L0`."""
-    if cfg.sae.source == "trained" and cfg.sae.architecture in ("topk", "batchtopk"):
-        return cfg.sae.k
-    if cfg.sae.source == "gemma_scope":
-        from mosaic.activations.plan import gemma_scope_sae
-        from mosaic.activations.saes.load import release_repo_file
-
-        _, filename = release_repo_file(*gemma_scope_sae(cfg))
-        recorded = [part for part in filename.split("/") if part.startswith("average_l0_")]
-        if recorded:
-            return int(recorded[0].removeprefix("average_l0_"))
-    return ASSUMED_L0
-
-
-def _entry_bytes(cfg: DictConfig, documents) -> int | None:
-    """An activation entry's size on disk: pooled hidden states, or the SAE's sparse codes of every token."""
-    from mosaic.activations.store import HIDDEN_POOLINGS
-
-    if cfg.features.type == "hidden":
-        return len(documents) * cfg.model.d_model * 4 * len(HIDDEN_POOLINGS)
-    tokens = estimated_tokens(documents, cfg.max_length)
-    return None if tokens is None else tokens * _sae_l0(cfg) * BYTES_PER_CODE
-
-
 def _shared_passes(needs: list[CellPlan], configs: list[DictConfig], sweep) -> list[tuple[CellPlan, list[CellPlan]]]:
     """Which cells run a forward, and whose entries each writes.
 
     In launch order, a cell whose entry no earlier forward wrote runs one, as its job would: it
     also writes those of the cells of its family in the slots its forward computes for the sweep
-    (`activations.plan.forward_slots`). Jobs that run at once may each run a forward an earlier one
+    (`features.types.forward_slots`). Jobs that run at once may each run a forward an earlier one
     would have made; the count is the grid's run one cell after another.
     """
-    from mosaic.activations.plan import forward_slots
+    from mosaic.features.types import forward_slots
 
     written: set[str] = set()
     passes = []
@@ -418,7 +360,9 @@ def _forwards(cells: list[CellPlan], configs: list[DictConfig], sweep,
             writer[member.entry.key] = runner.number
         data = planner.data(cfg)
         if data[0] == "ok":
-            documents = data[1][0].documents
+            from mosaic.activations.forward import estimated_tokens
+
+            documents = data[1][0].data.documents
             forward.documents, forward.tokens = len(documents), estimated_tokens(documents, cfg.max_length)
         forwards.append(forward)
         saes = {member.entry.sae: member.entry.layer for member in members
@@ -440,6 +384,7 @@ def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None
     that asks for GPUs, else this machine's device.
     """
     from mosaic.activations.models import resolve_device
+    from mosaic.features.types import feature_type
     from mosaic.fetch import grid_items
 
     if device_type is None:
@@ -459,7 +404,7 @@ def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None
                 continue
             if cfg.behaviour.model is not None:
                 planner.behaviour_answers(cfg)
-            if cfg.features.type in ("sae", "hidden"):
+            if feature_type(cfg).reads_model:
                 cell.entry = planner.entry(cfg)
         forwards, corpus = _forwards(cells, grid.configs, grid.sweep, planner)
         items = [(item.label, item.fetched()) for item in grid_items(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mosaic.activations.plan import Sweep
 from mosaic.config.sweeps import sweep_overrides, swept_values
+from mosaic.features.types import Sweep
 
 
 def current_sweep() -> Sweep:

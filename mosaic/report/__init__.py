@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from mosaic.record import FAILURE_FILE
+from mosaic.errors import first_line
+from mosaic.record import FAILURE_FILE, Results, read_results
 from mosaic.report.cells import (
     Cell,
     Comparable,
@@ -37,20 +39,22 @@ from mosaic.report.transfer import MISSING, transfer_heatmaps, transfer_matrices
 _BASIS_TEXT = {"cv": "cross-validation macro F1 on train+val", "val": "validation macro F1"}
 
 
-def load_results(sweep_dir: Path, job_dirs: list[Path] | None = None) -> list[dict[str, Any]]:
-    """Every readable `results.json` under `sweep_dir` (or in `job_dirs`), in path order.
+def load_results(sweep_dir: Path, job_dirs: list[Path] | None = None) -> list[Results]:
+    """Every `results.json` under `sweep_dir` (or in `job_dirs`), in path order, read through `record.Results`.
 
-    A job directory whose last attempt failed (`failure.json`) is left out, whatever it held before.
+    A job directory whose last attempt failed (`failure.json`) is left out, whatever it held before; a file
+    that cannot be read or does not fit the schema is left out with one line on stderr naming it.
     """
     paths = sorted(sweep_dir.rglob("results.json")) if job_dirs is None else [d / "results.json" for d in job_dirs]
     found = []
     for path in paths:
-        if (path.parent / FAILURE_FILE).exists():
+        if (path.parent / FAILURE_FILE).exists() or not path.is_file():
             continue
         try:
-            found.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
+            found.append(read_results(path))
+        except (OSError, ValueError) as error:
+            print(f"mosaic: report: {path} left out: not a readable results.json ({first_line(error)})",
+                  file=sys.stderr)
     return found
 
 
@@ -154,7 +158,7 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
     results = latest_runs(load_results(sweep_dir, job_dirs))
     if not results:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
-    keys = varying_keys([r["config"] for r in results])
+    keys = varying_keys([r.config for r in results])
     rows = [job_row(r, keys) for r in results]
     cells = cells_of(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -183,14 +187,14 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
     return written
 
 
-def _log_to_wandb(results: list[dict[str, Any]], tables: dict[str, list[dict[str, Any]]], written: dict[str, Path],
+def _log_to_wandb(results: list[Results], tables: dict[str, list[dict[str, Any]]], written: dict[str, Path],
                   sweep_dir: Path, out_dir: Path) -> None:
     """The same plots into a W&B run of the sweep's project, when its jobs logged to W&B."""
     from omegaconf import OmegaConf
 
-    from mosaic.record import RunLabels, Tracker, sweep_group
+    from mosaic.record import RunLabels, Tracker, keeps_runs, sweep_group
 
-    logged = [r["config"]["logger"] for r in results if r["config"].get("logger", {}).get("type") == "wandb"]
+    logged = [r.config["logger"] for r in results if keeps_runs(r.config.get("logger", {}))]
     if not logged:
         return
     group = sweep_group(sweep_dir)

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from mosaic.record.results import Duplicates, Results
+
 # How a job is logged or resumed does not change its numbers: one run is one result however it was logged.
 NOT_A_SETTING = ("logger.", "sweep.")
 # Config keys that never tell two experiments apart: the seed is averaged over, and the keys above.
@@ -49,15 +51,14 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def latest_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def latest_runs(results: list[Results]) -> list[Results]:
     """One result per config (seed included): a job run again (a reused sweep directory, a report over
     several sweeps) counts once, by its newest run, so n counts seeds and not repeats."""
-    newest: dict[str, dict[str, Any]] = {}
+    newest: dict[str, Results] = {}
     for result in results:
-        setting = {k: v for k, v in flatten(result["config"]).items() if not k.startswith(NOT_A_SETTING)}
+        setting = {k: v for k, v in flatten(result.config).items() if not k.startswith(NOT_A_SETTING)}
         key = json.dumps(setting, sort_keys=True, default=str)
-        finished = (result.get("run") or {}).get("finished", "")
-        if key not in newest or finished >= (newest[key].get("run") or {}).get("finished", ""):
+        if key not in newest or result.run.finished >= newest[key].run.finished:
             newest[key] = result
     return list(newest.values())
 
@@ -76,62 +77,61 @@ def shown_keys(keys: list[str]) -> list[str]:
     return [key for key in keys if key.split(".")[0] not in named or key == f"{key.split('.')[0]}.name"]
 
 
-def job_row(results: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+def job_row(results: Results, keys: list[str]) -> dict[str, Any]:
     """One job as a flat row: what the plots need, the varying keys, and its scores."""
-    cfg, features, metrics = results["config"], results["features"], results["metrics"]
-    splits = results.get("splits") or {}
+    cfg, features, metrics, splits = results.config, results.features, results.metrics, results.splits
     flat = flatten(cfg)
-    duplicates = splits.get("duplicates") or {}
-    sae = features.get("sae") or {}
-    width = cfg["sae"]["width"] if sae.get("source") == "gemma_scope" else features.get("width")
-    cv = metrics.get("cv") or {}
-    chosen = {name: value["chosen"] for name, value in (results.get("hyperparameters") or {}).items()}
+    sae, cv, behaviour = features.sae, metrics.cv, results.behaviour
+    keyed = splits.keys
+    duplicates = splits.duplicates
+    chosen = {name: value.chosen for name, value in results.hyperparameters.items()}
     return {
         "dataset": cfg["dataset"]["name"],
         "model": cfg["model"]["name"],
-        "layer": cfg["layer"],
-        "width": "" if features["type"] != "sae" else str(width),
-        "features": features["type"],
+        # The layer the features read (None for features that read none, e.g. a bag of words).
+        "layer": features.layer,
+        # The width as the SAE's source names it (`features.sae.width`: Gemma Scope's 16k), else its latent count.
+        "width": "" if sae is None else str(sae.width or features.width),
+        "reads_sae": sae is not None,
+        "features": features.type,
         "pooling": cfg["pooling"]["method"],
         "binarize": cfg["binarize"]["method"],
         "probe": cfg["probe"]["type"],
         "seed": cfg["seed"],
         "cell": {key: flat.get(key) for key in keys},
-        "macro_f1": metrics["macro_f1"],
-        "val_macro_f1": (metrics.get("val") or {}).get("macro_f1"),
-        "cv_macro_f1_mean": cv.get("macro_f1_mean"),
-        "cv_macro_f1_std": cv.get("macro_f1_std"),
-        "cv_held_out": cv.get("held_out"),
+        "macro_f1": metrics.macro_f1,
+        "val_macro_f1": None if metrics.val is None else metrics.val.macro_f1,
+        "cv_macro_f1_mean": None if cv is None else cv.macro_f1_mean,
+        "cv_macro_f1_std": None if cv is None else cv.macro_f1_std,
+        "cv_held_out": None if cv is None else cv.held_out,
         "chosen": ", ".join(f"{name}={value}" for name, value in chosen.items()),
-        "accuracy": metrics["accuracy"],
-        "auroc": metrics["auroc"],
+        "accuracy": metrics.accuracy,
+        "auroc": metrics.auroc,
         # Behaviour labels: the share of test documents the answering model got right, and the accuracy of
         # always predicting the majority outcome, to read the probe's scores against.
-        "base_rate": (results.get("behaviour") or {}).get("test_base_rate"),
-        "majority_accuracy": (results.get("behaviour") or {}).get("test_majority_accuracy"),
+        "base_rate": None if behaviour is None else behaviour.test_base_rate,
+        "majority_accuracy": None if behaviour is None else behaviour.test_majority_accuracy,
         "k": cfg["probe"].get("k"),
         # Whether the seed reached a draw that changes the scores (None: a job written before results said so).
-        "seeded": None if "randomness" not in results else bool(set(results["randomness"]["seeded"])
-                                                                  & set(SCORED_DRAWS)),
-        "val_key": (splits.get("keys") or {}).get("val"),
-        "train_val_key": (splits.get("keys") or {}).get("train_val"),
-        # Split sizes (None: not recorded, e.g. a hand-made results file).
-        "val_documents": splits.get("val"),
-        "train_val_documents": None if "train" not in splits else splits["train"] + splits["val"],
-        "test_documents": splits.get("test"),
+        "seeded": None if results.randomness is None else bool(set(results.randomness.seeded) & set(SCORED_DRAWS)),
+        "val_key": None if keyed is None else keyed.val,
+        "train_val_key": None if keyed is None else keyed.train_val,
+        "val_documents": splits.val,
+        "train_val_documents": splits.train + splits.val,
+        "test_documents": splits.test,
         # Duplicates a job kept (`dataset.dedup=false`): test documents with a copy in training or validation.
-        "dedup": duplicates.get("dedup"),
+        "dedup": None if duplicates is None else duplicates.dedup,
         "test_copies": _test_copies(duplicates),
-        "conflicting_texts": duplicates.get("conflicting_texts"),
+        "conflicting_texts": None if duplicates is None else duplicates.conflicting_texts,
     }
 
 
-def _test_copies(duplicates: dict[str, Any]) -> int | None:
+def _test_copies(duplicates: Duplicates | None) -> int | None:
     """Test documents with a copy in training or validation (at least the larger count, for older results)."""
-    across = duplicates.get("across_splits")
-    if across is None:
+    if duplicates is None:
         return None
-    return across.get("test_copies", max(across["test_in_train"], across["test_in_val"]))
+    across = duplicates.across_splits
+    return across.test_copies if across.test_copies is not None else max(across.test_in_train, across.test_in_val)
 
 
 def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:

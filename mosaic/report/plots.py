@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mosaic.report.cells import Cell, Comparable, best_by, comparable_groups
 
+# Each feature type's colour in every plot (a type without one gets matplotlib's next).
 FEATURE_COLOURS = {"sae": "tab:orange", "hidden": "tab:blue", "bow": "tab:green"}
 
 
@@ -33,20 +34,20 @@ def save(figure, path: Path) -> Path:
 
 
 def _by_layer(axes, group: Comparable, dataset: str) -> None:
-    """Per model / feature type / width, the best cell of each layer; the best bag of words as a flat line."""
-    chosen = {key: cell for key, cell in best_by(group, "model", "features", "width", "layer").items()
-              if key[1] != "bow"}
+    """Per model / feature type / width, the best cell of each layer (solid for SAE latents); features that read no
+    layer (a bag of words) as a flat line at their best cell."""
+    chosen = best_by(group, "model", "features", "width", "layer", "reads_sae")
     series: dict[tuple, dict[int, float]] = {}
-    for (model, features, width, layer), cell in chosen.items():
-        series.setdefault((model, features, width), {})[layer] = cell.test
+    for (model, features, width, layer, reads_sae), cell in chosen.items():
+        if layer is None:
+            axes.axhline(cell.test, color=FEATURE_COLOURS.get(features), linestyle=":", label=f"{features} ({model})")
+        else:
+            series.setdefault((model, features, width, reads_sae), {})[layer] = cell.test
     layers = sorted({layer for points in series.values() for layer in points})
-    for (model, features, width), points in sorted(series.items()):
+    for (model, features, width, reads_sae), points in sorted(series.items()):
         xs = sorted(points)
-        axes.plot(xs, [points[x] for x in xs], marker="o", color=FEATURE_COLOURS[features],
-                  linestyle="-" if features == "sae" else "--", label=f"{model} {features} {width}".strip())
-    for (model, features), cell in sorted(best_by(group, "model", "features").items()):
-        if features == "bow":
-            axes.axhline(cell.test, color=FEATURE_COLOURS["bow"], linestyle=":", label=f"bag of words ({model})")
+        axes.plot(xs, [points[x] for x in xs], marker="o", color=FEATURE_COLOURS.get(features),
+                  linestyle="-" if reads_sae else "--", label=f"{model} {features} {width}".strip())
     if layers:
         axes.set_xticks(layers)
         axes.set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
@@ -71,8 +72,8 @@ def _binarize_by_pooling(axes, group: Comparable, dataset: str) -> None:
 def _feature_types(axes, group: Comparable, dataset: str) -> None:
     """The best cell of each feature type: SAE vs hidden state vs bag of words."""
     chosen = best_by(group, "features")
-    kinds = [k for k in FEATURE_COLOURS if (k,) in chosen]
-    bars = axes.bar(kinds, [chosen[(k,)].test for k in kinds], color=[FEATURE_COLOURS[k] for k in kinds])
+    kinds = [*(k for k in FEATURE_COLOURS if (k,) in chosen), *sorted(k for (k,) in chosen if k not in FEATURE_COLOURS)]
+    bars = axes.bar(kinds, [chosen[(k,)].test for k in kinds], color=[FEATURE_COLOURS.get(k) for k in kinds])
     axes.bar_label(bars, fmt="%.3f", fontsize=8)
     axes.set(title=f"{dataset}: best cell per feature type", ylabel="test macro F1", ylim=(0, 1))
 

@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from mosaic.record import sae_name, sae_quality_scalars
+from mosaic.record import Results, sae_name, sae_quality_scalars
 from mosaic.report.transfer import MISSING
 
 COLUMNS = ("model", "layer", "sae", "dataset", "tokens", "fvu", "l0", "reference_tokens", "reference_dead_fraction",
@@ -21,20 +21,21 @@ COLUMNS = ("model", "layer", "sae", "dataset", "tokens", "fvu", "l0", "reference
 SHOWN = tuple(c for c in COLUMNS if c not in ("dead_fraction", "always_on_fraction"))
 
 
-def quality_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def quality_rows(results: list[Results]) -> list[dict[str, Any]]:
     """One row per activation entry whose jobs recorded the SAE's quality, by model, layer, SAE and dataset."""
     rows: dict[tuple, dict[str, Any]] = {}
     for result in results:
-        features = result["features"]
-        quality = features.get("sae_quality")
-        if not quality:
+        quality = result.features.sae_quality
+        if quality is None:
             continue
-        config = result["config"]
-        row = {"model": config["model"]["name"], "layer": config["layer"], "sae": sae_name(features["sae"]),
-               "dataset": config["dataset"]["name"], "tokens": quality.get("tokens"),
-               "reference_tokens": (quality.get("reference") or {}).get("tokens"),
-               **sae_quality_scalars(features), "held_out": quality.get("held_out")}
-        rows.setdefault(result["cache"]["key"], row)
+        config = result.config
+        row = {"model": config["model"]["name"], "layer": config["layer"],
+               "sae": sae_name(result.features.sae.model_dump(exclude_unset=True)),
+               "dataset": config["dataset"]["name"], "tokens": quality.tokens,
+               "reference_tokens": None if quality.reference is None else quality.reference.tokens,
+               **sae_quality_scalars(result.features.model_dump(mode="json", exclude_unset=True)),
+               "held_out": quality.held_out}
+        rows.setdefault(result.cache.key, row)
     return sorted(rows.values(), key=lambda row: tuple(str(row[k]) for k in ("model", "layer", "sae", "dataset")))
 
 
@@ -46,7 +47,7 @@ def _cell(value: Any, column: str) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def write_quality(results: list[dict[str, Any]], out_dir: Path) -> tuple[str, dict[str, Path]]:
+def write_quality(results: list[Results], out_dir: Path) -> tuple[str, dict[str, Path]]:
     """The markdown section and `sae_quality.csv`; nothing when no job used an SAE."""
     rows = quality_rows(results)
     if not rows:

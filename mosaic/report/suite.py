@@ -137,7 +137,7 @@ def _comparisons(table: dict[str, dict[str, Cell]]) -> tuple[list[dict[str, Any]
     declared, exploratory = [], []
     for ours in table:
         cell = first(ours)
-        if cell.first("features") != "sae":
+        if not cell.first("reads_sae"):
             continue
         family = []
         for features, probe in _declared(cell):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mosaic.errors import MosaicError
+from mosaic.record import Results
 from mosaic.report.plots import pyplot, save
 
 MISSING = "—"
@@ -21,17 +22,17 @@ MISSING = "—"
 TRANSFER_SOURCE = {"datasets": "dataset", "models": "model"}
 
 
-def transfer_matrices(results: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def transfer_matrices(results: list[Results], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Train x test macro F1 matrices, one per kind and setting (`rows` are the jobs' report rows)."""
     groups: dict[tuple, dict[str, Any]] = {}
     sources: dict[tuple[str, str], str] = {}
     for result, row in zip(results, rows):
         for kind, source_key in TRANSFER_SOURCE.items():
-            targets = (result.get("transfer") or {}).get(kind) or {}
+            targets = {} if result.transfer is None else getattr(result.transfer, kind)
             if not targets:
                 continue
             # A row is named by the config's name: two different configs under one name would be averaged.
-            identity = json.dumps(result["config"][source_key], sort_keys=True)
+            identity = json.dumps(result.config[source_key], sort_keys=True)
             if sources.setdefault((source_key, row[source_key]), identity) != identity:
                 raise MosaicError(f"two jobs trained on different {source_key} configs are both named "
                                   f"{row[source_key]!r}: give each its own {source_key}.name")
@@ -40,7 +41,7 @@ def transfer_matrices(results: list[dict[str, Any]], rows: list[dict[str, Any]])
             group = groups.setdefault((kind, json.dumps(setting, sort_keys=True, default=str)),
                                       {"kind": kind, "setting": setting, "cells": {}})
             for target, metrics in targets.items():
-                group["cells"].setdefault((row[source_key], target), []).append(metrics["macro_f1"])
+                group["cells"].setdefault((row[source_key], target), []).append(metrics.macro_f1)
     matrices = []
     for group in groups.values():
         tests = list(dict.fromkeys(target for _, target in group["cells"]))

@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from mosaic.cache import fingerprint
 from mosaic.errors import MosaicError, first_line
+
+# A SAELens-format SAE directory: its config and weights.
+SAE_FILES = ("cfg.json", "sae_weights.safetensors")
 
 # TransformerLens residual-stream hooks: `resid_post` of block L is the output of block L (MOSAIC's layer L),
 # `resid_pre` of block L is the input of block L, the output of block L-1.
@@ -17,9 +21,14 @@ def load_sae(path: str | Path, device: str = "cpu"):
     from sae_lens import SAE
 
     path = Path(path)
-    if not (path / "cfg.json").is_file() or not (path / "sae_weights.safetensors").is_file():
+    if not all((path / name).is_file() for name in SAE_FILES):
         raise MosaicError(f"{path} is not a SAELens SAE directory: it needs cfg.json and sae_weights.safetensors")
     return SAE.load_from_disk(str(path), device=device).eval()
+
+
+def sae_files_identity(directory: Path) -> dict[str, str]:
+    """The SHA-256 of an SAE directory's SAELens files: a moved copy keeps it, an SAE rewritten in place does not."""
+    return fingerprint([directory / name for name in SAE_FILES if (directory / name).is_file()])
 
 
 def release_repo_file(release: str, sae_id: str) -> tuple[str, str]:

@@ -1,5 +1,5 @@
-"""The sparse-probing suite (Kantamneni et al. 2025, "Are Sparse Autoencoders Useful? A Case Study in
-Sparse Probing") as MOSAIC datasets, read from the files of the installed `sae-probes` package.
+"""`dataset.source=sae_probes`: the sparse-probing suite (Kantamneni et al. 2025, "Are Sparse Autoencoders Useful?
+A Case Study in Sparse Probing") as MOSAIC datasets, read from the files of the installed `sae-probes` package.
 
 The package is never imported: its import reads every dataset (about 10 s) and loads TransformerLens.
 Its data folder holds `probing_datasets_MASTER.csv.zst` (the task list), `cleaned_data/TASK.csv.zst`
@@ -14,7 +14,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import DictConfig
 
+from mosaic.data.sources import PackagedCorpus
 from mosaic.errors import DataError
 
 PACKAGE = "sae-probes"
@@ -73,3 +75,16 @@ def read_ood(task: str) -> pd.DataFrame:
         raise DataError(f"dataset.task={task!r} has no out-of-distribution test set: choose one of "
                         + ", ".join(ood_tasks()))
     return pd.read_csv(data_folder() / "OOD data" / f"{task}_OOD.csv.zst", compression="zstd")
+
+
+class SparseProbingTask(PackagedCorpus):
+    package = PACKAGE
+    shifted_test_sets = True
+
+    def read(self, cfg: DictConfig) -> pd.DataFrame:
+        return read_task(cfg)
+
+    def validate(self, cfg: DictConfig, key: str) -> None:
+        from mosaic.config.validate import require
+
+        require(cfg.task is not None, f"{key}.task", None, f"{key}.source=sae_probes needs a task, e.g. 95_toxic_is")

