@@ -13,8 +13,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mosaic.config import CONF_DIR, check_group_overrides, check_value_overrides, register_configs, validate
-from mosaic.errors import MosaicError
-from mosaic.timing import quiet_progress_off_terminal
+from mosaic.infra.errors import MosaicError
+from mosaic.infra.timing import quiet_progress_off_terminal
 
 # Hydra composes every job's config against MOSAIC's schema (`mosaic_schema` in conf/config.yaml).
 register_configs()
@@ -28,9 +28,9 @@ def _exit_with(error: MosaicError) -> None:
 
 def _run_job(cfg: DictConfig, job_dir: Path) -> float:
     validate(cfg)
-    from mosaic.grid.resume import finished_results
-    from mosaic.grid.siblings import current_sweep
-    from mosaic.inputs import job_inputs
+    from mosaic.cluster.resume import finished_results
+    from mosaic.cluster.siblings import current_sweep
+    from mosaic.job.inputs import job_inputs
     from mosaic.pipeline import run
 
     if cfg.sweep.skip_done and (done := finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True),
@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
         except MosaicError as error:
             _exit_with(error)
     # In a grid a failing cell is recorded and the others still run; SweepOutcome reports it at the end.
-    from mosaic.grid.outcome import clear_failure, record_failure
+    from mosaic.cluster.outcome import clear_failure, record_failure
     from mosaic.record import job_labels
 
     name = job_dir.name
@@ -68,7 +68,7 @@ def main(cfg: DictConfig) -> float | None:
 
 def _progress(job_dir: Path, name: str, headline: str) -> None:
     """The cell's progress line; counting the sweep's cells never fails a cell."""
-    from mosaic.grid.outcome import progress_line
+    from mosaic.cluster.outcome import progress_line
 
     try:
         print(progress_line(job_dir, name, headline), file=sys.stderr)

@@ -30,10 +30,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mosaic.cache import Entry, cache_root, incomplete_dirs, list_entries, remove_entry, verify_entry
 from mosaic.config import get_dotted
-from mosaic.errors import MosaicError
-from mosaic.timing import quiet_progress_off_terminal
+from mosaic.infra.cache import Entry, cache_root, incomplete_dirs, list_entries, remove_entry, verify_entry
+from mosaic.infra.errors import MosaicError
+from mosaic.infra.timing import quiet_progress_off_terminal
 
 
 def _field(fields: dict[str, Any], dotted: str) -> Any:
@@ -111,7 +111,7 @@ def cache_command(args) -> int:
 
 
 def predict_command(args) -> int:
-    from mosaic.predict import predict_texts
+    from mosaic.job.predict import predict_texts
 
     try:
         texts = [line for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -147,7 +147,7 @@ def _shown(value: Any) -> str:
 
 
 def sae_command(args) -> int:
-    from mosaic import sae_command as sae
+    from mosaic.commands import sae
     from mosaic.record import quality_line, sae_name
 
     try:
@@ -173,8 +173,8 @@ def sae_command(args) -> int:
 
 
 def plan_command(args) -> int:
-    from mosaic.grid.cells import expand_grid
-    from mosaic.grid.plan import format_plan, plan_grid
+    from mosaic.cluster.cells import expand_grid
+    from mosaic.cluster.plan import format_plan, plan_grid
 
     if args.sweep_dir is not None and not args.sweep_dir.is_dir():
         print(f"mosaic: error: --sweep-dir {args.sweep_dir} is not a directory: give the grid's sweep directory "
@@ -190,8 +190,8 @@ def plan_command(args) -> int:
 
 
 def fetch_command(args) -> int:
-    from mosaic.fetch import fetch_items, fetch_summary, grid_items, runnable
-    from mosaic.grid.cells import expand_grid
+    from mosaic.cluster.cells import expand_grid
+    from mosaic.cluster.fetch import fetch_items, fetch_summary, grid_items, runnable
 
     try:
         configs = expand_grid(args.overrides).configs
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fetch":
         return fetch_command(args)
     if args.command == "doctor":
-        from mosaic.doctor import report as doctor_report
+        from mosaic.cluster.doctor import report as doctor_report
 
         print(doctor_report())
         return 0

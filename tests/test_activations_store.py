@@ -11,8 +11,8 @@ import scipy.sparse as sp
 
 import mosaic.activations.store as store
 from mosaic.__main__ import main as mosaic_cli
-from mosaic.cache import list_entries, read_entry
 from mosaic.features.types import Sweep
+from mosaic.infra.cache import list_entries, read_entry
 from mosaic.pipeline import run
 from tests.conftest import REPO, compose_config
 
@@ -81,7 +81,7 @@ def test_the_first_job_of_a_sweep_caches_its_siblings_from_one_forward(tmp_path,
 def test_a_layer_sweeps_trained_saes_share_one_forward_over_their_corpus(tmp_path, own_cache, monkeypatch):
     """Three layers' SAEs train on one corpus extraction, and each is the SAE its layer would get alone."""
     import mosaic.activations.forward as plan
-    from mosaic.cache import file_sha256
+    from mosaic.infra.cache import file_sha256
 
     calls = []
     real = plan.extract_activations

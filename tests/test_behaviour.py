@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from mosaic.behaviour import behaviour_labels
 from mosaic.config import validate
 from mosaic.data import load_labelled_documents
-from mosaic.errors import ConfigError, MosaicError
+from mosaic.infra.errors import ConfigError, MosaicError
+from mosaic.job.behaviour import behaviour_labels
 from tests.conftest import compose_config
 
 ARITH = ["model=tiny_gpt2", "layer=1", "features=hidden", "probe=sklearn", "logger=none", "dataset=sae_probes",
@@ -109,7 +109,7 @@ def test_an_unknown_answering_model_names_the_options():
 @pytest.mark.parametrize("dataset", ["boolq", "piqa", "pubmedqa"])
 def test_the_papers_behaviour_grid_composes_here_and_fails_in_one_line_without_the_hub(dataset, tmp_path):
     """Gemma 2 9B-IT answering hub question datasets: a valid config offline, stopped at the dataset's download."""
-    from mosaic.errors import DataError
+    from mosaic.infra.errors import DataError
     from mosaic.pipeline import run
 
     cfg = compose_config("experiment=paper_behaviour", f"dataset={dataset}")

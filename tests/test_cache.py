@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mosaic.cache import cache_root, cached_directory
+from mosaic.infra.cache import cache_root, cached_directory
 
 
 def test_cache_builds_once_then_hits(tmp_path, monkeypatch):
@@ -48,7 +48,7 @@ def test_a_failed_build_leaves_nothing_and_a_partial_entry_is_rebuilt(tmp_path, 
 BUILDER = """
 import sys, time
 from pathlib import Path
-from mosaic.cache import cached_directory
+from mosaic.infra.cache import cached_directory
 
 log = Path(sys.argv[1])
 
@@ -100,7 +100,7 @@ def test_a_writer_killed_mid_build_leaves_no_entry_and_the_next_job_rebuilds(tmp
 MULTI_BUILDER = """
 import sys, time
 from pathlib import Path
-from mosaic.cache import cached_directories
+from mosaic.infra.cache import cached_directories
 
 log, names = Path(sys.argv[1]), sys.argv[2].split(",")
 

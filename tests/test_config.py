@@ -5,7 +5,7 @@ from hydra.errors import ConfigCompositionException, HydraException
 
 from mosaic.config import CONF_DIR as CONF
 from mosaic.config import validate
-from mosaic.errors import ConfigError
+from mosaic.infra.errors import ConfigError
 from tests.conftest import compose_config
 
 GROUPS = ["model", "sae", "dataset", "features", "pooling", "binarize", "probe", "logger"]

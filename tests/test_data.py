@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mosaic.data import load_labelled_documents, load_unlabelled_texts, make_splits
-from mosaic.errors import DataError
+from mosaic.infra.errors import DataError
 from tests.conftest import compose_config
 
 
@@ -185,7 +185,7 @@ def test_a_file_in_another_encoding_is_named_in_one_line_and_read_with_dataset_e
 
 def test_an_unknown_encoding_is_refused_before_reading():
     from mosaic.config import validate
-    from mosaic.errors import ConfigError
+    from mosaic.infra.errors import ConfigError
 
     with pytest.raises(ConfigError, match="dataset.encoding='latin-9x' is not allowed: a text encoding Python knows"):
         validate(compose_config("dataset=csv", "dataset.path=README.md", "dataset.encoding=latin-9x"))

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mosaic import doctor
-from mosaic.doctor import diagnose, gated_models, report
+from mosaic.cluster import doctor
+from mosaic.cluster.doctor import diagnose, gated_models, report
 from tests.hub_stand_in import HubStandIn
 
 

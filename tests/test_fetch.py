@@ -155,8 +155,8 @@ def test_on_an_offline_node_a_missing_piece_stops_fetch_and_the_job_in_one_line_
 
 
 def test_fetch_lists_what_the_cells_that_run_read_and_leaves_out_the_rest():
-    from mosaic.fetch import grid_items, runnable
-    from mosaic.grid.cells import expand_grid
+    from mosaic.cluster.cells import expand_grid
+    from mosaic.cluster.fetch import grid_items, runnable
 
     # Gemma Scope has no 32k SAE at layer 5 of Gemma 2 2B: that cell is invalid and reads nothing.
     configs = expand_grid(["model=gemma2_2b", "sae=gemma_scope", "sae.width=16k,32k", "layer=5",

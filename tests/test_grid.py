@@ -97,7 +97,7 @@ def test_a_killed_sweep_resumes_with_only_its_missing_cells_and_ends_as_an_unint
 
 
 def test_a_done_cell_with_another_config_is_run_again(tmp_path):
-    from mosaic.grid.resume import finished_results
+    from mosaic.cluster.resume import finished_results
     from mosaic.record import config_hash
 
     inputs = {"code": 1}
@@ -109,9 +109,9 @@ def test_a_done_cell_with_another_config_is_run_again(tmp_path):
 
 def test_a_done_cell_whose_inputs_changed_is_run_again(tmp_path, monkeypatch):
     """Same config, but the dataset file edited in place, a local SAE rewritten or a new code version."""
-    import mosaic.inputs
-    from mosaic.grid.resume import finished_results
-    from mosaic.inputs import job_inputs
+    import mosaic.job.inputs
+    from mosaic.cluster.resume import finished_results
+    from mosaic.job.inputs import job_inputs
     from mosaic.pipeline import run
     from tests.conftest import compose_config, jumprelu_sae
 
@@ -123,7 +123,7 @@ def test_a_done_cell_whose_inputs_changed_is_run_again(tmp_path, monkeypatch):
     config = OmegaConf.to_container(cfg, resolve=True)
     run(cfg, tmp_path / "job")
     assert finished_results(tmp_path / "job", config, job_inputs(cfg)) is not None
-    monkeypatch.setattr(mosaic.inputs, "CODE_VERSION", mosaic.inputs.CODE_VERSION + 1)
+    monkeypatch.setattr(mosaic.job.inputs, "CODE_VERSION", mosaic.job.inputs.CODE_VERSION + 1)
     assert finished_results(tmp_path / "job", config, job_inputs(cfg)) is None
     monkeypatch.undo()
     jumprelu_sae(sae, d_in=32, layer=1, seed=1)

@@ -48,7 +48,7 @@ def test_declared_options_and_implementations_agree(key):
 
 def test_an_undeclared_option_value_is_rejected_in_one_line():
     from mosaic.config import validate
-    from mosaic.errors import ConfigError
+    from mosaic.infra.errors import ConfigError
     from tests.conftest import compose_config
 
     with pytest.raises(ConfigError, match=r"model.source='torrent' is not allowed: choose one of gemma3_gguf, hub"):
@@ -57,9 +57,9 @@ def test_an_undeclared_option_value_is_rejected_in_one_line():
 
 def test_the_sae_keys_that_name_code_allow_exactly_what_their_registries_hold():
     from mosaic.activations.saes import ARCHITECTURES
-    from mosaic.behaviour import SCORERS
     from mosaic.config.validate import CHOICES
     from mosaic.data.corpora import CORPORA
+    from mosaic.job.behaviour import SCORERS
 
     assert set(CHOICES["sae.architecture"]) == set(ARCHITECTURES)
     assert set(CHOICES["sae.train_corpus"]) == {"train_split", *CORPORA}

@@ -282,7 +282,7 @@ def test_a_saved_probe_reloads_to_identical_predictions(tmp_path, probe):
 
 
 def test_a_saved_probe_refuses_features_of_another_width(tmp_path):
-    from mosaic.errors import MosaicError
+    from mosaic.infra.errors import MosaicError
 
     run(compose_config(*TINY_HIDDEN, "probe=sklearn"), tmp_path / "train")
     other = compose_config(*TINY_HIDDEN, "pooling=max", "features=bow", f"probe.load={tmp_path / 'train' / 'probe'}")
@@ -292,7 +292,7 @@ def test_a_saved_probe_refuses_features_of_another_width(tmp_path):
 
 
 def test_a_loaded_probe_reads_the_sae_it_was_trained_on_and_refuses_one_that_saw_this_jobs_documents(tmp_path):
-    from mosaic.errors import MosaicError
+    from mosaic.infra.errors import MosaicError
 
     sae = ["model=tiny_gpt2", "layer=1", "logger=none", "probe=sklearn", "sae.train_docs=80", "sae.train_epochs=1"]
     trained = run(compose_config(*sae, "dataset.limit=60"), tmp_path / "train")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from mosaic.activations.forward import CHARS_PER_TOKEN
-from mosaic.cache import list_entries
+from mosaic.cluster.cells import expand_grid
+from mosaic.cluster.plan import format_plan, forward_seconds, plan_grid
 from mosaic.data import load_labelled_documents
 from mosaic.features.types import Sweep
-from mosaic.grid.cells import expand_grid
-from mosaic.grid.plan import format_plan, forward_seconds, plan_grid
+from mosaic.infra.cache import list_entries
 from mosaic.pipeline import run
 from tests.conftest import REPO
 
@@ -187,9 +187,9 @@ def test_a_local_sae_serves_its_own_layer_only_so_each_layer_runs_its_own_forwar
 
 def test_behaviour_answers_are_read_from_the_cache_for_the_cells_device_and_never_scored_by_the_plan(monkeypatch,
                                                                                                      tmp_path):
-    from mosaic.behaviour import ANSWERS_FILE, answers_fields
-    from mosaic.cache import cached_directory
     from mosaic.config.resolved import answering_model_config
+    from mosaic.infra.cache import cached_directory
+    from mosaic.job.behaviour import ANSWERS_FILE, answers_fields
 
     overrides = ["experiment=behaviour_arith", "regime=normal", "features=hidden", "model=tiny_gpt2", "layer=1",
                  "max_length=32,48"]
@@ -221,7 +221,7 @@ def test_the_plan_and_the_jobs_agree_on_every_cache_key_and_forward(tmp_path, mo
     two seeds under a regime that draws documents): the plan, a dry run of each job's own preparation, names the
     activation entry every job then reads, and counts the forwards the jobs then run."""
     import mosaic.activations.store as store
-    from mosaic.sae_command import train
+    from mosaic.commands.sae import train
     from tests.conftest import jumprelu_sae
 
     monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))

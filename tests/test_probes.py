@@ -229,9 +229,9 @@ def test_lightning_and_sklearn_probes_reach_one_optimum_on_real_features(tmp_pat
     from mosaic.activations.store import lazy_model
     from mosaic.data import load_labelled_documents, make_splits
     from mosaic.features.types import FeatureContext, build_features
+    from mosaic.infra.timing import Stopwatch
     from mosaic.pipeline import run
     from mosaic.probes import load_probe
-    from mosaic.timing import Stopwatch
     from tests.conftest import compose_config
 
     scored, fitted = {}, {}

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from mosaic.config.schema import RegimeConfig
 from mosaic.data import LabelledDocuments, draw_splits
-from mosaic.errors import DataError, NotApplicableError
+from mosaic.infra.errors import DataError, NotApplicableError
 
 
 def _data(n_positive=300, n_negative=300, n_classes=2):

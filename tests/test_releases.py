@@ -4,9 +4,14 @@ layers and widths it lacks are named; Neuronpedia pages."""
 
 import pytest
 
+from mosaic.activations.saes.releases import (
+    canonical_widths,
+    check_gemma_scope,
+    gemma_scope_sae_id,
+    neuronpedia_url_prefix,
+)
 from mosaic.config import validate
-from mosaic.errors import ConfigError
-from mosaic.releases import canonical_widths, check_gemma_scope, gemma_scope_sae_id, neuronpedia_url_prefix
+from mosaic.infra.errors import ConfigError
 from tests.conftest import compose_config
 
 # The paper's cells, as Gemma Scope published them (Lieberum et al. 2024): every one must validate.

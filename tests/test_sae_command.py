@@ -56,11 +56,11 @@ def test_sae_train_on_a_behaviour_job_keys_the_sae_its_job_trains_on_its_relabel
     job as the job does (`prepare.prepare_job`), and names the same SAE."""
     import numpy as np
 
-    from mosaic.behaviour import ANSWERS_FILE, answers_fields
-    from mosaic.cache import cached_directory
+    from mosaic.commands.sae import train
     from mosaic.config.resolved import answering_model_config
     from mosaic.data import load_labelled_documents
-    from mosaic.sae_command import train
+    from mosaic.infra.cache import cached_directory
+    from mosaic.job.behaviour import ANSWERS_FILE, answers_fields
 
     monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
     overrides = ["experiment=behaviour_arith", "model=tiny_gpt2", "layer=1", "features=sae", "regime=normal",

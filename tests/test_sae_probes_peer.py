@@ -65,7 +65,7 @@ def test_the_normal_regime_draws_the_peers_rows_validation_and_flipped_labels(pe
 
 def test_mosaics_suite_protocol_gives_the_peers_test_auroc_on_the_same_activations(tmp_path):
     """The peer's own `logreg` baseline on the activations MOSAIC's job used, written in the peer's layout."""
-    from mosaic.parity import compare
+    from mosaic.bench.parity import compare
 
     rows = compare(["95_toxic_is", "41_truthqa_tf"], ("model=tiny_gpt2", "layer=1"), workdir=tmp_path)
     for row in rows:

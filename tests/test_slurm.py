@@ -57,7 +57,7 @@ def _results(sweep_dir):
 
 def test_a_four_cell_grid_runs_as_four_slurm_jobs_sharing_one_cache(slurm_cluster, tmp_path):
     from mosaic.__main__ import main as mosaic_cli
-    from mosaic.cache import incomplete_dirs, list_entries, verify_entry
+    from mosaic.infra.cache import incomplete_dirs, list_entries, verify_entry
     from mosaic.report import write_report
 
     result = _sweep(tmp_path / "sweep", tmp_path / "cache", "features=sae", "pooling=mean,max,sum,topn",

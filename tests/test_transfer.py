@@ -13,7 +13,7 @@ from tests.conftest import TINY_HIDDEN, compose_config
 def test_crossmodel_transfer_reads_through_the_jobs_own_sae_and_never_trains_one_on_the_target(tmp_path,
                                                                                               monkeypatch):
     import mosaic.activations.forward as encoders
-    from mosaic.cache import list_entries, remove_entry
+    from mosaic.infra.cache import list_entries, remove_entry
 
     trained_with = []
     original = encoders.extract_activations
@@ -89,7 +89,7 @@ def test_crossmodel_transfer_reads_other_models_through_the_jobs_features(tmp_pa
 
 
 def test_transfer_to_a_dataset_with_other_classes_is_refused(tmp_path):
-    from mosaic.errors import MosaicError
+    from mosaic.infra.errors import MosaicError
 
     other = tmp_path / "other.csv"
     other.write_text("text,label\n" + "".join(f"text {i},{'abc'[i % 3]}\n" for i in range(30)))

@@ -12,7 +12,7 @@ from mosaic.activations import extract_activations, load_model
 from mosaic.activations.forward import image_inputs
 from mosaic.config import validate
 from mosaic.data import load_labelled_documents
-from mosaic.errors import ConfigError
+from mosaic.infra.errors import ConfigError
 from mosaic.pipeline import run
 from tests.conftest import compose_config, jumprelu_sae, tiny_model_config
 
@@ -150,7 +150,7 @@ def test_paligemma2_on_cifar100_composes_validates_and_fails_clearly_offline(tmp
 
 
 def test_a_csv_of_image_paths_reads_them_relative_to_the_file_and_names_a_missing_one(tmp_path):
-    from mosaic.errors import DataError
+    from mosaic.infra.errors import DataError
 
     for i, image in enumerate(_images(4, seed=9)):
         (tmp_path / f"{i}.png").write_bytes(image)

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from mosaic.activations.model_sources import model_source
-from mosaic.cache import directory_fingerprint
-from mosaic.errors import MosaicError
+from mosaic.infra.cache import directory_fingerprint
+from mosaic.infra.errors import MosaicError
 
 # Where each architecture keeps its list of transformer blocks, on the base model or a wrapper.
 _BLOCK_PATHS = ("encoder.layer", "h", "layers", "model.layers", "transformer.h", "language_model.layers",

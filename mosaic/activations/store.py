@@ -31,10 +31,10 @@ from mosaic.activations.forward import offsets_from_lengths
 from mosaic.activations.models import weights_fingerprint
 from mosaic.activations.saes import check_sae_fits, encode_tokens
 from mosaic.activations.saes.quality import LOSS_DOCUMENTS, ReconstructionTally, next_token_loss
-from mosaic.cache import cache_root, cached_directories, content_key, read_entry
-from mosaic.errors import first_line
 from mosaic.features import methods_for, pool
-from mosaic.timing import Stopwatch
+from mosaic.infra.cache import cache_root, cached_directories, content_key, read_entry
+from mosaic.infra.errors import first_line
+from mosaic.infra.timing import Stopwatch
 
 CACHE_KIND = "activations"
 # A hidden-state entry stores the document pooled every way a later job may ask for (mean, max, ...),

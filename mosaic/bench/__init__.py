@@ -9,7 +9,7 @@
 4. probe: the Lightning probe against sklearn's LogisticRegression on the same sparse features;
 5. memory: peak RSS of encoding, pooling and probing 20k documents through a 65,536-wide SAE over
    the dense feature matrix's size, in each of three runs (goal <= 0.5), against the predicted peak;
-6. parity with the sparse-probing suite's own code (`mosaic/parity.py`): test AUROC and chosen C
+6. parity with the sparse-probing suite's own code (`mosaic/bench/parity.py`): test AUROC and chosen C
    of MOSAIC's job and of the peer's logistic regression on the same activations (goal: within 0.01
    on every task), and MOSAIC's probe time over the peer's (goal <= 0.5);
 7. padding: useful tokens/s of extraction on a mixed-length suite dataset over tokens/s on
@@ -50,12 +50,12 @@ def _figures(quick: bool, scratch: Path, whole_suite: bool = False) -> dict[str,
     """Figure name -> how to measure it (sizes cut down with `quick`, for a smoke test)."""
     from mosaic.bench.grids import bench_grid_start, bench_layer_sweep, bench_sweep
     from mosaic.bench.memory import bench_wide
+    from mosaic.bench.parity import figure as parity_figure
     from mosaic.bench.probes import bench_probes
     from mosaic.bench.suite import bench_suite
     from mosaic.bench.throughput import bench_extraction, bench_padding
     from mosaic.data import load_unlabelled_texts
     from mosaic.data.sources.sae_probes import tasks
-    from mosaic.parity import figure as parity_figure
 
     repeats = 1 if quick else 3
     binary = [task for task, kind in tasks().items() if kind == "binary"]

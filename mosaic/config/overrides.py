@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mosaic.config.validate import require
+from mosaic.infra.errors import require
 
 
 def check_group_overrides(arguments: list[str], conf_dir: Path) -> None:

@@ -1,6 +1,6 @@
 """Values a config implies but does not hold: the answering model's config, the answers behaviour scores.
 
-Here rather than in `mosaic.behaviour` so that validation, fetch and the plan read them without
+Here rather than in `mosaic.job.behaviour` so that validation, fetch and the plan read them without
 importing a stage.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from mosaic.errors import MosaicError
+from mosaic.infra.errors import MosaicError
 
 
 def model_option_config(name: str, key: str = "model") -> DictConfig:

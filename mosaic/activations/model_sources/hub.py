@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from mosaic.activations.model_sources import ModelSource
-from mosaic.errors import MosaicError, first_line
+from mosaic.activations.model_sources.base import ModelSource
+from mosaic.infra.errors import MosaicError, first_line
 
 
 def _cannot_load(cfg, source: str, reason: str) -> MosaicError:
@@ -28,7 +28,7 @@ def resolved_revision(cfg) -> str:
     moves it to where the branch points now. Never fetched: the model is fetched now at the branch,
     which records its commit for every later job, unless the hub is switched off.
     """
-    from mosaic import hub
+    from mosaic.infra import hub
 
     revision = cfg.revision or "main"
     commit = hub.local_commit("model", cfg.hf_id, revision)
@@ -41,7 +41,7 @@ def resolved_revision(cfg) -> str:
 
 def _hub_folder(cfg) -> str:
     """The local copy (`model.path`), or the fetched snapshot of `hf_id` at its commit (downloaded if missing)."""
-    from mosaic import hub
+    from mosaic.infra import hub
 
     if cfg.path is not None:
         return cfg.path
@@ -50,7 +50,7 @@ def _hub_folder(cfg) -> str:
 
 def _from_pretrained(cfg, loader, source: str, **kwargs):
     """Call a `from_pretrained` on a local folder, offline: an unloadable model is one readable line."""
-    from mosaic import hub
+    from mosaic.infra import hub
 
     try:
         with hub.local_only():
@@ -80,14 +80,14 @@ class HubModel(ModelSource):
         return {"commit": resolved_revision(cfg)}
 
     def validate(self, cfg: DictConfig, key: str) -> None:
-        from mosaic.config.validate import require
+        from mosaic.infra.errors import require
 
         require(cfg.hf_id is not None or cfg.path is not None, f"{key}.hf_id", cfg.hf_id,
                 f"{key}.source=hub needs {key}.hf_id or {key}.path")
 
     def hub_items(self, cfg: DictConfig) -> list:
         """The model's repository at its revision, unless a local copy replaces it."""
-        from mosaic.hub import HubItem
+        from mosaic.infra.hub import HubItem
 
         if cfg.path is not None:
             return []

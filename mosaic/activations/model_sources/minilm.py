@@ -7,8 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mosaic.activations.model_sources import ModelSource
-from mosaic.errors import MosaicError
+from mosaic.activations.model_sources.base import ModelSource
+from mosaic.infra.errors import MosaicError
 
 
 def minilm_path() -> str:
@@ -36,6 +36,6 @@ class PackagedMiniLM(ModelSource):
         return minilm_tokenizer()
 
     def weights(self, cfg: DictConfig) -> dict[str, str]:
-        from mosaic.cache import directory_fingerprint
+        from mosaic.infra.cache import directory_fingerprint
 
         return {"files": directory_fingerprint(Path(minilm_path()))}

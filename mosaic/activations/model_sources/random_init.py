@@ -11,9 +11,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mosaic.activations.model_sources import ModelSource
+from mosaic.activations.model_sources.base import ModelSource
 from mosaic.activations.model_sources.minilm import minilm_tokenizer
-from mosaic.errors import MosaicError
+from mosaic.infra.errors import MosaicError
 
 # The tiny random PaliGemma's images: 56 x 56 pixels in 14 x 14 patches, so 16 image tokens.
 _TINY_IMAGE_SIZE, _TINY_PATCH_SIZE = 56, 14
@@ -103,7 +103,7 @@ class RandomInit(ModelSource):
         return {"torch": torch.__version__, "transformers": version("transformers")}
 
     def validate(self, cfg: DictConfig, key: str) -> None:
-        from mosaic.config.validate import require
+        from mosaic.infra.errors import require
 
         require(cfg.d_model % cfg.n_heads == 0, f"{key}.n_heads", cfg.n_heads,
                 f"must divide {key}.d_model={cfg.d_model}")

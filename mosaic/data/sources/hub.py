@@ -1,5 +1,5 @@
 """`dataset.source=hub`: a Hugging Face hub dataset (`hub_id`, `hub_config`, `revision`), its repository fetched into
-the hub cache (`mosaic.hub`) and read by `datasets` from there; one split (`hub_split`), or all splits with their
+the hub cache (`mosaic.infra.hub`) and read by `datasets` from there; one split (`hub_split`), or all splits with their
 names in a column. Identified by the commit its revision pointed at when fetched."""
 
 from __future__ import annotations
@@ -9,21 +9,21 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from mosaic.data.sources import DatasetSource
-from mosaic.errors import DataError, MosaicError, first_line
+from mosaic.data.sources.base import DatasetSource
+from mosaic.infra.errors import DataError, MosaicError, first_line
 
 # Column holding each row's hub split name when a hub dataset is loaded with all its splits.
 HUB_SPLIT_COLUMN = "_mosaic_split"
 
 
 def _read(cfg) -> pd.DataFrame:
-    """A hub dataset: its repository fetched into the hub cache (`mosaic.hub`), read by `datasets` from there.
+    """A hub dataset: its repository fetched into the hub cache (`mosaic.infra.hub`), read by `datasets` from there.
 
     One split, or all splits with their names in a column.
     """
     import datasets
 
-    from mosaic import hub
+    from mosaic.infra import hub
 
     try:
         folder = hub.snapshot("dataset", cfg.hub_id, cfg.revision or "main")
@@ -53,18 +53,18 @@ class HubDataset(DatasetSource):
         return _read(cfg)
 
     def identity(self, cfg: DictConfig) -> dict[str, Any]:
-        from mosaic import hub
+        from mosaic.infra import hub
 
         revision = cfg.revision or "main"
         return {"hub": cfg.hub_id, "config": cfg.hub_config, "revision": cfg.revision,
                 "commit": hub.local_commit("dataset", cfg.hub_id, revision)}
 
     def validate(self, cfg: DictConfig, key: str) -> None:
-        from mosaic.config.validate import require
+        from mosaic.infra.errors import require
 
         require(cfg.hub_id is not None, f"{key}.hub_id", None, f"{key}.source=hub needs a dataset id")
 
     def hub_items(self, cfg: DictConfig) -> list:
-        from mosaic.hub import HubItem
+        from mosaic.infra.hub import HubItem
 
         return [HubItem("dataset", cfg.hub_id, cfg.revision or "main", f"dataset {cfg.name}")]

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from mosaic.data.sources import DatasetSource, require_images
+from mosaic.data.sources.base import DatasetSource, require_images
 
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -23,12 +23,12 @@ class ImageFolder(DatasetSource):
         return pd.DataFrame(rows, columns=["image", "label"])
 
     def identity(self, cfg: DictConfig) -> dict[str, Any]:
-        from mosaic.cache import directory_fingerprint
+        from mosaic.infra.cache import directory_fingerprint
 
         return {"files": directory_fingerprint(Path(cfg.path))}
 
     def validate(self, cfg: DictConfig, key: str) -> None:
-        from mosaic.config.validate import require
+        from mosaic.infra.errors import require
 
         require(cfg.path is not None and Path(cfg.path).is_dir(), f"{key}.path", cfg.path,
                 f"{key}.source=imagefolder needs a directory with one folder of images per class")

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from mosaic.data.sources import PackagedCorpus
-from mosaic.errors import DataError
+from mosaic.data.sources.base import PackagedCorpus
+from mosaic.infra.errors import DataError
 
 PACKAGE = "sae-probes"
 _KINDS = {"Binary Classification": "binary", "Multiclass Classification": "multiclass"}
@@ -85,6 +85,6 @@ class SparseProbingTask(PackagedCorpus):
         return read_task(cfg)
 
     def validate(self, cfg: DictConfig, key: str) -> None:
-        from mosaic.config.validate import require
+        from mosaic.infra.errors import require
 
         require(cfg.task is not None, f"{key}.task", None, f"{key}.source=sae_probes needs a task, e.g. 95_toxic_is")

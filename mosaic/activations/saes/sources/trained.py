@@ -24,11 +24,11 @@ from omegaconf import DictConfig
 
 from mosaic.activations.encoder import Encoder
 from mosaic.activations.saes.load import SAE_FILES
-from mosaic.activations.saes.sources import EncoderInputs, SAESource
-from mosaic.cache import cache_root, cached_directory, content_key, read_entry
+from mosaic.activations.saes.sources.base import EncoderInputs, SAESource
 from mosaic.data import document_hash, load_unlabelled_texts
 from mosaic.data.corpora import CORPORA
-from mosaic.errors import MosaicError
+from mosaic.infra.cache import cache_root, cached_directory, content_key, read_entry
+from mosaic.infra.errors import MosaicError
 
 # Where a trained SAE lists the content hashes of the documents it was trained on (leak checks on reuse).
 CORPUS_FILE = "corpus.json"
@@ -159,7 +159,7 @@ class Trained(SAESource):
     trains = True
 
     def validate(self, cfg: DictConfig) -> None:
-        from mosaic.config.validate import require
+        from mosaic.infra.errors import require
 
         if cfg.dataset.modality == "image":
             require(cfg.sae.train_corpus == "train_split", "sae.train_corpus", cfg.sae.train_corpus,

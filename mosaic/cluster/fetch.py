@@ -4,7 +4,7 @@ On a cluster the login node reaches the hub and the compute nodes do not; a hund
 must not each download the same 18 GB. Fetch lists what every cell of the grid reads from the hub
 (`hub_items`: models and tokenizers, Gemma Scope SAEs, hub datasets, including transfer targets
 and the answering model of behaviour labels) and downloads each into the hub client's cache with
-the client's own code (`mosaic.hub`). A branch revision (`main`) is fetched where it points now and
+the client's own code (`mosaic.infra.hub`). A branch revision (`main`) is fetched where it points now and
 recorded there, so every node of the grid then loads that same commit. Jobs whose items are all
 fetched read them without touching the network (`HF_HUB_OFFLINE=1` on the compute nodes makes sure).
 """
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 from omegaconf import DictConfig
 
-from mosaic import hub
-from mosaic.errors import MosaicError
-from mosaic.hub import HubItem
+from mosaic.infra import hub
+from mosaic.infra.errors import MosaicError
+from mosaic.infra.hub import HubItem
 
 
 def hub_items(cfg: DictConfig) -> list[HubItem]:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mosaic.errors import MosaicError, first_line
+from mosaic.infra.errors import MosaicError, first_line
 
 FETCH_COMMAND = "python -m mosaic fetch"
 # What a transformers model needs: config, safetensors weights (and their index), tokenizer and processor files,

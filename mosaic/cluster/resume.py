@@ -12,7 +12,7 @@ from mosaic.record import RESULTS_FILE, config_hash
 def finished_results(job_dir: Path, config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any] | None:
     """The job's earlier `results.json` if this very config produced it from these very inputs, else None.
 
-    `inputs` is `mosaic.inputs.job_inputs` now: the files the job reads and the code version. A
+    `inputs` is `mosaic.job.inputs.job_inputs` now: the files the job reads and the code version. A
     dataset edited in place, a rewritten local SAE or a new MOSAIC that changes numbers reruns the cell.
     """
     path = job_dir / RESULTS_FILE

@@ -10,7 +10,6 @@ from mosaic.activations.models import resolve_device
 from mosaic.activations.store import lazy_model
 from mosaic.config import saved_config
 from mosaic.data import LabelledDocuments
-from mosaic.errors import MosaicError
 from mosaic.features.types import (
     FeatureContext,
     build_features,
@@ -19,8 +18,9 @@ from mosaic.features.types import (
     trains_on_training_split,
     unsplit,
 )
+from mosaic.infra.errors import MosaicError
+from mosaic.infra.timing import Stopwatch
 from mosaic.probes import load_probe
-from mosaic.timing import Stopwatch
 
 
 def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndarray]:

@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from mosaic.cache import list_entries
-from mosaic.errors import MosaicError
+from mosaic.infra.cache import list_entries
+from mosaic.infra.errors import MosaicError
 
 
 def _job_config(overrides: list[str]) -> DictConfig:
@@ -38,8 +38,8 @@ def _job_context(cfg: DictConfig):
     the same behaviour labels, splits and protected documents, so the same SAE keys)."""
     from mosaic.activations.store import lazy_model
     from mosaic.features.types import FeatureContext
-    from mosaic.prepare import prepare_job
-    from mosaic.timing import Stopwatch
+    from mosaic.infra.timing import Stopwatch
+    from mosaic.job.prepare import prepare_job
 
     job = prepare_job(cfg)
     return job.data, job.splits, FeatureContext(Stopwatch(), lazy_model(cfg.model), job.protected)

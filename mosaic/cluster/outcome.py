@@ -16,7 +16,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from mosaic.errors import MosaicError, NotApplicableError, first_line
+from mosaic.infra.errors import MosaicError, NotApplicableError, first_line
 from mosaic.record import FAILURE_FILE, PROBE_DIR, RESULTS_FILE, write_json_atomic
 
 FAILURES_FILE = "failures.json"

@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mosaic.activations.store import lazy_model
 from mosaic.data import LabelledDocuments, Splits, load_labelled_documents, make_splits
-from mosaic.errors import MosaicError
 from mosaic.evaluate import classification_metrics
 from mosaic.features.types import FeatureContext, Features, build_features, unsplit
+from mosaic.infra.errors import MosaicError
 from mosaic.probes import Probe
 
 

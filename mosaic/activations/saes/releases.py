@@ -12,7 +12,7 @@ import re
 from functools import cache
 from pathlib import Path
 
-from mosaic.errors import ConfigError
+from mosaic.infra.errors import ConfigError
 
 _CANONICAL_ID = re.compile(r"^layer_(\d+)/width_(\w+)/canonical$")
 

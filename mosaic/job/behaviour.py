@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from mosaic.config.resolved import answer_options, answering_model_config
 from mosaic.data import LabelledDocuments
-from mosaic.errors import MosaicError
+from mosaic.infra.errors import MosaicError
 
 OUTCOMES = ["incorrect", "correct"]
 ANSWERS_FILE = "option_log_probs.npy"
@@ -113,7 +113,7 @@ def answers_fields(cfg: DictConfig, answering: DictConfig, documents: Sequence[s
 def _answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """The option log-probabilities of every document, from the cache or scored now; and the cache entry."""
     from mosaic.activations.models import resolve_device
-    from mosaic.cache import cached_directory
+    from mosaic.infra.cache import cached_directory
 
     fields = answers_fields(cfg, answering, documents, resolve_device(answering.device).type)
 
@@ -129,7 +129,7 @@ def cached_answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[s
                    device_type: str) -> tuple[str, tuple[np.ndarray, dict[str, Any]] | None]:
     """The answers' cache key, and their log-probabilities and cache record if the cache holds them (scored on
     `device_type`); never scores (a grid's plan reads them)."""
-    from mosaic.cache import cache_root, content_key, read_entry
+    from mosaic.infra.cache import cache_root, content_key, read_entry
 
     key = content_key(answers_fields(cfg, answering, documents, device_type))
     entry = read_entry(cache_root() / ANSWERS_KIND / key)

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from mosaic.behaviour import behaviour_labels
 from mosaic.data import LabelledDocuments, Splits, document_hash, draw_splits, load_labelled_documents
 from mosaic.data.splits import with_keys
-from mosaic.errors import MosaicError
-from mosaic.transfer import TransferDataset, transfer_datasets
+from mosaic.infra.errors import MosaicError
+from mosaic.job.behaviour import behaviour_labels
+from mosaic.job.transfer import TransferDataset, transfer_datasets
 
 
 @dataclass

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mosaic.cache import directory_fingerprint
 from mosaic.data.sources import dataset_source
-from mosaic.errors import MosaicError
+from mosaic.infra.cache import directory_fingerprint
+from mosaic.infra.errors import MosaicError
 
 # Bump with any change that alters a number in results.json (metrics, selection, features, probes).
 CODE_VERSION = 6

@@ -21,50 +21,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mosaic import hub
-from mosaic.errors import MosaicError, NotApplicableError, first_line
-from mosaic.grid.cells import Grid
-
-
-class _ModelNotLoaded(Exception):
-    """Raised instead of loading a model: the plan never loads one."""
-
-
-class _Invalid(Exception):
-    """A cell its job would refuse, found while planning it (a behaviour grid's options, its answers)."""
-
-
-def _refuse_model():
-    raise _ModelNotLoaded
-
-
-@dataclass
-class EntryNeed:
-    """The activation cache entry one cell reads, and whether the cache holds it (None: unknown until fetched).
-
-    `key` is the entry's cache key where it can be computed here; for an SAE not trained or fetched
-    yet, the key of what will identify it (`Encoder.planned`); with the documents or the model's
-    commit unknown, a stand-in made of the settings the key will hold. Cells that will read the same
-    entry share it in the plan either way. `slot` is the (layer, feature type, SAE width) a forward
-    computes it for (`features.types.forward_slots`); `sae`, the cache key of the SAE still to train.
-    """
-
-    key: str
-    family: str
-    label: str
-    slot: tuple[int, str, str | None]
-    cached: bool | None = None
-    bytes: int | None = None
-    why: str | None = None
-    sae: str | None = None
-
-    @property
-    def layer(self) -> int:
-        return self.slot[0]
+from mosaic.cluster.cells import Grid
+from mosaic.cluster.planner import EntryNeed, Planner
+from mosaic.infra import hub
+from mosaic.infra.errors import MosaicError, NotApplicableError, first_line
 
 
 @dataclass
@@ -118,9 +81,9 @@ class Plan:
 
 
 def _cell_status(cfg: DictConfig, number: int, sweep_dir: Path | None) -> tuple[str, str | None]:
+    from mosaic.cluster.resume import finished_results
     from mosaic.config import validate
-    from mosaic.grid.resume import finished_results
-    from mosaic.inputs import job_inputs
+    from mosaic.job.inputs import job_inputs
     from mosaic.record import RESULTS_FILE
 
     try:
@@ -140,184 +103,6 @@ def _cell_status(cfg: DictConfig, number: int, sweep_dir: Path | None) -> tuple[
     if None in (inputs["model"], *inputs["transfer_models"].values(), inputs.get("behaviour_model", "")):
         return "to run", "it has results, but a model it reads is not fetched here, so they cannot be shown current"
     return "to run", "its results came from another config or other inputs"
-
-
-def _key(value: Any) -> str:
-    return json.dumps(OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value,
-                      sort_keys=True, default=str)
-
-
-def _without(cfg: DictConfig, *keys: str) -> dict[str, Any]:
-    """The config as plain data, less the dotted `keys`."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in keys:
-        *parents, last = dotted.split(".")
-        node = plain
-        for parent in parents:
-            node = node[parent]
-        node.pop(last, None)
-    return plain
-
-
-class _Planner:
-    """Per-cell lookups, each computed once per distinct input (a 1,000-cell grid has a handful of datasets)."""
-
-    def __init__(self, device_type: str):
-        self.device_type = device_type
-        self.memo: dict[tuple, Any] = {}
-        self.saes_to_train: dict[str, str] = {}
-        self.behaviour: dict[str, str] = {}
-
-    def once(self, kind: str, key: str, compute: Callable[[], Any]) -> Any:
-        if (kind, key) not in self.memo:
-            try:
-                self.memo[(kind, key)] = ("ok", compute())
-            except NotApplicableError as error:  # a regime that has no meaning for this dataset
-                self.memo[(kind, key)] = ("not applicable", first_line(error))
-            except _Invalid as error:
-                self.memo[(kind, key)] = ("invalid", str(error))
-            except _ModelNotLoaded:
-                self.memo[(kind, key)] = ("error", "it cannot be keyed without loading the model")
-            except (MosaicError, OSError) as error:  # OSError: a file of the dataset or cache unreadable here
-                self.memo[(kind, key)] = ("error", first_line(error))
-        return self.memo[(kind, key)]
-
-    def cell_device(self, cfg: DictConfig) -> str:
-        """Where the cell runs: the grid's device for `model.device=auto`, else the device it pins."""
-        return self.device_type if cfg.model.device == "auto" else cfg.model.device
-
-    def documents(self, cfg: DictConfig):
-        """The dataset as loaded (read from the cache only, never downloaded)."""
-        from mosaic.data import load_labelled_documents
-
-        return self.once("documents", _key(cfg.dataset), lambda: load_labelled_documents(cfg.dataset))
-
-    def answers(self, cfg: DictConfig):
-        """The answering model's answers: their cache key, and what the cache holds of them (None: not scored)."""
-        from mosaic.behaviour import cached_answers
-        from mosaic.config.resolved import answering_model_config
-
-        answering = answering_model_config(cfg)
-        documents = self.documents(cfg)
-        if documents[0] != "ok":
-            return documents
-        device = self.cell_device(OmegaConf.merge(cfg, {"model": answering}))
-        return self.once("answers", _key([cfg.behaviour, cfg.max_length, cfg.batch_size, answering, device,
-                                          cfg.dataset]),
-                         lambda: cached_answers(cfg, answering, documents[1].documents, device))
-
-    def data(self, cfg: DictConfig):
-        """The job as `prepare.prepare_job` prepares it, run dry (nothing scored or loaded), and its documents' key.
-
-        Behaviour labels come from the answering model's cached answers; before they are scored the
-        splits (and so the documents a regime draws) are not known.
-        """
-        from mosaic.activations.store import documents_key
-        from mosaic.behaviour import BehaviourRefused
-        from mosaic.config.resolved import answering_model_config
-        from mosaic.prepare import prepare_job
-
-        behaviour = None
-        if cfg.behaviour.model is not None:
-            answering = answering_model_config(cfg)
-            behaviour = [cfg.behaviour, cfg.max_length, cfg.batch_size, answering,
-                         self.cell_device(OmegaConf.merge(cfg, {"model": answering}))]
-
-        def load():
-            try:
-                job = prepare_job(cfg, dry_run_device=behaviour[-1] if behaviour else None)
-            except BehaviourRefused as error:  # a cell its job would refuse
-                raise _Invalid(first_line(error)) from None
-            return job, documents_key(job.data.documents)
-
-        return self.once("data", _key([cfg.dataset, cfg.regime, cfg.seed, cfg.transfer.datasets, cfg.probe.load,
-                                       behaviour]), load)
-
-    def model_identity(self, cfg: DictConfig):
-        from mosaic.activations.store import model_identity
-
-        device = self.cell_device(cfg)
-        return self.once("model", _key([cfg.model, device]), lambda: model_identity(cfg.model, device))
-
-    def entry(self, cfg: DictConfig) -> EntryNeed:
-        """The cell's own activation entry: its key when computable here, and whether the cache holds it.
-
-        Its family is what its forward shares with its siblings' cells: everything in the config but
-        the layer, SAE width and feature type a sweep varies (`features.types.Sweep`).
-        """
-        from mosaic.activations.saes.sources.trained import sae_seed
-        from mosaic.data.regimes import draws_documents
-        from mosaic.features.types import feature_type, job_sae
-
-        model = cfg.model
-        data = self.data(cfg)
-        identity = self.model_identity(cfg)
-        documents = data[1][0].data.documents if data[0] == "ok" else None
-        # Without a regime the documents are the dataset's, whatever the seed and labels.
-        drawn = [cfg.dataset] + ([cfg.regime, cfg.seed, cfg.behaviour] if draws_documents(cfg.regime) else [])
-        group = [identity[1] if identity[0] == "ok" else model, cfg.max_length,
-                 drawn if documents is None else data[1][1]]
-        source = job_sae(cfg)
-        encoder = [cfg.features.type] + ([] if source is None else [
-            cfg.sae, sae_seed(cfg) if source.trains else None,
-            cfg.seed if source.trains_on_training_split(cfg) else None])
-        slot = (cfg.layer, cfg.features.type, None if source is None else cfg.sae.width)
-        family = _key(_without(cfg, "layer", "sae.width", "features"))
-        label = f"{model.name} × {cfg.dataset.name} (max_length {cfg.max_length})"
-        need = EntryNeed(_key(["stand-in", group, slot, encoder]), family, label, slot)
-        if documents is None:
-            need.why = data[1]
-            return need
-        try:
-            need.bytes = feature_type(cfg).entry_bytes(cfg, documents)
-            if identity[0] != "ok":
-                need.why = identity[1]
-                return need
-            self._key_entry(cfg, need, identity[1], data[1])
-        except _ModelNotLoaded:
-            need.why = "its key needs the model loaded"
-        except MosaicError as error:
-            need.why = first_line(error)
-        return need
-
-    def _key_entry(self, cfg: DictConfig, need: EntryNeed, identity: dict, data) -> None:
-        """Fill in the entry's key and whether the cache holds it; for an SAE not built yet, what it waits for."""
-        import torch
-
-        from mosaic.activations.store import CACHE_KIND, entry_fields
-        from mosaic.cache import cache_root, content_key, read_entry
-        from mosaic.features.types import Sweep, job_sae, plan_encoders
-
-        job, documents = data
-        _, own = plan_encoders(cfg, job.data, job.splits, Sweep(), job.protected, _refuse_model,
-                               torch.device(self.cell_device(cfg)))
-        if own.ready():
-            need.key = content_key(entry_fields(identity, documents, cfg.max_length, cfg.layer, own.resolve()))
-            need.cached = read_entry(cache_root() / CACHE_KIND / need.key) is not None
-            return
-        planned = own.planned()
-        need.key = content_key({"planned": entry_fields(identity, documents, cfg.max_length, cfg.layer, planned)})
-        need.cached = False
-        source = job_sae(cfg)
-        if "to_train" in planned:
-            need.sae = planned["to_train"]
-            corpus = f"{cfg.dataset.name}'s training split (seed {cfg.seed}, SAE {need.sae[:8]})" \
-                if source.trains_on_training_split(cfg) else cfg.sae.train_corpus
-            self.saes_to_train[need.sae] = f"{cfg.model.name} layer {cfg.layer}: {source.plan_label(cfg)}, on {corpus}"
-            need.why = "its SAE is not trained yet"
-        else:
-            need.why = f"{source.plan_label(cfg)} is not fetched"
-
-    def behaviour_answers(self, cfg: DictConfig) -> None:
-        """Count the answering model's forward when its answers are not cached."""
-        from mosaic.config.resolved import answering_model_config
-
-        state, answers = self.answers(cfg)
-        label = f"{answering_model_config(cfg).name} answers {cfg.dataset.name}"
-        if state != "ok":
-            self.behaviour[_key([cfg.behaviour, cfg.dataset, cfg.max_length, cfg.batch_size])] = label
-        elif answers[1] is None:
-            self.behaviour[answers[0]] = label
 
 
 def _shared_passes(needs: list[CellPlan], configs: list[DictConfig], sweep) -> list[tuple[CellPlan, list[CellPlan]]]:
@@ -345,7 +130,7 @@ def _shared_passes(needs: list[CellPlan], configs: list[DictConfig], sweep) -> l
 
 
 def _forwards(cells: list[CellPlan], configs: list[DictConfig], sweep,
-              planner: _Planner) -> tuple[list[Forward], list[str]]:
+              planner: Planner) -> tuple[list[Forward], list[str]]:
     """The forwards the cells to run need, each to the deepest layer of the entries it writes; and the SAE
     corpus forwards, one for each job that trains SAEs (all those its forward needs, from one pass)."""
     pending = [cell for cell in cells if cell.entry and not cell.entry.cached]
@@ -384,12 +169,12 @@ def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None
     that asks for GPUs, else this machine's device.
     """
     from mosaic.activations.models import resolve_device
+    from mosaic.cluster.fetch import grid_items
     from mosaic.features.types import feature_type
-    from mosaic.fetch import grid_items
 
     if device_type is None:
         device_type = "cuda" if grid.uses_gpus() else resolve_device("auto").type
-    planner = _Planner(device_type)
+    planner = Planner(device_type)
     cells: list[CellPlan] = []
     with hub.local_only():
         for number, (overrides, cfg) in enumerate(zip(grid.overrides, grid.configs)):

@@ -25,6 +25,12 @@ class DataError(MosaicError):
     """A dataset that is empty, lacks a column, or cannot support a classification probe."""
 
 
+def require(condition: bool, key: str, value, allowed: str, error: type[ConfigError] = ConfigError) -> None:
+    """Raise `error` with MOSAIC's one line, `key=value is not allowed: allowed`, unless `condition` holds."""
+    if not condition:
+        raise error(f"{key}={value!r} is not allowed: {allowed}")
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (or its type name): enough to quote in a one-line error."""
     text = str(error).strip()

@@ -43,8 +43,8 @@ def _job_features(cfg, job_dir: Path):
     from mosaic.activations.store import lazy_model
     from mosaic.data import load_labelled_documents
     from mosaic.features.types import FeatureContext, Sweep, build_features, unsplit
+    from mosaic.infra.timing import Stopwatch
     from mosaic.pipeline import run
-    from mosaic.timing import Stopwatch
 
     results = run(cfg, job_dir)
     data = load_labelled_documents(cfg.dataset)

@@ -14,8 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mosaic.config import CONF_DIR, check_group_overrides, check_value_overrides, register_configs
-from mosaic.errors import ConfigError, first_line
 from mosaic.features.types import Sweep
+from mosaic.infra.errors import ConfigError, first_line
 
 
 @dataclass
@@ -55,7 +55,7 @@ def _expand(overrides: list[str], progress: bool) -> Grid:
     from hydra.types import RunMode
     from tqdm.auto import tqdm
 
-    from mosaic.grid.siblings import sweep_of
+    from mosaic.cluster.siblings import sweep_of
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mosaic.config import CONF_DIR
-from mosaic.errors import first_line
+from mosaic.infra.errors import first_line
 
 HUB_TIMEOUT_S = 3.0
 SLURM_TIMEOUT_S = 4.0
@@ -91,7 +91,7 @@ def _hub_get(url: str, token: str | None) -> tuple[int, dict]:
 def hub_findings() -> list[Finding]:
     from huggingface_hub import constants, get_token
 
-    from mosaic.hub import hub_cache
+    from mosaic.infra.hub import hub_cache
 
     fetched = sum(1 for p in hub_cache().glob("*--*") if p.is_dir()) if hub_cache().is_dir() else 0
     cache = Finding("hub", True, f"cache {hub_cache()} (HF_HOME): {fetched} repositories fetched, {_free(hub_cache())}")
@@ -158,7 +158,7 @@ def _free(path: Path) -> str:
 
 
 def cache_findings() -> list[Finding]:
-    from mosaic.cache import cache_root
+    from mosaic.infra.cache import cache_root
 
     root = cache_root()
     writable = os.access(_existing(root), os.W_OK)
