@@ -42,7 +42,8 @@ def _commands(page: Path) -> list[str]:
     lines = [line for block in FENCE.findall(text) for line in block.replace("\\\n", " ").splitlines()]
     lines += INLINE.findall(text)
     commands = [line.split(" #")[0].strip() for line in lines]
-    return [c for c in commands if re.match(r"(\S+=\S+ )*(\.venv/bin/)?python run\.py\b", c) and not PLACEHOLDER.search(c)]
+    shown = re.compile(r"(\S+=\S+ )*(\.venv/bin/)?python run\.py\b")
+    return [command for command in commands if shown.match(command) and not PLACEHOLDER.search(command)]
 
 
 def _first_values(arguments: list[str]) -> list[str]:
