@@ -14,8 +14,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-# The config tree sits beside the package in the repository (installed editable, `pip install -e .`).
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The config tree ships inside the package (package data), so an installed MOSAIC reads the same options.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # Config group -> the key whose value names the implementation its options use.
 OPTION_KEYS = {

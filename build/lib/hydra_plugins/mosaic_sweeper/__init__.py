@@ -1,0 +1,1 @@
+"""MOSAIC's Hydra sweeper plugin (`hydra/sweeper=mosaic`, the default in conf/config.yaml)."""

@@ -1,0 +1,1 @@
+"""MOSAIC: sparse-autoencoder features of language models for safety classification."""

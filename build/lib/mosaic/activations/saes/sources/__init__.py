@@ -1,0 +1,37 @@
+"""Where a job's SAE comes from (`sae.source`): one module per source, each answering everything MOSAIC asks of it.
+
+| `sae.source` | module | the SAE |
+| --- | --- | --- |
+| `trained` | `trained.py` | trained by MOSAIC with SAELens, on a corpus without the job's documents, cached |
+| `local` | `local.py` | a SAELens-format directory |
+| `gemma_scope` | `gemma_scope.py` | Gemma Scope, by release, layer and width, through SAELens's release table |
+
+The rest of MOSAIC asks a `SAESource` and never compares `sae.source` with a value: its checks before
+anything loads (`validate`), its widths at a layer (a sweep's siblings), the `Encoder` that encodes a
+layer's activations (its identity keys the activation cache), what `results.json` says of it
+(`described`: identity, display name, width, Neuronpedia pages), what a resumed job compares
+(`input_fingerprint`), what it reads from the hub (`hub_items`), how a grid's plan names it and sizes
+its codes (`plan_label`, `planned_l0`), whether MOSAIC trains it (`trains`, `trains_on_training_split`),
+and the SAE a saved probe read (`saved_encoder`, for `probe.load` and `predict`). A new source is its
+module, one line in `SAE_SOURCES`, its YAML in `conf/sae/` and its test.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from mosaic.activations.saes.sources.base import EncoderInputs, SAEIdentity, SAESource
+from mosaic.activations.saes.sources.gemma_scope import GemmaScope
+from mosaic.activations.saes.sources.local import LocalDirectory
+from mosaic.activations.saes.sources.trained import Trained
+
+# sae.source -> where its SAEs come from.
+SAE_SOURCES: dict[str, SAESource] = {"trained": Trained(), "local": LocalDirectory(), "gemma_scope": GemmaScope()}
+
+
+def sae_source(cfg: DictConfig) -> SAESource:
+    """The job's `sae.source`."""
+    return SAE_SOURCES[cfg.sae.source]
+
+
+__all__ = ["SAE_SOURCES", "EncoderInputs", "SAEIdentity", "SAESource", "sae_source"]

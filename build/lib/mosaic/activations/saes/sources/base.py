@@ -1,0 +1,102 @@
+"""What every SAE source is: `SAESource` (the questions MOSAIC asks of one), `SAEIdentity` (what identifies its SAE
+wherever it is recorded), `EncoderInputs` (what building its encoders may need)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig
+from pydantic import BaseModel, ConfigDict
+
+from mosaic.activations.encoder import Encoder
+
+
+class SAEIdentity(BaseModel):
+    """What identifies a job's SAE wherever it is recorded (results.json's `features.sae`, a saved probe, reports):
+    its source, the SHA-256 of its files, the source's own keys (a trained SAE's cache key, a release and id, a
+    local path), and what the source names it: a display name, its width as the source speaks of it, and the
+    prefix of its latents' Neuronpedia pages (None where there are none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    sha256: dict[str, str] | None = None
+    key: str | None = None
+    release: str | None = None
+    id: str | None = None
+    path: str | None = None
+    name: str | None = None
+    width: str | None = None
+    neuronpedia: str | None = None
+
+
+@dataclass
+class EncoderInputs:
+    """What building a job's SAE encoders may need. `shared` holds what a source builds once per job and
+    shares across its layers (a trained SAE's corpus and the corpus's activations)."""
+
+    cfg: DictConfig
+    data: Any
+    splits: Any
+    protected: frozenset[str]
+    model: Callable[[], Any]
+    device: Any
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+class SAESource:
+    """One `sae.source`. The defaults describe an SAE MOSAIC neither trains nor fetches."""
+
+    # MOSAIC trains it: its draws follow the job's seed, `sae train` builds it, a grid's plan lists it.
+    trains = False
+
+    def validate(self, cfg: DictConfig) -> None:
+        """Refuse, in one line, a config this source cannot serve (before anything loads)."""
+
+    def widths(self, cfg: DictConfig, layer: int) -> list[str]:
+        """The widths it has at `layer`: a sweep's sibling (layer, width) is planned only where an SAE exists."""
+        return [cfg.sae.width]
+
+    def encoder(self, inputs: EncoderInputs, layer: int, width: str) -> Encoder:
+        raise NotImplementedError
+
+    def name(self, identity: dict[str, Any]) -> str:
+        """A short, stable display name for reports, tables and W&B."""
+        raise NotImplementedError
+
+    def described(self, cfg: DictConfig, identity: dict[str, Any], width: int) -> dict[str, Any]:
+        """What results.json records of the job's SAE (`features.sae`, an `SAEIdentity`): its identity, `name`,
+        `width` (as the report shows it) and `neuronpedia` (a page prefix for its latents, or None)."""
+        described = {**{k: v for k, v in identity.items() if k != "type"}, "name": self.name(identity),
+                     "width": str(width), "neuronpedia": None}
+        return SAEIdentity.model_validate(described).model_dump(exclude_unset=True)
+
+    def input_fingerprint(self, cfg: DictConfig) -> Any:
+        """What a job reads from outside MOSAIC's cache for its SAE, fingerprinted (None: nothing)."""
+        return None
+
+    def hub_items(self, cfg: DictConfig) -> list:
+        """What the job's SAE reads from the hub (`hub.HubItem`s)."""
+        return []
+
+    def plan_label(self, cfg: DictConfig) -> str:
+        raise NotImplementedError
+
+    def planned_l0(self, cfg: DictConfig) -> int | None:
+        """Latents firing per token, where known before the SAE exists (for a plan's cache-growth estimate)."""
+        return None
+
+    def trains_on_training_split(self, cfg: DictConfig) -> bool:
+        """Whether its SAE trains on the job's own training split (its codes of those documents are then not
+        held out, and it cannot be rebuilt without the job's data)."""
+        return False
+
+    def training(self, identity: dict[str, Any]) -> dict[str, Any] | None:
+        """How the SAE was trained (tokens, steps, time, curve), for an SAE MOSAIC trained; None otherwise."""
+        return None
+
+    def saved_encoder(self, saved: dict[str, Any], device: str, protected: frozenset[str]) -> Encoder | None:
+        """The SAE a saved probe read, found by the identity it recorded; None: the probe's config rebuilds it."""
+        return None

@@ -1,0 +1,263 @@
+"""`sae.source=trained`: an SAE MOSAIC trains with SAELens's trainer, for models with no published SAE.
+
+It is trained on `sae.train_docs` documents of `sae.train_corpus` (a packaged corpus without any
+document the job or its transfer targets score, or the job's own training split without duplicates
+of its validation and test documents), at the job's layer, and cached under `saes` by everything
+that shapes it: the model's weights, the layer, `max_length`, the corpus (with what was removed from
+it), the training settings, the seed of its draws (`sae.seed`, else the job's), `TRAIN_VERSION` and
+the libraries' versions. One forward over the corpus serves every layer a sweep trains
+(`CorpusActivations`). Its identity is its cache key and the SHA-256 of its files; `corpus.json`
+lists the content hashes of its documents, so a probe reusing it elsewhere refuses it where it saw a
+document that job scores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from mosaic.activations.encoder import Encoder
+from mosaic.activations.saes.load import SAE_FILES
+from mosaic.activations.saes.sources.base import EncoderInputs, SAESource
+from mosaic.data import document_hash, load_unlabelled_texts
+from mosaic.data.corpora import CORPORA
+from mosaic.infra.cache import cache_root, cached_directory, content_key, read_entry
+from mosaic.infra.errors import MosaicError
+
+# Where a trained SAE lists the content hashes of the documents it was trained on (leak checks on reuse).
+CORPUS_FILE = "corpus.json"
+# Part of a trained SAE's key: bump it when training (trainer settings, normalisation, corpus sampling) changes.
+TRAIN_VERSION = 3
+
+
+def sae_seed(cfg: DictConfig) -> int:
+    """The seed of a trained SAE's draws (corpus sample, initialisation, batch order): `sae.seed` when it pins
+    one, else the job's `seed`, so that seeds replicate SAE training too."""
+    return cfg.seed if cfg.sae.seed is None else cfg.sae.seed
+
+
+def train_settings(cfg: DictConfig, corpus_tokens: int):
+    """The trainer's settings from `sae.*`: `train_tokens` tokens, or `train_epochs` passes over the corpus."""
+    from mosaic.activations.saes.train import TrainSettings
+
+    sae_cfg = cfg.sae
+    tokens = sae_cfg.train_tokens or sae_cfg.train_epochs * corpus_tokens
+    return TrainSettings(architecture=sae_cfg.architecture, d_sae=sae_cfg.expansion * cfg.model.d_model, k=sae_cfg.k,
+                         l1_coefficient=sae_cfg.l1_coefficient, l0_coefficient=sae_cfg.l0_coefficient,
+                         lr=sae_cfg.lr, tokens=tokens, batch_tokens=sae_cfg.train_batch_tokens, seed=sae_seed(cfg))
+
+
+def train_fields(cfg: DictConfig) -> dict[str, Any]:
+    """What of `sae.*` shapes a trained SAE (part of its key): only the sparsity keys its architecture reads."""
+    from mosaic.activations.saes.train import ARCHITECTURES
+
+    sae_cfg = cfg.sae
+    settings = train_settings(cfg, corpus_tokens=0)
+    return {"architecture": settings.architecture, "d_sae": settings.d_sae, "lr": settings.lr,
+            "tokens": sae_cfg.train_tokens, "epochs": None if sae_cfg.train_tokens else sae_cfg.train_epochs,
+            "batch_tokens": settings.batch_tokens, "seed": settings.seed,
+            **ARCHITECTURES[settings.architecture].sparsity(settings)}
+
+
+def sae_corpus(cfg: DictConfig, data, splits, protected: frozenset[str]) -> tuple[Callable[[], list],
+                                                                                   Callable[[], dict]]:
+    """A loader for the documents the SAE is trained on, and one for what identifies them (part of its cache key).
+
+    A packaged corpus loses every text whose content is in `protected` (every document the job and
+    its transfer targets validate, test or cross-validate on), and the removed contents are part of
+    its identity. The training split keeps its own documents (cross-validation then says it is not
+    held out) but drops those that duplicate a validation or test document by content.
+    """
+    from mosaic.activations.store import documents_key
+
+    if cfg.sae.train_corpus == "train_split":
+        # Out: duplicates of the job's validation and test documents, and every transfer target's documents.
+        own = {document_hash(document) for document in data.documents}
+        held_out = {document_hash(data.documents[i]) for i in (*splits.val, *splits.test)} | (protected - own)
+        documents = [data.documents[i] for i in splits.train
+                     if document_hash(data.documents[i]) not in held_out][: cfg.sae.train_docs]
+        return lambda: documents, lambda: {"corpus": "train_split", "documents": documents_key(documents)}
+
+    @cache
+    def sample() -> tuple[list[str], list[str]]:
+        return load_unlabelled_texts(cfg.sae.train_corpus, cfg.sae.train_docs, sae_seed(cfg), exclude=protected)
+
+    return (lambda: sample()[0],
+            lambda: {"corpus": cfg.sae.train_corpus,
+                     "packages": CORPORA[cfg.sae.train_corpus].identity(),
+                     "docs": cfg.sae.train_docs, "seed": sae_seed(cfg),
+                     "excluded": content_key({"hashes": sample()[1]})})
+
+
+class CorpusActivations:
+    """The SAE corpus's activations at the layers a job's trained SAEs still need, from one forward.
+
+    Each trained SAE registers its layer and how to tell whether it is already built. The first one
+    that trains extracts every registered layer whose SAE is missing in one pass (early exit at the
+    deepest), so a layer sweep's SAEs share one forward over their corpus; each layer's activations
+    are handed out once and then dropped. Until then they are all held: memory is the corpus's
+    activations times the number of layers that still need an SAE.
+    """
+
+    def __init__(self, documents: Callable[[], list], model: Callable[[], Any], batch_size: int, max_length: int):
+        self.documents, self.model = documents, model
+        self.batch_size, self.max_length = batch_size, max_length
+        self.built: dict[int, Callable[[], bool]] = {}
+        self.extracted: dict[int, np.ndarray] = {}
+
+    def register(self, layer: int, built: Callable[[], bool]) -> None:
+        self.built[layer] = built
+
+    def take(self, layer: int) -> np.ndarray:
+        from mosaic.activations.forward import extract_activations
+
+        if layer not in self.extracted:
+            missing = sorted({layer, *(other for other, built in self.built.items() if not built())})
+            acts = extract_activations(self.model(), self.documents(), missing, self.batch_size, self.max_length,
+                                       desc=f"extract SAE corpus (layers {', '.join(map(str, missing))})")
+            self.extracted.update({found: acts[found].values for found in missing})
+        return self.extracted.pop(layer)
+
+    def discard(self, layer: int) -> None:
+        self.extracted.pop(layer, None)
+
+
+def _shared_corpus(inputs: EncoderInputs) -> tuple[Callable[[], list], Callable[[], dict], CorpusActivations]:
+    """The job's SAE corpus and its activations, built once and shared by every layer it trains."""
+    if "trained_corpus" not in inputs.shared:
+        documents, identity = sae_corpus(inputs.cfg, inputs.data, inputs.splits, inputs.protected)
+        activations = CorpusActivations(documents, inputs.model, inputs.cfg.batch_size, inputs.cfg.max_length)
+        inputs.shared["trained_corpus"] = (documents, identity, activations)
+    return inputs.shared["trained_corpus"]
+
+
+def trained_identity(directory: Path) -> dict[str, Any]:
+    """A trained SAE's identity: its cache key and the SHA-256 of its files, as its manifest records them."""
+    entry = read_entry(directory)
+    if entry is None:
+        raise MosaicError(f"the trained SAE {directory.name} is not in the cache ({directory.parent}): rerun the job "
+                          "that trained it")
+    return {"type": "sae", "source": "trained", "key": entry.key,
+            "sha256": {name: entry.files[name]["sha256"] for name in SAE_FILES}}
+
+
+def training_record(key: str) -> dict[str, Any] | None:
+    """How the trained SAE `key` was trained (`training.json`: tokens, steps, time, curve); None if not recorded."""
+    from mosaic.activations.saes.train import TRAINING_FILE
+
+    path = cache_root() / "saes" / key / TRAINING_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class Trained(SAESource):
+    trains = True
+
+    def validate(self, cfg: DictConfig) -> None:
+        from mosaic.infra.errors import require
+
+        if cfg.dataset.modality == "image":
+            require(cfg.sae.train_corpus == "train_split", "sae.train_corpus", cfg.sae.train_corpus,
+                    "an SAE for image features trains on the image tokens of the training split: train_split")
+
+    def encoder(self, inputs: EncoderInputs, layer: int, width: str) -> Encoder:
+        """The SAE MOSAIC trains with SAELens for this model and layer, cached under `saes` by its settings.
+
+        It is trained, on the corpus's activations at its layer, the first time its identity is asked for.
+        """
+        from mosaic.activations.models import resolve_device
+        from mosaic.activations.store import model_identity
+
+        cfg = inputs.cfg
+        corpus_documents, corpus, activations = _shared_corpus(inputs)
+
+        @cache
+        def fields() -> dict[str, Any]:
+            from mosaic.activations.store import library_versions
+
+            return {"model": model_identity(cfg.model, inputs.device.type), "layer": layer,
+                    "max_length": cfg.max_length, "train": train_fields(cfg), "corpus": corpus(),
+                    "code": TRAIN_VERSION, "libraries": library_versions()}
+
+        @cache
+        def directory() -> Path:
+            def build(target: Path) -> None:
+                from mosaic.activations.saes.train import train_sae
+
+                documents = corpus_documents()
+                (target / CORPUS_FILE).write_text(json.dumps(sorted({document_hash(d) for d in documents})))
+                values = activations.take(layer)
+                train_sae(values, train_settings(cfg, len(values)), out_dir=target,
+                          device=str(resolve_device(cfg.model.device)), hook_name=f"blocks.{layer}.hook_resid_post")
+
+            path, hit = cached_directory("saes", fields(), build)
+            if hit:  # built meanwhile by another job of the sweep: its share of the corpus forward is not needed
+                activations.discard(layer)
+            return path
+
+        def built() -> bool:
+            return read_entry(cache_root() / "saes" / content_key(fields())) is not None
+
+        def load():
+            from mosaic.activations.saes.load import load_sae
+
+            return load_sae(directory(), device=inputs.device.type)
+
+        activations.register(layer, built)
+        return Encoder(lambda: trained_identity(directory()), load, built,
+                       lambda: {"to_train": content_key(fields())})
+
+    def name(self, identity: dict[str, Any]) -> str:
+        return f"trained {str(identity.get('key', ''))[:12]}"
+
+    def plan_label(self, cfg: DictConfig) -> str:
+        sparsity = f", k {cfg.sae.k}" if cfg.sae.architecture in ("topk", "batchtopk") else ""
+        return f"trained {cfg.sae.architecture} SAE, {cfg.sae.expansion} × d_model latents{sparsity}"
+
+    def planned_l0(self, cfg: DictConfig) -> int | None:
+        return cfg.sae.k if cfg.sae.architecture in ("topk", "batchtopk") else None
+
+    def trains_on_training_split(self, cfg: DictConfig) -> bool:
+        return cfg.sae.train_corpus == "train_split"
+
+    def training(self, identity: dict[str, Any]) -> dict[str, Any] | None:
+        return training_record(identity["key"])
+
+    def saved_encoder(self, saved: dict[str, Any], device: str, protected: frozenset[str]) -> Encoder:
+        """A job's trained SAE, found by the identity its probe recorded (predict, `probe.load`): never retrained.
+
+        Refused when it was trained on a document in `protected` (the documents the reusing job scores):
+        its features of those documents would not be held out.
+        """
+        if saved.get("source") != "trained":
+            raise MosaicError("the loaded probe was not trained on features of an SAE MOSAIC trained, but this job's "
+                              "are: load it into a job with the same features")
+        directory = cache_root() / "saes" / saved["key"]
+
+        def resolve() -> dict[str, Any]:
+            found = trained_identity(directory)
+            if found["sha256"] != saved.get("sha256"):
+                raise MosaicError(f"the trained SAE {saved['key']} in the cache is not the one the probe was trained "
+                                  "on (its files changed, or the probe predates SAE checksums): rerun the probe's job")
+            try:
+                trained_on = set(json.loads((directory / CORPUS_FILE).read_text()))
+            except (OSError, ValueError):
+                raise MosaicError(f"the trained SAE {saved['key']} does not list its training documents "
+                                  f"({CORPUS_FILE}): rerun the probe's job") from None
+            if overlap := trained_on & protected:
+                raise MosaicError(f"the probe's SAE was trained on {len(overlap)} documents this job scores: its "
+                                  "features of them are not held out; train the probe with an SAE that never saw "
+                                  "this dataset")
+            return found
+
+        def load():
+            from mosaic.activations.saes.load import load_sae
+
+            return load_sae(directory, device=device)
+
+        return Encoder(resolve, load)
