@@ -39,6 +39,7 @@ def test_an_sae_for_another_layer_or_width_is_refused(tmp_path):
         check_sae_fits(sae, d_model=64, layer=2)
 
 
+@pytest.mark.slow
 def test_local_sae_runs_through_the_pipeline(tmp_path):
     directory = jumprelu_sae(tmp_path / "sae", d_in=32, layer=1)
     cfg = compose_config("model=tiny_gemma2", "layer=1", "sae=local", f"sae.path={directory}", "logger=none",
@@ -109,6 +110,7 @@ def trained(tmp_path_factory):
     return values, directory, stats
 
 
+@pytest.mark.slow
 def test_trained_sae_is_saved_in_saelens_format_and_reconstructs(trained):
     values, directory, stats = trained
     assert {"cfg.json", "sae_weights.safetensors", "training.json"} <= {p.name for p in directory.iterdir()}
@@ -121,6 +123,7 @@ def test_trained_sae_is_saved_in_saelens_format_and_reconstructs(trained):
     assert curve[-1]["loss"] < 0.5 * curve[0]["loss"]  # it learned: the training loss fell
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "jumprelu"])
 def test_every_architecture_trains_through_saelens_to_its_sparsity(tmp_path, architecture):
     values = _sparse_mixture()
@@ -136,6 +139,7 @@ def test_every_architecture_trains_through_saelens_to_its_sparsity(tmp_path, arc
     assert stats["on_training_tokens"]["fvu"] < 0.5
 
 
+@pytest.mark.slow
 def test_encoding_is_relu_of_the_affine_encoder_on_raw_activations(trained):
     values, directory, _ = trained
     weights = load_file(str(directory / "sae_weights.safetensors"))

@@ -63,6 +63,7 @@ def test_hidden_entries_hold_every_hidden_pooling(tmp_path, own_cache):
     np.testing.assert_allclose(pooled["sum"], pooled["mean"] * lengths[:, None], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_first_job_of_a_sweep_caches_its_siblings_from_one_forward(tmp_path, own_cache, monkeypatch):
     sweep = Sweep(layers=(1, 2, 9), features=("sae", "hidden"))  # layer 9 is outside tiny_gpt2: skipped
     calls = []
@@ -78,6 +79,7 @@ def test_the_first_job_of_a_sweep_caches_its_siblings_from_one_forward(tmp_path,
     assert len(list_entries("activations")) == 4
 
 
+@pytest.mark.slow
 def test_a_layer_sweeps_trained_saes_share_one_forward_over_their_corpus(tmp_path, own_cache, monkeypatch):
     """Three layers' SAEs train on one corpus extraction, and each is the SAE its layer would get alone."""
     import mosaic.activations.forward as plan
@@ -110,6 +112,7 @@ def test_a_multirun_reads_its_sweep_and_hits_the_cache_after_the_first_job(tmp_p
     assert [c["cache"]["hit"] for c in cells] == [False, True, True, True]
 
 
+@pytest.mark.slow
 def test_a_truncated_entry_is_rebuilt_and_a_corrupted_one_fails_verify(tmp_path, own_cache, capsys):
     results = run(compose_config(*TINY), tmp_path / "a")
     entry = own_cache / "activations" / results["cache"]["key"]
@@ -134,6 +137,7 @@ def test_a_truncated_entry_is_rebuilt_and_a_corrupted_one_fails_verify(tmp_path,
     assert mosaic_cli(["cache", "verify"]) == 0
 
 
+@pytest.mark.slow
 def test_cache_list_and_remove_by_field(tmp_path, own_cache, capsys):
     run(compose_config(*TINY), tmp_path / "a")
     run(compose_config(*TINY, "features=hidden"), tmp_path / "b")
@@ -183,6 +187,7 @@ CHEAP = ["model=tiny_gpt2", "model.source=hub", "model.hf_id=null", "layer=1", "
     ("model.dtype=bfloat16", False), ("model.padding_side=left", False), ("model.prompt=hello", False),
     ("document order", False), ("pooling=max", True), ("probe=tree", True), ("seed=7", True),
 ])
+@pytest.mark.slow
 def test_an_activation_entry_is_reused_only_when_nothing_that_changes_its_bytes_changed(tmp_path, own_cache,
                                                                                           change, hit):
     """Every input of the forward and the encoder is in the key; the cheap half is not."""

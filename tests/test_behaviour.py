@@ -37,6 +37,7 @@ def _reference_choices(cfg, documents):
     return np.array(rows)
 
 
+@pytest.mark.slow
 def test_labels_are_whether_the_argmax_over_option_log_probs_is_the_documents_class(private_cache):
     cfg = compose_config(*ARITH)
     validate(cfg)

@@ -143,6 +143,7 @@ def test_fetch_of_a_gated_model_whose_licence_is_not_accepted_is_one_line(tmp_pa
     assert stand_in.token not in fetched.stdout + fetched.stderr
 
 
+@pytest.mark.slow
 def test_on_an_offline_node_a_missing_piece_stops_fetch_and_the_job_in_one_line_naming_fetch(tmp_path, hub):
     _, url = hub
     env = _env(tmp_path, url, offline=True)

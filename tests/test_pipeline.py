@@ -234,6 +234,7 @@ def test_bag_of_words_cross_validation_refits_vocabulary_and_idf_on_each_folds_t
     assert "bag-of-words vocabulary and IDF" in cv["refit_per_fold"] and cv["held_out"] is True
 
 
+@pytest.mark.slow
 def test_cross_validation_over_an_sae_trained_on_the_training_split_says_it_is_not_held_out(tmp_path):
     results = run(compose_config("model=tiny_gpt2", "layer=1", "sae.train_corpus=train_split", "sae.train_epochs=1",
                                  "probe=sklearn", "probe.cv_folds=3", "logger=none", "dataset.limit=60"), tmp_path)
@@ -291,6 +292,7 @@ def test_a_saved_probe_refuses_features_of_another_width(tmp_path):
     assert not (tmp_path / "eval" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_a_loaded_probe_reads_the_sae_it_was_trained_on_and_refuses_one_that_saw_this_jobs_documents(tmp_path):
     from mosaic.infra.errors import MosaicError
 

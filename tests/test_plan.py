@@ -216,6 +216,7 @@ def test_behaviour_answers_are_read_from_the_cache_for_the_cells_device_and_neve
     assert here.behaviour_forwards == ["gemma3_270m answers 37_arith_mc"] * 2
 
 
+@pytest.mark.slow
 def test_the_plan_and_the_jobs_agree_on_every_cache_key_and_forward(tmp_path, monkeypatch):
     """A mixed grid (hidden state, a local SAE, a trained SAE prepared with `sae train`; two layers, two poolings,
     two seeds under a regime that draws documents): the plan, a dry run of each job's own preparation, names the

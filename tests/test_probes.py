@@ -296,6 +296,7 @@ def test_k_sparse_selection_reads_training_rows_only():
                                reference.predict_proba(features[test][:, first.summary["selected_features"]]))
 
 
+@pytest.mark.slow
 def test_select_by_auroc_then_refit_is_the_suites_logistic_regression():
     """The sparse-probing suite's `find_best_reg`, written with sklearn alone: C over logspace(5, -5, 10) by
     validation AUROC (first best on ties), then one fit on train + validation, unscaled and unweighted."""

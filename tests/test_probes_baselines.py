@@ -64,6 +64,7 @@ def test_difference_of_means_projects_on_the_class_mean_directions():
     assert difference @ mean_gap / np.linalg.norm(difference) / np.linalg.norm(mean_gap) == pytest.approx(1, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_knn_mlp_and_boosted_trees_predict_what_their_libraries_predict():
     import xgboost
     from sklearn.neighbors import KNeighborsClassifier
@@ -87,6 +88,7 @@ def test_knn_mlp_and_boosted_trees_predict_what_their_libraries_predict():
                                atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe_type", ["pca", "diff_of_means", "knn", "mlp", "boosted_trees"])
 @pytest.mark.parametrize("k", [None, 8])
 def test_every_baseline_saves_loads_refits_and_goes_k_sparse(tmp_path, probe_type, k):

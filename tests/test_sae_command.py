@@ -11,6 +11,7 @@ SAE = ["model=tiny_gpt2", "layer=1", "sae.architecture=topk", "sae.k=8", "sae.tr
        "dataset.limit=40"]
 
 
+@pytest.mark.slow
 def test_sae_train_builds_the_sae_the_job_then_reads_without_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
     assert mosaic_cli(["sae", "train", *SAE]) == 0
@@ -50,6 +51,7 @@ def test_a_bad_sae_command_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys,
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.safetensors"))
 
 
+@pytest.mark.slow
 def test_sae_train_on_a_behaviour_job_keys_the_sae_its_job_trains_on_its_relabelled_training_split(tmp_path,
                                                                                                 monkeypatch):
     """Behaviour labels change the regime's draws, so the training split an SAE trains on: `sae train` prepares the
