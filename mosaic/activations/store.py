@@ -48,7 +48,16 @@ EXTRACTION_VERSION = 3
 QUALITY_FILE = "quality.json"
 
 
-HIDDEN = Encoder(lambda: {"type": "hidden", "poolings": list(HIDDEN_POOLINGS)})
+class _HiddenState(Encoder):
+    """The residual stream itself: its entry holds each document pooled every way (`HIDDEN_POOLINGS`)."""
+
+    reads_sae = False
+
+    def resolve(self) -> dict[str, Any]:
+        return {"type": "hidden", "poolings": list(HIDDEN_POOLINGS)}
+
+
+HIDDEN = _HiddenState()
 
 
 def lazy_model(model_cfg) -> Callable[[], LoadedModel]:
@@ -205,7 +214,7 @@ class _EntriesBuilder:
         skipped: set[str] = set()
         keys = sorted(directories, key=lambda k: k != self.own_key)
         with self.watch.time("sae"):
-            saes = {k: self._sae(k, skipped) for k in keys if self.wanted[k][1].load}
+            saes = {k: self._sae(k, skipped) for k in keys if self.wanted[k][1].reads_sae}
         with self.watch.time("model"):
             loaded = self.model()
         keys = [k for k in keys if k not in skipped]

@@ -144,10 +144,10 @@ def _forwards(cells: list[CellPlan], configs: list[DictConfig], sweep,
             forward.entries.add(member.entry.key)
             writer[member.entry.key] = runner.number
         data = planner.data(cfg)
-        if data[0] == "ok":
+        if data.ok:
             from mosaic.activations.forward import estimated_tokens
 
-            documents = data[1][0].data.documents
+            documents = data.value.job.data.documents
             forward.documents, forward.tokens = len(documents), estimated_tokens(documents, cfg.max_length)
         forwards.append(forward)
         saes = {member.entry.sae: member.entry.layer for member in members
@@ -184,8 +184,8 @@ def plan_grid(grid: Grid, sweep_dir: Path | None = None, device_type: str | None
             if status != "to run":
                 continue
             data = planner.data(cfg)
-            if data[0] in ("not applicable", "invalid"):
-                cell.status, cell.reason = "skipped" if data[0] == "not applicable" else "invalid", data[1]
+            if data.state in ("not applicable", "invalid"):
+                cell.status, cell.reason = "skipped" if data.state == "not applicable" else "invalid", data.why
                 continue
             if cfg.behaviour.model is not None:
                 planner.behaviour_answers(cfg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -70,6 +70,27 @@ def without(cfg: DictConfig, *keys: str) -> dict[str, Any]:
     return plain
 
 
+class PreparedCell(NamedTuple):
+    """A cell's job as its dry-run preparation left it, and the cache key of its documents."""
+
+    job: Any
+    documents_key: str
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What one of the planner's lookups found: a `value`, or why not (`state` "not applicable", "invalid" or
+    "error", and `why`)."""
+
+    state: str
+    value: Any = None
+    why: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+
 class Planner:
     """Per-cell lookups, each computed once per distinct input (a 1,000-cell grid has a handful of datasets)."""
 
@@ -79,18 +100,18 @@ class Planner:
         self.saes_to_train: dict[str, str] = {}
         self.behaviour: dict[str, str] = {}
 
-    def once(self, kind: str, key: str, compute: Callable[[], Any]) -> Any:
+    def once(self, kind: str, key: str, compute: Callable[[], Any]) -> Lookup:
         if (kind, key) not in self.memo:
             try:
-                self.memo[(kind, key)] = ("ok", compute())
+                self.memo[(kind, key)] = Lookup("ok", compute())
             except NotApplicableError as error:  # a regime that has no meaning for this dataset
-                self.memo[(kind, key)] = ("not applicable", first_line(error))
+                self.memo[(kind, key)] = Lookup("not applicable", why=first_line(error))
             except Invalid as error:
-                self.memo[(kind, key)] = ("invalid", str(error))
+                self.memo[(kind, key)] = Lookup("invalid", why=str(error))
             except ModelNotLoaded:
-                self.memo[(kind, key)] = ("error", "it cannot be keyed without loading the model")
+                self.memo[(kind, key)] = Lookup("error", why="it cannot be keyed without loading the model")
             except (MosaicError, OSError) as error:  # OSError: a file of the dataset or cache unreadable here
-                self.memo[(kind, key)] = ("error", first_line(error))
+                self.memo[(kind, key)] = Lookup("error", why=first_line(error))
         return self.memo[(kind, key)]
 
     def cell_device(self, cfg: DictConfig) -> str:
@@ -110,12 +131,12 @@ class Planner:
 
         answering = answering_model_config(cfg)
         documents = self.documents(cfg)
-        if documents[0] != "ok":
+        if not documents.ok:
             return documents
         device = self.cell_device(OmegaConf.merge(cfg, {"model": answering}))
         return self.once("answers", key_of([cfg.behaviour, cfg.max_length, cfg.batch_size, answering, device,
                                           cfg.dataset]),
-                         lambda: cached_answers(cfg, answering, documents[1].documents, device))
+                         lambda: cached_answers(cfg, answering, documents.value.documents, device))
 
     def data(self, cfg: DictConfig):
         """The job as `prepare.prepare_job` prepares it, run dry (nothing scored or loaded), and its documents' key.
@@ -139,7 +160,7 @@ class Planner:
                 job = prepare_job(cfg, dry_run_device=behaviour[-1] if behaviour else None)
             except BehaviourRefused as error:  # a cell its job would refuse
                 raise Invalid(first_line(error)) from None
-            return job, documents_key(job.data.documents)
+            return PreparedCell(job, documents_key(job.data.documents))
 
         return self.once("data", key_of([cfg.dataset, cfg.regime, cfg.seed, cfg.transfer.datasets, cfg.probe.load,
                                        behaviour]), load)
@@ -163,11 +184,11 @@ class Planner:
         model = cfg.model
         data = self.data(cfg)
         identity = self.model_identity(cfg)
-        documents = data[1][0].data.documents if data[0] == "ok" else None
+        documents = data.value.job.data.documents if data.ok else None
         # Without a regime the documents are the dataset's, whatever the seed and labels.
         drawn = [cfg.dataset] + ([cfg.regime, cfg.seed, cfg.behaviour] if draws_documents(cfg.regime) else [])
-        group = [identity[1] if identity[0] == "ok" else model, cfg.max_length,
-                 drawn if documents is None else data[1][1]]
+        group = [identity.value if identity.ok else model, cfg.max_length,
+                 drawn if documents is None else data.value.documents_key]
         source = job_sae(cfg)
         encoder = [cfg.features.type] + ([] if source is None else [
             cfg.sae, sae_seed(cfg) if source.trains else None,
@@ -177,14 +198,14 @@ class Planner:
         label = f"{model.name} × {cfg.dataset.name} (max_length {cfg.max_length})"
         need = EntryNeed(key_of(["stand-in", group, slot, encoder]), family, label, slot)
         if documents is None:
-            need.why = data[1]
+            need.why = data.why
             return need
         try:
             need.bytes = feature_type(cfg).entry_bytes(cfg, documents)
-            if identity[0] != "ok":
-                need.why = identity[1]
+            if not identity.ok:
+                need.why = identity.why
                 return need
-            self._key_entry(cfg, need, identity[1], data[1])
+            self._key_entry(cfg, need, identity.value, data.value)
         except ModelNotLoaded:
             need.why = "its key needs the model loaded"
         except MosaicError as error:
@@ -199,7 +220,7 @@ class Planner:
         from mosaic.features.types import Sweep, job_sae, plan_encoders
         from mosaic.infra.cache import cache_root, content_key, read_entry
 
-        job, documents = data
+        job, documents = data.job, data.documents_key
         _, own = plan_encoders(cfg, job.data, job.splits, Sweep(), job.protected, refuse_model,
                                torch.device(self.cell_device(cfg)))
         if own.ready():
@@ -223,9 +244,11 @@ class Planner:
         """Count the answering model's forward when its answers are not cached."""
         from mosaic.config.resolved import answering_model_config
 
-        state, answers = self.answers(cfg)
+        answers = self.answers(cfg)
         label = f"{answering_model_config(cfg).name} answers {cfg.dataset.name}"
-        if state != "ok":
+        if not answers.ok:
             self.behaviour[key_of([cfg.behaviour, cfg.dataset, cfg.max_length, cfg.batch_size])] = label
-        elif answers[1] is None:
-            self.behaviour[answers[0]] = label
+        else:
+            key, found = answers.value
+            if found is None:
+                self.behaviour[key] = label

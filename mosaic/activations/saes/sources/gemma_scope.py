@@ -28,6 +28,33 @@ def gemma_scope_sae(cfg: DictConfig, layer: int | None = None, width: str | None
     return sae_release(cfg), gemma_scope_sae_id(cfg.layer if layer is None else layer, width or cfg.sae.width)
 
 
+class _ReleaseEncoder(Encoder):
+    """A Gemma Scope SAE: identified by its release, id and the SHA-256 of its weights file in the hub cache."""
+
+    def __init__(self, release: str, sae_id: str, device: str):
+        self.release, self.sae_id, self.device = release, sae_id, device
+
+    def resolve(self) -> dict[str, Any]:
+        from mosaic.activations.saes.load import release_sae_file
+        from mosaic.infra.cache import fingerprint
+
+        return {"type": "sae", "source": "gemma_scope", "release": self.release, "id": self.sae_id,
+                "sha256": fingerprint([release_sae_file(self.release, self.sae_id)])}
+
+    def load(self):
+        from mosaic.activations.saes.load import load_release_sae
+
+        return load_release_sae(self.release, self.sae_id, device=self.device)
+
+    def ready(self) -> bool:
+        from mosaic.activations.saes.load import cached_release_sae_file
+
+        return cached_release_sae_file(self.release, self.sae_id) is not None
+
+    def planned(self) -> dict[str, Any]:
+        return {"release": self.release, "id": self.sae_id}
+
+
 class GemmaScope(SAESource):
     def validate(self, cfg: DictConfig) -> None:
         from mosaic.activations.saes.releases import check_gemma_scope
@@ -42,18 +69,7 @@ class GemmaScope(SAESource):
         return canonical_widths(sae_release(cfg)).get(layer, [])
 
     def encoder(self, inputs: EncoderInputs, layer: int, width: str) -> Encoder:
-        from mosaic.activations.saes.load import cached_release_sae_file, load_release_sae, release_sae_file
-        from mosaic.infra.cache import fingerprint
-
-        release, sae_id = gemma_scope_sae(inputs.cfg, layer, width)
-
-        def resolve() -> dict[str, Any]:
-            return {"type": "sae", "source": "gemma_scope", "release": release, "id": sae_id,
-                    "sha256": fingerprint([release_sae_file(release, sae_id)])}
-
-        return Encoder(resolve, lambda: load_release_sae(release, sae_id, device=str(inputs.device)),
-                       lambda: cached_release_sae_file(release, sae_id) is not None,
-                       lambda: {"release": release, "id": sae_id})
+        return _ReleaseEncoder(*gemma_scope_sae(inputs.cfg, layer, width), str(inputs.device))
 
     def name(self, identity: dict[str, Any]) -> str:
         return f"{identity['release']} {identity['id']}"

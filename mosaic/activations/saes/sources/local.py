@@ -16,6 +16,19 @@ from mosaic.activations.saes.load import SAE_FILES, sae_files_identity
 from mosaic.activations.saes.sources.base import EncoderInputs, SAESource
 
 
+class _LocalEncoder(Encoder):
+    def __init__(self, directory: Path, device: str):
+        self.directory, self.device = directory, device
+
+    def resolve(self) -> dict[str, Any]:
+        return {"type": "sae", "source": "local", "sha256": sae_files_identity(self.directory)}
+
+    def load(self):
+        from mosaic.activations.saes.load import load_sae
+
+        return load_sae(self.directory, device=self.device)
+
+
 class LocalDirectory(SAESource):
     def validate(self, cfg: DictConfig) -> None:
         from mosaic.infra.errors import require
@@ -28,14 +41,7 @@ class LocalDirectory(SAESource):
         return [cfg.sae.width] if layer == cfg.layer else []
 
     def encoder(self, inputs: EncoderInputs, layer: int, width: str) -> Encoder:
-        directory = Path(inputs.cfg.sae.path)
-
-        def load():
-            from mosaic.activations.saes.load import load_sae
-
-            return load_sae(directory, device=str(inputs.device))
-
-        return Encoder(lambda: {"type": "sae", "source": "local", "sha256": sae_files_identity(directory)}, load)
+        return _LocalEncoder(Path(inputs.cfg.sae.path), str(inputs.device))
 
     def name(self, identity: dict[str, Any]) -> str:
         return f"local {identity.get('path')}"

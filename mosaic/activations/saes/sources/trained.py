@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,88 @@ def training_record(key: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+class _TrainedEncoder(Encoder):
+    """The SAE MOSAIC trains with SAELens for this model and layer, cached under `saes` by its settings.
+
+    It is trained, on the corpus's activations at its layer, the first time its identity is asked for.
+    """
+
+    def __init__(self, inputs: EncoderInputs, layer: int):
+        self.inputs, self.layer = inputs, layer
+        self.corpus_documents, self.corpus, self.activations = _shared_corpus(inputs)
+        self.activations.register(layer, self.ready)
+
+    @cached_property
+    def fields(self) -> dict[str, Any]:
+        from mosaic.activations.store import library_versions, model_identity
+
+        cfg = self.inputs.cfg
+        return {"model": model_identity(cfg.model, self.inputs.device.type), "layer": self.layer,
+                "max_length": cfg.max_length, "train": train_fields(cfg), "corpus": self.corpus(),
+                "code": TRAIN_VERSION, "libraries": library_versions()}
+
+    @cached_property
+    def directory(self) -> Path:
+        def build(target: Path) -> None:
+            from mosaic.activations.models import resolve_device
+            from mosaic.activations.saes.train import train_sae
+
+            cfg = self.inputs.cfg
+            documents = self.corpus_documents()
+            (target / CORPUS_FILE).write_text(json.dumps(sorted({document_hash(d) for d in documents})))
+            values = self.activations.take(self.layer)
+            train_sae(values, train_settings(cfg, len(values)), out_dir=target,
+                      device=str(resolve_device(cfg.model.device)), hook_name=f"blocks.{self.layer}.hook_resid_post")
+
+        path, hit = cached_directory("saes", self.fields, build)
+        if hit:  # built meanwhile by another job of the sweep: its share of the corpus forward is not needed
+            self.activations.discard(self.layer)
+        return path
+
+    def resolve(self) -> dict[str, Any]:
+        return trained_identity(self.directory)
+
+    def load(self):
+        from mosaic.activations.saes.load import load_sae
+
+        return load_sae(self.directory, device=self.inputs.device.type)
+
+    def ready(self) -> bool:
+        return read_entry(cache_root() / "saes" / content_key(self.fields)) is not None
+
+    def planned(self) -> dict[str, Any]:
+        return {"to_train": content_key(self.fields)}
+
+
+class _SavedTrainedEncoder(Encoder):
+    """A trained SAE a saved probe read, by the identity it recorded; checked, never retrained."""
+
+    def __init__(self, saved: dict[str, Any], device: str, protected: frozenset[str]):
+        self.saved, self.device, self.protected = saved, device, protected
+        self.directory = cache_root() / "saes" / saved["key"]
+
+    def resolve(self) -> dict[str, Any]:
+        found = trained_identity(self.directory)
+        if found["sha256"] != self.saved.get("sha256"):
+            raise MosaicError(f"the trained SAE {self.saved['key']} in the cache is not the one the probe was trained "
+                              "on (its files changed, or the probe predates SAE checksums): rerun the probe's job")
+        try:
+            trained_on = set(json.loads((self.directory / CORPUS_FILE).read_text()))
+        except (OSError, ValueError):
+            raise MosaicError(f"the trained SAE {self.saved['key']} does not list its training documents "
+                              f"({CORPUS_FILE}): rerun the probe's job") from None
+        if overlap := trained_on & self.protected:
+            raise MosaicError(f"the probe's SAE was trained on {len(overlap)} documents this job scores: its "
+                              "features of them are not held out; train the probe with an SAE that never saw "
+                              "this dataset")
+        return found
+
+    def load(self):
+        from mosaic.activations.saes.load import load_sae
+
+        return load_sae(self.directory, device=self.device)
+
+
 class Trained(SAESource):
     trains = True
 
@@ -166,51 +248,7 @@ class Trained(SAESource):
                     "an SAE for image features trains on the image tokens of the training split: train_split")
 
     def encoder(self, inputs: EncoderInputs, layer: int, width: str) -> Encoder:
-        """The SAE MOSAIC trains with SAELens for this model and layer, cached under `saes` by its settings.
-
-        It is trained, on the corpus's activations at its layer, the first time its identity is asked for.
-        """
-        from mosaic.activations.models import resolve_device
-        from mosaic.activations.store import model_identity
-
-        cfg = inputs.cfg
-        corpus_documents, corpus, activations = _shared_corpus(inputs)
-
-        @cache
-        def fields() -> dict[str, Any]:
-            from mosaic.activations.store import library_versions
-
-            return {"model": model_identity(cfg.model, inputs.device.type), "layer": layer,
-                    "max_length": cfg.max_length, "train": train_fields(cfg), "corpus": corpus(),
-                    "code": TRAIN_VERSION, "libraries": library_versions()}
-
-        @cache
-        def directory() -> Path:
-            def build(target: Path) -> None:
-                from mosaic.activations.saes.train import train_sae
-
-                documents = corpus_documents()
-                (target / CORPUS_FILE).write_text(json.dumps(sorted({document_hash(d) for d in documents})))
-                values = activations.take(layer)
-                train_sae(values, train_settings(cfg, len(values)), out_dir=target,
-                          device=str(resolve_device(cfg.model.device)), hook_name=f"blocks.{layer}.hook_resid_post")
-
-            path, hit = cached_directory("saes", fields(), build)
-            if hit:  # built meanwhile by another job of the sweep: its share of the corpus forward is not needed
-                activations.discard(layer)
-            return path
-
-        def built() -> bool:
-            return read_entry(cache_root() / "saes" / content_key(fields())) is not None
-
-        def load():
-            from mosaic.activations.saes.load import load_sae
-
-            return load_sae(directory(), device=inputs.device.type)
-
-        activations.register(layer, built)
-        return Encoder(lambda: trained_identity(directory()), load, built,
-                       lambda: {"to_train": content_key(fields())})
+        return _TrainedEncoder(inputs, layer)
 
     def name(self, identity: dict[str, Any]) -> str:
         return f"trained {str(identity.get('key', ''))[:12]}"
@@ -237,27 +275,4 @@ class Trained(SAESource):
         if saved.get("source") != "trained":
             raise MosaicError("the loaded probe was not trained on features of an SAE MOSAIC trained, but this job's "
                               "are: load it into a job with the same features")
-        directory = cache_root() / "saes" / saved["key"]
-
-        def resolve() -> dict[str, Any]:
-            found = trained_identity(directory)
-            if found["sha256"] != saved.get("sha256"):
-                raise MosaicError(f"the trained SAE {saved['key']} in the cache is not the one the probe was trained "
-                                  "on (its files changed, or the probe predates SAE checksums): rerun the probe's job")
-            try:
-                trained_on = set(json.loads((directory / CORPUS_FILE).read_text()))
-            except (OSError, ValueError):
-                raise MosaicError(f"the trained SAE {saved['key']} does not list its training documents "
-                                  f"({CORPUS_FILE}): rerun the probe's job") from None
-            if overlap := trained_on & protected:
-                raise MosaicError(f"the probe's SAE was trained on {len(overlap)} documents this job scores: its "
-                                  "features of them are not held out; train the probe with an SAE that never saw "
-                                  "this dataset")
-            return found
-
-        def load():
-            from mosaic.activations.saes.load import load_sae
-
-            return load_sae(directory, device=device)
-
-        return Encoder(resolve, load)
+        return _SavedTrainedEncoder(saved, device, protected)
