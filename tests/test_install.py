@@ -1,6 +1,7 @@
 """MOSAIC installed as a package (`pip install .`, not editable): its commands and config tree come with it."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,9 +12,12 @@ from tests.conftest import REPO
 
 @pytest.mark.slow
 def test_an_installed_mosaic_composes_runs_its_checks_and_lists_its_commands_away_from_the_repository(tmp_path):
-    site = tmp_path / "site"
+    # A copy of the project, so that building it leaves nothing in the repository.
+    source, site = tmp_path / "source", tmp_path / "site"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "multirun", "build", "*.egg-info",
+                                                                 "__pycache__", "local"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(REPO)], check=True, timeout=600)
+                    "--target", str(site), str(source)], check=True, timeout=600)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}

@@ -1,6 +1,6 @@
 """`python -m mosaic plan OVERRIDES`: what a grid will do and cost, before it is submitted, loading no model.
 
-For each cell of the grid (`grid.cells`): done (an earlier `results.json` of the same config and
+For each cell of the grid (`cluster.cells`): done (an earlier `results.json` of the same config and
 inputs in `--sweep-dir`, as `sweep.skip_done` decides), skipped (not applicable), invalid, or to run.
 For the cells to run, the activation cache entry each needs is looked up with the job's own keys
 (`features.types.plan_encoders` and `store.entry_fields`, from the dataset's documents, the

@@ -1,1 +1,0 @@
-"""MOSAIC: sparse-autoencoder features of language models for safety classification."""
