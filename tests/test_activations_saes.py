@@ -70,7 +70,7 @@ def test_gemma_scope_sae_is_requested_by_release_and_canonical_id(tmp_path, monk
     # Its weights file, where SAELens's release table says it is, in a hub cache as the client lays it out.
     fake_hub_file(monkeypatch, tmp_path / "hub", "google/gemma-scope-2b-pt-res",
                   "layer_1/width_16k/average_l0_102/params.npz", b"gemma scope weights")
-    cfg = compose_config("model=tiny_gemma2", "layer=1", "sae=gemma_scope",
+    cfg = compose_config("model=tiny_gemma2", "model.sae_model=gemma-2-2b", "layer=1", "sae=gemma_scope",
                          "sae.release=gemma-scope-2b-pt-res-canonical", "logger=none", "probe=sklearn")
     validate(cfg)
     results = run(cfg, tmp_path / "job")
@@ -215,8 +215,9 @@ def test_a_gemma_scope_params_npz_loads_through_saelens_own_loader(tmp_path, mon
     assert (sae.cfg.d_in, sae.cfg.d_sae) == (d_model, d_sae)
     np.testing.assert_array_equal(sae.threshold.detach().numpy(), arrays["threshold"])
 
-    cfg = compose_config("model=tiny_gemma2", f"model.d_model={d_model}", "model.n_layers=2", "model.n_heads=8",
-                         "layer=1", "sae=gemma_scope", "sae.release=gemma-scope-2b-pt-res-canonical",
+    cfg = compose_config("model=tiny_gemma2", "model.sae_model=gemma-2-2b", f"model.d_model={d_model}",
+                         "model.n_layers=2", "model.n_heads=8", "layer=1", "sae=gemma_scope",
+                         "sae.release=gemma-scope-2b-pt-res-canonical",
                          "dataset.limit=40", "logger=none", "probe=sklearn")
     validate(cfg)
     results = run(cfg, tmp_path / "job")

@@ -15,6 +15,12 @@ def _options(group):
     return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
 
 
+# A model's first layer with an SAE in its default release, where that is not layer 0: Gemma 2 9B-IT's Gemma Scope
+# release covers layers 9, 20 and 31; Gemma Scope 2's main releases four layers per model.
+FIRST_RELEASE_LAYER = {"gemma2_9b": 9, "gemma3_270m_hub": 5, "gemma3_270m_it": 5, "gemma3_1b": 7, "gemma3_4b": 9,
+                       "gemma3_12b": 12, "gemma3_27b": 16}
+
+
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_group_option_composes_and_validates(group, tmp_path):
     data = tmp_path / "data.csv"
@@ -25,6 +31,9 @@ def test_every_group_option_composes_and_validates(group, tmp_path):
         ("dataset", "csv"): [f"dataset.path={data}"],
         ("dataset", "jsonl"): [f"dataset.path={data}"],
         ("sae", "gemma_scope"): ["model=gemma2_2b", "layer=12"],
+        ("sae", "gemma_scope_2"): ["model=gemma3_270m", "layer=12"],
+        ("sae", "saelens"): ["model=gemma3_270m", "layer=12", "sae.release=gemma-scope-2-270m-pt-res",
+                             "sae.id=layer_12_width_16k_l0_small"],
         ("sae", "local"): [f"sae.path={tmp_path}"],
         ("dataset", "imagefolder"): [f"dataset.path={tmp_path}"],
         ("model", "paligemma2_3b"): ["dataset=digits"],
@@ -36,8 +45,8 @@ def test_every_group_option_composes_and_validates(group, tmp_path):
     for option in _options(group):
         overrides = [f"{group}={option}", *needs.get((group, option), [])]
         if group == "model":
-            # Gemma 2 9B-IT's Gemma Scope release covers layers 9, 20 and 31 only.
-            overrides.append("layer=9" if option.startswith("gemma2_9b") else "layer=0")
+            layer = FIRST_RELEASE_LAYER.get(option, FIRST_RELEASE_LAYER.get(option.removesuffix("_it"), 0))
+            overrides.append(f"layer={layer}")
         cfg = compose_config(*overrides)
         validate(cfg)
         assert cfg[group] is not None

@@ -25,8 +25,12 @@ def test_doctor_names_what_is_missing_on_a_machine_without_gpu_or_hub(monkeypatc
 
 
 def test_gated_models_are_the_hub_models_conf_declares():
+    gemma3 = {f"gemma3_{size}{suffix}": f"google/gemma-3-{size}{hub}" for size in ("1b", "4b", "12b", "27b")
+              for suffix, hub in (("", "-pt"), ("_it", "-it"))}
     assert gated_models() == {"gemma2_2b": "google/gemma-2-2b", "gemma2_9b": "google/gemma-2-9b",
-                              "gemma2_9b_it": "google/gemma-2-9b-it", "paligemma2_3b": "google/paligemma2-3b-pt-224"}
+                              "gemma2_9b_it": "google/gemma-2-9b-it", "paligemma2_3b": "google/paligemma2-3b-pt-224",
+                              "gemma3_270m_hub": "google/gemma-3-270m", "gemma3_270m_it": "google/gemma-3-270m-it",
+                              **gemma3}
 
 
 @pytest.fixture

@@ -119,7 +119,8 @@ def test_fetch_downloads_gemma_scope_sae_weights_where_saelens_reads_them(tmp_pa
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"gemma scope weights")
     stand_in.add("model", "google/gemma-scope-2b-pt-res", repo)
-    grid = ["model=tiny_gemma2", "sae=gemma_scope", "sae.release=gemma-scope-2b-pt-res-canonical", "layer=1"]
+    grid = ["model=tiny_gemma2", "model.sae_model=gemma-2-2b", "sae=gemma_scope",
+            "sae.release=gemma-scope-2b-pt-res-canonical", "layer=1"]
 
     fetched = _mosaic("fetch", *grid, env=_env(tmp_path, url, offline=False))
     assert fetched.returncode == 0, fetched.stderr

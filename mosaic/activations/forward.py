@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mosaic.activations.models import LoadedModel, transformer_blocks
+from mosaic.infra.errors import MosaicError
 
 # Texts are batched so that at most this share of a batch's tokens is padding (`token_budget_batches`).
 MAX_PADDING = 0.1
@@ -72,9 +73,26 @@ def _restore_order(lengths_sorted: np.ndarray, order: np.ndarray) -> tuple[np.nd
     return rows, offsets
 
 
+def chat_texts(tokenizer, texts: Sequence[str]) -> list[str]:
+    """Each text as one user turn of the tokenizer's chat template, followed by the generation prompt: what an
+    instruction-tuned model reads before it answers (`model.chat_template`). The template's own BOS is dropped
+    where the tokenizer adds one itself, so a text carries a single BOS."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise MosaicError("model.chat_template=true but the model's tokenizer has no chat template: set it false")
+    bos = tokenizer.bos_token if tokenizer.bos_token_id in tokenizer("a")["input_ids"] else None
+    rendered = [tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                              add_generation_prompt=True) for text in texts]
+    return [text.removeprefix(bos) if bos else text for text in rendered]
+
+
+def model_texts(loaded: LoadedModel, texts: Sequence[str]) -> list[str]:
+    """The texts as the model reads them: wrapped in its chat template where the config asks."""
+    return chat_texts(loaded.tokenizer, texts) if loaded.chat_template else list(texts)
+
+
 def text_inputs(loaded: LoadedModel, texts: Sequence[str], max_length: int) -> tuple[dict, torch.Tensor]:
     """A batch of texts as the model's inputs, and the mask of its real tokens (not padding or special tokens)."""
-    encoded = loaded.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+    encoded = loaded.tokenizer(model_texts(loaded, texts), padding=True, truncation=True, max_length=max_length,
                                return_tensors="pt", return_special_tokens_mask=True)
     mask = encoded["attention_mask"]
     keep = mask.bool() & ~encoded["special_tokens_mask"].bool()
@@ -157,7 +175,8 @@ def token_budget_batches(lengths: Sequence[int], budget: int, max_padding: float
 
 def token_lengths(loaded: LoadedModel, texts: Sequence[str], max_length: int) -> list[int]:
     """Tokens per text as the model reads it: truncated to `max_length`, special tokens included."""
-    return [len(ids) for ids in loaded.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    encoded = loaded.tokenizer(model_texts(loaded, texts), truncation=True, max_length=max_length)
+    return [len(ids) for ids in encoded["input_ids"]]
 
 
 def document_batches(loaded: LoadedModel, documents: Sequence[str] | Sequence[bytes], batch_size: int,

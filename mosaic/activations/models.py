@@ -33,6 +33,7 @@ class LoadedModel:
     is_decoder: bool
     processor: Any = None
     prompt: str = ""
+    chat_template: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,4 +124,4 @@ def load_model(cfg) -> LoadedModel:
         raise MosaicError(f"model.n_layers={cfg.n_layers} but {cfg.name} has {n_blocks} blocks")
     model = model.to(device=device, dtype=dtype).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, device=device, is_decoder=cfg.family != "bert",
-                       processor=processor, prompt=cfg.prompt)
+                       processor=processor, prompt=cfg.prompt, chat_template=cfg.chat_template)

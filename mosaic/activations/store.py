@@ -84,7 +84,10 @@ def model_identity(model_cfg, device_type: str) -> dict[str, Any]:
     """The model settings and weights that change activation bytes (not its display name)."""
     keys = ("source", "hf_id", "revision", "path", "family", "n_layers", "d_model", "n_heads", "dtype",
             "attn_implementation", "padding_side", "truncation_side", "prompt")
-    return {**{k: model_cfg[k] for k in keys}, "device_type": device_type, "weights": weights_fingerprint(model_cfg)}
+    # Only where it is on: every key written before the chat template existed stays valid.
+    chat = {"chat_template": True} if model_cfg.get("chat_template") else {}
+    return {**{k: model_cfg[k] for k in keys}, **chat, "device_type": device_type,
+            "weights": weights_fingerprint(model_cfg)}
 
 
 def documents_key(documents: Sequence[str] | Sequence[bytes]) -> str:

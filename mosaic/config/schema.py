@@ -26,7 +26,12 @@ class ModelConfig:
     `hf_id` at `revision` from the Hugging Face hub, or from `path` when set (a local copy);
     `random` builds an untrained model of `family` from the sizes below (tests), tokenising with
     the packaged MiniLM tokenizer so nothing is downloaded. `dtype: auto` is bfloat16 on CUDA and
-    float32 on CPU. `gemma_scope_release` names the SAELens release of SAEs trained on this model.
+    float32 on CPU. `gemma_scope_release` and `gemma_scope_2_release` name the SAELens releases of
+    SAEs trained on this model (Gemma Scope for Gemma 2, Gemma Scope 2 for Gemma 3); `sae_model` is
+    the name SAELens's release table gives it where that is neither `hf_id` nor its last part (a
+    release's SAEs are refused on any other model). `chat_template` wraps each text document in the
+    tokenizer's chat template as one user turn followed by the generation prompt, as an
+    instruction-tuned model reads a request; it is part of the activation key.
     `family: paligemma` is a vision-language model: it reads images, and features come from its
     language model's residual stream at the image-token positions; `prompt` is the text its
     processor puts after the image tokens (PaliGemma's task prefix). A text longer than `max_length`
@@ -50,6 +55,9 @@ class ModelConfig:
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     gemma_scope_release: str | None = None
+    gemma_scope_2_release: str | None = None
+    sae_model: str | None = None
+    chat_template: bool = False
     prompt: str = ""
 
 
@@ -63,8 +71,11 @@ class SAEConfig:
     `architecture` is `standard` (L1 penalty `l1_coefficient`), `topk` or `batchtopk` (`k` active
     latents per token) or `jumprelu` (L0 penalty `l0_coefficient`); `expansion` x d_model latents;
     `train_tokens` tokens of training (default: `train_epochs` passes over the corpus) at `lr`.
+    `saelens`: any SAE of SAELens's release table, by `release` and `id`, loaded through SAELens.
     `gemma_scope`: the Gemma Scope SAE of `release` (default: the model's `gemma_scope_release`)
-    for the job's layer and `width`, loaded through SAELens. `local`: a SAELens-format directory.
+    for the job's layer and `width`; `gemma_scope_2`: the Gemma Scope 2 SAE of `release` (default:
+    the model's `gemma_scope_2_release`) for the job's layer, `width` and `l0` (`small`, `medium`,
+    `big`: about 20, 60, 150 active latents). `local`: a SAELens-format directory.
     An SAE recorded as reading another hook point than the residual stream after block `layer`
     is refused unless `allow_any_hook` is set. A trained SAE's draws (corpus sample, initialisation,
     batch order) follow the job's `seed` unless `seed` here pins them, e.g. to share one SAE across
@@ -74,6 +85,8 @@ class SAEConfig:
     source: str = "trained"
     width: str = "16k"
     release: str | None = None
+    id: str | None = None
+    l0: str = "medium"
     path: str | None = None
     architecture: str = "standard"
     expansion: int = 8

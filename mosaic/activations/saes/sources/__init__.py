@@ -4,7 +4,9 @@
 | --- | --- | --- |
 | `trained` | `trained.py` | trained by MOSAIC with SAELens, on a corpus without the job's documents, cached |
 | `local` | `local.py` | a SAELens-format directory |
-| `gemma_scope` | `gemma_scope.py` | Gemma Scope, by release, layer and width, through SAELens's release table |
+| `saelens` | `saelens.py` | any residual-stream SAE of SAELens's release table, by release and id |
+| `gemma_scope` | `gemma_scope.py` | Gemma Scope (Gemma 2), by layer and width: a SAELens release |
+| `gemma_scope_2` | `gemma_scope_2.py` | Gemma Scope 2 (Gemma 3), by layer, width and L0: a SAELens release |
 
 The rest of MOSAIC asks a `SAESource` and never compares `sae.source` with a value: its checks before
 anything loads (`validate`), its widths at a layer (a sweep's siblings), the `Encoder` that encodes a
@@ -22,11 +24,14 @@ from omegaconf import DictConfig
 
 from mosaic.activations.saes.sources.base import EncoderInputs, SAEIdentity, SAESource
 from mosaic.activations.saes.sources.gemma_scope import GemmaScope
+from mosaic.activations.saes.sources.gemma_scope_2 import GemmaScope2
 from mosaic.activations.saes.sources.local import LocalDirectory
+from mosaic.activations.saes.sources.saelens import SAELensRelease
 from mosaic.activations.saes.sources.trained import Trained
 
 # sae.source -> where its SAEs come from.
-SAE_SOURCES: dict[str, SAESource] = {"trained": Trained(), "local": LocalDirectory(), "gemma_scope": GemmaScope()}
+SAE_SOURCES: dict[str, SAESource] = {"trained": Trained(), "local": LocalDirectory(), "saelens": SAELensRelease(),
+                                     "gemma_scope": GemmaScope(), "gemma_scope_2": GemmaScope2()}
 
 
 def sae_source(cfg: DictConfig) -> SAESource:
