@@ -231,3 +231,22 @@ def test_a_gpt2_small_residual_sae_in_saelens_format_loads_through_saelens_own_l
     expected = np.maximum((acts - b_dec) @ W_enc + b_enc, 0)
     assert 0.01 < (expected > 0).mean() < 0.99
     np.testing.assert_allclose(codes, expected, atol=2e-4)
+
+
+@pytest.mark.parametrize("experiment, cells, model", [("gemma3_layers", 16, "gemma3_270m"),
+                                                      ("gemma3_layers_cluster", 16, "gemma3_1b"),
+                                                      ("gemma3_behaviour", 9, "gemma3_1b")])
+def test_every_cell_of_the_gemma3_experiments_validates_and_names_what_it_fetches(experiment, cells, model):
+    from mosaic.cluster.cells import expand_grid
+    from mosaic.cluster.fetch import grid_items, runnable
+
+    configs = runnable(expand_grid([f"experiment={experiment}"]).configs)
+    assert len(configs) == cells
+    for cfg in configs:
+        validate(cfg)
+        assert cfg.model.name == model and cfg.sae.source == "gemma_scope_2"
+    repos = {item.repo_id for item in grid_items(configs) if item.kind == "sae"}
+    assert repos == {"google/gemma-scope-2-270m-pt" if model == "gemma3_270m" else "google/gemma-scope-2-1b-pt"}
+    if experiment == "gemma3_behaviour":  # the answering model reads its prompts through its chat template
+        assert {cfg.behaviour.model for cfg in configs} == {"gemma3_4b_it"}
+        assert ("model", "google/gemma-3-4b-it") in {(item.kind, item.repo_id) for item in grid_items(configs)}

@@ -133,6 +133,28 @@ def test_fetch_downloads_gemma_scope_sae_weights_where_saelens_reads_them(tmp_pa
     assert "SAE gemma-scope-2b-pt-res-canonical / layer_1/width_16k/canonical: in the cache" in checked.stdout
 
 
+@pytest.mark.slow
+def test_fetch_downloads_a_gemma_scope_2_sae_folder_and_only_that_folder(tmp_path, hub):
+    stand_in, url = hub
+    repo = tmp_path / "gemma-scope-2"
+    for folder in ("resid_post/layer_12_width_16k_l0_small", "resid_post/layer_12_width_16k_l0_big"):
+        (repo / folder).mkdir(parents=True)
+        (repo / folder / "params.safetensors").write_bytes(f"weights of {folder}".encode())
+        (repo / folder / "config.json").write_text("{}")
+    stand_in.add("model", "google/gemma-scope-2-270m-pt", repo)
+    grid = ["model=gemma3_270m", "sae=gemma_scope_2", "layer=12", "sae.l0=small"]
+
+    fetched = _mosaic("fetch", *grid, env=_env(tmp_path, url, offline=False))
+    assert fetched.returncode == 0, fetched.stderr
+    [snapshot] = (tmp_path / "hf" / "hub" / "models--google--gemma-scope-2-270m-pt" / "snapshots").iterdir()
+    assert sorted(str(path.relative_to(snapshot)) for path in snapshot.rglob("*") if path.is_file()) == [
+        "resid_post/layer_12_width_16k_l0_small/config.json",
+        "resid_post/layer_12_width_16k_l0_small/params.safetensors"]
+    checked = _mosaic("fetch", *grid, env=_env(tmp_path, url, offline=True))
+    assert checked.returncode == 0, checked.stderr
+    assert "SAE gemma-scope-2-270m-pt-res / layer_12_width_16k_l0_small: in the cache" in checked.stdout
+
+
 def test_fetch_of_a_gated_model_whose_licence_is_not_accepted_is_one_line(tmp_path, hub):
     stand_in, url = hub
     stand_in.add("dataset", DATASET_ID, _prompts_repo(tmp_path / "dataset"))
