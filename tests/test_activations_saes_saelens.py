@@ -250,3 +250,17 @@ def test_every_cell_of_the_gemma3_experiments_validates_and_names_what_it_fetche
     if experiment == "gemma3_behaviour":  # the answering model reads its prompts through its chat template
         assert {cfg.behaviour.model for cfg in configs} == {"gemma3_4b_it"}
         assert ("model", "google/gemma-3-4b-it") in {(item.kind, item.repo_id) for item in grid_items(configs)}
+
+
+def test_one_forward_serves_a_sweep_over_gemma_scope_2_widths_and_l0s_where_the_release_has_them():
+    from mosaic.features.types import Sweep, forward_slots
+
+    sweep = Sweep(layers=(3, 9), sae_values={"sae.width": ("16k", "65k"), "sae.l0": ("small", "big")})
+    main = compose_config("model=gemma3_270m", "sae=gemma_scope_2", "layer=9", "sae.l0=small")
+    every = [("sae", f"{width}/{l0}") for width in ("16k", "65k") for l0 in ("big", "small")]
+    assert forward_slots(main, sweep) == {9: every}  # layer 3 has no SAE in the main release
+    # The -all release has every layer but only 16k and 262k, small and big: a sibling it lacks is left out.
+    every_layer = compose_config("model=gemma3_270m", "sae=gemma_scope_2", "sae.release=gemma-scope-2-270m-pt-res-all",
+                                 "layer=3", "sae.l0=small")
+    assert forward_slots(every_layer, sweep) == {3: [("sae", "16k/big"), ("sae", "16k/small")],
+                                                 9: [("sae", "16k/big"), ("sae", "16k/small")]}

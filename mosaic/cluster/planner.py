@@ -193,8 +193,8 @@ class Planner:
         encoder = [cfg.features.type] + ([] if source is None else [
             cfg.sae, sae_seed(cfg) if source.trains else None,
             cfg.seed if source.trains_on_training_split(cfg) else None])
-        slot = (cfg.layer, cfg.features.type, None if source is None else cfg.sae.width)
-        family = key_of(without(cfg, "layer", "sae.width", "features"))
+        slot = (cfg.layer, cfg.features.type, None if source is None else source.variant(cfg))
+        family = key_of(without(cfg, "layer", "features", *(("sae.width",) if source is None else source.sibling_keys)))
         label = f"{model.name} × {cfg.dataset.name} (max_length {cfg.max_length})"
         need = EntryNeed(key_of(["stand-in", group, slot, encoder]), family, label, slot)
         if documents is None:

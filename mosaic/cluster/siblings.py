@@ -28,6 +28,6 @@ def sweep_of(overrides: list[str]) -> Sweep:
     values = swept_values(overrides)
     return Sweep(
         layers=tuple(int(v) for v in values.get("layer", [])),
-        widths=tuple(values.get("sae.width", [])),
         features=tuple(values.get("features", [])),
+        sae_values={key: tuple(found) for key, found in values.items() if key.startswith("sae.")},
     )

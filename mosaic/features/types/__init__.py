@@ -91,19 +91,18 @@ def unsplit(n_documents: int) -> Splits:
 
 def forward_slots(cfg: DictConfig, sweep: Sweep) -> dict[int, list[tuple[str, str | None]]]:
     """What one forward of this job computes, by layer: each feature type's slots, e.g. `("hidden", None)`
-    and `("sae", width)`.
+    and `("sae", variant)` (the SAE source's `variant`: a width such as `16k`, or `16k/small`).
 
-    Its own layer, width and feature type, and the sweep's where they are valid: inside the model,
-    and where the SAE source has an SAE of that width at that layer, so a sweep never fails on a
-    neighbour's behalf. A grid's plan reads the same slots to count forwards.
+    Its own layer, SAE and feature type, and the sweep's where they are valid: inside the model,
+    and where the SAE source has that SAE at that layer, so a sweep never fails on a neighbour's
+    behalf. A grid's plan reads the same slots to count forwards.
     """
     layers = sorted({cfg.layer, *(x for x in sweep.layers if 0 <= x < cfg.model.n_layers)})
     kinds = {cfg.features.type, *(kind for kind in sweep.features if kind in FEATURE_TYPES)}
-    widths = {cfg.sae.width, *sweep.widths}
     slots: dict[int, list[tuple[str, str | None]]] = {}
     for layer in layers:
         found = [slot for kind, kinds_type in FEATURE_TYPES.items() if kind in kinds
-                 for slot in kinds_type.slots(cfg, layer, widths)]
+                 for slot in kinds_type.slots(cfg, layer, sweep)]
         if found:
             slots[layer] = found
     return slots
@@ -123,13 +122,14 @@ def plan_encoders(cfg: DictConfig, data, splits: Splits, sweep: Sweep, protected
     inputs = EncoderInputs(cfg, data, splits, protected, model, device or resolve_device(cfg.model.device))
     built: dict[tuple[int, str, str | None], Encoder] = {}
 
-    def encoder(layer: int, kind: str, width: str | None) -> Encoder:
-        if (layer, kind, width) not in built:
-            built[(layer, kind, width)] = FEATURE_TYPES[kind].encoder(inputs, layer, width)
-        return built[(layer, kind, width)]
+    def encoder(layer: int, kind: str, variant: str | None) -> Encoder:
+        if (layer, kind, variant) not in built:
+            built[(layer, kind, variant)] = FEATURE_TYPES[kind].encoder(inputs, layer, variant)
+        return built[(layer, kind, variant)]
 
-    own = encoder(cfg.layer, cfg.features.type, cfg.sae.width)
-    encoders = {layer: [encoder(layer, kind, width) for kind, width in found]
+    source = job_sae(cfg)
+    own = encoder(cfg.layer, cfg.features.type, None if source is None else source.variant(cfg))
+    encoders = {layer: [encoder(layer, kind, variant) for kind, variant in found]
                 for layer, found in forward_slots(cfg, sweep).items()}
     return Request(data.documents, encoders), own
 

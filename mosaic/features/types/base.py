@@ -4,7 +4,7 @@ and gives (`FeatureContext`, `Features`, the sweep's `Sweep`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,8 +47,9 @@ class Sweep:
     """Values the surrounding multirun sweeps over (empty outside one): the siblings one forward can serve."""
 
     layers: tuple[int, ...] = ()
-    widths: tuple[str, ...] = ()
     features: tuple[str, ...] = ()
+    # Each swept `sae.*` key's values (`sae.width`, `sae.l0`, ...): an SAE source's `sibling_keys` among them.
+    sae_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,11 +83,11 @@ class FeatureType:
         computes (`plan_encoders`: the activation store's request, and this job's own encoder); else None."""
         raise NotImplementedError
 
-    def slots(self, cfg: DictConfig, layer: int, widths: set[str]) -> list[tuple[str, str | None]]:
-        """What a forward computes for these features at `layer`, among the sweep's `widths`."""
+    def slots(self, cfg: DictConfig, layer: int, sweep: Sweep) -> list[tuple[str, str | None]]:
+        """What a forward computes for these features at `layer`, for the job and its `sweep`'s siblings."""
         return []
 
-    def encoder(self, inputs: EncoderInputs, layer: int, width: str | None) -> Encoder:
+    def encoder(self, inputs: EncoderInputs, layer: int, variant: str | None) -> Encoder:
         raise NotImplementedError
 
     def sae(self, cfg: DictConfig) -> SAESource | None:

@@ -24,10 +24,10 @@ class HiddenState(FeatureType):
             offsets = np.load(entry / "offsets.npy")
         return Features(matrix, described(cfg, matrix, offsets), None, cache, own)
 
-    def slots(self, cfg: DictConfig, layer: int, widths: set[str]) -> list[tuple[str, str | None]]:
+    def slots(self, cfg: DictConfig, layer: int, sweep) -> list[tuple[str, str | None]]:
         return [("hidden", None)]
 
-    def encoder(self, inputs, layer: int, width: str | None) -> Encoder:
+    def encoder(self, inputs, layer: int, variant: str | None) -> Encoder:
         from mosaic.activations.store import HIDDEN
 
         return HIDDEN

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from mosaic.activations.encoder import Encoder
 from mosaic.activations.saes.sources import SAESource, sae_source
 from mosaic.features.types._activations import cached_entry, described
-from mosaic.features.types.base import Features, FeatureType
+from mosaic.features.types.base import Features, FeatureType, Sweep
 
 # Latents firing per token assumed for an SAE whose sparsity is not known before it exists (standard, JumpReLU).
 ASSUMED_L0 = 100
@@ -44,11 +44,13 @@ class SAECodes(FeatureType):
                                  "l0_per_token": float(codes.getnnz() / max(1, codes.shape[0])),
                                  "sae_quality": quality, "sae_training": source.training(identity)}, None, cache, own)
 
-    def slots(self, cfg: DictConfig, layer: int, widths: set[str]) -> list[tuple[str, str | None]]:
-        return [("sae", width) for width in sorted(widths & set(sae_source(cfg).widths(cfg, layer)))]
+    def slots(self, cfg: DictConfig, layer: int, sweep: Sweep) -> list[tuple[str, str | None]]:
+        source = sae_source(cfg)
+        wanted = source.sibling_variants(cfg, sweep.sae_values)
+        return [("sae", variant) for variant in sorted(wanted & set(source.variants(cfg, layer)))]
 
-    def encoder(self, inputs, layer: int, width: str | None) -> Encoder:
-        return sae_source(inputs.cfg).encoder(inputs, layer, width)
+    def encoder(self, inputs, layer: int, variant: str | None) -> Encoder:
+        return sae_source(inputs.cfg).encoder(inputs, layer, variant)
 
     def sae(self, cfg: DictConfig) -> SAESource | None:
         return sae_source(cfg)

@@ -9,13 +9,14 @@
 | `gemma_scope_2` | `gemma_scope_2.py` | Gemma Scope 2 (Gemma 3), by layer, width and L0: a SAELens release |
 
 The rest of MOSAIC asks a `SAESource` and never compares `sae.source` with a value: its checks before
-anything loads (`validate`), its widths at a layer (a sweep's siblings), the `Encoder` that encodes a
-layer's activations (its identity keys the activation cache), what `results.json` says of it
-(`described`: identity, display name, width, Neuronpedia pages), what a resumed job compares
-(`input_fingerprint`), what it reads from the hub (`hub_items`), how a grid's plan names it and sizes
-its codes (`plan_label`, `planned_l0`), whether MOSAIC trains it (`trains`, `trains_on_training_split`),
-and the SAE a saved probe read (`saved_encoder`, for `probe.load` and `predict`). A new source is its
-module, one line in `SAE_SOURCES`, its YAML in `conf/sae/` and its test.
+anything loads (`validate`), its SAEs at a layer (`variants` over its `sibling_keys`: a sweep's
+siblings), the `Encoder` that encodes a layer's activations (its identity keys the activation
+cache), what `results.json` says of it (`described`: identity, display name, width, Neuronpedia
+pages), what a resumed job compares (`input_fingerprint`), what it reads from the hub (`hub_items`),
+how a grid's plan names it and sizes its codes (`plan_label`, `planned_l0`), whether MOSAIC trains it
+(`trains`, `trains_on_training_split`), and the SAE a saved probe read (`saved_encoder`, for
+`probe.load` and `predict`). A new source is its module, one line in `SAE_SOURCES`, its YAML in
+`conf/sae/` and its test.
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@ wherever it is recorded), `EncoderInputs` (what building its encoders may need).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict
 
 from mosaic.activations.encoder import Encoder
@@ -55,11 +56,24 @@ class SAESource:
     def validate(self, cfg: DictConfig) -> None:
         """Refuse, in one line, a config this source cannot serve (before anything loads)."""
 
-    def widths(self, cfg: DictConfig, layer: int) -> list[str]:
-        """The widths it has at `layer`: a sweep's sibling (layer, width) is planned only where an SAE exists."""
-        return [cfg.sae.width]
+    # The keys whose values pick one of its SAEs at a layer: a sweep over them (and over layers) shares one forward.
+    sibling_keys: tuple[str, ...] = ("sae.width",)
 
-    def encoder(self, inputs: EncoderInputs, layer: int, width: str) -> Encoder:
+    def variant(self, cfg: DictConfig) -> str:
+        """The job's own SAE among its layer's siblings: its `sibling_keys` values joined by `/` (`16k`,
+        `16k/small`)."""
+        return "/".join(str(OmegaConf.select(cfg, key)) for key in self.sibling_keys)
+
+    def sibling_variants(self, cfg: DictConfig, sweep_values: dict[str, tuple[str, ...]]) -> set[str]:
+        """The job's variant and every one its sweep's values of `sibling_keys` make."""
+        axes = [[str(OmegaConf.select(cfg, key)), *sweep_values.get(key, ())] for key in self.sibling_keys]
+        return {"/".join(values) for values in itertools.product(*axes)}
+
+    def variants(self, cfg: DictConfig, layer: int) -> list[str]:
+        """The variants it has at `layer`: a sweep's sibling is planned only where its SAE exists."""
+        return [self.variant(cfg)]
+
+    def encoder(self, inputs: EncoderInputs, layer: int, variant: str) -> Encoder:
         raise NotImplementedError
 
     def name(self, identity: dict[str, Any]) -> str:

@@ -17,9 +17,9 @@ from mosaic.activations.saes.sources.saelens import SAELensRelease
 class GemmaScope(SAELensRelease):
     key = "gemma_scope"
 
-    def release_and_id(self, cfg: DictConfig, layer: int | None = None, width: str | None = None) -> tuple[str, str]:
+    def release_and_id(self, cfg: DictConfig, layer: int | None = None, variant: str | None = None) -> tuple[str, str]:
         release = cfg.sae.release or cfg.model.gemma_scope_release
-        return release, gemma_scope_sae_id(cfg.layer if layer is None else layer, width or cfg.sae.width)
+        return release, gemma_scope_sae_id(cfg.layer if layer is None else layer, variant or cfg.sae.width)
 
     def validate(self, cfg: DictConfig) -> None:
         from mosaic.infra.errors import require
@@ -30,7 +30,7 @@ class GemmaScope(SAELensRelease):
         check_gemma_scope(release, cfg.layer, cfg.sae.width)
         self.check_release(cfg)
 
-    def widths(self, cfg: DictConfig, layer: int) -> list[str]:
+    def variants(self, cfg: DictConfig, layer: int) -> list[str]:
         return canonical_widths(self.release_and_id(cfg)[0]).get(layer, [])
 
     def plan_label(self, cfg: DictConfig) -> str:

@@ -18,10 +18,13 @@ from mosaic.activations.saes.sources.saelens import SAELensRelease
 class GemmaScope2(SAELensRelease):
     key = "gemma_scope_2"
 
-    def release_and_id(self, cfg: DictConfig, layer: int | None = None, width: str | None = None) -> tuple[str, str]:
+    # A sweep over widths and L0s (and layers) is served by one forward.
+    sibling_keys = ("sae.width", "sae.l0")
+
+    def release_and_id(self, cfg: DictConfig, layer: int | None = None, variant: str | None = None) -> tuple[str, str]:
         release = cfg.sae.release or cfg.model.gemma_scope_2_release
-        return release, gemma_scope_2_sae_id(cfg.layer if layer is None else layer, width or cfg.sae.width,
-                                             cfg.sae.l0)
+        width, l0 = (variant or self.variant(cfg)).split("/")
+        return release, gemma_scope_2_sae_id(cfg.layer if layer is None else layer, width, l0)
 
     def validate(self, cfg: DictConfig) -> None:
         from mosaic.infra.errors import require
@@ -32,9 +35,9 @@ class GemmaScope2(SAELensRelease):
         check_gemma_scope_2(release, cfg.layer, cfg.sae.width, cfg.sae.l0)
         self.check_release(cfg)
 
-    def widths(self, cfg: DictConfig, layer: int) -> list[str]:
+    def variants(self, cfg: DictConfig, layer: int) -> list[str]:
         offered = gemma_scope_2_grid(self.release_and_id(cfg)[0]).get(layer, {})
-        return [width for width, l0s in offered.items() if cfg.sae.l0 in l0s]
+        return [f"{width}/{l0}" for width, l0s in offered.items() for l0 in l0s]
 
     def plan_label(self, cfg: DictConfig) -> str:
         return "Gemma Scope 2 {} / {}".format(*self.release_and_id(cfg))

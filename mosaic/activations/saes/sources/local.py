@@ -37,10 +37,10 @@ class LocalDirectory(SAESource):
         require(path is not None and all((Path(path) / name).is_file() for name in SAE_FILES), "sae.path", path,
                 "sae=local needs a SAELens SAE directory (cfg.json + sae_weights.safetensors)")
 
-    def widths(self, cfg: DictConfig, layer: int) -> list[str]:
-        return [cfg.sae.width] if layer == cfg.layer else []
+    def variants(self, cfg: DictConfig, layer: int) -> list[str]:
+        return [self.variant(cfg)] if layer == cfg.layer else []
 
-    def encoder(self, inputs: EncoderInputs, layer: int, width: str) -> Encoder:
+    def encoder(self, inputs: EncoderInputs, layer: int, variant: str) -> Encoder:
         return _LocalEncoder(Path(inputs.cfg.sae.path), str(inputs.device))
 
     def name(self, identity: dict[str, Any]) -> str:

@@ -66,8 +66,8 @@ class SAELensRelease(SAESource):
 
     key = "saelens"
 
-    def release_and_id(self, cfg: DictConfig, layer: int | None = None, width: str | None = None) -> tuple[str, str]:
-        """The release and SAE id read at `layer` and `width` (default: the job's own)."""
+    def release_and_id(self, cfg: DictConfig, layer: int | None = None, variant: str | None = None) -> tuple[str, str]:
+        """The release and SAE id read at `layer` and `variant` (default: the job's own)."""
         return cfg.sae.release, cfg.sae.id
 
     def validate(self, cfg: DictConfig) -> None:
@@ -94,11 +94,11 @@ class SAELensRelease(SAESource):
         release_sae(release, sae_id)
         release_model_matches(release, model_names(cfg.model))
 
-    def widths(self, cfg: DictConfig, layer: int) -> list[str]:
-        return [cfg.sae.width] if layer == cfg.layer else []
+    def variants(self, cfg: DictConfig, layer: int) -> list[str]:
+        return [self.variant(cfg)] if layer == cfg.layer else []
 
-    def encoder(self, inputs: EncoderInputs, layer: int, width: str) -> Encoder:
-        return ReleaseEncoder(self.key, *self.release_and_id(inputs.cfg, layer, width), str(inputs.device))
+    def encoder(self, inputs: EncoderInputs, layer: int, variant: str) -> Encoder:
+        return ReleaseEncoder(self.key, *self.release_and_id(inputs.cfg, layer, variant), str(inputs.device))
 
     def name(self, identity: dict[str, Any]) -> str:
         return f"{identity['release']} {identity['id']}"

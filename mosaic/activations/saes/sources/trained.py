@@ -247,7 +247,7 @@ class Trained(SAESource):
             require(cfg.sae.train_corpus == "train_split", "sae.train_corpus", cfg.sae.train_corpus,
                     "an SAE for image features trains on the image tokens of the training split: train_split")
 
-    def encoder(self, inputs: EncoderInputs, layer: int, width: str) -> Encoder:
+    def encoder(self, inputs: EncoderInputs, layer: int, variant: str) -> Encoder:
         return _TrainedEncoder(inputs, layer)
 
     def name(self, identity: dict[str, Any]) -> str:
