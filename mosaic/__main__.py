@@ -32,6 +32,7 @@ from typing import Any
 
 from mosaic.config import get_dotted
 from mosaic.infra.cache import Entry, cache_root, incomplete_dirs, list_entries, remove_entry, verify_entry
+from mosaic.infra.disk import human_size
 from mosaic.infra.errors import MosaicError
 from mosaic.infra.timing import quiet_progress_off_terminal
 
@@ -62,14 +63,6 @@ def _summary(entry: Entry) -> str:
     return " ".join(p for p in parts if p)
 
 
-def _human(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return ""
-
-
 def _selected(args) -> list[Entry]:
     return [e for e in list_entries(args.kind) if _matches(e, args.where)]
 
@@ -80,8 +73,8 @@ def cache_command(args) -> int:
         print(f"cache: {cache_root()}")
         for e in entries:
             created = datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M")
-            print(f"{e.kind:<12} {e.key}  {_human(e.size):>9}  {created}  {_summary(e)}")
-        print(f"{len(entries)} entries, {_human(sum(e.size for e in entries))}")
+            print(f"{e.kind:<12} {e.key}  {human_size(e.size):>9}  {created}  {_summary(e)}")
+        print(f"{len(entries)} entries, {human_size(sum(e.size for e in entries))}")
         broken = incomplete_dirs(args.kind)
         if broken:
             print(f"{len(broken)} incomplete (rebuilt when next needed; `cache remove --all` deletes them)")

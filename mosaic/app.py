@@ -5,6 +5,7 @@ job, or with `-m` a grid. Heavy libraries are imported only after validation so 
 `--cfg job` and bad values are fast.
 """
 
+import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mosaic.config import CONF_DIR, check_group_overrides, check_value_overrides, register_configs, validate
-from mosaic.infra.errors import MosaicError
+from mosaic.infra.errors import MosaicError, Stopped
 from mosaic.infra.timing import quiet_progress_off_terminal
 
 # Hydra composes every job's config against MOSAIC's schema (`mosaic_schema` in conf/config.yaml).
@@ -29,16 +30,23 @@ def _exit_with(error: MosaicError) -> None:
 
 def _run_job(cfg: DictConfig, job_dir: Path) -> float:
     validate(cfg)
+    from filelock import FileLock
+
     from mosaic.cluster.resume import finished_results
     from mosaic.cluster.siblings import current_sweep
     from mosaic.job.inputs import job_inputs
     from mosaic.pipeline import run
+    from mosaic.record import CELL_LOCK
 
-    if cfg.sweep.skip_done and (done := finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True),
-                                                         job_inputs(cfg))):
-        print(f"mosaic: {job_dir} is done (same config and inputs): skipped")
-        return done["metrics"]["macro_f1"]
-    return run(cfg, job_dir, current_sweep())["metrics"]["macro_f1"]
+    # A cell launched twice at once (a sweep relaunched while the first launch's jobs still run) runs once:
+    # the second waits for the first, then finds its results.
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(job_dir / CELL_LOCK)):
+        if cfg.sweep.skip_done and (done := finished_results(job_dir, OmegaConf.to_container(cfg, resolve=True),
+                                                             job_inputs(cfg))):
+            print(f"mosaic: {job_dir} is done (same config and inputs): skipped")
+            return done["metrics"]["macro_f1"]
+        return run(cfg, job_dir, current_sweep())["metrics"]["macro_f1"]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -77,14 +85,32 @@ def _progress(job_dir: Path, name: str, headline: str) -> None:
         print(f"mosaic: cell {name} {headline}", file=sys.stderr)
 
 
+def _raise_stopped(signum: int, frame) -> None:
+    raise Stopped(signum)
+
+
 def entry() -> None:
-    """`python run.py ...` / `mosaic-run ...`: command-line keys and values checked in one line each, then Hydra."""
+    """`python run.py ...` / `mosaic-run ...`: command-line keys and values checked in one line each, then Hydra.
+
+    SIGINT (^C) or SIGTERM ends the run with one line and exit status 128 + the signal's number, after
+    every `finally` on the way out has run: no half-written cache entry or results file is left, and the
+    same command continues from what was finished. (A cell SLURM runs is handled by submitit instead:
+    it is requeued, see the cluster page.)
+    """
     try:
         check_group_overrides(sys.argv[1:], CONF_DIR)
         check_value_overrides(sys.argv[1:], CONF_DIR)
     except MosaicError as error:
         _exit_with(error)
-    main()
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        main()
+    except (KeyboardInterrupt, Stopped) as stopped:
+        number = stopped.args[0] if isinstance(stopped, Stopped) else signal.SIGINT
+        print(f"mosaic: stopped by {signal.Signals(number).name}: finished cells and cache entries are kept, "
+              "none half-written; run the same command again to continue (in a grid, with sweep.skip_done=true)",
+              file=sys.stderr)
+        raise SystemExit(128 + number) from None
 
 
 if __name__ == "__main__":

@@ -230,3 +230,61 @@ def test_a_gemma_scope_params_npz_loads_through_saelens_own_loader(tmp_path, mon
     np.testing.assert_array_equal(offsets, acts.offsets)
     decided = np.abs(pre - arrays["threshold"]) > 1e-3  # float32 against float64 rounding may flip a tie
     np.testing.assert_allclose(codes.toarray()[decided], expected[decided], atol=2e-4)
+
+
+@pytest.mark.parametrize("architecture", ["standard", "topk", "batchtopk", "jumprelu"])
+def test_a_training_stopped_mid_way_resumes_from_its_checkpoint_to_the_uninterrupted_weights(
+        tmp_path, monkeypatch, architecture):
+    from mosaic.infra.cache import Checkpoints
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    values = np.random.default_rng(0).normal(size=(3000, 16)).astype(np.float32)
+    # 234 steps over ten passes of the corpus: the resumed run must continue the batch order across passes.
+    settings = TrainSettings(architecture=architecture, d_sae=64, k=4, l1_coefficient=1.0, l0_coefficient=1.0,
+                             lr=1e-3, tokens=30000, batch_tokens=128, seed=3)
+    train_sae(values, settings, tmp_path / "uninterrupted")
+
+    checkpoints, saves, save = Checkpoints("saes", "key"), [], Checkpoints.save
+
+    def stopped_after_the_57th_save(self, step, fill):
+        saved = save(self, step, fill)
+        saves.append(step)
+        if len(saves) == 57:
+            raise KeyboardInterrupt  # as a time limit or ^C would, between two steps
+        return saved
+
+    monkeypatch.setattr(Checkpoints, "save", stopped_after_the_57th_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(values, settings, tmp_path / "resumed", checkpoints=checkpoints, checkpoint_seconds=0)
+    monkeypatch.setattr(Checkpoints, "save", save)
+    assert checkpoints.latest().name == "step-000000000056"
+    record = train_sae(values, settings, tmp_path / "resumed", checkpoints=checkpoints, checkpoint_seconds=1e9)
+
+    assert record["resumed_from_step"] == 56 and record["steps"] == 234
+    expected = load_file(str(tmp_path / "uninterrupted" / "sae_weights.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "sae_weights.safetensors"))
+    assert expected.keys() == resumed.keys()
+    assert all(np.array_equal(expected[name], resumed[name]) for name in expected)
+    uninterrupted = json.loads((tmp_path / "uninterrupted" / "training.json").read_text())
+    assert record["curve"] == uninterrupted["curve"] and uninterrupted["resumed_from_step"] == 0
+
+
+def test_a_damaged_checkpoint_is_never_resumed_from(tmp_path, monkeypatch):
+    from mosaic.infra.cache import Checkpoints
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    checkpoints = Checkpoints("saes", "key")
+    first = checkpoints.save(10, lambda directory: (directory / "state.bin").write_bytes(b"a" * 64))
+    assert checkpoints.latest() == first
+    second = checkpoints.save(20, lambda directory: (directory / "state.bin").write_bytes(b"b" * 64))
+    assert checkpoints.latest() == second and not first.exists()  # only the newest state is kept
+    (second / "state.bin").write_bytes(b"c" * 64)  # same size, other bytes: caught by the checksum
+    assert checkpoints.latest() is None
+
+    def killed_mid_save(directory):
+        (directory / "state.bin").write_bytes(b"d" * 8)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save(30, killed_mid_save)
+    assert [p.name for p in checkpoints.directory.iterdir()] == [second.name]

@@ -1,5 +1,7 @@
 """The behaviour stage: labels from what a model answers, checked against the Hugging Face LM-head model."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch
 from mosaic.config import validate
 from mosaic.data import load_labelled_documents
 from mosaic.infra.errors import ConfigError, MosaicError
-from mosaic.job.behaviour import behaviour_labels
+from mosaic.job.behaviour import ANSWERS_FILE, behaviour_labels
 from tests.conftest import compose_config
 
 ARITH = ["model=tiny_gpt2", "layer=1", "features=hidden", "probe=sklearn", "logger=none", "dataset=sae_probes",
@@ -120,3 +122,38 @@ def test_the_papers_behaviour_grid_composes_here_and_fails_in_one_line_without_t
                                         "python -m mosaic fetch") as error:
         run(cfg, tmp_path / "job")
     assert "\n" not in str(error.value)
+
+
+def test_answers_scoring_stopped_mid_way_continues_from_its_checkpoint_to_the_same_answers(private_cache, monkeypatch):
+    import mosaic.activations.forward as forward
+    from mosaic.infra.cache import Checkpoints, cache_root
+
+    settings = [*ARITH, "batch_size=8", "sweep.checkpoint_minutes=0"]
+    data = load_labelled_documents(compose_config(*settings).dataset)
+    uninterrupted, first = behaviour_labels(compose_config(*settings), data)
+    entry = cache_root() / "behaviour" / first["cache"]["key"]
+    expected = np.load(entry / ANSWERS_FILE)
+    shutil.rmtree(entry)
+
+    saves, save = [], Checkpoints.save
+
+    def stopped_after_the_second_save(self, step, fill):
+        saved = save(self, step, fill)
+        saves.append(step)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+        return saved
+
+    monkeypatch.setattr(Checkpoints, "save", stopped_after_the_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        behaviour_labels(compose_config(*settings), data)
+    assert saves == [8, 16]  # rows of the first one and two batches, saved before the next batch
+    monkeypatch.setattr(Checkpoints, "save", save)
+    scored, text_inputs = [], forward.text_inputs
+    monkeypatch.setattr(forward, "text_inputs", lambda loaded, texts, *rest: scored.append(len(texts))
+                        or text_inputs(loaded, texts, *rest))
+    resumed, record = behaviour_labels(compose_config(*settings), data)
+    assert sum(scored) == len(data.documents) - 16 and record["cache"]["hit"] is False
+    assert np.array_equal(np.load(entry / ANSWERS_FILE), expected)
+    assert resumed.labels.tolist() == uninterrupted.labels.tolist()
+    assert list((cache_root() / "checkpoints" / "behaviour").iterdir()) == []  # cleared once the answers are in

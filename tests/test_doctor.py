@@ -24,6 +24,20 @@ def test_doctor_names_what_is_missing_on_a_machine_without_gpu_or_hub(monkeypatc
         assert not gpu.ok and "no CUDA device" in gpu.line
 
 
+def test_doctor_reports_the_requeue_settings_with_the_sites_own_on_top(monkeypatch, tmp_path):
+    site = tmp_path / "conf"
+    (site / "hydra" / "launcher").mkdir(parents=True)
+    (site / "local").mkdir()
+    launcher = "timeout_min: 120\nsignal_delay_s: 120\nmax_num_timeout: 3\n"
+    (site / "hydra" / "launcher" / "slurm.yaml").write_text(launcher)
+    monkeypatch.setattr(doctor, "CONF_DIR", site)
+    assert doctor.requeue_finding().line.startswith("requeue: a cell stopped at its 120-min limit is requeued up to "
+                                                    "3 times (signalled 120 s before")
+    (site / "local" / "slurm.yaml").write_text("timeout_min: 30\nmax_num_timeout: 0\n")
+    finding = doctor.requeue_finding()
+    assert not finding.ok and "its 30-min limit is requeued up to 0 times" in finding.line
+
+
 def test_gated_models_are_the_hub_models_conf_declares():
     gemma3 = {f"gemma3_{size}{suffix}": f"google/gemma-3-{size}{hub}" for size in ("1b", "4b", "12b", "27b")
               for suffix, hub in (("", "-pt"), ("_it", "-it"))}

@@ -136,7 +136,8 @@ def slurm_findings() -> list[Finding]:
     site = Finding("slurm", bool(sites), "site config: " + (", ".join(sites) if sites else
                                                            "none (conf/local/slurm.yaml: partition, account, setup)"))
     if shutil.which("sbatch") is None:
-        return [Finding("slurm", False, "no sbatch on PATH: grids run here (hydra/launcher=local)"), site]
+        return [Finding("slurm", False, "no sbatch on PATH: grids run here (hydra/launcher=local)"), site,
+                requeue_finding()]
     try:
         listed = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True,
                                 timeout=SLURM_TIMEOUT_S)
@@ -145,7 +146,23 @@ def slurm_findings() -> list[Finding]:
                         else f"sinfo failed: {(listed.stderr.strip().splitlines() or ['?'])[0]}")
     except (OSError, subprocess.TimeoutExpired):
         reach = Finding("slurm", False, f"sinfo gave no answer within {SLURM_TIMEOUT_S:.0f} s")
-    return [reach, site]
+    return [reach, site, requeue_finding()]
+
+
+def requeue_finding() -> Finding:
+    """What happens to a cell SLURM stops, from `hydra/launcher=slurm` with the site's settings on top."""
+    from omegaconf import OmegaConf
+
+    from mosaic.config.schema import SweepConfig
+
+    launcher = OmegaConf.load(CONF_DIR / "hydra" / "launcher" / "slurm.yaml")
+    if (site := CONF_DIR / "local" / "slurm.yaml").is_file():
+        launcher = OmegaConf.merge(launcher, OmegaConf.load(site))
+    requeues = launcher.max_num_timeout
+    return Finding("slurm", requeues > 0, f"requeue: a cell stopped at its {launcher.timeout_min}-min limit is "
+                   f"requeued up to {requeues} times (signalled {launcher.signal_delay_s} s before; preempted cells "
+                   f"always), resuming from checkpoints saved every {SweepConfig.checkpoint_minutes:g} min "
+                   "(sweep.checkpoint_minutes)")
 
 
 def _existing(path: Path) -> Path:

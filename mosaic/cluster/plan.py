@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from mosaic.cluster.cells import Grid
 from mosaic.cluster.planner import EntryNeed, Planner
 from mosaic.infra import hub
+from mosaic.infra.disk import human_size
 from mosaic.infra.errors import MosaicError, NotApplicableError, first_line
 
 
@@ -218,14 +219,6 @@ def forward_seconds(forward: Forward, rate: float) -> float:
     return forward.tokens * (forward.deepest + 1) / forward.n_layers / rate
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
         f"{seconds / 3600:.1f} h"
@@ -274,7 +267,7 @@ def format_plan(plan: Plan, rate: float | None = None) -> str:
                  "from the hub: nothing (packaged models and datasets)")
     lines += [f"  {label}: {'fetched' if fetched else 'not fetched'}" for label, fetched in plan.hub_items]
     grown, unsized = plan.growth_bytes()
-    sized = f"≈{_size(grown)}" if grown or not unsized else "unknown"
+    sized = f"≈{human_size(grown)}" if grown or not unsized else "unknown"
     lines.append(f"activation cache growth: {sized}" + (f" (+ {unsized} entries not estimated: documents unknown "
                                                         "here)" if unsized else ""))
     if plan.forwards:

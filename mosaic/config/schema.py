@@ -79,7 +79,7 @@ class SAEConfig:
     An SAE recorded as reading another hook point than the residual stream after block `layer`
     is refused unless `allow_any_hook` is set. A trained SAE's draws (corpus sample, initialisation,
     batch order) follow the job's `seed` unless `seed` here pins them, e.g. to share one SAE across
-    a grid's seeds.
+    a grid's seeds. Training saves its state in the cache every `sweep.checkpoint_minutes`.
     """
 
     source: str = "trained"
@@ -286,9 +286,13 @@ class BehaviourConfig:
 
 @dataclass
 class SweepConfig:
-    """How a multirun treats cells: `skip_done` skips a cell whose `results.json` has the same config and inputs."""
+    """How jobs are resumed: `skip_done` skips a cell whose `results.json` has the same config and inputs; long
+    work (SAE training, behaviour answers) saves its state in the cache every `checkpoint_minutes`, so a job
+    stopped by a time limit, preemption or a signal continues from there when rerun or requeued. Neither
+    changes a result (`sweep` is not part of a job's config hash)."""
 
     skip_done: bool = False
+    checkpoint_minutes: float = 5.0
 
 
 @dataclass

@@ -23,7 +23,11 @@ from typing import Any
 
 from filelock import FileLock
 
+from mosaic.infra.disk import disk_full
+
 MANIFEST = "manifest.json"
+# Beside the kinds: the last saved state of entries being built (an SAE in training), never an entry.
+CHECKPOINTS = "checkpoints"
 
 
 def cache_root() -> Path:
@@ -181,6 +185,10 @@ def _build_locked(parent: Path, kind: str, missing: list[str], fields: dict[str,
             _write_manifest(directory, kind, key, fields[key])
             directory.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
             os.replace(directory, parent / key)
+    except Exception as error:  # safetensors' own error type reports a full disk too
+        if full := disk_full(error, parent, list(temporary.values())):
+            raise full from None
+        raise
     finally:
         for directory in temporary.values():
             if directory.exists():
@@ -198,7 +206,7 @@ def cached_directory(kind: str, fields: dict[str, Any], build: Callable[[Path], 
 
 def _entry_dirs(kind: str | None) -> list[Path]:
     root = cache_root()
-    kinds = [root / kind] if kind else sorted(p for p in root.glob("*") if p.is_dir())
+    kinds = [root / kind] if kind else sorted(p for p in root.glob("*") if p.is_dir() and p.name != CHECKPOINTS)
     return [p for k in kinds if k.is_dir() for p in sorted(k.iterdir()) if p.is_dir()]
 
 
@@ -229,3 +237,51 @@ def remove_entry(entry: Entry) -> None:
     """Delete an entry, under its lock so no reader or writer of the same key is mid-way."""
     with FileLock(str(entry.path.parent / f"{entry.key}.lock")):
         shutil.rmtree(entry.path, ignore_errors=True)
+
+
+class Checkpoints:
+    """The saved states of one entry while it is built, so that a stopped build resumes instead of restarting.
+
+    Each state is a directory written like an entry (temporary sibling, manifest with checksums,
+    rename), under `checkpoints/KIND/KEY/step-N`; only the newest is kept. A state is read only if its
+    manifest verifies, so a build stopped mid-save resumes from the state before. The builder holds
+    the entry's lock, so one writer at a time; `clear` once the entry is in place.
+    """
+
+    def __init__(self, kind: str, key: str):
+        self.directory = cache_root() / CHECKPOINTS / kind / key
+        self.key = key
+
+    def latest(self) -> Path | None:
+        """The newest complete state, or None."""
+        if not self.directory.is_dir():
+            return None
+        states = sorted((p for p in self.directory.glob("step-*") if p.is_dir()), reverse=True)
+        return next((p for p in states if read_entry(p, verify=True) is not None), None)
+
+    def save(self, step: int, fill: Callable[[Path], None]) -> Path:
+        """Write the state after `step` steps with `fill(directory)`; older states are removed once it is in place."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=self.directory))
+        target = self.directory / f"step-{step:012d}"
+        try:
+            fill(temporary)
+            _write_manifest(temporary, CHECKPOINTS, self.key, {"step": step})
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(temporary, target)
+        except Exception as error:  # safetensors' own error type reports a full disk too
+            if full := disk_full(error, self.directory, [temporary]):
+                raise full from None
+            raise
+        finally:
+            if temporary.exists():
+                shutil.rmtree(temporary)
+        # Older states, and a killed save's temporary directory: the builder holds the entry's lock.
+        for older in [*self.directory.glob("step-*"), *self.directory.glob(".step-*")]:
+            if older != target:
+                shutil.rmtree(older, ignore_errors=True)
+        return target
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)

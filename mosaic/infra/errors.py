@@ -25,6 +25,16 @@ class DataError(MosaicError):
     """A dataset that is empty, lacks a column, or cannot support a classification probe."""
 
 
+class Stopped(BaseException):
+    """SIGTERM, raised like SIGINT's `KeyboardInterrupt` so that every `finally` on the way out runs: temporary cache
+    directories and results files are removed, locks released. Not an `Exception`: a grid does not record it
+    as a failed cell and go on, it stops."""
+
+
+class DiskFull(MosaicError):
+    """A write that found no space left: which directory, and how much more it needed."""
+
+
 def require(condition: bool, key: str, value, allowed: str, error: type[ConfigError] = ConfigError) -> None:
     """Raise `error` with MOSAIC's one line, `key=value is not allowed: allowed`, unless `condition` holds."""
     if not condition:

@@ -21,6 +21,7 @@ records the answering model's accuracy.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from omegaconf import DictConfig
 
 from mosaic.config.resolved import answer_options, answering_model_config
 from mosaic.data import LabelledDocuments
+from mosaic.infra.cache import Checkpoints
 from mosaic.infra.errors import MosaicError
 
 OUTCOMES = ["incorrect", "correct"]
@@ -55,9 +57,14 @@ def option_token_ids(tokenizer, options: Sequence[str], model_name: str) -> list
     return ids
 
 
-def choice_log_probs(loaded, prompts: Sequence[str], token_ids: list[int], batch_size: int,
-                     max_length: int) -> np.ndarray:
-    """(prompts x options) next-token log-probabilities of the options' tokens after each prompt's last token."""
+def choice_log_probs(loaded, prompts: Sequence[str], token_ids: list[int], batch_size: int, max_length: int,
+                     checkpoints: Checkpoints | None = None, checkpoint_seconds: float = 300.0) -> np.ndarray:
+    """(prompts x options) next-token log-probabilities of the options' tokens after each prompt's last token.
+
+    With `checkpoints`, the rows scored so far are saved there every `checkpoint_seconds` (at a batch
+    boundary), and scoring continues after the newest saved rows: each batch's answers depend only on
+    its own prompts, so a resumed scoring equals an uninterrupted one.
+    """
     import torch
 
     from mosaic.activations.forward import text_inputs, to_model
@@ -65,10 +72,15 @@ def choice_log_probs(loaded, prompts: Sequence[str], token_ids: list[int], batch
 
     side = loaded.tokenizer.truncation_side
     loaded.tokenizer.truncation_side = "left"  # keep the answer cue at the end of a long prompt
-    rows = []
+    state = checkpoints.latest() if checkpoints is not None else None
+    rows = [np.load(state / ANSWERS_FILE, allow_pickle=False)] if state else []
+    last_saved = time.monotonic()
     try:
         with torch.inference_mode():
-            for start in range(0, len(prompts), batch_size):
+            for start in range(len(rows[0]) if rows else 0, len(prompts), batch_size):
+                if checkpoints is not None and rows and time.monotonic() - last_saved >= checkpoint_seconds:
+                    _save_rows(checkpoints, start, np.concatenate(rows))
+                    last_saved = time.monotonic()
                 inputs, _ = text_inputs(loaded, prompts[start : start + batch_size], max_length)
                 inputs = to_model(loaded, inputs)
                 hidden = loaded.model(**inputs).last_hidden_state
@@ -82,7 +94,12 @@ def choice_log_probs(loaded, prompts: Sequence[str], token_ids: list[int], batch
     return np.concatenate(rows) if rows else np.zeros((0, len(token_ids)), dtype=np.float32)
 
 
-def _score_choice(cfg: DictConfig, answering: DictConfig, documents: Sequence[str]) -> np.ndarray:
+def _save_rows(checkpoints: Checkpoints, start: int, rows: np.ndarray) -> None:
+    checkpoints.save(start, lambda directory: np.save(directory / ANSWERS_FILE, rows, allow_pickle=False))
+
+
+def _score_choice(cfg: DictConfig, answering: DictConfig, documents: Sequence[str],
+                  checkpoints: Checkpoints) -> np.ndarray:
     from mosaic.activations import load_model
     from mosaic.activations.models import lm_head_weight
 
@@ -92,11 +109,14 @@ def _score_choice(cfg: DictConfig, answering: DictConfig, documents: Sequence[st
                           "tied input embedding (Gemma 2 and 3, GPT-2)")
     token_ids = option_token_ids(loaded.tokenizer, answer_options(cfg), answering.name)
     prompts = [cfg.behaviour.template.replace("{document}", document) for document in documents]
-    return choice_log_probs(loaded, prompts, token_ids, cfg.batch_size, cfg.max_length)
+    return choice_log_probs(loaded, prompts, token_ids, cfg.batch_size, cfg.max_length, checkpoints,
+                            60 * cfg.sweep.checkpoint_minutes)
 
 
-# behaviour.scorer -> (prompts' documents -> documents x options log-probabilities of the answering model).
-SCORERS: dict[str, Callable[[DictConfig, DictConfig, Sequence[str]], np.ndarray]] = {"choice": _score_choice}
+# behaviour.scorer -> (prompts' documents, where to keep partial answers -> documents x options log-probabilities
+# of the answering model).
+SCORERS: dict[str, Callable[[DictConfig, DictConfig, Sequence[str], Checkpoints], np.ndarray]] = {
+    "choice": _score_choice}
 
 
 def answers_fields(cfg: DictConfig, answering: DictConfig, documents: Sequence[str], device_type: str) -> dict:
@@ -113,15 +133,17 @@ def answers_fields(cfg: DictConfig, answering: DictConfig, documents: Sequence[s
 def _answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """The option log-probabilities of every document, from the cache or scored now; and the cache entry."""
     from mosaic.activations.models import resolve_device
-    from mosaic.infra.cache import cached_directory
+    from mosaic.infra.cache import cached_directory, content_key
 
     fields = answers_fields(cfg, answering, documents, resolve_device(answering.device).type)
+    checkpoints = Checkpoints(ANSWERS_KIND, content_key(fields))
 
     def build(target: Path) -> None:
-        log_probs = SCORERS[cfg.behaviour.scorer](cfg, answering, documents).astype(np.float32)
+        log_probs = SCORERS[cfg.behaviour.scorer](cfg, answering, documents, checkpoints).astype(np.float32)
         np.save(target / ANSWERS_FILE, log_probs, allow_pickle=False)
 
     entry, hit = cached_directory(ANSWERS_KIND, fields, build)
+    checkpoints.clear()
     return np.load(entry / ANSWERS_FILE, allow_pickle=False), {"hit": hit, "key": entry.name}
 
 

@@ -12,6 +12,7 @@ stops with `AnswersNotScored`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,6 +21,8 @@ from omegaconf import DictConfig
 
 from mosaic.data import LabelledDocuments, Splits, document_hash, draw_splits, load_labelled_documents
 from mosaic.data.splits import with_keys
+from mosaic.infra.cache import cache_root
+from mosaic.infra.disk import check_cache_directory
 from mosaic.infra.errors import MosaicError
 from mosaic.job.behaviour import behaviour_labels
 from mosaic.job.transfer import TransferDataset, transfer_datasets
@@ -86,6 +89,8 @@ def prepare_job(cfg: DictConfig, dry_run_device: str | None = None) -> PreparedJ
     """
     from mosaic.probes import load_probe
 
+    if dry_run_device is None:  # before any model loads: the answering model's, the job's
+        check_cache_directory(cache_root(), explicit="MOSAIC_CACHE" in os.environ)
     data, behaviour = behaviour_labels(cfg, load_labelled_documents(cfg.dataset), dry_run_device)
     data, splits = draw_splits(data, cfg.dataset, cfg.regime, cfg.seed)
     probe, metadata, seen = None, None, None

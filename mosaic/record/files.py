@@ -13,9 +13,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from mosaic.infra.disk import disk_full
+
 RESULTS_FILE = "results.json"
 # A cell of a multirun whose last attempt failed holds this instead of a result.
 FAILURE_FILE = "failure.json"
+# Held while a job runs, so that a cell launched twice runs once.
+CELL_LOCK = ".cell.lock"
 # Where a job saves its trained probe, beside its results.
 PROBE_DIR = "probe"
 _VERSIONED_PACKAGES = ("mosaic", "torch", "transformers", "sae-lens", "lightning", "scikit-learn", "wandb")
@@ -31,6 +35,12 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        full = disk_full(error, path.parent, [Path(tmp)])
+        Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise full from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -52,13 +62,15 @@ def package_versions() -> dict[str, str | None]:
     return found
 
 
-def slurm_info() -> dict[str, str | None] | None:
-    """Where SLURM ran the job (None outside SLURM): job id, array job and task index, node."""
+def slurm_info() -> dict[str, str | int | None] | None:
+    """Where SLURM ran the job (None outside SLURM): job id, array job and task index, node, and how many times
+    SLURM requeued it before this attempt (`SLURM_RESTART_COUNT`)."""
     if "SLURM_JOB_ID" not in os.environ:
         return None
     names = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",
              "array_task_id": "SLURM_ARRAY_TASK_ID", "node": "SLURMD_NODENAME"}
-    return {key: os.environ.get(variable) for key, variable in names.items()}
+    return {**{key: os.environ.get(variable) for key, variable in names.items()},
+            "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0"))}
 
 
 def run_info(started: datetime) -> dict[str, Any]:

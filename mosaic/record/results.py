@@ -25,7 +25,8 @@ from mosaic.record.files import write_json_atomic
 # 4: splits.duplicates and splits.keys, randomness, features.text (bag of words),
 #    features.sae_quality.reference, hyperparameters.*.not_selected, transfer.datasets.*.seen_by_probe_removed;
 #    features.sae.{name, width, neuronpedia}; timings_s.prepare (was behaviour).
-SCHEMA_VERSION = 4
+# 5: run.slurm.restarts (how many times SLURM requeued the job before this attempt finished).
+SCHEMA_VERSION = 5
 
 
 class _Record(BaseModel):
@@ -214,11 +215,21 @@ class CacheRecord(_Record):
     key: str | None
 
 
+class SlurmRecord(_Record):
+    """Where SLURM ran the job, and how many times it requeued it (a time limit, preemption) first."""
+
+    job_id: str | None
+    array_job_id: str | None
+    array_task_id: str | None
+    node: str | None
+    restarts: int = 0
+
+
 class RunRecord(_Record):
     started: str
     finished: str
     host: str
-    slurm: dict[str, str | None] | None
+    slurm: SlurmRecord | None
     versions: dict[str, str | None]
 
 

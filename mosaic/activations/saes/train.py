@@ -23,6 +23,7 @@ import torch
 from mosaic.activations.saes.encode import encode_tokens
 from mosaic.activations.saes.load import load_sae
 from mosaic.activations.saes.quality import ReconstructionTally
+from mosaic.infra.cache import Checkpoints
 from mosaic.infra.errors import MosaicError
 
 DEAD_WINDOW_TOKENS = 2**17
@@ -32,6 +33,8 @@ CURVE_POINTS = 100
 # The trained SAE's reconstruction is also measured on this many of its own training tokens.
 TRAINING_STATS_TOKENS = 20000
 TRAINING_FILE = "training.json"
+# A training checkpoint: the training SAE's weights, the global RNG, batches served and the curve so far.
+SAE_STATE_FILE, RNG_STATE_FILE, PROGRESS_FILE = "sae.safetensors", "rng.safetensors", "progress.json"
 
 
 @dataclass(frozen=True)
@@ -77,26 +80,53 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
-def _shuffled_batches(values: np.ndarray, batch_tokens: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless shuffled mini-batches of rows, a fresh permutation each pass."""
-    data = torch.from_numpy(values)
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(len(data), generator=generator)
-        for start in range(0, len(order) - batch_tokens + 1, batch_tokens):
-            yield data[order[start : start + batch_tokens]]
+class ShuffledBatches:
+    """Endless shuffled mini-batches of rows, a fresh permutation each pass.
+
+    `served` counts the batches given so far; a provider built with `skip=served` continues the same
+    sequence, which is how a resumed training sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, values: np.ndarray, batch_tokens: int, seed: int, skip: int = 0):
+        self.data = torch.from_numpy(values)
+        self.batch_tokens = batch_tokens
+        self.per_pass = len(values) // batch_tokens
+        self.generator = torch.Generator().manual_seed(seed)
+        self.served = 0
+        self.order = torch.empty(0, dtype=torch.long)
+        for _ in range(skip):
+            self._next_rows()
+
+    def _next_rows(self) -> torch.Tensor:
+        position = self.served % self.per_pass
+        if position == 0:
+            self.order = torch.randperm(len(self.data), generator=self.generator)
+        self.served += 1
+        return self.order[position * self.batch_tokens : (position + 1) * self.batch_tokens]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        return self.data[self._next_rows()]
 
 
-def _curve_trainer(every: int):
-    """SAELens's trainer, keeping its own step log (loss, explained variance, L0, dead latents) every `every` steps."""
+def _curve_trainer(every: int, checkpoints: Checkpoints | None, checkpoint_seconds: float):
+    """SAELens's trainer, keeping its own step log (loss, explained variance, L0, dead latents) every `every`
+    steps, and saving its whole state to `checkpoints` every `checkpoint_seconds`."""
     from sae_lens import SAETrainer
 
     class CurveTrainer(SAETrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.curve: list[dict[str, float]] = []
+            self.curve: list[dict[str, Any]] = []
+            self.last_saved = time.monotonic()
 
         def step(self, batch):
+            # Before the step: the state is that of `n_training_steps` finished steps, and this batch is re-served.
+            if checkpoints is not None and time.monotonic() - self.last_saved >= checkpoint_seconds:
+                checkpoints.save(self.n_training_steps, self.save_state)
+                self.last_saved = time.monotonic()
             output = super().step(batch)
             if self.n_training_steps % every == 0:
                 logged = self.build_train_step_log_dict(output, self.n_training_samples)
@@ -106,16 +136,39 @@ def _curve_trainer(every: int):
                                    "l0": logged["metrics/l0"], "dead": logged["sparsity/dead_features"]})
             return output
 
+        def save_state(self, directory: Path) -> None:
+            """Everything the next steps depend on: weights, SAELens's trainer state, batches served, RNG, curve."""
+            from safetensors.torch import save_file
+
+            save_file({name: tensor.detach().contiguous() for name, tensor in self.sae.state_dict().items()},
+                      str(directory / SAE_STATE_FILE))
+            save_file({"torch": torch.get_rng_state()}, str(directory / RNG_STATE_FILE))
+            self.save_trainer_state(directory)
+            progress = {"served": self.data_provider.served - 1, "curve": self.curve}
+            (directory / PROGRESS_FILE).write_text(json.dumps(progress))
+
+        def load_state(self, directory: Path) -> None:
+            from safetensors.torch import load_file
+
+            self.sae.load_state_dict(load_file(str(directory / SAE_STATE_FILE), device=str(self.cfg.device)))
+            self.load_trainer_state(directory)
+            torch.set_rng_state(load_file(str(directory / RNG_STATE_FILE))["torch"])
+            self.curve = json.loads((directory / PROGRESS_FILE).read_text())["curve"]
+
     return CurveTrainer
 
 
 def train_sae(values: np.ndarray, settings: TrainSettings, out_dir: str | Path, device: str = "cpu",
-              hook_name: str | None = None) -> dict[str, Any]:
+              hook_name: str | None = None, checkpoints: Checkpoints | None = None,
+              checkpoint_seconds: float = 300.0) -> dict[str, Any]:
     """Train on `values` (tokens x d_in) for `settings.tokens` tokens and save an inference SAE to `out_dir`.
 
     `hook_name` (e.g. `blocks.3.hook_resid_post`) is recorded in the SAE's metadata, so the saved
-    SAE says which activations it reads. Writes and returns `training.json`: the corpus size, steps,
-    wall time, the training curve, and L0, explained variance and dead latents on the training tokens.
+    SAE says which activations it reads. With `checkpoints`, the training state is saved there every
+    `checkpoint_seconds` and a training stopped before its end (a time limit, preemption) continues
+    from the newest state, to the same weights as an uninterrupted one. Writes and returns
+    `training.json`: the corpus size, steps, wall time, the training curve, the step it resumed from,
+    and L0, explained variance and dead latents on the training tokens.
     """
     from sae_lens.config import LoggingConfig, SAETrainerConfig
 
@@ -128,7 +181,9 @@ def train_sae(values: np.ndarray, settings: TrainSettings, out_dir: str | Path, 
     sae = training_sae(training_config(d_in=values.shape[1], d_sae=settings.d_sae, device=device,
                                        normalize_activations="expected_average_only_in",
                                        **ARCHITECTURES[settings.architecture].sparsity(settings)))
-    trainer = _curve_trainer(max(1, steps // CURVE_POINTS))(
+    state = checkpoints.latest() if checkpoints is not None else None
+    served = json.loads((state / PROGRESS_FILE).read_text())["served"] if state else 0
+    trainer = _curve_trainer(max(1, steps // CURVE_POINTS), checkpoints, checkpoint_seconds)(
         cfg=SAETrainerConfig(
             total_training_samples=steps * batch_tokens, train_batch_size_samples=batch_tokens,
             lr=settings.lr, lr_end=0.0, lr_decay_steps=int(DECAY_FRACTION * steps), device=device,
@@ -137,8 +192,11 @@ def train_sae(values: np.ndarray, settings: TrainSettings, out_dir: str | Path, 
             logger=LoggingConfig(log_to_wandb=False),
         ),
         sae=sae,
-        data_provider=_shuffled_batches(values, batch_tokens, settings.seed),
+        data_provider=ShuffledBatches(values, batch_tokens, settings.seed, skip=served),
     )
+    if state is not None:
+        trainer.load_state(state)
+    resumed_from = trainer.n_training_steps
     started = time.perf_counter()
     trained = trainer.fit()
     trained.cfg.metadata.hook_name = hook_name
@@ -147,7 +205,8 @@ def train_sae(values: np.ndarray, settings: TrainSettings, out_dir: str | Path, 
     on_training_tokens = ReconstructionTally(settings.d_sae, max_tokens=TRAINING_STATS_TOKENS)
     encode_tokens(load_sae(out_dir, device=device), values[:TRAINING_STATS_TOKENS], 4096, on_training_tokens)
     record = {"corpus_tokens": len(values), "tokens": steps * batch_tokens, "steps": steps,
-              "seconds": time.perf_counter() - started, "on_training_tokens": on_training_tokens.result(),
+              "resumed_from_step": resumed_from, "seconds": time.perf_counter() - started,
+              "on_training_tokens": on_training_tokens.result(),
               "curve": trainer.curve}
     (Path(out_dir) / TRAINING_FILE).write_text(json.dumps(record, indent=2))
     return record

@@ -27,7 +27,7 @@ from mosaic.activations.saes.load import SAE_FILES
 from mosaic.activations.saes.sources.base import EncoderInputs, SAESource
 from mosaic.data import document_hash, load_unlabelled_texts
 from mosaic.data.corpora import CORPORA
-from mosaic.infra.cache import cache_root, cached_directory, content_key, read_entry
+from mosaic.infra.cache import Checkpoints, cache_root, cached_directory, content_key, read_entry
 from mosaic.infra.errors import MosaicError
 
 # Where a trained SAE lists the content hashes of the documents it was trained on (leak checks on reuse).
@@ -186,9 +186,12 @@ class _TrainedEncoder(Encoder):
             (target / CORPUS_FILE).write_text(json.dumps(sorted({document_hash(d) for d in documents})))
             values = self.activations.take(self.layer)
             train_sae(values, train_settings(cfg, len(values)), out_dir=target,
-                      device=str(resolve_device(cfg.model.device)), hook_name=f"blocks.{self.layer}.hook_resid_post")
+                      device=str(resolve_device(cfg.model.device)), hook_name=f"blocks.{self.layer}.hook_resid_post",
+                      checkpoints=checkpoints, checkpoint_seconds=60 * cfg.sweep.checkpoint_minutes)
 
+        checkpoints = Checkpoints("saes", content_key(self.fields))
         path, hit = cached_directory("saes", self.fields, build)
+        checkpoints.clear()
         if hit:  # built meanwhile by another job of the sweep: its share of the corpus forward is not needed
             self.activations.discard(self.layer)
         return path
