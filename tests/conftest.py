@@ -121,3 +121,28 @@ def read_offline_wandb_run(run_dir, timeout=120.0):
             summary.update(record["summary"].get("update", {}))
     return {"run": next(r["run"] for r in records if r["type"] == "run"), "summary": summary,
             "history": [r["history"]["item"] for r in records if r["type"] == "history"]}
+
+
+def in_cache(cache: Path, function, *args):
+    """function(*args) with MOSAIC_CACHE set to cache, restored afterwards."""
+    saved = os.environ.get("MOSAIC_CACHE")
+    os.environ["MOSAIC_CACHE"] = str(cache)
+    try:
+        return function(*args)
+    finally:
+        os.environ.pop("MOSAIC_CACHE") if saved is None else os.environ.__setitem__("MOSAIC_CACHE", saved)
+
+
+def assert_each_entry_built_once(cells: list[dict], cache: Path) -> None:
+    """Every cell read one activation entry; each entry was a miss (one forward) in at most one cell."""
+    from mosaic.__main__ import main as mosaic_cli
+    from mosaic.infra.cache import incomplete_dirs, list_entries
+
+    keys = {cell["cache"]["key"] for cell in cells}
+    misses = [cell["cache"]["key"] for cell in cells if not cell["cache"]["hit"]]
+    assert len(misses) == len(set(misses))  # no entry built twice
+    # Both layers come from the first cell's one forward (a sweep's layers are siblings of one entry).
+    assert len(misses) == 1 and len(keys) == 2
+    assert sorted(entry.key for entry in in_cache(cache, list_entries, "activations")) == sorted(keys)
+    assert in_cache(cache, incomplete_dirs) == []
+    assert in_cache(cache, mosaic_cli, ["cache", "verify"]) == 0

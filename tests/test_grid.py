@@ -135,14 +135,17 @@ def test_a_done_cell_whose_inputs_changed_is_run_again(tmp_path, monkeypatch):
 
 
 def test_slurm_placement_is_recorded_from_slurms_environment(monkeypatch):
-    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURMD_NODENAME"):
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURMD_NODENAME", "SLURM_RESTART_COUNT"):
         monkeypatch.delenv(name, raising=False)
     assert slurm_info() is None
     monkeypatch.setenv("SLURM_JOB_ID", "41")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
     monkeypatch.setenv("SLURMD_NODENAME", "gpu07")
-    assert slurm_info() == {"job_id": "41", "array_job_id": "40", "array_task_id": "1", "node": "gpu07"}
+    placement = {"job_id": "41", "array_job_id": "40", "array_task_id": "1", "node": "gpu07"}
+    assert slurm_info() == {**placement, "restarts": 0}  # SLURM sets SLURM_RESTART_COUNT only once it requeues
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    assert slurm_info() == {**placement, "restarts": 2}
 
 
 def test_site_settings_in_conf_local_apply_where_they_belong(tmp_path):

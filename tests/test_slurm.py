@@ -11,10 +11,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_each_entry_built_once
 
 pytestmark = pytest.mark.slurm
 
@@ -44,10 +45,16 @@ def slurm_cluster():
     subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=120)
 
 
+def _sweep_command(sweep_dir, *overrides):
+    """run.py -m on the local SLURM; an override of a key of ON_LOCAL_SLURM or TINY replaces it."""
+    keys = {override.split("=")[0] for override in overrides}
+    defaults = [setting for setting in ON_LOCAL_SLURM + TINY if setting.split("=")[0] not in keys]
+    return [sys.executable, "run.py", "-m", *defaults, *overrides, f"hydra.sweep.dir={sweep_dir}"]
+
+
 def _sweep(sweep_dir, cache_dir, *overrides):
     env = {**os.environ, "MOSAIC_CACHE": str(cache_dir)}
-    return subprocess.run([sys.executable, "run.py", "-m", *ON_LOCAL_SLURM, *TINY, *overrides,
-                           f"hydra.sweep.dir={sweep_dir}"], cwd=REPO, env=env, capture_output=True, text=True,
+    return subprocess.run(_sweep_command(sweep_dir, *overrides), cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
 
 
@@ -97,3 +104,106 @@ def test_a_cell_that_raises_fails_its_slurm_job_and_the_sweep_reports_it(slurm_c
     assert "dataset.label_column=missing" in failure["overrides"]
     assert "dataset.label_column='missing' is not a column" in failure["error"]
     assert "1 done, 0 skipped (not applicable), 1 failed" in result.stderr
+
+
+def _release_requeued_jobs() -> None:
+    """SLURM holds a requeued job for two minutes before it may start again; the tests let it start at once."""
+    held = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i %r"], capture_output=True, text=True).stdout
+    for line in held.splitlines():
+        job, reason = line.split(maxsplit=1)
+        if reason.strip() == "BeginTime":
+            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True)
+
+
+def test_a_cell_several_times_its_time_limit_finishes_after_requeues_with_the_uninterrupted_metrics(
+        slurm_cluster, tmp_path):
+    # SLURM checks limits every 30 s and may signal up to a minute early: under a one-minute limit a
+    # cell gets about 30 s per attempt, half of it to start. 4M tokens train in about 30 s on an idle
+    # machine; MOSAIC_SLURM_TRAIN_TOKENS=24000000 makes it three minutes.
+    tokens = os.environ.get("MOSAIC_SLURM_TRAIN_TOKENS", "4000000")
+    long_training = ["features=sae", "sae.train_docs=200", f"sae.train_tokens={tokens}", "sae.train_batch_tokens=256",
+                     "sweep.checkpoint_minutes=0.1"]
+    limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=60"]
+    env = {**os.environ, "MOSAIC_CACHE": str(tmp_path / "cache")}
+    launcher = subprocess.Popen(_sweep_command(tmp_path / "sweep", *long_training, *limits), cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 3000
+    while launcher.poll() is None and time.monotonic() < deadline:
+        _release_requeued_jobs()
+        time.sleep(2)
+    output = launcher.communicate(timeout=60)[0]
+    assert launcher.returncode == 0, output[-3000:]
+    [cell] = _results(tmp_path / "sweep")
+    assert cell["run"]["slurm"]["restarts"] >= 1
+    [sae] = list((tmp_path / "cache" / "saes").glob("*/training.json"))
+    assert json.loads(sae.read_text())["resumed_from_step"] > 0  # the last attempt continued a checkpoint
+    assert list((tmp_path / "cache" / "checkpoints" / "saes").iterdir()) == []
+
+    command = [sys.executable, "run.py", *TINY, *long_training, f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "MOSAIC_CACHE": str(tmp_path / "reference")}
+    uninterrupted = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    reference = json.loads((tmp_path / "run" / "results.json").read_text())
+    # The same SAE, bit for bit (SAELens writes cfg.json's keys in no fixed order: compared as data).
+    weights = "sae_weights.safetensors"
+    assert cell["features"]["sae"]["sha256"][weights] == reference["features"]["sae"]["sha256"][weights]
+    [requeued_cfg, reference_cfg] = [json.loads(next((tmp_path / cache).glob("saes/*/cfg.json")).read_text())
+                                     for cache in ("cache", "reference")]
+    assert requeued_cfg == reference_cfg
+    assert cell["metrics"] == reference["metrics"]
+
+
+def _wait_until_slurm_is_idle(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "SLURM jobs still queued or running"
+        time.sleep(2)
+
+
+def test_a_slurm_sweep_whose_launcher_is_killed_resumes_with_skip_done_without_rerunning_a_cell(
+        slurm_cluster, tmp_path):
+    grid = ["features=hidden", "pooling=mean,max", "seed=range(5)"]
+    env = {**os.environ, "MOSAIC_CACHE": str(tmp_path / "cache")}
+    launcher = subprocess.Popen(_sweep_command(tmp_path / "sweep", *grid), cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not list((tmp_path / "sweep").glob("*/results.json")):
+        assert time.monotonic() < deadline, "no cell finished"
+        time.sleep(1)
+    launcher.kill()
+    launcher.wait()
+    finished = {path: path.read_bytes() for path in (tmp_path / "sweep").glob("*/results.json")}
+    assert 1 <= len(finished) < 10
+
+    # The killed launcher's jobs run on; the rerun's twins of those still running wait for them.
+    rerun = _sweep(tmp_path / "sweep", tmp_path / "cache", *grid, "sweep.skip_done=true")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    _wait_until_slurm_is_idle(600)
+    cells = {path: path.read_bytes() for path in (tmp_path / "sweep").glob("*/results.json")}
+    assert len(cells) == 10  # no cell lost
+    assert all(cells[path] == content for path, content in finished.items())  # none rerun
+    # Each cell ran in exactly one SLURM job: its twin, if any, found it done and wrote nothing.
+    ran = [json.loads(content)["run"]["slurm"]["job_id"] for content in cells.values()]
+    assert len(set(ran)) == 10
+
+
+# Two layers x two poolings x SEEDS seeds per sweep; MOSAIC_SLURM_LOAD_SEEDS=25 makes each sweep 100 cells.
+SEEDS = int(os.environ.get("MOSAIC_SLURM_LOAD_SEEDS", "3"))
+
+
+def test_two_slurm_sweeps_started_together_on_one_cache_build_each_entry_once(slurm_cluster, tmp_path):
+    grid = ["features=hidden", "layer=0,1", "pooling=mean,max", f"seed=range({SEEDS})"]
+    env = {**os.environ, "MOSAIC_CACHE": str(tmp_path / "cache")}
+    logs = {name: (tmp_path / f"{name}.log").open("w") for name in "ab"}
+    sweeps = {name: subprocess.Popen(_sweep_command(tmp_path / name, *grid), cwd=REPO, env=env, stdout=log,
+                                     stderr=log) for name, log in logs.items()}
+    for name, sweep in sweeps.items():
+        sweep.wait(timeout=3600)
+        logs[name].close()
+        output = (tmp_path / f"{name}.log").read_text()
+        assert sweep.returncode == 0, output[-3000:]
+        assert f"{4 * SEEDS} done, 0 skipped (not applicable), 0 failed" in output
+
+    cells = _results(tmp_path / "a") + _results(tmp_path / "b")
+    assert len(cells) == 8 * SEEDS
+    assert_each_entry_built_once(cells, tmp_path / "cache")
