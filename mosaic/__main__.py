@@ -31,8 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from mosaic.config import get_dotted
-from mosaic.infra.cache import Entry, cache_root, incomplete_dirs, list_entries, remove_entry, verify_entry
-from mosaic.infra.disk import human_size
+from mosaic.infra.cache import (
+    Entry,
+    cache_root,
+    incomplete_dirs,
+    list_entries,
+    remove_entry,
+    saved_states,
+    verify_entry,
+)
+from mosaic.infra.disk import human_size, written_bytes
 from mosaic.infra.errors import MosaicError
 from mosaic.infra.timing import quiet_progress_off_terminal
 
@@ -78,6 +86,9 @@ def cache_command(args) -> int:
         broken = incomplete_dirs(args.kind)
         if broken:
             print(f"{len(broken)} incomplete (rebuilt when next needed; `cache remove --all` deletes them)")
+        if states := saved_states(args.kind):
+            print(f"{len(states)} saved build states, {human_size(written_bytes(states))} (a stopped SAE training or "
+                  "answers scoring resumes from them; `cache remove --all` deletes them)")
         return 0
     if args.action == "remove":
         if not args.where and not args.all:
@@ -85,10 +96,10 @@ def cache_command(args) -> int:
             return 2
         for e in entries:
             remove_entry(e)
-        broken = incomplete_dirs(args.kind) if args.all else []
+        broken = incomplete_dirs(args.kind) + saved_states(args.kind) if args.all else []
         for path in broken:
             shutil.rmtree(path, ignore_errors=True)
-        print(f"removed {len(entries)} entries" + (f" and {len(broken)} incomplete" if broken else ""))
+        print(f"removed {len(entries)} entries" + (f" and {len(broken)} incomplete or saved states" if broken else ""))
         return 0
     bad = 0
     for e in entries:

@@ -5,6 +5,7 @@ job, or with `-m` a grid. Heavy libraries are imported only after validation so 
 `--cfg job` and bad values are fast.
 """
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -34,9 +35,14 @@ def _run_job(cfg: DictConfig, job_dir: Path) -> float:
 
     from mosaic.cluster.resume import finished_results
     from mosaic.cluster.siblings import current_sweep
+    from mosaic.infra.cache import cache_root
+    from mosaic.infra.disk import check_cache_directory
     from mosaic.job.inputs import job_inputs
     from mosaic.pipeline import run
     from mosaic.record import CELL_LOCK
+
+    # Before skip_done's fingerprints, which would create a missing cache on this node's own disk.
+    check_cache_directory(cache_root(), explicit="MOSAIC_CACHE" in os.environ)
 
     # A cell launched twice at once (a sweep relaunched while the first launch's jobs still run) runs once:
     # the second waits for the first, then finds its results.

@@ -132,3 +132,28 @@ def test_overlapping_multi_entry_builds_never_build_an_entry_twice(tmp_path):
     assert sorted(built) == sorted(set(built)) and len(built) == 4
     assert sorted(p.name for p in (tmp_path / "cache" / "things").iterdir() if not p.name.endswith(".lock")) == \
         sorted(set(built))
+
+
+def test_saved_build_states_are_kept_newest_first_cleared_by_their_entry_and_listed_until_removed(
+        tmp_path, monkeypatch, capsys):
+    from mosaic.__main__ import main as mosaic_cli
+    from mosaic.infra.cache import Checkpoints, content_key, saved_states
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    states = Checkpoints("things", content_key({"a": 1}))
+    for step in (3, 7):
+        states.save(step, lambda directory, step=step: (directory / "state.txt").write_text(f"after {step}"))
+    assert (states.latest() / "state.txt").read_text() == "after 7"
+    assert [p.name for p in states.directory.iterdir()] == ["step-000000000007"]  # the newest only
+    # A resumed build's first save repeats the step it loaded: the saved state is kept, not rewritten.
+    states.save(7, lambda directory: pytest.fail("step 7 written again"))
+
+    abandoned = Checkpoints("things", content_key({"a": 2}))
+    abandoned.save(1, lambda directory: (directory / "state.txt").write_text("never finished"))
+    cached_directory("things", {"a": 1}, lambda directory: (directory / "x").write_text("done"))
+    assert states.latest() is None and saved_states() == [abandoned.directory]  # its entry cleared it
+
+    assert mosaic_cli(["cache", "list"]) == 0
+    assert "1 saved build states" in capsys.readouterr().out
+    assert mosaic_cli(["cache", "remove", "--all"]) == 0
+    assert saved_states() == []

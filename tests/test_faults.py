@@ -20,9 +20,9 @@ from mosaic.infra.errors import DiskFull, MosaicError
 from tests.conftest import REPO, assert_each_entry_built_once, compose_config, in_cache
 
 TINY = ["model=tiny_gpt2", "layer=1", "probe=sklearn", "dataset.limit=60", "logger=none"]
-# About 15 s of SAE training, saving its state every 1.2 s.
-LONG_SAE = ["features=sae", "sae.train_docs=200", "sae.train_tokens=2000000", "sae.train_batch_tokens=256",
-            "sweep.checkpoint_minutes=0.02"]
+# About 8 s of SAE training on an idle machine (many times that on a busy one), saving its state every 0.6 s.
+LONG_SAE = ["features=sae", "sae.train_docs=200", "sae.train_tokens=1000000", "sae.train_batch_tokens=256",
+            "sweep.checkpoint_minutes=0.01"]
 
 
 def _job(cache: Path, *overrides: str, multirun: bool = False, output=subprocess.PIPE) -> subprocess.Popen:
@@ -30,8 +30,10 @@ def _job(cache: Path, *overrides: str, multirun: bool = False, output=subprocess
     keys = {override.split("=")[0] for override in overrides}
     tiny = [setting for setting in TINY if setting.split("=")[0] not in keys]
     env = {**os.environ, "MOSAIC_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    # SIGINT as a terminal's job has it: a test run from a background script inherits it ignored.
     return subprocess.Popen([sys.executable, "run.py", *(["-m"] if multirun else []), *tiny, *overrides], cwd=REPO,
-                            env=env, stdout=output, stderr=output, text=True)
+                            env=env, stdout=output, stderr=output, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(condition, seconds: float, what: str) -> None:
@@ -46,9 +48,9 @@ def _wait_for(condition, seconds: float, what: str) -> None:
 def test_a_signal_mid_training_ends_the_job_in_one_line_and_the_rerun_continues_from_its_checkpoint(tmp_path, stop):
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
     job = _job(cache, *LONG_SAE, f"hydra.run.dir={run_dir}")
-    _wait_for(lambda: list(cache.glob("checkpoints/saes/*/step-*")), 120, "a training checkpoint")
+    _wait_for(lambda: list(cache.glob("checkpoints/saes/*/step-*")), 600, "a training checkpoint")
     job.send_signal(stop)
-    _, stderr = job.communicate(timeout=120)
+    _, stderr = job.communicate(timeout=300)
 
     assert job.returncode == 128 + stop
     assert "Traceback" not in stderr
@@ -58,7 +60,7 @@ def test_a_signal_mid_training_ends_the_job_in_one_line_and_the_rerun_continues_
     assert list(cache.glob("saes/.*")) == []  # the entry's temporary directory went with the job
 
     rerun = _job(cache, *LONG_SAE, f"hydra.run.dir={run_dir}")
-    _, stderr = rerun.communicate(timeout=300)
+    _, stderr = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, stderr[-2000:]
     [training] = cache.glob("saes/*/training.json")
     assert json.loads(training.read_text())["resumed_from_step"] > 0
@@ -115,15 +117,43 @@ def test_an_injected_enospc_mid_entry_names_the_directory_and_what_was_written(t
     assert not hit and (entry / "part.bin").read_bytes() == b"y"
 
 
+def test_only_a_full_disk_or_quota_where_the_cache_writes_is_called_one(tmp_path):
+    import errno
+
+    from mosaic.infra.disk import disk_full
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    elsewhere = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "hub" / "model.safetensors"))
+    assert disk_full(elsewhere, cache, []) is None  # the hub cache's disk, not MOSAIC_CACHE's
+    assert disk_full(RuntimeError("CUDA out of memory"), cache, []) is None
+    assert disk_full(OSError(errno.EACCES, "Permission denied", str(cache / "x")), cache, []) is None
+    here = OSError(errno.ENOSPC, "No space left on device", str(cache / ".key-1" / "part.bin"))
+    assert str(disk_full(here, cache, [])).startswith(f"no space left on the disk holding {cache}: ")
+    quota = OSError(errno.EDQUOT, "Disk quota exceeded", str(cache / "part.bin"))
+    assert str(disk_full(quota, cache, [])).startswith(f"disk quota exceeded writing to {cache} (0 B written")
+    safetensors_says = Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert disk_full(safetensors_says, cache, []) is not None
+
+
 def test_a_missing_or_read_only_cache_is_refused_before_any_model_loads(tmp_path, monkeypatch):
-    import mosaic.activations.models as models
+    import mosaic.activations
+    import mosaic.activations.models
+    import mosaic.activations.store
+    from mosaic.app import _run_job
     from mosaic.pipeline import run
 
-    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model loaded"))
+    for module in (mosaic.activations, mosaic.activations.models, mosaic.activations.store):
+        monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("a model loaded"))
     cfg = compose_config(*TINY)
     monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "unmounted" / "mosaic"))
     with pytest.raises(MosaicError, match=r"does not exist, nor does .*unmounted: is the disk that holds it mounted"):
         run(cfg, tmp_path / "job", None)
+    # A resumed grid's cell is refused before skip_done fingerprints its local files (memoised in the cache).
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\n" + "".join(f"document number {i},{'ab'[i % 2]}\n" for i in range(40)))
+    with pytest.raises(MosaicError, match=r"does not exist, nor does .*unmounted"):
+        _run_job(compose_config(*TINY, "dataset=csv", f"dataset.path={data}", "sweep.skip_done=true"), tmp_path / "job")
     assert not (tmp_path / "unmounted").exists()
 
     read_only = tmp_path / "read_only"
@@ -186,3 +216,20 @@ def test_two_sweeps_started_together_on_one_cache_build_each_entry_once(tmp_path
     cells = _cells(tmp_path / "a") + _cells(tmp_path / "b")
     assert len(cells) == 200
     assert_each_entry_built_once(cells, cache)
+
+
+def test_a_cell_whose_failure_cannot_be_written_on_a_full_disk_is_still_counted_and_the_grid_goes_on(
+        tmp_path, monkeypatch, capsys):
+    import mosaic.cluster.outcome as outcome
+
+    def full(path, payload):
+        raise DiskFull(f"no space left on the disk holding {path.parent}: ...")
+
+    monkeypatch.setattr(outcome, "write_json_atomic", full)
+    (tmp_path / "3").mkdir()
+    record = outcome.record_failure(tmp_path / "3", ["seed=3"], DiskFull("no space left on the disk holding X"))
+    assert record["status"] == "failed"
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"mosaic: {tmp_path / '3' / 'failure.json'} not written: no space left on the disk holding "
+                   f"{tmp_path / '3'}: ...",
+                   "mosaic: cell 3 failed (seed=3): no space left on the disk holding X"]

@@ -28,7 +28,7 @@ def test_default_pipeline_writes_valid_results_and_reuses_its_sae(tmp_path):
     saved = json.loads((tmp_path / "job0" / "results.json").read_text())
     assert saved == json.loads(json.dumps(first))
 
-    assert saved["schema"] == 4 and len(saved["config_hash"]) == 64
+    assert saved["schema"] == 5 and len(saved["config_hash"]) == 64
     assert saved["config"]["model"]["name"] == "minilm" and saved["config"]["dataset"]["name"] == "bastion"
     splits = saved["splits"]
     # 181 prompts, one of which repeats another's text: 180 distinct documents, none shared across splits.

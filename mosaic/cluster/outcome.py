@@ -34,7 +34,10 @@ def record_failure(job_dir: Path, overrides: list[str], error: BaseException) ->
     if not isinstance(error, MosaicError):
         record["traceback"] = "".join(traceback.format_exception(error))
         print(record["traceback"], file=sys.stderr, end="")
-    write_json_atomic(job_dir / FAILURE_FILE, record)
+    try:
+        write_json_atomic(job_dir / FAILURE_FILE, record)
+    except MosaicError as unwritten:  # the disk that refused the results refuses this too: the grid goes on
+        print(f"mosaic: {job_dir / FAILURE_FILE} not written: {first_line(unwritten)}", file=sys.stderr)
     # What an earlier attempt of this cell left is not this attempt's result.
     (job_dir / RESULTS_FILE).unlink(missing_ok=True)
     shutil.rmtree(job_dir / PROBE_DIR, ignore_errors=True)

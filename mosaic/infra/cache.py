@@ -185,9 +185,10 @@ def _build_locked(parent: Path, kind: str, missing: list[str], fields: dict[str,
             _write_manifest(directory, kind, key, fields[key])
             directory.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
             os.replace(directory, parent / key)
+            Checkpoints(kind, key).clear()  # the entry is in place: its saved build states are done with
     except Exception as error:  # safetensors' own error type reports a full disk too
         if full := disk_full(error, parent, list(temporary.values())):
-            raise full from None
+            raise full from error
         raise
     finally:
         for directory in temporary.values():
@@ -214,6 +215,13 @@ def list_entries(kind: str | None = None) -> list[Entry]:
     """Complete entries under the cache root (of one kind, or all), oldest first."""
     entries = [read_entry(p) for p in _entry_dirs(kind)]
     return sorted((e for e in entries if e is not None), key=lambda e: e.created)
+
+
+def saved_states(kind: str | None = None) -> list[Path]:
+    """The saved build states (`Checkpoints`) of entries not built yet: `checkpoints/KIND/KEY`."""
+    root = cache_root() / CHECKPOINTS
+    kinds = [root / kind] if kind else sorted(p for p in root.glob("*") if p.is_dir())
+    return [p for k in kinds if k.is_dir() for p in sorted(k.iterdir()) if p.is_dir()]
 
 
 def incomplete_dirs(kind: str | None = None) -> list[Path]:
@@ -245,7 +253,7 @@ class Checkpoints:
     Each state is a directory written like an entry (temporary sibling, manifest with checksums,
     rename), under `checkpoints/KIND/KEY/step-N`; only the newest is kept. A state is read only if its
     manifest verifies, so a build stopped mid-save resumes from the state before. The builder holds
-    the entry's lock, so one writer at a time; `clear` once the entry is in place.
+    the entry's lock, so one writer at a time; the cache clears them once the entry is in place.
     """
 
     def __init__(self, kind: str, key: str):
@@ -261,9 +269,11 @@ class Checkpoints:
 
     def save(self, step: int, fill: Callable[[Path], None]) -> Path:
         """Write the state after `step` steps with `fill(directory)`; older states are removed once it is in place."""
+        target = self.directory / f"step-{step:012d}"
+        if read_entry(target, verify=True) is not None:
+            return target  # this step's state is saved already (a resumed build's first save): kept as it is
         self.directory.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=self.directory))
-        target = self.directory / f"step-{step:012d}"
         try:
             fill(temporary)
             _write_manifest(temporary, CHECKPOINTS, self.key, {"step": step})
@@ -272,7 +282,7 @@ class Checkpoints:
             os.replace(temporary, target)
         except Exception as error:  # safetensors' own error type reports a full disk too
             if full := disk_full(error, self.directory, [temporary]):
-                raise full from None
+                raise full from error
             raise
         finally:
             if temporary.exists():

@@ -2,8 +2,8 @@
 
 A full disk surfaces as `OSError(ENOSPC)` from Python, as a `SafetensorError` naming "os error 28", or as
 torch's "file write failed"; `disk_full` recognises all three (the last by the disk having no space
-left) and turns them into a `DiskFull` that names the directory, what was written before the disk
-filled, and what is free.
+left), and a spent quota (`EDQUOT`), and turns them into a `DiskFull` that names the directory, what
+was written before the disk filled, and what is free.
 """
 
 from __future__ import annotations
@@ -46,20 +46,40 @@ def human_size(size: float) -> str:
     return f"{size:.1f} TB"
 
 
-def disk_full(error: BaseException, directory: Path, written: list[Path]) -> DiskFull | None:
-    """A `DiskFull` for `error` if it came from a full disk under `directory`, else None.
+def _is_under(path: str | os.PathLike, places: list[Path]) -> bool:
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(place.resolve()) for place in places)
 
-    `written` are the temporary files or directories the failed write had filled, measured before they
-    are removed.
+
+def disk_full(error: BaseException, directory: Path, written: list[Path]) -> DiskFull | None:
+    """A `DiskFull` for `error` if it came from a full disk (or a spent quota) under `directory`, else None.
+
+    An `OSError` that names a file elsewhere (the hub cache, say) is not this directory's: it is left
+    as it is. `written` are the temporary files or directories the failed write had filled, measured
+    before they are removed.
     """
     message = str(error)
-    said_so = (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in message \
-        or "os error 28" in message
-    if not said_so and not (isinstance(error, (OSError, RuntimeError)) and free_bytes(directory) < NEARLY_FULL_BYTES):
+    if isinstance(error, OSError):
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return None
+        if error.filename is not None and not _is_under(error.filename, [directory, *written]):
+            return None
+        quota = error.errno == errno.EDQUOT
+    elif any(said in message for said in ("No space left on device", "os error 28")):
+        quota = False
+    elif any(said in message for said in ("Disk quota exceeded", "os error 122")):
+        quota = True
+    elif not ("file write failed" in message and free_bytes(directory) < NEARLY_FULL_BYTES):  # torch says no more
         return None
+    else:
+        quota = False
+    wrote, free = written_bytes(written), free_bytes(directory)
+    if quota:
+        return DiskFull(f"disk quota exceeded writing to {directory} ({human_size(wrote)} written before it stopped): "
+                        "free space in your quota (or set MOSAIC_CACHE to another disk) and run again: nothing "
+                        "half-written was kept")
     # A writer may remove its own partial file when the disk fills: what it wrote plus what is free
     # now is the least it needed, either way.
-    wrote, free = written_bytes(written), free_bytes(directory)
     return DiskFull(f"no space left on the disk holding {directory}: the write needed more than "
                     f"{human_size(wrote + free)} ({human_size(wrote)} written before it stopped, {human_size(free)} "
                     "free now); free space there (or set MOSAIC_CACHE to a larger disk) and run again: nothing "

@@ -143,7 +143,6 @@ def _answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[str]) -
         np.save(target / ANSWERS_FILE, log_probs, allow_pickle=False)
 
     entry, hit = cached_directory(ANSWERS_KIND, fields, build)
-    checkpoints.clear()
     return np.load(entry / ANSWERS_FILE, allow_pickle=False), {"hit": hit, "key": entry.name}
 
 

@@ -191,7 +191,6 @@ class _TrainedEncoder(Encoder):
 
         checkpoints = Checkpoints("saes", content_key(self.fields))
         path, hit = cached_directory("saes", self.fields, build)
-        checkpoints.clear()
         if hit:  # built meanwhile by another job of the sweep: its share of the corpus forward is not needed
             self.activations.discard(self.layer)
         return path
