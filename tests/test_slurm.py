@@ -169,7 +169,7 @@ def _wait_until_slurm_is_idle(seconds: float) -> None:
 
 def test_a_slurm_sweep_whose_launcher_is_killed_resumes_with_skip_done_without_rerunning_a_cell(
         slurm_cluster, tmp_path):
-    grid = ["features=hidden", "pooling=mean,max", "seed=range(5)"]
+    grid = ["features=hidden", "pooling=mean,max", "seed=range(3)"]
     env = {**os.environ, "MOSAIC_CACHE": str(tmp_path / "cache")}
     launcher = subprocess.Popen(_sweep_command(tmp_path / "sweep", *grid), cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -180,23 +180,23 @@ def test_a_slurm_sweep_whose_launcher_is_killed_resumes_with_skip_done_without_r
     launcher.kill()
     launcher.wait()
     finished = {path: path.read_bytes() for path in (tmp_path / "sweep").glob("*/results.json")}
-    assert 1 <= len(finished) < 10
+    assert 1 <= len(finished) < 6
 
     # The killed launcher's jobs run on; the rerun's twins of those still running wait for them.
     rerun = _sweep(tmp_path / "sweep", tmp_path / "cache", *grid, "sweep.skip_done=true")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     _wait_until_slurm_is_idle(600)
     cells = {path: path.read_bytes() for path in (tmp_path / "sweep").glob("*/results.json")}
-    assert len(cells) == 10  # no cell lost
+    assert len(cells) == 6  # no cell lost
     assert all(cells[path] == content for path, content in finished.items())  # none rerun
     # Each cell ran in exactly one SLURM job (the one whose log ends in its summary table); a twin of a cell
     # still running at the kill waited for it, then found it done.
     logs = [path.read_text() for path in (tmp_path / "sweep" / ".submitit").glob("*/*_log.out")]
-    assert sum(len(re.findall(r"^macro F1 +test ", log, re.MULTILINE)) for log in logs) == 10
+    assert sum(len(re.findall(r"^macro F1 +test ", log, re.MULTILINE)) for log in logs) == 6
 
 
 # Two layers x two poolings x SEEDS seeds per sweep; MOSAIC_SLURM_LOAD_SEEDS=25 makes each sweep 100 cells.
-SEEDS = int(os.environ.get("MOSAIC_SLURM_LOAD_SEEDS", "3"))
+SEEDS = int(os.environ.get("MOSAIC_SLURM_LOAD_SEEDS", "1"))
 
 
 def test_two_slurm_sweeps_started_together_on_one_cache_build_each_entry_once(slurm_cluster, tmp_path):
