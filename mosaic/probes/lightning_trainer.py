@@ -232,7 +232,7 @@ class RestoreBestWeights(L.Callback):
             module.load_state_dict(self.state)
 
 
-def _trainer(max_epochs: int, callbacks: list, logger) -> L.Trainer:
+def probe_trainer(max_epochs: int, callbacks: list, logger) -> L.Trainer:
     return L.Trainer(
         max_epochs=max_epochs,
         callbacks=callbacks,
@@ -271,14 +271,14 @@ def fit_lightning_probe(
     )
     data = FeatureDataModule(x_train, y_train, x_val, y_val, None if exact else cfg.batch_size, seed, dtype)
     if exact:
-        trainer = _trainer(1, [], logger)
+        trainer = probe_trainer(1, [], logger)
         trainer.fit(module, datamodule=data)
         summary = {"solver": "lbfgs" if cfg.penalty == "l2" else "fista", "iterations": module.iterations,
                    "converged": module.converged}
     else:
         best = RestoreBestWeights()
         stop = L.pytorch.callbacks.EarlyStopping("val_macro_f1", mode="max", patience=cfg.patience)
-        trainer = _trainer(cfg.max_epochs, [stop, best], logger)
+        trainer = probe_trainer(cfg.max_epochs, [stop, best], logger)
         trainer.fit(module, datamodule=data)
         summary = {"solver": "adam_early_stopping", "epochs": trainer.current_epoch, "best_epoch": best.best_epoch,
                    "best_val_macro_f1": best.best[0]}
