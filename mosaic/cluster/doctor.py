@@ -160,9 +160,9 @@ def requeue_finding() -> Finding:
         launcher = OmegaConf.merge(launcher, OmegaConf.load(site))
     requeues = launcher.max_num_timeout
     return Finding("slurm", requeues > 0, f"requeue: a cell stopped at its {launcher.timeout_min}-min limit is "
-                   f"requeued up to {requeues} times (signalled {launcher.signal_delay_s} s before; preempted cells "
-                   f"always), resuming from checkpoints saved every {SweepConfig.checkpoint_minutes:g} min "
-                   "(sweep.checkpoint_minutes)")
+                   f"requeued up to {requeues} times (signalled {launcher.signal_delay_s} s before; a preemption "
+                   "signalled with USR2 whatever the count), resuming from checkpoints saved every "
+                   f"{SweepConfig.checkpoint_minutes:g} min (sweep.checkpoint_minutes)")
 
 
 def _existing(path: Path) -> Path:

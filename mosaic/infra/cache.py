@@ -205,10 +205,14 @@ def cached_directory(kind: str, fields: dict[str, Any], build: Callable[[Path], 
     return path, hit
 
 
-def _entry_dirs(kind: str | None) -> list[Path]:
-    root = cache_root()
+def _kind_dirs(root: Path, kind: str | None) -> list[Path]:
+    """The directories in `root/KIND` for one kind, or for every kind folder in `root` (checkpoints are no kind)."""
     kinds = [root / kind] if kind else sorted(p for p in root.glob("*") if p.is_dir() and p.name != CHECKPOINTS)
     return [p for k in kinds if k.is_dir() for p in sorted(k.iterdir()) if p.is_dir()]
+
+
+def _entry_dirs(kind: str | None) -> list[Path]:
+    return _kind_dirs(cache_root(), kind)
 
 
 def list_entries(kind: str | None = None) -> list[Entry]:
@@ -219,9 +223,7 @@ def list_entries(kind: str | None = None) -> list[Entry]:
 
 def saved_states(kind: str | None = None) -> list[Path]:
     """The saved build states (`Checkpoints`) of entries not built yet: `checkpoints/KIND/KEY`."""
-    root = cache_root() / CHECKPOINTS
-    kinds = [root / kind] if kind else sorted(p for p in root.glob("*") if p.is_dir())
-    return [p for k in kinds if k.is_dir() for p in sorted(k.iterdir()) if p.is_dir()]
+    return _kind_dirs(cache_root() / CHECKPOINTS, kind)
 
 
 def incomplete_dirs(kind: str | None = None) -> list[Path]:

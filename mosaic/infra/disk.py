@@ -51,6 +51,22 @@ def _is_under(path: str | os.PathLike, places: list[Path]) -> bool:
     return any(resolved.is_relative_to(place.resolve()) for place in places)
 
 
+def _ran_out(error: BaseException, directory: Path, written: list[Path]) -> str | None:
+    """"space" or "quota" if `error` is a full disk or a spent quota under `directory`, else None."""
+    if isinstance(error, OSError):
+        if error.filename is not None and not _is_under(error.filename, [directory, *written]):
+            return None
+        return {errno.ENOSPC: "space", errno.EDQUOT: "quota"}.get(error.errno)
+    message = str(error)
+    if "No space left on device" in message or "os error 28" in message:
+        return "space"
+    if "Disk quota exceeded" in message or "os error 122" in message:
+        return "quota"
+    if "file write failed" in message and free_bytes(directory) < NEARLY_FULL_BYTES:  # torch says no more
+        return "space"
+    return None
+
+
 def disk_full(error: BaseException, directory: Path, written: list[Path]) -> DiskFull | None:
     """A `DiskFull` for `error` if it came from a full disk (or a spent quota) under `directory`, else None.
 
@@ -58,23 +74,10 @@ def disk_full(error: BaseException, directory: Path, written: list[Path]) -> Dis
     as it is. `written` are the temporary files or directories the failed write had filled, measured
     before they are removed.
     """
-    message = str(error)
-    if isinstance(error, OSError):
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            return None
-        if error.filename is not None and not _is_under(error.filename, [directory, *written]):
-            return None
-        quota = error.errno == errno.EDQUOT
-    elif any(said in message for said in ("No space left on device", "os error 28")):
-        quota = False
-    elif any(said in message for said in ("Disk quota exceeded", "os error 122")):
-        quota = True
-    elif not ("file write failed" in message and free_bytes(directory) < NEARLY_FULL_BYTES):  # torch says no more
+    if (ran_out := _ran_out(error, directory, written)) is None:
         return None
-    else:
-        quota = False
     wrote, free = written_bytes(written), free_bytes(directory)
-    if quota:
+    if ran_out == "quota":
         return DiskFull(f"disk quota exceeded writing to {directory} ({human_size(wrote)} written before it stopped): "
                         "free space in your quota (or set MOSAIC_CACHE to another disk) and run again: nothing "
                         "half-written was kept")

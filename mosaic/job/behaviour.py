@@ -136,9 +136,8 @@ def _answers(cfg: DictConfig, answering: DictConfig, documents: Sequence[str]) -
     from mosaic.infra.cache import cached_directory, content_key
 
     fields = answers_fields(cfg, answering, documents, resolve_device(answering.device).type)
-    checkpoints = Checkpoints(ANSWERS_KIND, content_key(fields))
-
     def build(target: Path) -> None:
+        checkpoints = Checkpoints(ANSWERS_KIND, content_key(fields))
         log_probs = SCORERS[cfg.behaviour.scorer](cfg, answering, documents, checkpoints).astype(np.float32)
         np.save(target / ANSWERS_FILE, log_probs, allow_pickle=False)
 

@@ -25,8 +25,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from mosaic.probes.lightning_trainer import RestoreBestWeights, probe_trainer
-from mosaic.probes.selection import macro_f1
+from mosaic.probes.lightning_trainer import RestoreBestWeights, ValidatedProbe, probe_trainer
 from mosaic.probes.solvers import CSRFeatures, linear_logits
 from mosaic.probes.storage import read_probe, write_probe
 
@@ -67,21 +66,18 @@ def attention_weights(scores: torch.Tensor, owner: torch.Tensor, n_documents: in
     return exponent / total[owner]
 
 
-class AttentionPoolingModule(L.LightningModule):
+class AttentionPoolingModule(ValidatedProbe):
     """Logits = bias + sum over heads of the attention-weighted sum of the tokens' values."""
 
     def __init__(self, n_features: int, n_classes: int, heads: int, class_weights: torch.Tensor, lr: float,
                  weight_decay: float):
-        super().__init__()
+        super().__init__(class_weights.float())
         self.heads, self.n_classes = heads, n_classes
         # One matrix: `heads` query columns, then `heads x n_classes` value columns (rows here: linear_logits' W).
         self.projection = torch.nn.Parameter(torch.empty(heads * (1 + n_classes), n_features))
         torch.nn.init.normal_(self.projection, std=n_features**-0.5)
         self.bias = torch.nn.Parameter(torch.zeros(n_classes))
-        self.register_buffer("class_weights", class_weights.float())
         self.lr, self.weight_decay = lr, weight_decay
-        self._val_predictions: list[torch.Tensor] = []
-        self._val_labels: list[torch.Tensor] = []
 
     def scores_and_values(self, tokens: CSRFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         projected = linear_logits(tokens, self.projection, torch.zeros(()))
@@ -93,10 +89,6 @@ class AttentionPoolingModule(L.LightningModule):
         pooled = torch.zeros((n_documents, self.n_classes)).index_add(0, owner, (weights[..., None] * values).sum(1))
         return pooled + self.bias
 
-    def weighted_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-        return (self.class_weights[labels] * losses).mean()
-
     def training_step(self, batch, batch_index):
         tokens, owner, labels = batch
         loss = self.weighted_loss(self(tokens, owner, len(labels)), labels)
@@ -105,16 +97,7 @@ class AttentionPoolingModule(L.LightningModule):
 
     def validation_step(self, batch, batch_index):
         tokens, owner, labels = batch
-        logits = self(tokens, owner, len(labels))
-        self.log("val_loss", self.weighted_loss(logits, labels), on_step=False, on_epoch=True, batch_size=len(labels))
-        self._val_predictions.append(logits.argmax(dim=1))
-        self._val_labels.append(labels)
-
-    def on_validation_epoch_end(self):
-        labels, predictions = torch.cat(self._val_labels).numpy(), torch.cat(self._val_predictions).numpy()
-        self._val_predictions.clear()
-        self._val_labels.clear()
-        self.log("val_macro_f1", macro_f1(labels, predictions))
+        self.validate(self(tokens, owner, len(labels)), labels)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

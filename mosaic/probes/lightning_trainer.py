@@ -79,7 +79,42 @@ class FeatureDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False)
 
 
-class LinearProbe(L.LightningModule):
+class ValidatedProbe(L.LightningModule):
+    """What every Lightning probe shares: sklearn's class-weighted loss, and validation macro F1 for early stopping.
+
+    A subclass calls `validate(logits, labels)` from its `validation_step`.
+    """
+
+    def __init__(self, class_weights: torch.Tensor):
+        super().__init__()
+        self.register_buffer("class_weights", class_weights)
+        self._val_predictions: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
+
+    def weighted_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch of class-weighted cross-entropy: sklearn's per-sample weighting, scaled by 1/n.
+
+        (`cross_entropy(weight=...)` would divide by the batch's summed weights, reweighting each batch.)
+        """
+        losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        return (self.class_weights[labels] * losses).mean()
+
+    def validate(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.log("val_loss", self.weighted_loss(logits, labels), on_step=False, on_epoch=True, batch_size=len(labels))
+        self._val_predictions.append(logits.argmax(dim=1).cpu())
+        self._val_labels.append(labels.cpu())
+
+    def on_validation_epoch_end(self):
+        predictions = torch.cat(self._val_predictions).numpy() if self._val_predictions else np.array([])
+        labels = torch.cat(self._val_labels).numpy() if self._val_labels else np.array([])
+        self._val_predictions.clear()
+        self._val_labels.clear()
+        if len(labels) == 0:  # no validation rows (a refit on train + validation, a tiny training set)
+            return
+        self.log("val_macro_f1", macro_f1(labels, predictions))
+
+
+class LinearProbe(ValidatedProbe):
     """Logits = x W^T + b, trained with class-weighted cross-entropy and an L1/L2 weight penalty.
 
     A binary probe has one weight vector, the log-odds of class 1 (class 0's logit is fixed at 0),
@@ -91,12 +126,11 @@ class LinearProbe(L.LightningModule):
     def __init__(self, n_features: int, n_classes: int, class_weights: torch.Tensor, penalty: str,
                  penalty_scale: float, lr: float = 0.05, solver: str = "adam", max_iter: int = 5000,
                  tol: float = 1e-6, dtype: torch.dtype = torch.float32):
-        super().__init__()
+        super().__init__(class_weights.to(dtype))
         self.binary = n_classes == 2
         self.linear = torch.nn.Linear(n_features, 1 if self.binary else n_classes, dtype=dtype)
         torch.nn.init.zeros_(self.linear.weight)
         torch.nn.init.zeros_(self.linear.bias)
-        self.register_buffer("class_weights", class_weights.to(dtype))
         self.penalty = penalty
         self.penalty_scale = penalty_scale
         self.lr = lr
@@ -106,8 +140,6 @@ class LinearProbe(L.LightningModule):
         self.iterations = 0
         self.converged = False
         self.automatic_optimization = solver == "adam"
-        self._val_predictions: list[torch.Tensor] = []
-        self._val_labels: list[torch.Tensor] = []
 
     def forward(self, features) -> torch.Tensor:
         logits = linear_logits(features, self.linear.weight, self.linear.bias)
@@ -123,14 +155,6 @@ class LinearProbe(L.LightningModule):
             weight = np.vstack([np.zeros_like(weight), weight])
             bias = np.concatenate([[0.0], bias])
         return weight, bias
-
-    def weighted_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean over the batch of class-weighted cross-entropy: sklearn's per-sample weighting, scaled by 1/n.
-
-        (`cross_entropy(weight=...)` would divide by the batch's summed weights, reweighting each batch.)
-        """
-        losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-        return (self.class_weights[labels] * losses).mean()
 
     def _penalty(self) -> torch.Tensor:
         weight = self.linear.weight
@@ -188,20 +212,7 @@ class LinearProbe(L.LightningModule):
 
     def validation_step(self, batch, batch_index):
         features, labels = batch
-        logits = self(features)
-        loss = self.weighted_loss(logits, labels)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
-        self._val_predictions.append(logits.argmax(dim=1).cpu())
-        self._val_labels.append(labels.cpu())
-
-    def on_validation_epoch_end(self):
-        predictions = torch.cat(self._val_predictions).numpy() if self._val_predictions else np.array([])
-        labels = torch.cat(self._val_labels).numpy() if self._val_labels else np.array([])
-        self._val_predictions.clear()
-        self._val_labels.clear()
-        if len(labels) == 0:  # no validation rows (a refit on train + validation, a tiny training set)
-            return
-        self.log("val_macro_f1", macro_f1(labels, predictions))
+        self.validate(self(features), labels)
 
     def configure_optimizers(self):
         if self.solver == "adam":

@@ -39,7 +39,7 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         full = disk_full(error, path.parent, [Path(tmp)])
         Path(tmp).unlink(missing_ok=True)
         if full:
-            raise full from None
+            raise full from error
         raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

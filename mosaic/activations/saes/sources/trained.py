@@ -187,9 +187,9 @@ class _TrainedEncoder(Encoder):
             values = self.activations.take(self.layer)
             train_sae(values, train_settings(cfg, len(values)), out_dir=target,
                       device=str(resolve_device(cfg.model.device)), hook_name=f"blocks.{self.layer}.hook_resid_post",
-                      checkpoints=checkpoints, checkpoint_seconds=60 * cfg.sweep.checkpoint_minutes)
+                      checkpoints=Checkpoints("saes", content_key(self.fields)),
+                      checkpoint_seconds=60 * cfg.sweep.checkpoint_minutes)
 
-        checkpoints = Checkpoints("saes", content_key(self.fields))
         path, hit = cached_directory("saes", self.fields, build)
         if hit:  # built meanwhile by another job of the sweep: its share of the corpus forward is not needed
             self.activations.discard(self.layer)
