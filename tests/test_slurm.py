@@ -119,13 +119,14 @@ def _release_requeued_jobs() -> None:
 
 def test_a_cell_several_times_its_time_limit_finishes_after_requeues_with_the_uninterrupted_metrics(
         slurm_cluster, tmp_path):
-    # SLURM checks limits every 30 s and may signal up to a minute early: under a one-minute limit a
-    # cell gets about 30 s per attempt, half of it to start, and saves its state every 3 s. 4M tokens train
-    # in about 30 s on an idle machine; MOSAIC_SLURM_TRAIN_TOKENS=24000000 makes it three and a half minutes.
-    tokens = os.environ.get("MOSAIC_SLURM_TRAIN_TOKENS", "4000000")
+    # SLURM checks limits every 30 s and may signal up to a minute early: under a two-minute limit signalled
+    # 30 s before it, the signal comes 30 to 90 s in, never before submitit's handler is installed (under a
+    # one-minute limit it could come during start-up and kill the job). 16M tokens train in about two minutes
+    # on an idle machine, longer than an attempt; MOSAIC_SLURM_TRAIN_TOKENS=24000000 makes it three.
+    tokens = os.environ.get("MOSAIC_SLURM_TRAIN_TOKENS", "16000000")
     long_training = ["features=sae", "sae.train_docs=200", f"sae.train_tokens={tokens}", "sae.train_batch_tokens=256",
                      "sweep.checkpoint_minutes=0.05"]
-    limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=60"]
+    limits = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=60"]
     env = {**os.environ, "MOSAIC_CACHE": str(tmp_path / "cache")}
     launcher = subprocess.Popen(_sweep_command(tmp_path / "sweep", *long_training, *limits), cwd=REPO, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
