@@ -121,12 +121,12 @@ def predict_command(args) -> int:
         texts = [line for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not texts:
             raise MosaicError(f"{args.texts} has no non-empty lines to label")
-        labels, proba = predict_texts(args.probe, texts)
+        labels, proba, attended = predict_texts(args.probe, texts)
     except (MosaicError, OSError) as error:
         print(f"mosaic: error: {error}", file=sys.stderr)
         return 2
-    for label, row in zip(labels, proba):
-        print(f"{label}\t{row.max():.4f}")
+    for i, (label, row) in enumerate(zip(labels, proba)):
+        print(f"{label}\t{row.max():.4f}" + ("" if attended is None else f"\tattended: {attended[i]}"))
     return 0
 
 

@@ -33,6 +33,7 @@ from mosaic.features.types import (
 )
 from mosaic.infra.errors import MosaicError
 from mosaic.infra.timing import Stopwatch
+from mosaic.job.attended import attended_documents
 from mosaic.job.behaviour import with_base_rate
 from mosaic.job.inputs import job_inputs
 from mosaic.job.prepare import prepare_job, trained_on
@@ -61,7 +62,7 @@ from mosaic.record import (
 def _top_features(probe: Probe, data: LabelledDocuments, splits: Splits, features: Features) -> list[dict]:
     """The probe's 20 strongest (feature, class) pairs, with each class's mean activation on the training split."""
     return top_features(probe.evidence(), data.label_names, k=20, feature_names=features.names,
-                        features=features.matrix[splits.train], labels=data.labels[splits.train],
+                        features=features.document_rows(splits.train), labels=data.labels[splits.train],
                         url_prefix=(features.described.get("sae") or {}).get("neuronpedia"))
 
 
@@ -206,6 +207,8 @@ def run(cfg: DictConfig, job_dir: Path, sweep: Sweep | None = None) -> dict[str,
             "randomness": _randomness(cfg, splits, targets),
             "probe": probe.summary,
             "top_features": _top_features(probe, data, splits, features),
+            "attended": attended_documents(cfg, probe, data.documents, data.label_names, labels, splits.test, matrix,
+                                           proba),
             "transfer": transfer,
             "behaviour": with_base_rate(job.behaviour, data.labels, splits.test),
             "cache": features.cache,

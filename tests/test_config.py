@@ -38,6 +38,8 @@ def test_every_group_option_composes_and_validates(group, tmp_path):
         ("dataset", "imagefolder"): [f"dataset.path={tmp_path}"],
         ("model", "paligemma2_3b"): ["dataset=digits"],
         ("model", "tiny_paligemma"): ["dataset=digits", "sae.train_corpus=train_split"],
+        ("pooling", "tokens"): ["probe=attention"],
+        ("probe", "attention"): ["pooling=tokens"],
     }
     images = ["model=tiny_paligemma", "layer=1", "sae.train_corpus=train_split"]
     for option in ("digits", "imagefolder", "cifar100", "oxford_flowers", "indian_food"):

@@ -7,7 +7,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from mosaic.probes.attention import TokenFeatures, fit_attention_probe
+from mosaic.features.tokens import TokenFeatures
+from mosaic.probes.attention import train_attention_probe
 
 
 def planted_conjunction(n_documents: int, seed: int) -> tuple[TokenFeatures, np.ndarray]:
@@ -31,7 +32,7 @@ def planted_conjunction(n_documents: int, seed: int) -> tuple[TokenFeatures, np.
 def test_attention_finds_a_planted_conjunction_that_mean_pooling_cannot():
     (train, y_train), (val, y_val), (test, y_test) = (planted_conjunction(n, seed) for n, seed in
                                                       ((400, 0), (100, 1), (300, 2)))
-    probe = fit_attention_probe(train, y_train, val, y_val, 2, np.ones(2), heads=1, lr=0.05, weight_decay=0.0,
+    probe = train_attention_probe(train, y_train, val, y_val, 2, np.ones(2), heads=1, lr=0.05, weight_decay=0.0,
                                 batch_size=32, max_epochs=80, patience=15, seed=0)
     attention_auroc = roc_auc_score(y_test, probe.predict_proba(test)[:, 1])
 
@@ -51,13 +52,14 @@ def test_attention_finds_a_planted_conjunction_that_mean_pooling_cannot():
 
 
 def test_a_saved_attention_probe_loads_to_the_same_probabilities_and_attention(tmp_path):
-    from mosaic.probes.attention import AttentionProbe
+    from mosaic.probes import load_probe
 
     train, y_train = planted_conjunction(40, 5)
-    probe = fit_attention_probe(train, y_train, train, y_train, 2, np.ones(2), heads=2, lr=0.05, weight_decay=0.01,
+    probe = train_attention_probe(train, y_train, train, y_train, 2, np.ones(2), heads=2, lr=0.05, weight_decay=0.01,
                                 batch_size=8, max_epochs=3, patience=3, seed=1)
     probe.save(tmp_path / "probe", {"classes": ["a", "b"]})
-    loaded = AttentionProbe.load(tmp_path / "probe")
+    loaded, metadata = load_probe(tmp_path / "probe")
+    assert metadata["kind"] == "attention" and metadata["classes"] == ["a", "b"]
     assert loaded.heads == 2 and loaded.summary == probe.summary
     np.testing.assert_array_equal(loaded.predict_proba(train), probe.predict_proba(train))
     np.testing.assert_array_equal(loaded.attention(train, 3), probe.attention(train, 3))
@@ -68,7 +70,7 @@ def test_a_naive_torch_loop_reproduces_the_probes_loss_curve():
     val, y_val = planted_conjunction(6, 4)
     class_weights = np.array([0.8, 1.25])
     heads, lr, weight_decay, batch, epochs, seed = 2, 0.03, 0.01, 4, 5, 7
-    probe = fit_attention_probe(train, y_train, val, y_val, 2, class_weights, heads=heads, lr=lr,
+    probe = train_attention_probe(train, y_train, val, y_val, 2, class_weights, heads=heads, lr=lr,
                                 weight_decay=weight_decay, batch_size=batch, max_epochs=epochs, patience=100, seed=seed)
 
     # The same model written out by hand: dense tokens, a loop over documents, torch's AdamW.

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from mosaic.__main__ import main as mosaic_cli
@@ -251,7 +252,7 @@ def test_the_suite_report_pairs_methods_only_at_equal_settings_with_fixed_holm_f
             in lines)
     assert f"| {sae} | {knn} | 5 | 4 / 0 / 1 | +0.021 | {p_knn:.3g} | {holm[p_knn]:.3g} | — |" in lines
     assert f"| {sae} | features=hidden, probe=mlp (not run) | 0 | — | — | — | — | — |" in lines
-    assert any(line.startswith("Families not complete (1 SAE methods)") for line in lines)
+    assert any(line.startswith("Families not complete for 1 method(s)") for line in lines)
     with written["suite_csv"].open() as stream:
         rows = list(csv.DictReader(stream))
     assert len(rows) == 25 and {r["method"] for r in rows} >= {sae16}
@@ -420,3 +421,53 @@ def test_seeds_that_reach_only_cross_validation_folds_are_not_replicates_of_the_
              randomness={"seed": seed, "seeded": ["cross-validation folds"], "pinned": {}})
     [row] = _table(write_report(tmp_path))
     assert "| 1 (3 seeds identical: the seed reaches no random draw) |" in row and "±" not in row
+
+
+ATTENTION_SUITE = {  # dataset -> (SAE attention, hidden attention, SAE logistic last, hidden logistic last, hidden XGBoost last)
+    "a": (0.90, 0.93, 0.85, 0.90, 0.91), "b": (0.80, 0.70, 0.79, 0.74, 0.60), "c": (0.75, 0.86, 0.70, 0.80, 0.82),
+    "d": (0.66, 0.70, 0.64, 0.69, 0.75), "e": (0.95, 0.96, 0.90, 0.91, 0.90)}
+
+
+def test_the_suite_report_compares_attention_with_the_suites_probe_on_the_last_token(tmp_path):
+    from scipy.stats import wilcoxon
+
+    attention = {"type": "attention", "k": None, "lr_grid": [0.001, 0.01]}
+    for dataset, scores in ATTENTION_SUITE.items():
+        methods = (("sae", "tokens", attention), ("hidden", "tokens", attention), ("sae", "last", {"type": "sklearn"}),
+                   ("hidden", "last", {"type": "sklearn"}), ("hidden", "last", {"type": "boosted_trees"}))
+        for (features, pooling, probe), auroc in zip(methods, scores):
+            _job(tmp_path / f"{dataset}{features}{pooling}{probe['type']}", features, pooling, "none", 3, 0.5,
+                 dataset=dataset, probe={"k": None, **probe}, auroc=auroc)
+    lines = write_report(tmp_path)["suite_markdown"].read_text().splitlines()
+    sae_attention, hidden_attention = (
+        f"features.type={f}, pooling.method=tokens, probe.lr_grid=[0.001, 0.01], probe.type=attention"
+        for f in ("sae", "hidden"))
+    sae_last, hidden_last, xgboost = (f"features.type={f}, pooling.method=last, probe.lr_grid=None, probe.type={p}"
+                                      for f, p in (("sae", "sklearn"), ("hidden", "sklearn"), ("hidden", "boosted_trees")))
+
+    def row(ours, theirs, column):
+        differences = [scores[ours] - scores[column] for scores in ATTENTION_SUITE.values()]
+        p = wilcoxon([d for d in differences if abs(d) > 0.005]).pvalue
+        wins, ties = sum(d > 0.005 for d in differences), sum(abs(d) <= 0.005 for d in differences)
+        return p, (f"| {ours_name[ours]} | {theirs} | 5 | {wins} / {ties} / {5 - wins - ties} | "
+                   f"{np.mean(differences):+.3f} | {p:.3g} |")
+
+    ours_name = {0: sae_attention, 1: hidden_attention}
+    # SAE attention: against hidden attention (same probe, same pooling) and the SAE's own logistic probe on the
+    # last token; a family of two, both run.
+    p_hidden, against_hidden = row(0, hidden_attention, 1)
+    p_last, against_last = row(0, sae_last, 2)
+    holm = _holm([p_hidden, p_last], 2)
+    assert f"{against_hidden} {holm[p_hidden]:.3g} | — |" in lines
+    assert f"{against_last} {holm[p_last]:.3g} | — |" in lines
+    # Hidden attention: against the logistic probe and each of the five baselines on the last token; two of six run.
+    p_logistic, against_logistic = row(1, hidden_last, 3)
+    p_xgboost, against_xgboost = row(1, xgboost, 4)
+    holm = _holm([p_logistic, p_xgboost], 6)
+    assert f"{against_logistic} {holm[p_logistic]:.3g} | — |" in lines
+    assert f"{against_xgboost} {holm[p_xgboost]:.3g} | — |" in lines
+    assert (f"| {hidden_attention} | features=hidden, probe=mlp, pooling=last (not run) | 0 | — | — | — | — | — |"
+            in lines)
+    # Never an attention method against a cell of another pooling with the same probe, nor SAE-last against
+    # attention.
+    assert not [line for line in lines if line.startswith(f"| {sae_last} | {hidden_attention} ")]

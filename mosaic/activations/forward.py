@@ -128,6 +128,15 @@ def read_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[s
     return read, cut
 
 
+def real_tokens(tokenizer, texts: Sequence[str], max_length: int, chat_template: bool = False) -> list[list[str]]:
+    """Each text's real tokens as the model reads them (truncated, no padding or special tokens), one string each:
+    the token rows a cache entry holds for the text, in order, for showing where a probe looked."""
+    texts = chat_texts(tokenizer, texts) if chat_template else list(texts)
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True)
+    return [[tokenizer.decode([token]) for token, special in zip(ids, specials) if not special]
+            for ids, specials in zip(encoded["input_ids"], encoded["special_tokens_mask"])]
+
+
 def estimated_tokens(documents: Sequence, max_length: int) -> int | None:
     """Tokens a forward reads, estimated without a tokenizer: each text's characters / `CHARS_PER_TOKEN` (plus
     one special token), at most `max_length`; None for images."""

@@ -4,7 +4,9 @@ An entry (cache kind `activations`) holds what the cheap half needs for one (mod
 max_length, layer, encoder): for an SAE, the per-token codes (CSR, `codes.npz`) and document
 offsets, from which every pooling is rebuilt, and the SAE's quality on these documents
 (`quality.json`, `saes.quality`); for the raw hidden state, the four poolings defined on it
-(token-level hidden states of a large model would not fit on disk). A job whose entry exists
+(token-level hidden states of a large model would not fit on disk), or, for a probe that reads
+every token (`pooling=tokens`), the token rows themselves in bfloat16 (`HIDDEN_TOKENS`, written
+chunk by chunk and read back as a memory map). A job whose entry exists
 loads no model at all. A job that misses builds its own entry and those its sweep will ask for
 next, from one pass over the documents that stops at the deepest layer; documents go through in
 chunks, each encoded and pooled before the next is extracted, so memory holds one chunk's
@@ -32,6 +34,8 @@ from mosaic.activations.models import weights_fingerprint
 from mosaic.activations.saes import check_sae_fits, encode_tokens
 from mosaic.activations.saes.quality import LOSS_DOCUMENTS, ReconstructionTally, next_token_loss
 from mosaic.features import methods_for, pool
+from mosaic.features.pooling import keeps_tokens
+from mosaic.features.tokens import to_bfloat16_bits
 from mosaic.infra.cache import cache_root, cached_directories, content_key, read_entry
 from mosaic.infra.errors import first_line
 from mosaic.infra.timing import Stopwatch
@@ -39,7 +43,9 @@ from mosaic.infra.timing import Stopwatch
 CACHE_KIND = "activations"
 # A hidden-state entry stores the document pooled every way a later job may ask for (mean, max, ...),
 # since the token-level states are too large to keep; their names are part of its key.
-HIDDEN_POOLINGS = methods_for("hidden")
+HIDDEN_POOLINGS = tuple(method for method in methods_for("hidden") if not keeps_tokens(method))
+# A hidden-token entry's rows: bfloat16 bits (uint16), tokens x d_model, row after row.
+HIDDEN_TOKENS_FILE = "hidden_tokens.bf16"
 CHUNK_DOCUMENTS = 1024
 # Part of every entry's key. Bump it whenever extraction (masking, positions, truncation), SAE encoding or
 # what an entry stores changes, so that entries written by earlier code are never read as this code's.
@@ -58,6 +64,18 @@ class _HiddenState(Encoder):
 
 
 HIDDEN = _HiddenState()
+
+
+class _HiddenTokens(Encoder):
+    """The residual stream, every real token of it, in bfloat16: for probes that learn their pooling."""
+
+    reads_sae = False
+
+    def resolve(self) -> dict[str, Any]:
+        return {"type": "hidden", "tokens": "bfloat16"}
+
+
+HIDDEN_TOKENS = _HiddenTokens()
 
 
 def lazy_model(model_cfg) -> Callable[[], LoadedModel]:
@@ -112,25 +130,32 @@ def entry_fields(model: dict, documents: str, max_length: int, layer: int, encod
 
 
 class _EntryWriter:
-    """Accumulates one entry chunk by chunk: CSR codes, or the hidden-state poolings."""
+    """Accumulates one entry chunk by chunk: CSR codes, the hidden-state poolings, or the hidden-state token rows
+    (appended to `directory`'s file as they come, so memory holds one chunk)."""
 
-    def __init__(self, sae, encode_batch_tokens: int):
+    def __init__(self, sae, encode_batch_tokens: int, directory: Path, keeps_tokens: bool = False):
         self.sae, self.encode_batch_tokens = sae, encode_batch_tokens
         self.parts: list[Any] = []
         self.lengths: list[np.ndarray] = []
         self.tally = None if sae is None else ReconstructionTally(sae.cfg.d_sae)
         self.loss: dict[str, Any] | None = None
+        self.token_file = directory / HIDDEN_TOKENS_FILE if keeps_tokens else None
 
     def add(self, tokens: np.ndarray, offsets: np.ndarray) -> None:
         self.lengths.append(np.diff(offsets))
-        if self.sae is None:
+        if self.token_file is not None:
+            with self.token_file.open("ab") as rows:
+                rows.write(to_bfloat16_bits(tokens).tobytes())
+        elif self.sae is None:
             self.parts.append({method: pool(tokens, offsets, method) for method in HIDDEN_POOLINGS})
         else:
             self.parts.append(encode_tokens(self.sae, tokens, self.encode_batch_tokens, self.tally))
 
     def save(self, directory: Path) -> None:
         np.save(directory / "offsets.npy", offsets_from_lengths(np.concatenate(self.lengths)))
-        if self.sae is None:
+        if self.token_file is not None:
+            self.token_file.touch()  # a chunk of documents without tokens writes nothing
+        elif self.sae is None:
             for method in HIDDEN_POOLINGS:
                 np.save(directory / f"hidden_{method}.npy", np.concatenate([part[method] for part in self.parts]))
         else:
@@ -221,7 +246,8 @@ class _EntriesBuilder:
         with self.watch.time("model"):
             loaded = self.model()
         keys = [k for k in keys if k not in skipped]
-        writers = {k: _EntryWriter(saes.get(k), self.encode_batch_tokens) for k in keys}
+        writers = {k: _EntryWriter(saes.get(k), self.encode_batch_tokens, directories[k],
+                                   self.wanted[k][1] is HIDDEN_TOKENS) for k in keys}
         layers = sorted({self.wanted[k][0] for k in keys})
         chunks = range(0, len(self.documents), CHUNK_DOCUMENTS)
         for number, first in enumerate(chunks, start=1):
@@ -252,6 +278,15 @@ class _EntriesBuilder:
 def read_hidden(entry: Path, method: str) -> np.ndarray:
     """Pooled hidden states (documents x d_model) from an entry."""
     return np.load(entry / f"hidden_{method}.npy")
+
+
+def read_hidden_tokens(entry: Path, d_model: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every real token's hidden state (tokens x d_model, bfloat16 bits, a read-only memory map) and the
+    document offsets, from a `HIDDEN_TOKENS` entry."""
+    offsets = np.load(entry / "offsets.npy")
+    if offsets[-1] == 0:
+        return np.zeros((0, d_model), dtype=np.uint16), offsets
+    return np.memmap(entry / HIDDEN_TOKENS_FILE, dtype=np.uint16, mode="r", shape=(int(offsets[-1]), d_model)), offsets
 
 
 def read_quality(entry: Path) -> dict[str, Any]:

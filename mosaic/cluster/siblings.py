@@ -30,4 +30,5 @@ def sweep_of(overrides: list[str]) -> Sweep:
         layers=tuple(int(v) for v in values.get("layer", [])),
         features=tuple(values.get("features", [])),
         sae_values={key: tuple(found) for key, found in values.items() if key.startswith("sae.")},
+        poolings=tuple(values.get("pooling", [])),
     )

@@ -217,6 +217,11 @@ class ProbeConfig:
     training split (`mosaic/probes/sparse.py`); null reads every feature. `select_by` is the
     validation score grids are chosen on (`macro_f1` or `auroc`, the sparse-probing suite's);
     `refit=true` fits the chosen setting once more on train + validation (the suite's final fit).
+    The attention probe (`type=attention`, with `pooling=tokens`) has `heads` query vectors, trains with
+    AdamW (`lr`, `weight_decay`, `batch_size` documents, early stopping after `patience` epochs without a
+    lower validation loss, at most `max_epochs`), and chooses its learning rate and weight decay on
+    validation from `lr_grid` x `weight_decay_grid` (empty: the single value); its refit trains the chosen
+    setting on train + validation for the epochs that were best on validation.
     """
 
     type: str = "linear"
@@ -239,6 +244,10 @@ class ProbeConfig:
     k: int | None = None
     select_by: str = "macro_f1"
     refit: bool = False
+    heads: int = 1
+    weight_decay: float = 0.0
+    lr_grid: list[float] = field(default_factory=list)
+    weight_decay_grid: list[float] = field(default_factory=list)
 
 
 @dataclass

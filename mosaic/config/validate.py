@@ -67,14 +67,16 @@ def validate(cfg: Any) -> None:
     _validate_transfer(cfg)
     _validate_behaviour(cfg)
 
-    # The one table validation reads from a stage: which pooling has a meaning for which features
-    # (features/pooling.py, NumPy and SciPy only), kept beside the pooling functions it describes.
-    from mosaic.features.pooling import methods_for
+    # The one table validation reads from a stage: which pooling has a meaning for which features, and which
+    # probes read a pooling that keeps every token (features/pooling.py), kept beside the pooling functions.
+    from mosaic.features.pooling import keeps_tokens, validate_pooling
 
-    features, pooling = cfg.features.type, cfg.pooling.method
-    allowed_pooling = methods_for(features)
-    require(pooling in allowed_pooling, "pooling.method", pooling,
-             f"features={features} supports pooling " + ", ".join(allowed_pooling), NotApplicableError)
+    validate_pooling(cfg.features.type, cfg.pooling.method, cfg.probe.type)
+    if keeps_tokens(cfg.pooling.method):
+        require(cfg.binarize.method == "none", "binarize.method", cfg.binarize.method,
+                "pooling=tokens reads activations as they are: binarize=none", NotApplicableError)
+        require(cfg.probe.k is None, "probe.k", cfg.probe.k,
+                "a probe over every token reads every feature: probe.k=null", NotApplicableError)
 
 
 def _validate_ranges(cfg: Any) -> None:
@@ -86,13 +88,13 @@ def _validate_ranges(cfg: Any) -> None:
         cfg.layer,
         f"model {cfg.model.name} has layers 0..{n_layers - 1} (Gemma Scope numbering: output of block L)",
     )
-    for key in ("max_length", "batch_size", "pooling.top_n", "sae.expansion", "sae.k", "sae.train_docs",
+    for key in ("max_length", "batch_size", "pooling.top_n", "probe.heads", "sae.expansion", "sae.k", "sae.train_docs",
                 "sae.train_epochs", "sae.train_batch_tokens", "sae.encode_batch_tokens",
                 "probe.max_epochs", "probe.batch_size", "probe.max_iter", "probe.min_samples_leaf",
                 "features.ngram_max", "features.min_df"):
         value = get_dotted(cfg, key)
         require(value >= 1, key, value, "must be an integer >= 1")
-    for key in ("binarize.threshold", "probe.patience", "sae.l1_coefficient", "sae.l0_coefficient",
+    for key in ("binarize.threshold", "probe.patience", "probe.weight_decay", "sae.l1_coefficient", "sae.l0_coefficient",
                 "sweep.checkpoint_minutes"):
         value = get_dotted(cfg, key)
         require(value >= 0, key, value, "must be >= 0")
@@ -100,6 +102,10 @@ def _validate_ranges(cfg: Any) -> None:
     require(load is None or (Path(load) / "probe.json").is_file(), "probe.load", load,
              "must be a saved probe directory (JOB_DIR/probe with probe.json and weights.safetensors)")
     require(all(C > 0 for C in cfg.probe.C_grid), "probe.C_grid", list(cfg.probe.C_grid), "every C must be > 0")
+    require(all(lr > 0 for lr in cfg.probe.lr_grid), "probe.lr_grid", list(cfg.probe.lr_grid),
+            "every learning rate must be > 0")
+    require(all(decay >= 0 for decay in cfg.probe.weight_decay_grid), "probe.weight_decay_grid",
+            list(cfg.probe.weight_decay_grid), "every weight decay must be >= 0")
     depths = list(cfg.probe.depth_grid)
     require(len(depths) > 0 and all(depth >= 1 for depth in depths), "probe.depth_grid", depths,
              "one or more tree depths, each >= 1")

@@ -2,7 +2,8 @@
 
 Input is a token matrix (dense array or CSR) whose rows are the real tokens of all documents
 concatenated, with `offsets` marking where each document starts; output has one row per document
-and keeps the input's sparsity. A document with no real tokens pools to a row of zeros.
+and keeps the input's sparsity. A document with no real tokens pools to a row of zeros. `tokens` is
+the exception: it keeps every token (`TokenFeatures`) for a probe that learns its pooling.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+
+from mosaic.features.tokens import TokenFeatures
 
 Matrix = np.ndarray | sp.csr_matrix
 
@@ -93,17 +96,25 @@ def topn_pool(values: Matrix, offsets: np.ndarray, top_n: int) -> sp.csr_matrix:
     return sp.csr_matrix(_segment_matrix(offsets) @ one_hot)
 
 
+def keep_tokens(values: Matrix, offsets: np.ndarray) -> TokenFeatures:
+    """No pooling: every document stays the run of its token rows."""
+    return TokenFeatures(values, offsets)
+
+
 @dataclass(frozen=True)
 class Pooling:
     """One `pooling.method`: its function, the feature types it has a meaning for, and its config keys.
 
     `features` is checked before a job loads anything (a cell that asks for a pooling its features
     cannot have is "not applicable", not a failure); `parameters` are the `pooling.*` keys passed on.
+    `readers` are the only probe types that read its output, where that is not one row per document
+    (empty: every probe but those).
     """
 
-    function: Callable[..., Matrix]
+    function: Callable[..., Matrix | TokenFeatures]
     features: tuple[str, ...]
     parameters: tuple[str, ...] = ()
+    readers: tuple[str, ...] = ()
 
 
 # pooling.method -> its implementation. A bag of words is a sum of one-hot n-gram vectors, so it can
@@ -116,12 +127,36 @@ POOLING_METHODS: dict[str, Pooling] = {
     "sum": Pooling(sum_pool, ("sae", "hidden", "bow")),
     "last": Pooling(last_pool, ("sae", "hidden")),
     "topn": Pooling(topn_pool, ("sae",), ("top_n",)),
+    "tokens": Pooling(keep_tokens, ("sae", "hidden"), readers=("attention",)),
 }
+# The probes that read token runs; every other probe reads one row per document.
+TOKEN_READERS = tuple(sorted({probe for method in POOLING_METHODS.values() for probe in method.readers}))
 
 
 def methods_for(features: str) -> tuple[str, ...]:
     """The pooling methods that have a meaning for a `features.type`."""
     return tuple(name for name, method in POOLING_METHODS.items() if features in method.features)
+
+
+def keeps_tokens(method: str) -> bool:
+    """Whether `pooling.method` keeps every token rather than pooling (its readers learn the pooling)."""
+    return bool(POOLING_METHODS[method].readers)
+
+
+def validate_pooling(features: str, method: str, probe: str) -> None:
+    """Refuse, as not applicable, a pooling these features cannot have or this probe cannot read."""
+    from mosaic.infra.errors import NotApplicableError, require
+
+    allowed = methods_for(features)
+    require(method in allowed, "pooling.method", method, f"features={features} supports pooling " +
+            ", ".join(allowed), NotApplicableError)
+    readers = POOLING_METHODS[method].readers
+    if readers:
+        require(probe in readers, "pooling.method", method,
+                f"keeps every token, which only probe={'/'.join(readers)} reads", NotApplicableError)
+    else:
+        require(probe not in TOKEN_READERS, "probe.type", probe,
+                "learns its own pooling over every token: set pooling=tokens", NotApplicableError)
 
 
 def pool(values: Matrix, offsets: np.ndarray, method: str, **parameters) -> Matrix:

@@ -19,12 +19,14 @@ from mosaic.features.types import (
     unsplit,
 )
 from mosaic.infra.errors import MosaicError
+from mosaic.job.attended import document_tokens, reads_tokens, strongest_tokens, token_weights
 from mosaic.infra.timing import Stopwatch
 from mosaic.probes import load_probe
 
 
-def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndarray]:
-    """Labels and class probabilities for new texts from a probe saved by a job.
+def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndarray, list[str] | None]:
+    """Labels and class probabilities for new texts from a probe saved by a job, and, for a probe that weighs
+    tokens (`probe=attention`), each text's most weighted tokens (`job.attended.strongest_tokens`).
 
     The texts go through the saved job's model, layer, SAE, pooling and binarization (activations
     are cached like any job's); an SAE MOSAIC trained is the job's own, found in the cache by the
@@ -51,4 +53,8 @@ def predict_texts(probe_dir: Path, texts: list[str]) -> tuple[list[str], np.ndar
     context = FeatureContext(Stopwatch(), lazy_model(cfg.model), protected=frozenset())
     matrix = build_features(cfg, data, unsplit(len(texts)), context, encoder).matrix
     proba = probe.predict_proba(matrix)
-    return [label_names[i] for i in proba.argmax(axis=1)], proba
+    attended = None
+    if reads_tokens(matrix):
+        tokens = document_tokens(cfg, list(texts))
+        attended = [strongest_tokens(tokens[i], token_weights(probe, matrix, i)) for i in range(len(texts))]
+    return [label_names[i] for i in proba.argmax(axis=1)], proba, attended

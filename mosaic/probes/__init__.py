@@ -1,8 +1,9 @@
 """Probes: classifiers on document features, trained on train, tuned on validation.
 
 `fit_probe` is the stage's one entry point; `probe.type` picks its `ProbeType` in `PROBE_TYPES`: the
-logistic probe (`linear`, `sklearn`), the decision tree (`tree`) and the baselines the field compares
-against (`pca`, `diff_of_means`, `knn`, `mlp`, `boosted_trees`). Every fitted probe is a `Probe`
+logistic probe (`linear`, `sklearn`), the decision tree (`tree`), the baselines the field compares
+against (`pca`, `diff_of_means`, `knn`, `mlp`, `boosted_trees`) and the attention probe (`attention`),
+which reads every token of a document (`pooling=tokens`) instead of one pooled row. Every fitted probe is a `Probe`
 (`base.py`): `predict_proba`, `predict`, `n_features`, `evidence()`, `save` and `widened`, and
 `load_probe` reads any of them back by the kind its `probe.json` records.
 """
@@ -15,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from omegaconf import OmegaConf
 
+from mosaic.features.tokens import stack_rows
+from mosaic.probes.attention import AttentionProbe, fit_attention_probe
 from mosaic.probes.base import Probe
 from mosaic.probes.linear_baselines import fit_diff_of_means_probe, fit_pca_probe
 from mosaic.probes.logistic import TrainedProbe, fit_logistic_probe
@@ -70,8 +72,11 @@ PROBE_TYPES: dict[str, ProbeType] = {
     "knn": ProbeType(fit_knn_probe, "n_neighbors", _search, _never),
     "mlp": ProbeType(fit_mlp_probe, "draw", _search, _always),
     "boosted_trees": ProbeType(fit_boosted_probe, "draw", _search, _always),
+    "attention": ProbeType(fit_attention_probe, "setting", lambda cfg: {
+        "lr": list(cfg.lr_grid) or cfg.lr, "weight_decay": list(cfg.weight_decay_grid) or cfg.weight_decay},
+        _always),
 }
-KINDS = {kind.kind: kind for kind in (TrainedProbe, TreeProbe, KNNProbe, MLPProbe, BoostedProbe)}
+KINDS = {kind.kind: kind for kind in (TrainedProbe, TreeProbe, KNNProbe, MLPProbe, BoostedProbe, AttentionProbe)}
 
 
 def _fit(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed: int, logger, only=None, columns=None) -> Probe:
@@ -108,9 +113,8 @@ def refit_probe(selected: Probe, x_train, y_train, x_val, y_val, n_classes: int,
     """
     if x_val.shape[0] == 0:
         return selected
-    stack = sp.vstack if sp.issparse(x_train) else np.vstack
     chooses = PROBE_TYPES[cfg.type].chooses
-    refitted = _fit(stack([x_train, x_val]), np.concatenate([y_train, y_val]), x_val[:0], y_val[:0], n_classes,
+    refitted = _fit(stack_rows(x_train, x_val), np.concatenate([y_train, y_val]), x_val[:0], y_val[:0], n_classes,
                     cfg, seed, logger, only=selected.summary.get(chooses) if chooses else None,
                     columns=selected.summary.get("selected_features"))
     refitted.summary = {**selected.summary, **refitted.summary, "refit_on": "train+val"}

@@ -224,16 +224,19 @@ class LinearProbe(ValidatedProbe):
 
 
 class RestoreBestWeights(L.Callback):
-    """Keep the weights of the epoch with the best validation macro F1 (ties: lower validation loss)."""
+    """Keep the weights of the epoch with the best validation macro F1 (ties: lower validation loss), or, with
+    `by_loss`, the lowest validation loss."""
 
-    def __init__(self):
-        self.best: tuple[float, float] | None = None
+    def __init__(self, by_loss: bool = False):
+        self.best: tuple[float, ...] | None = None
         self.best_epoch = -1
         self.state: dict | None = None
+        self.by_loss = by_loss
 
     def on_validation_end(self, trainer, module):
         metrics = trainer.callback_metrics
-        score = (float(metrics["val_macro_f1"]), -float(metrics["val_loss"]))
+        loss = -float(metrics["val_loss"])
+        score = (loss,) if self.by_loss else (float(metrics["val_macro_f1"]), loss)
         if self.best is None or score > self.best:
             self.best, self.best_epoch = score, trainer.current_epoch
             self.state = copy.deepcopy(module.state_dict())

@@ -87,7 +87,8 @@ class TrainedProbe:
         write_probe(directory, arrays, {**metadata, "kind": self.kind, "summary": self.summary})
 
 
-def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
+def class_weights_for(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
+    """Each class's loss weight (`probe.class_weight`): sklearn's "balanced" weights, or ones for "none"."""
     weights = np.ones(n_classes)
     if mode == "balanced":
         present = np.unique(labels)
@@ -134,7 +135,7 @@ def fit_logistic_probe(x_train, y_train, x_val, y_val, n_classes: int, cfg, seed
     inverse = sp.diags(1.0 / scale)
     x_train_scaled = sp.csr_matrix(x_train @ inverse) if sp.issparse(x_train) else x_train / scale
     x_val_scaled = sp.csr_matrix(x_val @ inverse) if sp.issparse(x_val) else x_val / scale
-    class_weights = _class_weights(y_train, n_classes, cfg.class_weight)
+    class_weights = class_weights_for(y_train, n_classes, cfg.class_weight)
 
     def fit_with(settings):
         if settings.type == "sklearn":

@@ -25,7 +25,8 @@ from mosaic.record.files import write_json_atomic
 # 4: splits.duplicates and splits.keys, randomness, features.text (bag of words),
 #    features.sae_quality.reference, hyperparameters.*.not_selected, transfer.datasets.*.seen_by_probe_removed;
 #    features.sae.{name, width, neuronpedia}; timings_s.prepare (was behaviour).
-# 5: run.slurm.restarts (how many times SLURM requeued the job before this attempt finished).
+# 5: run.slurm.restarts (how many times SLURM requeued the job before this attempt finished); attended (the
+#    attention probe's most weighted tokens, optional).
 SCHEMA_VERSION = 5
 
 
@@ -233,6 +234,17 @@ class RunRecord(_Record):
     versions: dict[str, str | None]
 
 
+class AttendedDocument(_Record):
+    """A test document an attention probe scores highest for `for_class`: its tokens and the weight on each."""
+
+    for_class: str
+    document: int
+    label: str
+    probability: float
+    tokens: list[str]
+    weights: list[float]
+
+
 class Results(_Record):
     """One job's `results.json`."""
 
@@ -247,6 +259,7 @@ class Results(_Record):
     randomness: Randomness | None = None
     probe: dict[str, Any]
     top_features: list[TopFeature]
+    attended: list[AttendedDocument] | None = None
     transfer: Transfer | None
     behaviour: Behaviour | None
     cache: CacheRecord

@@ -21,6 +21,7 @@ from typing import Any
 
 from mosaic.infra.errors import first_line
 from mosaic.record import FAILURE_FILE, Results, read_results
+from mosaic.report.attended import attended_section
 from mosaic.report.cells import (
     Cell,
     Comparable,
@@ -165,7 +166,8 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
     matrices = transfer_matrices(results, rows)
     markdown = out_dir / "report.md"
     quality, quality_files = write_quality(results, out_dir)
-    markdown.write_text("\n".join([_tables(cells, keys), transfer_tables(matrices), quality]).rstrip() + "\n")
+    markdown.write_text("\n".join([_tables(cells, keys), transfer_tables(matrices), quality,
+                                   attended_section(results)]).rstrip() + "\n")
     table_rows = [{**{k: v for k, v in row.items() if k != "cell"}, **row["cell"]} for row in rows]
     table = out_dir / "report.csv"
     with table.open("w", newline="") as stream:

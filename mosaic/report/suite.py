@@ -2,16 +2,19 @@
 
 A *method* is what varies across the sweep's cells besides the dataset (the seed is averaged over):
 `features.type=sae, probe.k=16`. Its *context* is the part of it that is not the method proper: every
-varying key but the feature type, the SAE's keys and the probe type (e.g. `probe.k`, the regime's
-settings, the layer). Written when a sweep covers two or more datasets:
+varying key but the feature type, the SAE's keys, the pooling, the probe type and the probe's own
+settings (e.g. `probe.k`, the regime's settings, the layer). Written when a sweep covers two or more
+datasets:
 
 - `suite.md`: test AUROC per dataset and method (the mean over replicates; its 95% confidence
   interval when seeds replicate), then each SAE method against the comparisons the report declares
   for it, all at its own context (the same k, regime setting, layer): the hidden state with the same
-  probe, and, for a method that reads every latent, the hidden state with each of the suite's baseline
-  probes (`BASELINE_PROBES`). Wins, ties (|difference| <= `TIE`) and losses over the datasets both
+  probe and pooling, and, for a method that reads every latent, the hidden state with each of the
+  suite's baseline probes (`BASELINE_PROBES`); each attention method (`pooling=tokens`) against the
+  suite's logistic probe on the last token of the same features and, on the hidden state, each
+  baseline on the last token. Wins, ties (|difference| <= `TIE`) and losses over the datasets both
   scored, the mean difference, the two-sided Wilcoxon signed-rank test of the paired differences, and
-  Holm's adjustment within the SAE method's declared family: the same family, hence the same p-value,
+  Holm's adjustment within the method's declared family: the same family, hence the same p-value,
   whatever else the directory holds (a declared comparison that was not run counts as p = 1 and the
   table says so). With several seeds, how many datasets keep their win/tie/loss verdict at every seed.
   Comparisons with a bag of words at the same context follow, unadjusted;
@@ -32,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from mosaic.features.pooling import TOKEN_READERS
 from mosaic.report.cells import Cell, confidence_interval
 from mosaic.report.transfer import MISSING
 
@@ -44,8 +48,16 @@ BASELINE_PROBES = ("pca", "knn", "mlp", "boosted_trees", "diff_of_means")
 
 
 def _is_method_key(key: str) -> bool:
-    """Keys that make a method what it is, rather than the context it is compared in."""
-    return key in ("features.type", "probe.type") or key.startswith("sae.")
+    """Keys that make a method what it is, rather than the context it is compared in: its features, SAE, pooling,
+    probe type and the probe's own settings (not its k: a k-sparse method is compared at its k)."""
+    return key in ("features.type", "pooling.method") or key.startswith("sae.") or (
+        key.startswith("probe.") and key != "probe.k")
+
+
+def _probe_settings(cell: Cell) -> list[tuple[str, Any]]:
+    """The probe's own settings that vary in the sweep (its C grid, its learning rates, ...)."""
+    return sorted((key, str(value)) for key, value in cell.setting.items()
+                  if key.startswith("probe.") and key not in ("probe.type", "probe.k"))
 
 
 def _label(setting: dict[str, Any], leave_out: str | None = None) -> str:
@@ -116,34 +128,55 @@ def holm(p_values: list[float], family_size: int) -> list[float]:
     return adjusted.tolist()
 
 
-def _declared(cell: Cell) -> list[tuple[str, str]]:
-    """The (features, probe) baselines an SAE method is compared with, each at the method's own context."""
-    own = [("hidden", cell.first("probe"))]
-    if cell.first("k") is None and cell.first("probe") in ("linear", "sklearn"):
-        own += [("hidden", probe) for probe in BASELINE_PROBES]
+def _declared(cell: Cell) -> list[tuple[str, str, str]]:
+    """The (features, probe, pooling) baselines a method is compared with, each at the method's own context.
+
+    An SAE method: the hidden state with the same probe and pooling, and, for the logistic probe on every
+    latent, the hidden state with each suite baseline. A method that learns its pooling over every token
+    (`TOKEN_READERS`): the suite's own probe (logistic regression on the last token) on the same features,
+    and, on the hidden state, each suite baseline on the last token too.
+    """
+    probe, pooling, features = cell.first("probe"), cell.first("pooling"), cell.first("features")
+    own = []
+    if cell.first("reads_sae"):
+        own.append(("hidden", probe, pooling))
+        if cell.first("k") is None and probe in ("linear", "sklearn"):
+            own += [("hidden", baseline, pooling) for baseline in BASELINE_PROBES]
+    if probe in TOKEN_READERS:
+        own.append((features, "sklearn", "last"))
+        if not cell.first("reads_sae"):
+            own += [("hidden", baseline, "last") for baseline in BASELINE_PROBES]
     return own
 
 
 def _comparisons(table: dict[str, dict[str, Cell]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Each SAE method's declared comparisons (Holm within the method's family), and its comparisons with a bag
-    of words at the same context (not adjusted)."""
+    """Each method's declared comparisons (Holm within the method's family), and each SAE method's comparison with
+    a bag of words at the same context (not adjusted)."""
     def first(method: str) -> Cell:
         return next(iter(table[method].values()))
 
-    by_context: dict[tuple[str, str, str], str] = {}
+    candidates: dict[tuple[str, str, str, str], list[str]] = defaultdict(list)
     for method in table:
         cell = first(method)
-        by_context.setdefault((_context(cell), cell.first("features"), cell.first("probe")), method)
+        candidates[(_context(cell), cell.first("features"), cell.first("probe"), cell.first("pooling"))].append(method)
+
+    def baseline(cell: Cell, features: str, probe: str, pooling: str) -> str | None:
+        """The method run at `cell`'s context with these features, probe and pooling (with the same probe, at the
+        same probe settings)."""
+        found = candidates.get((_context(cell), features, probe, pooling), [])
+        if probe == cell.first("probe"):
+            found = [method for method in found if _probe_settings(first(method)) == _probe_settings(cell)]
+        return found[0] if found else None
+
     declared, exploratory = [], []
     for ours in table:
         cell = first(ours)
-        if not cell.first("reads_sae"):
-            continue
         family = []
-        for features, probe in _declared(cell):
-            theirs = by_context.get((_context(cell), features, probe))
+        for features, probe, pooling in _declared(cell):
+            theirs = baseline(cell, features, probe, pooling)
             paired = None if theirs is None else _paired(table[ours], table[theirs])
-            family.append({"sae": ours, "baseline": theirs or f"features={features}, probe={probe} (not run)",
+            pooled = "" if pooling == cell.first("pooling") else f", pooling={pooling}"
+            family.append({"sae": ours, "baseline": theirs or f"features={features}, probe={probe}{pooled} (not run)",
                            **(paired or {"datasets": 0})})
         ran = [c for c in family if "p_value" in c]
         for comparison, adjusted in zip(ran, holm([c["p_value"] for c in ran], len(family)), strict=True):
@@ -151,7 +184,7 @@ def _comparisons(table: dict[str, dict[str, Cell]]) -> tuple[list[dict[str, Any]
         for comparison in family:
             comparison["family"] = f"{len(ran)} of {len(family)}"
         declared += family
-        bow = by_context.get((_context(cell), "bow", cell.first("probe")))
+        bow = baseline(cell, "bow", cell.first("probe"), cell.first("pooling")) if cell.first("reads_sae") else None
         if bow is not None and (paired := _paired(table[ours], table[bow])) is not None:
             exploratory.append({"sae": ours, "baseline": bow, **paired})
     return declared, exploratory
@@ -181,21 +214,23 @@ def _markdown(table: dict[str, dict[str, Cell]], declared: list[dict[str, Any]],
              "| dataset | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
     lines += ["| " + " | ".join([dataset, *(_cell_text(table[m].get(dataset)) for m in methods)]) + " |"
               for dataset in datasets]
-    lines += ["", f"## SAE methods against their declared baselines (tie: |AUROC difference| <= {TIE})", ""]
+    lines += ["", f"## Methods against their declared baselines (tie: |AUROC difference| <= {TIE})", ""]
     if not declared:
-        return "\n".join(lines + ["No SAE method in this sweep.", ""])
-    header = ["| SAE method | baseline | datasets | wins / ties / losses | mean difference | Wilcoxon p | Holm p | "
+        return "\n".join(lines + ["No SAE or attention method in this sweep.", ""])
+    header = ["| method | baseline | datasets | wins / ties / losses | mean difference | Wilcoxon p | Holm p | "
               "verdict stable across seeds |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += ["Each SAE method is compared, at its own settings (k, regime, layer), with the hidden state under the "
               "same probe and, when it reads every latent, under each suite baseline "
-              f"({', '.join(BASELINE_PROBES)}). Wilcoxon p: two-sided signed-rank test of the paired differences "
-              "beyond the tie band. Holm: adjusted within the SAE method's declared comparisons (its family), a "
+              f"({', '.join(BASELINE_PROBES)}). Each attention method (pooling=tokens) is compared with the suite's "
+              "logistic probe on the last token of the same features and, on the hidden state, with each baseline "
+              "on the last token. Wilcoxon p: two-sided signed-rank test of the paired differences "
+              "beyond the tie band. Holm: adjusted within the method's declared comparisons (its family), a "
               "comparison not run counting as p = 1. Verdict stable: datasets whose win / tie / loss is the same "
               "at every seed both methods ran.", "", *header]
     lines += [_comparison_row(c) for c in declared]
     incomplete = sorted({c["sae"] for c in declared if "p_value" not in c})
     if incomplete:
-        lines += ["", f"Families not complete ({len(incomplete)} SAE methods): their Holm p-values would change once "
+        lines += ["", f"Families not complete for {len(incomplete)} method(s): their Holm p-values would change once "
                   "the missing comparisons ran."]
     if exploratory:
         lines += ["", "## SAE methods against a bag of words (not in a declared family: p not adjusted)", "", *header]

@@ -127,8 +127,7 @@ def plan_encoders(cfg: DictConfig, data, splits: Splits, sweep: Sweep, protected
             built[(layer, kind, variant)] = FEATURE_TYPES[kind].encoder(inputs, layer, variant)
         return built[(layer, kind, variant)]
 
-    source = job_sae(cfg)
-    own = encoder(cfg.layer, cfg.features.type, None if source is None else source.variant(cfg))
+    own = encoder(cfg.layer, cfg.features.type, feature_type(cfg).variant(cfg))
     encoders = {layer: [encoder(layer, kind, variant) for kind, variant in found]
                 for layer, found in forward_slots(cfg, sweep).items()}
     return Request(data.documents, encoders), own

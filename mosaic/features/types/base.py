@@ -36,6 +36,14 @@ class Features:
     refit: Callable[[np.ndarray], Any] | None = None
     refitted: tuple[str, ...] = ()
 
+    def document_rows(self, index: np.ndarray):
+        """One row per document of `index`: the matrix's rows, or the mean of each document's tokens where the
+        features keep every token (`pooling=tokens`), for what reads documents as rows (class means)."""
+        from mosaic.features.tokens import TokenFeatures
+
+        rows = self.matrix[index]
+        return rows.mean_pooled() if isinstance(rows, TokenFeatures) else rows
+
     def for_training_rows(self, train: np.ndarray):
         """The matrix with whatever these features fit on training documents (`refitted`) fitted on `train`
         instead: cross-validation refits it per fold. Features that fit nothing are the same matrix."""
@@ -50,6 +58,7 @@ class Sweep:
     features: tuple[str, ...] = ()
     # Each swept `sae.*` key's values (`sae.width`, `sae.l0`, ...): an SAE source's `sibling_keys` among them.
     sae_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    poolings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -82,6 +91,11 @@ class FeatureType:
         """Every document's pooled features. `planned`, for features read from the model, is what the forward
         computes (`plan_encoders`: the activation store's request, and this job's own encoder); else None."""
         raise NotImplementedError
+
+    def variant(self, cfg: DictConfig) -> str | None:
+        """Which of its slots (`slots`) the job's own features read: an SAE source's variant, the hidden state's
+        token rows; None for the one slot."""
+        return None
 
     def slots(self, cfg: DictConfig, layer: int, sweep: Sweep) -> list[tuple[str, str | None]]:
         """What a forward computes for these features at `layer`, for the job and its `sweep`'s siblings."""

@@ -1,7 +1,7 @@
 """`features.type=sae`: the latent codes of the job's SAE (`sae.source`) at `layer`, pooled over real tokens.
 
 The cache entry holds every token's codes (CSR) and the SAE's quality on the documents; pooling is
-rebuilt from it for any method. The SAE itself is the source's business (`activations.saes.sources`).
+rebuilt from it for any method (`pooling=tokens` keeps the codes as they are). The SAE itself is the source's business (`activations.saes.sources`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ class SAECodes(FeatureType):
                                  "sae": source.described(cfg, identity, matrix.shape[1]),
                                  "l0_per_token": float(codes.getnnz() / max(1, codes.shape[0])),
                                  "sae_quality": quality, "sae_training": source.training(identity)}, None, cache, own)
+
+    def variant(self, cfg: DictConfig) -> str | None:
+        return sae_source(cfg).variant(cfg)
 
     def slots(self, cfg: DictConfig, layer: int, sweep: Sweep) -> list[tuple[str, str | None]]:
         source = sae_source(cfg)
