@@ -131,3 +131,42 @@ def test_bag_of_words_pools_its_ngrams_as_the_generic_pooling_does():
     for method in methods_for("bow"):
         matrix, _ = bow_features(texts, train, method, ngram_max=2)
         np.testing.assert_allclose(matrix.toarray(), pool(one_hot, offsets, method) * idf, rtol=1e-6, err_msg=method)
+
+
+def _bfloat16_by_hand(values: np.ndarray) -> np.ndarray:
+    """bfloat16 rounding written out on the float32 bits: keep the top 16, round to nearest, ties to even."""
+    bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+def test_hidden_token_rows_keep_bfloat16s_rounding_and_float32s_range():
+    from mosaic.features.tokens import from_bfloat16_bits, to_bfloat16_bits
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(size=(50, 6)), [[1e6, -3e5, 70000.0, 1e-3, 0.0, 12.3456]]]).astype(np.float32)
+    back = from_bfloat16_bits(to_bfloat16_bits(values)).numpy()
+    np.testing.assert_array_equal(back, _bfloat16_by_hand(values))
+    assert back[-1, 0] == pytest.approx(1e6, rel=4e-3)  # float16 would overflow to inf
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_token_runs_select_stack_batch_and_average_documents_like_slicing_them(sparse):
+    from mosaic.features.tokens import TokenFeatures, stack_rows
+
+    values, offsets = _token_matrix()
+    features = TokenFeatures(sp.csr_matrix(values) if sparse else values, offsets)
+    assert features.shape == (5, 7) and len(features[[3, 0]]) == 2
+    chosen = stack_rows(features[np.array([3, 0])], features[np.array([2, 4])])  # document 2 has no tokens
+    rows, owner = chosen.batch(np.array([0, 1, 2, 3]))
+    rows = rows.toarray() if sparse else rows.numpy()
+    expected = np.vstack([values[offsets[d]:offsets[d + 1]] for d in (3, 0, 2, 4)])
+    np.testing.assert_array_equal(rows, expected)
+    assert owner.tolist() == [0] * 5 + [1] * 3 + [3] * 2
+    pooled = chosen.mean_pooled(chunk=3)
+    pooled = pooled.toarray() if sparse else pooled
+    np.testing.assert_allclose(pooled, _naive(values, offsets, "mean")[[3, 0, 2, 4]], rtol=1e-6)
+    nonzero = sum(np.count_nonzero(values[offsets[d]:offsets[d + 1]]) for d in (3, 0, 2, 4))
+    assert chosen.getnnz() == (nonzero if sparse else 10 * 7)
+    with pytest.raises(ValueError, match="same token rows"):
+        features.concatenate(TokenFeatures(values.copy(), offsets))

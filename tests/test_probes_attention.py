@@ -105,3 +105,118 @@ def test_a_naive_torch_loop_reproduces_the_probes_loss_curve():
             total, seen = total + float(loss) * len(documents), seen + len(documents)
         curve.append(total / seen)
     assert probe.summary["train_loss_by_epoch"] == pytest.approx(curve, rel=1e-5)
+
+
+ATTENTION_JOB = ["model=tiny_gpt2", "layer=1", "logger=none", "dataset.limit=60", "probe=attention", "pooling=tokens",
+                 "probe.max_epochs=15", "probe.patience=5"]
+
+
+def _cached_token_rows(results):
+    import os
+    from pathlib import Path
+
+    from mosaic.activations.store import read_hidden_tokens
+
+    entry = Path(os.environ["MOSAIC_CACHE"]) / "activations" / results["cache"]["key"]
+    return read_hidden_tokens(entry, 32)
+
+
+def test_an_attention_job_reads_every_token_and_records_where_it_looked(tmp_path, capsys):
+    from mosaic.__main__ import main as mosaic_cli
+    from mosaic.activations import extract_activations, load_model
+    from mosaic.data import load_labelled_documents, make_splits
+    from mosaic.features.tokens import from_bfloat16_bits
+    from mosaic.pipeline import run
+    from mosaic.probes import load_probe
+    from tests.conftest import compose_config
+
+    cfg = compose_config(*ATTENTION_JOB, "features=hidden")
+    results = run(cfg, tmp_path / "job")
+    data = load_labelled_documents(cfg.dataset)
+    test = make_splits(data.labels, cfg.seed, cfg.dataset.val_size, cfg.dataset.test_size).test
+    rows, offsets = _cached_token_rows(results)
+    # The cache holds every real token's hidden state, in bfloat16: a fresh forward of the test documents, rounded.
+    fresh = extract_activations(load_model(cfg.model), [data.documents[i] for i in test], [1], 4, cfg.max_length)[1]
+    cached = np.vstack([from_bfloat16_bits(rows[offsets[i]:offsets[i + 1]]).numpy() for i in test])
+    np.testing.assert_allclose(cached, fresh.values, rtol=2 ** -8, atol=1e-6)
+
+    # The test AUROC and every recorded token weight, recomputed by hand from the saved weights and cached rows.
+    probe, metadata = load_probe(tmp_path / "job" / "probe")
+    assert metadata["kind"] == "attention" and results["hyperparameters"]["setting"]["configured"] == {
+        "lr": [0.001, 0.01], "weight_decay": [0.0, 0.1]}
+    projection, bias = probe.projection.astype(np.float64), probe.bias.astype(np.float64)
+
+    def by_hand(document):
+        tokens = from_bfloat16_bits(rows[offsets[document]:offsets[document + 1]]).numpy().astype(np.float64)
+        scores = tokens @ projection[0]
+        weights = np.exp(scores - scores.max())
+        weights /= weights.sum()
+        logits = bias + weights @ (tokens @ projection[1:].T)
+        return weights, np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+
+    from sklearn.metrics import roc_auc_score
+
+    proba = np.array([by_hand(i)[1][1] for i in test])
+    assert results["metrics"]["auroc"] == pytest.approx(roc_auc_score(data.labels[test], proba), abs=1e-6)
+    attended = results["attended"]
+    assert [a["for_class"] for a in attended] == ["benign"] * 3 + ["malicious"] * 3
+    for document in attended:
+        weights, own = by_hand(document["document"])
+        assert document["document"] in test and len(document["tokens"]) == offsets[document["document"] + 1] - offsets[
+            document["document"]]
+        np.testing.assert_allclose(document["weights"], weights, atol=1e-4)
+        assert document["probability"] == pytest.approx(own[data.label_names.index(document["for_class"])], abs=1e-5)
+    # The highest for each class, among the test documents.
+    benign = sorted((by_hand(i)[1][0] for i in test), reverse=True)[:3]
+    np.testing.assert_allclose([a["probability"] for a in attended[:3]], benign, atol=1e-5)
+
+    # predict prints each text's most weighted tokens beside its label; the report highlights them.
+    texts = tmp_path / "texts.txt"
+    texts.write_text(data.documents[attended[0]["document"]].replace("\n", " ") + "\n")
+    capsys.readouterr()
+    assert mosaic_cli(["predict", str(tmp_path / "job" / "probe"), str(texts)]) == 0
+    label, _, printed = capsys.readouterr().out.strip().split("\t")
+    strongest = attended[0]["tokens"][int(np.argmax(attended[0]["weights"]))]
+    assert label == "benign" and printed.startswith(f"attended: {strongest!r} ")
+    from mosaic.report import write_report
+
+    report = write_report(tmp_path)["markdown"].read_text()
+    assert "# Where the attention probes looked" in report and report.count("<mark>") == 6 * 5
+
+
+def test_a_sweep_over_poolings_caches_pooled_and_token_rows_from_one_forward(tmp_path, monkeypatch):
+    import mosaic.activations.store as store
+    from mosaic.features.types import Sweep
+    from mosaic.pipeline import run
+    from tests.conftest import compose_config
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    sweep = Sweep(features=("hidden",), poolings=("last", "tokens"))
+    first = run(compose_config(*ATTENTION_JOB, "features=hidden", "probe=sklearn", "pooling=last"), tmp_path / "a",
+                sweep)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the token rows were cached by the first job's forward")
+
+    monkeypatch.setattr(store, "load_model", refuse)
+    second = run(compose_config(*ATTENTION_JOB, "features=hidden"), tmp_path / "b", sweep)
+    assert first["cache"]["hit"] is False and second["cache"]["hit"] is True
+    assert second["features"]["tokens"] == first["features"]["tokens"]
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["probe=sklearn", "pooling=tokens"], "pooling.method='tokens' is not allowed: keeps every token, which only "
+                                          "probe=attention reads"),
+    (["pooling=mean"], "probe.type='attention' is not allowed: learns its own pooling over every token"),
+    (["binarize=threshold"], "binarize.method='threshold' is not allowed: pooling=tokens reads activations"),
+    (["probe.k=16"], "probe.k=16 is not allowed: a probe over every token reads every feature"),
+    (["features=bow"], "pooling.method='tokens' is not allowed: features=bow supports pooling mean, max, sum"),
+])
+def test_an_attention_probe_without_token_rows_is_not_applicable_in_one_line(overrides, needle):
+    from mosaic.config import validate
+    from mosaic.infra.errors import NotApplicableError
+    from tests.conftest import compose_config
+
+    with pytest.raises(NotApplicableError) as raised:
+        validate(compose_config(*ATTENTION_JOB, *overrides))
+    assert str(raised.value).startswith(needle) and "\n" not in str(raised.value)

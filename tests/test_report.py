@@ -423,7 +423,8 @@ def test_seeds_that_reach_only_cross_validation_folds_are_not_replicates_of_the_
     assert "| 1 (3 seeds identical: the seed reaches no random draw) |" in row and "±" not in row
 
 
-ATTENTION_SUITE = {  # dataset -> (SAE attention, hidden attention, SAE logistic last, hidden logistic last, hidden XGBoost last)
+# dataset -> (SAE attention, hidden attention, SAE logistic last, hidden logistic last, hidden XGBoost last)
+ATTENTION_SUITE = {
     "a": (0.90, 0.93, 0.85, 0.90, 0.91), "b": (0.80, 0.70, 0.79, 0.74, 0.60), "c": (0.75, 0.86, 0.70, 0.80, 0.82),
     "d": (0.66, 0.70, 0.64, 0.69, 0.75), "e": (0.95, 0.96, 0.90, 0.91, 0.90)}
 
@@ -442,8 +443,9 @@ def test_the_suite_report_compares_attention_with_the_suites_probe_on_the_last_t
     sae_attention, hidden_attention = (
         f"features.type={f}, pooling.method=tokens, probe.lr_grid=[0.001, 0.01], probe.type=attention"
         for f in ("sae", "hidden"))
-    sae_last, hidden_last, xgboost = (f"features.type={f}, pooling.method=last, probe.lr_grid=None, probe.type={p}"
-                                      for f, p in (("sae", "sklearn"), ("hidden", "sklearn"), ("hidden", "boosted_trees")))
+    sae_last, hidden_last, xgboost = (
+        f"features.type={f}, pooling.method=last, probe.lr_grid=None, probe.type={p}"
+        for f, p in (("sae", "sklearn"), ("hidden", "sklearn"), ("hidden", "boosted_trees")))
 
     def row(ours, theirs, column):
         differences = [scores[ours] - scores[column] for scores in ATTENTION_SUITE.values()]

@@ -94,8 +94,8 @@ def _validate_ranges(cfg: Any) -> None:
                 "features.ngram_max", "features.min_df"):
         value = get_dotted(cfg, key)
         require(value >= 1, key, value, "must be an integer >= 1")
-    for key in ("binarize.threshold", "probe.patience", "probe.weight_decay", "sae.l1_coefficient", "sae.l0_coefficient",
-                "sweep.checkpoint_minutes"):
+    for key in ("binarize.threshold", "probe.patience", "probe.weight_decay", "sae.l1_coefficient",
+                "sae.l0_coefficient", "sweep.checkpoint_minutes"):
         value = get_dotted(cfg, key)
         require(value >= 0, key, value, "must be >= 0")
     load = cfg.probe.load

@@ -19,8 +19,8 @@ from mosaic.features.types import (
     unsplit,
 )
 from mosaic.infra.errors import MosaicError
-from mosaic.job.attended import document_tokens, reads_tokens, strongest_tokens, token_weights
 from mosaic.infra.timing import Stopwatch
+from mosaic.job.attended import document_tokens, reads_tokens, strongest_tokens, token_weights
 from mosaic.probes import load_probe
 
 

@@ -12,9 +12,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mosaic.activations.encoder import Encoder
-from mosaic.features.types._activations import cached_entry, described
 from mosaic.features.pooling import keeps_tokens
 from mosaic.features.tokens import TokenFeatures
+from mosaic.features.types._activations import cached_entry, described
 from mosaic.features.types.base import Features, FeatureType
 
 # The variant of a hidden-state slot that keeps every token.

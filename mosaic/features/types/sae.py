@@ -1,7 +1,8 @@
 """`features.type=sae`: the latent codes of the job's SAE (`sae.source`) at `layer`, pooled over real tokens.
 
 The cache entry holds every token's codes (CSR) and the SAE's quality on the documents; pooling is
-rebuilt from it for any method (`pooling=tokens` keeps the codes as they are). The SAE itself is the source's business (`activations.saes.sources`).
+rebuilt from it for any method (`pooling=tokens` keeps the codes as they are). The SAE itself is the
+source's business (`activations.saes.sources`).
 """
 
 from __future__ import annotations
