@@ -17,7 +17,11 @@
 8. a 3-layer sweep with trained SAEs over one layer, from empty caches (goal <= 1.5);
 9. the MiniLM suite (hidden + SAE cells, logistic regression: every fifth binary task, or with
    `--whole-suite` all 113) over a bare forward to the same layer over the same documents (goal <= 1.5);
-10. a 1,000-cell grid: seconds to its first job (goal < 30) and launcher overhead per cell (< 1 s).
+10. a 1,000-cell grid: seconds to its first job (goal < 30) and launcher overhead per cell (< 1 s);
+11. attention memory: peak RSS of training the attention probe on every token's codes of 5,000
+    documents x 256 tokens through a 65,536-wide SAE (64 latents a token): what training adds to the
+    memory held before it, over the CSR codes' own size (goal <= 0.25), and the whole peak over the
+    dense token matrix that must never exist.
 
 Results go to `bench/results.json` and a table on stdout; `--only` refreshes some figures and keeps the rest.
 """
@@ -37,7 +41,8 @@ import torch
 from mosaic.bench.common import REPO
 
 OUT = REPO / "bench" / "results.json"
-FIGURES = ("extraction", "sweep", "probes", "wide", "parity", "padding", "layer_sweep", "suite", "large_grid")
+FIGURES = ("extraction", "sweep", "probes", "wide", "parity", "padding", "layer_sweep", "suite", "large_grid",
+           "attention_memory")
 
 
 def _machine() -> dict:
@@ -49,7 +54,7 @@ def _machine() -> dict:
 def _figures(quick: bool, scratch: Path, whole_suite: bool = False) -> dict[str, Callable[[], object]]:
     """Figure name -> how to measure it (sizes cut down with `quick`, for a smoke test)."""
     from mosaic.bench.grids import bench_grid_start, bench_layer_sweep, bench_sweep
-    from mosaic.bench.memory import bench_wide
+    from mosaic.bench.memory import bench_attention_memory, bench_wide
     from mosaic.bench.parity import figure as parity_figure
     from mosaic.bench.probes import bench_probes
     from mosaic.bench.suite import bench_suite
@@ -75,6 +80,7 @@ def _figures(quick: bool, scratch: Path, whole_suite: bool = False) -> dict[str,
         "layer_sweep": lambda: bench_layer_sweep(scratch),
         "suite": lambda: bench_suite(scratch, binary[:2] if quick else binary if whole_suite else binary[::5]),
         "large_grid": lambda: bench_grid_start(scratch, cells=1000, watched=5 if quick else 30),
+        "attention_memory": lambda: bench_attention_memory(500 if quick else 5000, 256, 65536, 64),
     }
 
 

@@ -103,17 +103,19 @@ class TokenFeatures:
 
     def mean_pooled(self, chunk: int = 256) -> np.ndarray | sp.csr_matrix:
         """One row per document, the mean of its tokens (read a chunk of documents at a time)."""
-        from mosaic.features.pooling import mean_pool
-
         parts = []
         for first in range(0, len(self), chunk):
             positions = np.arange(first, min(len(self), first + chunk))
-            rows = self._rows(positions)
-            block = self.codes[rows]
+            block = self.codes[self._rows(positions)]
             if not sp.issparse(block):
-                block = from_bfloat16_bits(block).numpy() if block.dtype == np.uint16 else np.asarray(block)
+                block = from_bfloat16_bits(block).numpy() if block.dtype == np.uint16 else np.asarray(block, np.float32)
             lengths = self.lengths()[positions]
-            parts.append(mean_pool(block, np.concatenate([[0], np.cumsum(lengths)])))
+            owner = np.repeat(np.arange(len(positions)), lengths)
+            # (documents x tokens): 1 / length on each of a document's tokens; a document without tokens is zeros.
+            averaging = sp.csr_matrix((1.0 / np.repeat(lengths, lengths), (owner, np.arange(len(owner)))),
+                                      shape=(len(positions), len(owner)), dtype=np.float32)
+            part = averaging @ block
+            parts.append(sp.csr_matrix(part) if sp.issparse(block) else np.asarray(part, dtype=np.float32))
         if not parts:
             return sp.csr_matrix((0, self.n_features)) if sp.issparse(self.codes) else np.zeros((0, self.n_features))
         return sp.vstack(parts, format="csr") if sp.issparse(self.codes) else np.vstack(parts)
