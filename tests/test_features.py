@@ -168,5 +168,8 @@ def test_token_runs_select_stack_batch_and_average_documents_like_slicing_them(s
     np.testing.assert_allclose(pooled, _naive(values, offsets, "mean")[[3, 0, 2, 4]], rtol=1e-6)
     nonzero = sum(np.count_nonzero(values[offsets[d]:offsets[d + 1]]) for d in (3, 0, 2, 4))
     assert chosen.getnnz() == (nonzero if sparse else 10 * 7)
-    with pytest.raises(ValueError, match="same token rows"):
-        features.concatenate(TokenFeatures(values.copy(), offsets))
+    # Documents of other token rows are copied in after these.
+    other = features[np.array([4])].concatenate(TokenFeatures(values[:4] * 2, np.array([0, 3, 4])))
+    rows, _ = other.batch(np.arange(3))
+    rows = rows.toarray() if sparse else rows.numpy()
+    np.testing.assert_array_equal(rows, np.vstack([values[offsets[4]:offsets[5]], values[:4] * 2]))

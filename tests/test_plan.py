@@ -248,3 +248,16 @@ def test_the_plan_and_the_jobs_agree_on_every_cache_key_and_forward(tmp_path, mo
                 for cell, cfg in enumerate(grid.configs)]
         assert [cell.entry.key for cell in plan.cells] == keys
         assert len(plan.forwards) == len(forwards) > 0
+
+
+def test_pooled_and_token_rows_of_the_hidden_state_are_planned_from_one_forward(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    grid = expand_grid(["model=tiny_gpt2", "layer=1", "features=hidden", "dataset.limit=60", "probe=sklearn,attention",
+                        "pooling=last,tokens"])
+    with loading_no_model():
+        plan = plan_grid(grid)
+    assert [c.status for c in plan.cells] == ["to run", "skipped", "skipped", "to run"]
+    [forward] = plan.forwards
+    # One pass writes both entries: the pooled hidden state and every token's rows (bfloat16, 2 bytes a value).
+    assert len(forward.entries) == 2 and plan.cells[0].entry.key != plan.cells[3].entry.key
+    assert plan.cells[3].entry.bytes == forward.tokens * 32 * 2

@@ -220,3 +220,22 @@ def test_an_attention_probe_without_token_rows_is_not_applicable_in_one_line(ove
     with pytest.raises(NotApplicableError) as raised:
         validate(compose_config(*ATTENTION_JOB, *overrides))
     assert str(raised.value).startswith(needle) and "\n" not in str(raised.value)
+
+
+def test_the_same_seed_trains_the_same_probe_and_another_seed_another():
+    from omegaconf import OmegaConf
+
+    from mosaic.config import ProbeConfig
+    from mosaic.probes import fit_probe
+
+    train, y_train = planted_conjunction(60, 8)
+    val, y_val = planted_conjunction(20, 9)
+    cfg = OmegaConf.merge(OmegaConf.structured(ProbeConfig), {"type": "attention", "lr_grid": [0.01, 0.05],
+                                                              "max_epochs": 6, "batch_size": 16, "refit": True})
+    first, again, other = (fit_probe(train, y_train, val, y_val, 2, cfg, seed) for seed in (0, 0, 1))
+    np.testing.assert_array_equal(first.projection, again.projection)
+    assert first.summary == again.summary and first.summary["refit_on"] == "train+val"
+    assert not np.array_equal(first.projection, other.projection)
+    # The refit trained the chosen setting for the epochs that were best on validation, on train + validation.
+    assert first.summary["setting"]["lr"] in (0.01, 0.05)
+    assert len(first.summary["train_loss_by_epoch"]) == first.summary["setting"]["epochs"]

@@ -193,8 +193,11 @@ class Planner:
         encoder = [cfg.features.type] + ([] if source is None else [
             cfg.sae, sae_seed(cfg) if source.trains else None,
             cfg.seed if source.trains_on_training_split(cfg) else None])
-        slot = (cfg.layer, cfg.features.type, None if source is None else source.variant(cfg))
-        family = key_of(without(cfg, "layer", "features", *(("sae.width",) if source is None else source.sibling_keys)))
+        slot = (cfg.layer, cfg.features.type, feature_type(cfg).variant(cfg))
+        # Pooling and probe decide which hidden-state entry a cell reads (pooled or token rows), never what a forward
+        # computes; a loaded probe brings its own SAE.
+        family = key_of([without(cfg, "layer", "features", "pooling", "binarize", "probe",
+                                 *(("sae.width",) if source is None else source.sibling_keys)), cfg.probe.load])
         label = f"{model.name} × {cfg.dataset.name} (max_length {cfg.max_length})"
         need = EntryNeed(key_of(["stand-in", group, slot, encoder]), family, label, slot)
         if documents is None:

@@ -68,10 +68,12 @@ class TokenFeatures:
         return TokenFeatures(self.codes, self.offsets, self.ids[index])
 
     def concatenate(self, other: TokenFeatures) -> TokenFeatures:
-        """These documents, then `other`'s (runs of the same codes)."""
-        if other.codes is not self.codes:
-            raise ValueError("only documents of the same token rows can be stacked")
-        return TokenFeatures(self.codes, self.offsets, np.concatenate([self.ids, other.ids]))
+        """These documents, then `other`'s: a selection of the same token rows, or, from other rows, a copy of both."""
+        if other.codes is self.codes:
+            return TokenFeatures(self.codes, self.offsets, np.concatenate([self.ids, other.ids]))
+        parts = [features.codes[features._rows(np.arange(len(features)))] for features in (self, other)]
+        codes = sp.vstack(parts, format="csr") if sp.issparse(parts[0]) else np.concatenate(parts)
+        return TokenFeatures(codes, np.concatenate([[0], np.cumsum(np.concatenate([self.lengths(), other.lengths()]))]))
 
     def lengths(self) -> np.ndarray:
         return self.offsets[self.ids + 1] - self.offsets[self.ids]
