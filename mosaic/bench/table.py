@@ -95,12 +95,12 @@ def _large_grid(grid: dict) -> list[str]:
 
 def _attention_memory(memory: dict) -> list[str]:
     added, per_doc = memory["peak_rss_bytes"] - memory["before_probe_bytes"], memory["tokens"] // memory["documents"]
+    codes, peak, dense = (memory[key] / 2**30 for key in ("codes_bytes", "peak_rss_bytes", "dense_token_bytes"))
     return [f"| 11. peak RSS, attention probe on {memory['documents']} docs x {per_doc} tokens x "
-            f"{memory['d_sae']}-wide SAE codes ({memory['token_nonzeros'] / 1e6:.0f}M non-zeros, {memory['codes_bytes'] / 2**30:.2f} GiB as "
-            f"CSR) | {memory['peak_rss_bytes'] / 2**30:.2f} GiB in all ({memory['peak_over_dense']:.4f} x the dense "
-            f"{memory['dense_token_bytes'] / 2**30:.0f} GiB); training added {added / 2**30:.2f} GiB, "
-            f"{memory['added_over_codes']:.2f} x the codes | training adds <= 0.25 x the codes "
-            f"({_met(memory['added_over_codes'] <= 0.25)}) |"]
+            f"{memory['d_sae']}-wide SAE codes ({memory['token_nonzeros'] / 1e6:.0f}M non-zeros, {codes:.2f} GiB as "
+            f"CSR) | {peak:.2f} GiB in all ({memory['peak_over_dense']:.4f} x the dense {dense:.0f} GiB); training "
+            f"added {added / 2**30:.2f} GiB, {memory['added_over_codes']:.2f} x the codes | training adds <= 0.25 x "
+            f"the codes ({_met(memory['added_over_codes'] <= 0.25)}) |"]
 
 
 ROWS = {"extraction": _extraction, "sweep": _sweep, "probes": _probes, "wide": _wide, "parity": _parity,
