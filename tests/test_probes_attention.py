@@ -143,7 +143,7 @@ def test_an_attention_job_reads_every_token_and_records_where_it_looked(tmp_path
     # The test AUROC and every recorded token weight, recomputed by hand from the saved weights and cached rows.
     probe, metadata = load_probe(tmp_path / "job" / "probe")
     assert metadata["kind"] == "attention" and results["hyperparameters"]["setting"]["configured"] == {
-        "lr": [0.001, 0.01], "weight_decay": [0.0, 0.1]}
+        "lr": [0.001, 0.01], "weight_decay": [0.0, 1.0]}
     projection, bias = probe.projection.astype(np.float64), probe.bias.astype(np.float64)
 
     def by_hand(document):
