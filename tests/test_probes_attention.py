@@ -239,3 +239,15 @@ def test_the_same_seed_trains_the_same_probe_and_another_seed_another():
     # The refit trained the chosen setting for the epochs that were best on validation, on train + validation.
     assert first.summary["setting"]["lr"] in (0.01, 0.05)
     assert len(first.summary["train_loss_by_epoch"]) == first.summary["setting"]["epochs"]
+
+
+def test_the_hidden_states_slots_follow_the_sweeps_poolings_and_ignore_a_misspelt_one():
+    from mosaic.features.types import Sweep, forward_slots
+    from tests.conftest import compose_config
+
+    cfg = compose_config("model=tiny_gpt2", "layer=1", "features=hidden", "pooling=last")
+    assert forward_slots(cfg, Sweep()) == {1: [("hidden", None)]}
+    assert forward_slots(cfg, Sweep(poolings=("last", "tokens", "tokenz"))) == {1: [("hidden", None),
+                                                                                   ("hidden", "tokens")]}
+    tokens = compose_config("model=tiny_gpt2", "layer=1", "features=hidden", "pooling=tokens", "probe=attention")
+    assert forward_slots(tokens, Sweep(poolings=("tokenz",))) == {1: [("hidden", "tokens")]}

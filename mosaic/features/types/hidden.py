@@ -12,7 +12,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mosaic.activations.encoder import Encoder
-from mosaic.features.pooling import keeps_tokens
+from mosaic.features.pooling import POOLING_METHODS, keeps_tokens
 from mosaic.features.tokens import TokenFeatures
 from mosaic.features.types._activations import cached_entry, described
 from mosaic.features.types.base import Features, FeatureType
@@ -39,11 +39,10 @@ class HiddenState(FeatureType):
         return TOKENS if keeps_tokens(cfg.pooling.method) else None
 
     def slots(self, cfg: DictConfig, layer: int, sweep) -> list[tuple[str, str | None]]:
-        """The pooled entry, the token entry, or both, as the job and its sweep's poolings ask."""
-        methods = {cfg.pooling.method, *sweep.poolings}
-        return [("hidden", variant) for variant, wanted in
-                ((None, any(not keeps_tokens(m) for m in methods)), (TOKENS, any(keeps_tokens(m) for m in methods)))
-                if wanted]
+        """The pooled entry, the token entry, or both, as the job and its sweep's poolings ask (a sweep's pooling
+        that does not exist is its own cell's error, never this one's)."""
+        kept = {keeps_tokens(method) for method in {cfg.pooling.method, *sweep.poolings} if method in POOLING_METHODS}
+        return [("hidden", variant) for variant, tokens in ((None, False), (TOKENS, True)) if tokens in kept]
 
     def encoder(self, inputs, layer: int, variant: str | None) -> Encoder:
         from mosaic.activations.store import HIDDEN, HIDDEN_TOKENS
