@@ -64,11 +64,26 @@ def latest_runs(results: list[Results]) -> list[Results]:
 
 
 def varying_keys(configs: list[dict[str, Any]]) -> list[str]:
-    """The dotted config keys whose values differ between jobs (a key some jobs lack counts as differing)."""
+    """The dotted config keys whose values differ between jobs (a key some jobs lack counts as differing), less the
+    probe settings that only tell probe types apart (`_set_by_probe_type`)."""
     flats = [flatten(config) for config in configs]
     keys = sorted({key for flat in flats for key in flat})
     return [key for key in keys if not key.startswith(NOT_AN_EXPERIMENT)
-            and len({json.dumps(flat.get(key), sort_keys=True) for flat in flats}) > 1]
+            and len({json.dumps(flat.get(key), sort_keys=True) for flat in flats}) > 1
+            and not _set_by_probe_type(key, flats)]
+
+
+def _set_by_probe_type(key: str, flats: list[dict[str, Any]]) -> bool:
+    """Whether a probe setting has one value per probe type (each type's YAML sets its own: attention's batch size,
+    its learning rates), so that naming the probe type says it. `probe.k` is always shown: the suite compares at it."""
+    if not key.startswith("probe.") or key in ("probe.type", "probe.k"):
+        return False
+    by_type: dict[Any, str] = {}
+    for flat in flats:
+        value = json.dumps(flat.get(key), sort_keys=True)
+        if by_type.setdefault(flat.get("probe.type"), value) != value:
+            return False
+    return len(by_type) > 1
 
 
 def shown_keys(keys: list[str]) -> list[str]:
