@@ -443,8 +443,9 @@ def test_the_suite_report_compares_attention_with_the_suites_probe_on_the_last_t
     # The attention probe's learning rates vary across the sweep with the probe type alone: its name says them.
     sae_attention, hidden_attention = (f"features.type={f}, pooling.method=tokens, probe.type=attention"
                                        for f in ("sae", "hidden"))
-    sae_last, hidden_last, xgboost = (f"features.type={f}, pooling.method=last, probe.type={p}"
-                                      for f, p in (("sae", "sklearn"), ("hidden", "sklearn"), ("hidden", "boosted_trees")))
+    sae_last, hidden_last, xgboost = (
+        f"features.type={f}, pooling.method=last, probe.type={p}"
+        for f, p in (("sae", "sklearn"), ("hidden", "sklearn"), ("hidden", "boosted_trees")))
 
     def row(ours, theirs, column):
         differences = [scores[ours] - scores[column] for scores in ATTENTION_SUITE.values()]
