@@ -97,7 +97,7 @@ def _assert_one_line_error(result, needle):
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        (["pooling=median"], "pooling='median' is not allowed: choose one of last, max, mean, sum, topn"),
+        (["pooling=median"], "pooling='median' is not allowed: choose one of last, max, mean, sum, tokens, topn"),
         (["-m", "pooling=mean,median"], "pooling='median' is not allowed"),
         (["layer=7"], "layer=7 is not allowed: model minilm has layers 0..5"),
         (["pooling=topn", "pooling.top_n=0"], "pooling.top_n=0 is not allowed"),
