@@ -75,20 +75,25 @@ class TokenFeatures:
         codes = sp.vstack(parts, format="csr") if sp.issparse(parts[0]) else np.concatenate(parts)
         return TokenFeatures(codes, np.concatenate([[0], np.cumsum(np.concatenate([self.lengths(), other.lengths()]))]))
 
-    def lengths(self) -> np.ndarray:
-        return self.offsets[self.ids + 1] - self.offsets[self.ids]
+    def lengths(self, positions: np.ndarray | None = None) -> np.ndarray:
+        """Tokens per document (of the documents at `positions`, or of all)."""
+        ids = self.ids if positions is None else self.ids[positions]
+        return self.offsets[ids + 1] - self.offsets[ids]
 
     def _rows(self, positions: np.ndarray) -> np.ndarray:
+        """The token rows of the documents at `positions`, run after run."""
         ids = self.ids[positions]
-        starts, stops = self.offsets[ids], self.offsets[ids + 1]
-        return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) if len(ids) else np.zeros(0, int)
+        lengths = self.offsets[ids + 1] - self.offsets[ids]
+        # Row k of the result is its run's start plus k minus where that run begins in the result.
+        run_begins = np.cumsum(lengths) - lengths
+        return np.repeat(self.offsets[ids] - run_begins, lengths) + np.arange(lengths.sum(), dtype=np.int64)
 
     def batch(self, positions: np.ndarray) -> tuple[sp.csr_matrix | torch.Tensor, torch.Tensor]:
         """The token rows of the documents at `positions` (a CSR matrix or a float32 tensor), and each row's
         index into `positions`."""
         positions = np.asarray(positions, dtype=np.int64)
         rows = self._rows(positions)
-        owner = torch.from_numpy(np.repeat(np.arange(len(positions)), self.lengths()[positions]))
+        owner = torch.from_numpy(np.repeat(np.arange(len(positions)), self.lengths(positions)))
         if sp.issparse(self.codes):
             return self.codes[rows], owner
         block = self.codes[rows]
@@ -100,8 +105,9 @@ class TokenFeatures:
         """Non-zero values over these documents' tokens (every value, for dense rows)."""
         if not sp.issparse(self.codes):
             return int(self.lengths().sum()) * self.n_features
-        per_row = np.diff(self.codes.indptr)
-        return int(sum(per_row[self.offsets[i]:self.offsets[i + 1]].sum() for i in self.ids))
+        # indptr counts the non-zeros before each row, so a run's count is the difference at its ends.
+        indptr = self.codes.indptr
+        return int((indptr[self.offsets[self.ids + 1]] - indptr[self.offsets[self.ids]]).sum())
 
     def mean_pooled(self, chunk: int = 256) -> np.ndarray | sp.csr_matrix:
         """One row per document, the mean of its tokens (read a chunk of documents at a time)."""
@@ -111,7 +117,7 @@ class TokenFeatures:
             block = self.codes[self._rows(positions)]
             if not sp.issparse(block):
                 block = from_bfloat16_bits(block).numpy() if block.dtype == np.uint16 else np.asarray(block, np.float32)
-            lengths = self.lengths()[positions]
+            lengths = self.lengths(positions)
             owner = np.repeat(np.arange(len(positions)), lengths)
             # (documents x tokens): 1 / length on each of a document's tokens; a document without tokens is zeros.
             averaging = sp.csr_matrix((1.0 / np.repeat(lengths, lengths), (owner, np.arange(len(owner)))),
