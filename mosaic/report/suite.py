@@ -45,6 +45,9 @@ TIE = 0.005
 CURVE_KEYS = ("probe.k", "regime.n_train", "regime.positive_fraction", "regime.label_noise")
 # The suite's baselines on the hidden state, each declared as a comparison for an SAE method that reads every latent.
 BASELINE_PROBES = ("pca", "knn", "mlp", "boosted_trees", "diff_of_means")
+# The suite's own probe: logistic regression (MOSAIC's Lightning one or sklearn's), read on the last token.
+LOGISTIC_PROBES = ("linear", "sklearn")
+SUITE_PROBE, SUITE_POOLING = "sklearn", "last"
 
 
 def _is_method_key(key: str) -> bool:
@@ -140,12 +143,12 @@ def _declared(cell: Cell) -> list[tuple[str, str, str]]:
     own = []
     if cell.first("reads_sae"):
         own.append(("hidden", probe, pooling))
-        if cell.first("k") is None and probe in ("linear", "sklearn"):
+        if cell.first("k") is None and probe in LOGISTIC_PROBES:
             own += [("hidden", baseline, pooling) for baseline in BASELINE_PROBES]
     if probe in TOKEN_READERS:
-        own.append((features, "sklearn", "last"))
+        own.append((features, SUITE_PROBE, SUITE_POOLING))
         if not cell.first("reads_sae"):
-            own += [("hidden", baseline, "last") for baseline in BASELINE_PROBES]
+            own += [("hidden", baseline, SUITE_POOLING) for baseline in BASELINE_PROBES]
     return own
 
 
