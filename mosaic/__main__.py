@@ -5,6 +5,9 @@
   python -m mosaic cache verify [--kind K]
   python -m mosaic bench [--quick] [--only FIGURE,...] [--whole-suite]
   python -m mosaic report SWEEP_DIR [--out DIR]
+  python -m mosaic explore SWEEP_OR_JOB_DIR [latent=N,...] [--out FILE]
+                                                        (one HTML page: the sweep's table, each probe's top
+                                                        latents with the contexts where they fire)
   python -m mosaic predict JOB_DIR/probe TEXTS.txt      (one text per line; prints label and probability)
   python -m mosaic tasks                                (the sparse-probing suite's tasks: dataset=sae_probes)
   python -m mosaic plan [--sweep-dir DIR] [--device cpu|cuda] [--tokens-per-second N] OVERRIDES...
@@ -73,6 +76,28 @@ def _summary(entry: Entry) -> str:
 
 def _selected(args) -> list[Entry]:
     return [e for e in list_entries(args.kind) if _matches(e, args.where)]
+
+
+def _asked_latents(words: list[str]) -> tuple[int, ...]:
+    """`latent=1234,56` arguments as latent numbers; a MosaicError naming what is wrong otherwise."""
+    found = []
+    for word in words:
+        name, _, values = word.partition("=")
+        if name != "latent" or not values or not all(v.strip().isdigit() for v in values.split(",")):
+            raise MosaicError(f"{word!r} is not a latent request: write latent=N or latent=N,M (non-negative integers)")
+        found += [int(v) for v in values.split(",")]
+    return tuple(sorted(set(found)))
+
+
+def explore_command(args) -> int:
+    from mosaic.report.explore import write_page
+
+    try:
+        print(write_page(args.directory, args.out, _asked_latents(args.latents)))
+    except (FileNotFoundError, MosaicError) as error:
+        print(f"mosaic: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cache_command(args) -> int:
@@ -230,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("report", help="tables and plots from every results.json under a sweep dir")
     report.add_argument("sweep_dir", type=Path)
     report.add_argument("--out", type=Path, help="where to write (default: the sweep dir)")
+    explore = commands.add_parser("explore", help="one self-contained HTML page: the sweep's jobs, each probe's "
+                                  "top latents and where they fire")
+    explore.add_argument("directory", type=Path, help="a sweep directory or one job's directory")
+    explore.add_argument("latents", nargs="*", help="latent=N[,M...]: cards for these latents in every SAE job too")
+    explore.add_argument("--out", type=Path, help="the page to write (default: DIRECTORY/explore.html)")
     predict = commands.add_parser("predict", help="label each line of a text file with a saved probe")
     predict.add_argument("probe", type=Path, help="a job's probe directory (JOB_DIR/probe)")
     predict.add_argument("texts", type=Path, help="a UTF-8 file, one text per line")
@@ -248,7 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("overrides", nargs="*", help="the grid's overrides, as for `python run.py -m`")
     commands.add_parser("doctor", help="what a run on this machine will meet: GPU, hub, W&B, SLURM, caches")
     commands.add_parser("schema", help="print results.json's JSON Schema (docs/results.schema.json)")
-    args = parser.parse_args(argv)
+    # explore's latent=N words may follow its options too (`explore DIR --out F latent=5`).
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "explore":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "explore":
+        args.latents += unknown
     if args.command == "schema":
         from mosaic.record import json_schema
 
@@ -282,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in written.values():
             print(path)
         return 0
+    if args.command == "explore":
+        return explore_command(args)
     from mosaic.bench import run_benchmark
 
     run_benchmark(quick=args.quick, only=tuple(name for name in args.only.split(",") if name),

@@ -130,11 +130,28 @@ def read_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[s
 
 def real_tokens(tokenizer, texts: Sequence[str], max_length: int, chat_template: bool = False) -> list[list[str]]:
     """Each text's real tokens as the model reads them (truncated, no padding or special tokens), one string each:
-    the token rows a cache entry holds for the text, in order, for showing where a probe looked."""
+    the token rows a cache entry holds for the text, in order, for showing where a probe looked or a latent fired.
+
+    A token's string is its span of the text with the spaces before it (a fast tokenizer's offsets), so the
+    tokens read as the text does (WordPiece's `##ing` shows as `ing`, a lower-casing tokenizer keeps the case);
+    a token without a span of its own (a byte of a character split over several tokens) is decoded alone.
+    """
     texts = chat_texts(tokenizer, texts) if chat_template else list(texts)
-    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True)
-    return [[tokenizer.decode([token]) for token, special in zip(ids, specials) if not special]
-            for ids, specials in zip(encoded["input_ids"], encoded["special_tokens_mask"])]
+    spans = bool(getattr(tokenizer, "is_fast", False))
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True,
+                        return_offsets_mapping=spans)
+    found = []
+    for index, (ids, specials) in enumerate(zip(encoded["input_ids"], encoded["special_tokens_mask"])):
+        offsets = encoded["offset_mapping"][index] if spans else [None] * len(ids)
+        tokens, end = [], None
+        for token, special, span in zip(ids, specials, offsets):
+            if special:
+                continue
+            piece = "" if span is None else texts[index][span[0] if end is None else end:span[1]]
+            tokens.append(piece or tokenizer.decode([token]))
+            end = span[1] if span is not None else end
+        found.append(tokens)
+    return found
 
 
 def estimated_tokens(documents: Sequence, max_length: int) -> int | None:

@@ -1,0 +1,159 @@
+"""`python -m mosaic explore SWEEP_OR_JOB_DIR`: one self-contained HTML page of what a sweep's probes read.
+
+For every job under the directory the page has a row of the sweep's table (sortable, filterable) and,
+when the row is opened, the job's metrics and one card per top feature. For an SAE job a card shows
+what the latent responds to (`report.latents`): its strongest contexts among the job's own documents
+with each token's activation, its firing density, the histogram of its peak activation per class,
+and its Neuronpedia page where the SAE has one. The contexts are read from the job's activation-cache
+entry (`results.json` names it) and its documents as the job prepared them (`job.prepare`), so
+nothing runs a model; a job whose entry is not in this machine's cache says so on its cards. Latents
+asked for by number (`latent=1234`) get a card in every SAE job. A hidden-state dimension gets no
+contexts: the cache keeps the hidden state pooled per document (token rows only for `pooling=tokens`),
+and a dense residual dimension has no firing pattern to show.
+
+Jobs that read the same entry with the same splits share one reading of it, and a latent's contexts
+are stored once however many jobs name it. The page embeds its data as JSON and draws a job's cards
+only when its row is opened; it needs no server, network or CDN.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mosaic.infra.errors import MosaicError, first_line
+from mosaic.record import FAILURE_FILE, Results, read_results
+from mosaic.report.cells import latest_runs
+from mosaic.report.latents import latent_profiles, split_names
+
+PAGE_FILE = "explore.html"
+# The sweep table's columns: (heading, how a job's value is read).
+TABLE_COLUMNS = ("job", "dataset", "model", "layer", "features", "width", "pooling", "binarize", "probe", "k", "seed",
+                 "macro_f1", "auroc")
+HIDDEN_NOTE = ("A hidden-state dimension has no contexts here: the cache keeps the hidden state pooled per "
+               "document, and a dense residual dimension has no firing pattern to show.")
+
+
+def _jobs(directory: Path) -> list[tuple[Path, Results]]:
+    """Every readable, finished job under `directory` (or the job itself), newest run per config."""
+    paths = [directory / "results.json"] if (directory / "results.json").is_file() else sorted(
+        directory.rglob("results.json"))
+    found: dict[int, Path] = {}
+    results = []
+    for path in paths:
+        if (path.parent / FAILURE_FILE).exists():
+            continue
+        try:
+            result = read_results(path)
+        except (OSError, ValueError) as error:
+            print(f"mosaic: explore: {path} left out: not a readable results.json ({first_line(error)})",
+                  file=sys.stderr)
+            continue
+        found[id(result)] = path.parent
+        results.append(result)
+    return [(found[id(result)], result) for result in latest_runs(results)]
+
+
+def _row(job_dir: Path, root: Path, result: Results) -> dict[str, Any]:
+    cfg, features = result.config, result.features
+    sae = features.sae
+    return {"job": str(job_dir.relative_to(root)) if job_dir != root else job_dir.name,
+            "dataset": cfg["dataset"]["name"],
+            "model": cfg["model"]["name"], "layer": features.layer, "features": features.type,
+            "width": None if sae is None else str(sae.width or features.width), "pooling": cfg["pooling"]["method"],
+            "binarize": cfg["binarize"]["method"], "probe": cfg["probe"]["type"], "k": cfg["probe"].get("k"),
+            "seed": cfg["seed"], "macro_f1": round(result.metrics.macro_f1, 4),
+            "auroc": None if result.metrics.auroc is None else round(result.metrics.auroc, 4)}
+
+
+def _reading_key(result: Results) -> str:
+    """Jobs with equal keys read the same cache entry over the same documents and splits."""
+    cfg = result.config
+    return json.dumps([result.cache.key, cfg["dataset"], cfg["regime"], cfg["seed"], cfg.get("behaviour"),
+                       cfg["probe"].get("load")], sort_keys=True, default=str)
+
+
+def _read_profiles(result: Results, latents: list[int]) -> dict[int, dict]:
+    """The profiles of `latents` over the job's documents, from its cache entry (see the module doc)."""
+    from omegaconf import OmegaConf
+
+    from mosaic.activations.store import CACHE_KIND, read_codes
+    from mosaic.infra.cache import cache_root
+    from mosaic.job.attended import document_tokens
+    from mosaic.job.prepare import prepare_job
+
+    entry = cache_root() / CACHE_KIND / str(result.cache.key)
+    if not (entry / "codes.npz").is_file():
+        raise MosaicError(f"its SAE codes are not in this machine's cache ({entry}); run explore where the sweep ran")
+    cfg = OmegaConf.create(result.config)
+    job = prepare_job(cfg)
+    codes, offsets = read_codes(entry)
+    data = job.data
+    if len(offsets) - 1 != len(data.documents):
+        raise MosaicError(f"its cache entry holds {len(offsets) - 1} documents but the job prepares "
+                          f"{len(data.documents)}")
+    if codes.shape[1] <= max(latents, default=-1):
+        raise MosaicError(f"latent {max(latents)} is past the SAE's {codes.shape[1]} latents")
+    profiles = latent_profiles(codes, offsets, latents, data.labels, data.label_names,
+                               split_names(len(data.documents), job.splits),
+                               lambda documents: document_tokens(cfg, [data.documents[d] for d in documents]))
+    return {profile.latent: profile.as_dict() for profile in profiles}
+
+
+def page_data(directory: Path, latents: tuple[int, ...] = ()) -> dict[str, Any]:
+    """What the page shows: the table's rows, each job's metrics and cards, and the latents' profiles."""
+    from tqdm import tqdm
+
+    jobs = _jobs(directory)
+    if not jobs:
+        raise FileNotFoundError(f"no results.json under {directory}")
+    readings: dict[str, list[int]] = {}
+    for index, (_, result) in enumerate(jobs):
+        if result.features.sae is not None and result.config["dataset"].get("modality", "text") == "text":
+            readings.setdefault(_reading_key(result), []).append(index)
+    profiles: dict[str, dict] = {}
+    reading_of: dict[int, int] = {}  # job -> the reading whose profiles its cards show
+    unavailable: dict[int, str] = {}
+    for number, members in enumerate(tqdm(readings.values(), desc="explore: latent contexts",
+                                          disable=len(readings) < 2)):
+        wanted = sorted({f.index for i in members for f in jobs[i][1].top_features} | set(latents))
+        try:
+            for latent, profile in _read_profiles(jobs[members[0]][1], wanted).items():
+                profiles[f"{number}:{latent}"] = profile
+            reading_of.update({i: number for i in members})
+        except (MosaicError, OSError, ValueError, RuntimeError) as error:
+            unavailable.update({i: f"No contexts: {first_line(error)}." for i in members})
+    rows, details = [], []
+    for index, (job_dir, result) in enumerate(jobs):
+        rows.append(_row(job_dir, directory, result))
+        reading = reading_of.get(index)
+        note = unavailable.get(index) or (None if reading is not None else HIDDEN_NOTE
+                                          if result.features.type == "hidden" else
+                                          "No contexts: these features are not an SAE's latents.")
+        cards = [{"latent": f.index, "class": f.class_, "evidence": round(f.evidence, 4), "url": f.url,
+                  "mean_by_class": f.mean_by_class} for f in result.top_features]
+        if reading is not None:
+            cards += [{"latent": latent, "class": None, "evidence": None, "url": None, "mean_by_class": None,
+                       "asked": True} for latent in latents]
+        for card in cards:
+            card["profile"] = None if reading is None else f"{reading}:{card['latent']}"
+        details.append({"metrics": {"test macro F1": result.metrics.macro_f1, "test AUROC": result.metrics.auroc,
+                                    "test accuracy": result.metrics.accuracy,
+                                    "validation macro F1": None if result.metrics.val is None
+                                    else result.metrics.val.macro_f1},
+                        "chosen": {name: value.chosen for name, value in result.hyperparameters.items()},
+                        "note": note, "cards": cards})
+    return {"columns": list(TABLE_COLUMNS), "rows": rows, "jobs": details, "profiles": profiles,
+            "directory": str(directory)}
+
+
+def write_page(directory: Path, out: Path | None = None, latents: tuple[int, ...] = ()) -> Path:
+    """Write the page for every job under `directory` to `out` (default: `directory/explore.html`), atomically."""
+    from mosaic.record.files import write_text_atomic
+    from mosaic.report.page import render_page
+
+    out = out or directory / PAGE_FILE
+    write_text_atomic(out, render_page(page_data(directory, latents)))
+    return out
