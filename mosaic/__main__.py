@@ -93,7 +93,7 @@ def explore_command(args) -> int:
     from mosaic.report.explore import write_page
 
     try:
-        print(write_page(args.directory, args.out, _asked_latents(args.latents)))
+        print(write_page(args.directory, args.out, _asked_latents(args.latents))[0])
     except (FileNotFoundError, MosaicError) as error:
         print(f"mosaic: error: {error}", file=sys.stderr)
         return 2

@@ -153,7 +153,7 @@ def test_the_page_in_a_real_browser_sorts_filters_and_highlights_each_latents_ar
     _sae_job(tmp_path, "1", "pooling=max")
     run(compose_config("model=tiny_gpt2", "layer=1", "features=hidden", "logger=none", "probe=sklearn",
                        "dataset.limit=40"), tmp_path / "sweep" / "2")
-    page_file = write_page(tmp_path / "sweep", latents=(3,))
+    page_file, _ = write_page(tmp_path / "sweep", latents=(3,))
     entry = tmp_path / "cache" / "activations" / sae_results["cache"]["key"]
     codes, offsets = sp.load_npz(entry / "codes.npz").tocsc(), np.load(entry / "offsets.npy")
 

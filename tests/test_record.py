@@ -83,6 +83,7 @@ def test_a_sweeps_offline_runs_group_themselves_named_and_tagged_with_results_js
     assert len(runs) == 6
     group = str(sweep.resolve())
     assert report["run"]["run_group"] == group and report["run"]["tags"] == ["report"]
+    assert report["summary"]["explore._type"] == "html-file"  # the sweep's explore page, as an HTML panel
     for job, logged in runs.items():
         results = json.loads((sweep / job / "results.json").read_text())
         config = results["config"]

@@ -143,7 +143,8 @@ class Tracker:
         })
 
     def log_report(self, written: dict[str, Path], tables: dict[str, list[dict[str, Any]]]) -> None:
-        """A sweep report's plots as images and its tables (per job, suite, SAE quality), in this (report) run."""
+        """A sweep report's plots as images, its tables (per job, suite, SAE quality, latent contexts) and its
+        explore page as an HTML panel, in this (report) run."""
         if self.run is None:
             return
         import wandb
@@ -152,6 +153,8 @@ class Tracker:
             **{name: wandb.Table(columns=list(table[0]), data=[list(row.values()) for row in table])
                for name, table in tables.items()},
             **{name: wandb.Image(str(path)) for name, path in written.items() if path.suffix == ".png"},
+            **{name: wandb.Html(path.read_text(encoding="utf-8")) for name, path in written.items()
+               if path.suffix == ".html"},
         })
 
     def finish(self) -> None:

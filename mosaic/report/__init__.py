@@ -7,8 +7,9 @@ test and cross-validation macro F1; the best row, chosen on CV or validation sco
 `report.csv` (one row per job) and PNG plots (`mosaic.report.plots`). Jobs that scored transfer
 targets also give train x test matrices (`mosaic.report.transfer`); a sweep over several datasets
 also gives the suite report (`mosaic.report.suite`); jobs that used an SAE give its quality table
-(`mosaic.report.quality`, `sae_quality.csv`). How cells are formed and the best is chosen is
-`mosaic.report.cells`.
+(`mosaic.report.quality`, `sae_quality.csv`). Beside them, `explore.html` (`mosaic.report.explore`): the
+sweep's jobs with each SAE probe's top latents and the contexts where they fire. How cells are formed
+and the best is chosen is `mosaic.report.cells`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mosaic.report.cells import (
     shown_keys,
     varying_keys,
 )
+from mosaic.report.explore import PAGE_FILE, context_rows, write_page
 from mosaic.report.plots import dataset_plots
 from mosaic.report.quality import quality_rows, write_quality
 from mosaic.report.suite import write_suite
@@ -181,7 +183,8 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
         written["transfer"].write_text(json.dumps(matrices, indent=2))
         plots += transfer_heatmaps(matrices, out_dir)
     written.update({p.stem: p for p in plots})
-    tables = {"report": table_rows, "sae_quality": quality_rows(results)}
+    written["explore"], page = write_page(sweep_dir, out_dir / PAGE_FILE, job_dirs=job_dirs)
+    tables = {"report": table_rows, "sae_quality": quality_rows(results), "latent_contexts": context_rows(page)}
     if len({cell.dataset for cell in cells}) >= 2:
         suite, tables["suite"] = write_suite(cells, out_dir)
         written.update(suite)

@@ -36,14 +36,19 @@ HIDDEN_NOTE = ("A hidden-state dimension has no contexts here: the cache keeps t
                "document, and a dense residual dimension has no firing pattern to show.")
 
 
-def _jobs(directory: Path) -> list[tuple[Path, Results]]:
-    """Every readable, finished job under `directory` (or the job itself), newest run per config."""
-    paths = [directory / "results.json"] if (directory / "results.json").is_file() else sorted(
-        directory.rglob("results.json"))
+def _jobs(directory: Path, job_dirs: list[Path] | None = None) -> list[tuple[Path, Results]]:
+    """Every readable, finished job under `directory` (or the job itself, or `job_dirs` only), newest run per
+    config."""
+    if job_dirs is not None:
+        paths = [job_dir / "results.json" for job_dir in job_dirs]
+    elif (directory / "results.json").is_file():
+        paths = [directory / "results.json"]
+    else:
+        paths = sorted(directory.rglob("results.json"))
     found: dict[int, Path] = {}
     results = []
     for path in paths:
-        if (path.parent / FAILURE_FILE).exists():
+        if (path.parent / FAILURE_FILE).exists() or not path.is_file():
             continue
         try:
             result = read_results(path)
@@ -71,8 +76,8 @@ def _row(job_dir: Path, root: Path, result: Results) -> dict[str, Any]:
 def _reading_key(result: Results) -> str:
     """Jobs with equal keys read the same cache entry over the same documents and splits."""
     cfg = result.config
-    return json.dumps([result.cache.key, cfg["dataset"], cfg["regime"], cfg["seed"], cfg.get("behaviour"),
-                       cfg["probe"].get("load")], sort_keys=True, default=str)
+    return json.dumps([result.cache.key, *(cfg.get(key) for key in ("dataset", "regime", "seed", "behaviour")),
+                       cfg.get("probe", {}).get("load")], sort_keys=True, default=str)
 
 
 def _read_profiles(result: Results, latents: list[int]) -> dict[int, dict]:
@@ -102,11 +107,11 @@ def _read_profiles(result: Results, latents: list[int]) -> dict[int, dict]:
     return {profile.latent: profile.as_dict() for profile in profiles}
 
 
-def page_data(directory: Path, latents: tuple[int, ...] = ()) -> dict[str, Any]:
+def page_data(directory: Path, latents: tuple[int, ...] = (), job_dirs: list[Path] | None = None) -> dict[str, Any]:
     """What the page shows: the table's rows, each job's metrics and cards, and the latents' profiles."""
     from tqdm import tqdm
 
-    jobs = _jobs(directory)
+    jobs = _jobs(directory, job_dirs)
     if not jobs:
         raise FileNotFoundError(f"no results.json under {directory}")
     readings: dict[str, list[int]] = {}
@@ -149,11 +154,30 @@ def page_data(directory: Path, latents: tuple[int, ...] = ()) -> dict[str, Any]:
             "directory": str(directory)}
 
 
-def write_page(directory: Path, out: Path | None = None, latents: tuple[int, ...] = ()) -> Path:
-    """Write the page for every job under `directory` to `out` (default: `directory/explore.html`), atomically."""
+def context_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every context on the page as a flat row (job, latent, document, split, label, text, peak token and value),
+    for a table in W&B."""
+    rows = []
+    for row, job in zip(data["rows"], data["jobs"]):
+        for card in job["cards"]:
+            profile = data["profiles"].get(card["profile"]) if card["profile"] else None
+            for context in (profile or {}).get("contexts", []):
+                peak = context["peak"] - context["start"]
+                rows.append({"job": row["job"], "latent": card["latent"], "for_class": card["class"],
+                             "document": context["document"], "split": context["split"], "label": context["label"],
+                             "context": "".join(context["tokens"]), "peak_token": context["tokens"][peak],
+                             "peak_value": context["values"][peak]})
+    return rows
+
+
+def write_page(directory: Path, out: Path | None = None, latents: tuple[int, ...] = (),
+               job_dirs: list[Path] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Write the page for every job under `directory` (or `job_dirs`) to `out` (default: `directory/explore.html`),
+    atomically; returns its path and data."""
     from mosaic.record.files import write_text_atomic
     from mosaic.report.page import render_page
 
     out = out or directory / PAGE_FILE
-    write_text_atomic(out, render_page(page_data(directory, latents)))
-    return out
+    data = page_data(directory, latents, job_dirs)
+    write_text_atomic(out, render_page(data))
+    return out, data
