@@ -1,4 +1,4 @@
-# MOSAIC: make install | run | sweep | report | test | test-fast | bench | lint | clean
+# MOSAIC: make install | run | sweep | report | explore | browser | test | test-fast | bench | lint | clean
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ TORCH_PIP_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install run sweep report test test-fast bench lint clean
+.PHONY: install run sweep report explore browser test test-fast bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ sweep:
 # The newest run or sweep directory, or SWEEP=multirun/DATE/TIME.
 report:
 	$(PY) -m mosaic report $${SWEEP:-$$(ls -d multirun/*/*/ | sort | tail -1)}
+
+# The explore page of the newest run or sweep directory, or SWEEP=multirun/DATE/TIME.
+explore:
+	$(PY) -m mosaic explore $${SWEEP:-$$(ls -d multirun/*/*/ | sort | tail -1)}
+
+# The Chromium the explore page's browser test drives (Debian's package, as root; the test is skipped without it).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 
 test:
 	WANDB_MODE=offline $(PY) -m pytest

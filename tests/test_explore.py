@@ -145,6 +145,7 @@ def _chromium() -> str | None:
 def test_the_page_in_a_real_browser_sorts_filters_and_highlights_each_latents_argmax(tmp_path, monkeypatch):
     from playwright.sync_api import sync_playwright
 
+    from mosaic.data import load_labelled_documents
     from mosaic.pipeline import run
     from mosaic.report.explore import write_page
 
@@ -153,7 +154,16 @@ def test_the_page_in_a_real_browser_sorts_filters_and_highlights_each_latents_ar
     _sae_job(tmp_path, "1", "pooling=max")
     run(compose_config("model=tiny_gpt2", "layer=1", "features=hidden", "logger=none", "probe=sklearn",
                        "dataset.limit=40"), tmp_path / "sweep" / "2")
+    hidden = json.loads((tmp_path / "sweep" / "2" / "results.json").read_text())
     page_file, _ = write_page(tmp_path / "sweep", latents=(3,))
+    labels = np.array(load_labelled_documents(compose_config("dataset.limit=40").dataset).labels)
+    truth = labels[sae_results["test_predictions"]["documents"]]
+    sae_right = np.array(sae_results["test_predictions"]["predicted"]) == truth
+    hidden_right = np.array(hidden["test_predictions"]["predicted"]) == truth
+    versus_by_hand = {"both right": int(np.sum(sae_right & hidden_right)),
+                      "only SAE right": int(np.sum(sae_right & ~hidden_right)),
+                      "only hidden right": int(np.sum(~sae_right & hidden_right)),
+                      "both wrong": int(np.sum(~sae_right & ~hidden_right))}
     entry = tmp_path / "cache" / "activations" / sae_results["cache"]["key"]
     codes, offsets = sp.load_npz(entry / "codes.npz").tocsc(), np.load(entry / "offsets.npy")
 
@@ -182,6 +192,10 @@ def test_the_page_in_a_real_browser_sorts_filters_and_highlights_each_latents_ar
         assert column("features") == ["hidden"]
         page.locator("tr.job").first.click()
         assert "no contexts" in page.locator("#job .note").inner_text().lower()
+        # The hidden state against the SAE job at its setting (mean pooling), document by document.
+        outcome = {row.locator("td").first.inner_text(): int(row.locator("td").last.inner_text())
+                   for row in page.locator("#job .versus-counts tr").all()}
+        assert outcome == versus_by_hand
         page.fill("#filter", "sae mean")
         assert column("job") == ["0"]
         page.locator("tr.job").first.click()

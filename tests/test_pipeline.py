@@ -28,7 +28,7 @@ def test_default_pipeline_writes_valid_results_and_reuses_its_sae(tmp_path):
     saved = json.loads((tmp_path / "job0" / "results.json").read_text())
     assert saved == json.loads(json.dumps(first))
 
-    assert saved["schema"] == 5 and len(saved["config_hash"]) == 64
+    assert saved["schema"] == 6 and len(saved["config_hash"]) == 64
     assert saved["config"]["model"]["name"] == "minilm" and saved["config"]["dataset"]["name"] == "bastion"
     splits = saved["splits"]
     # 181 prompts, one of which repeats another's text: 180 distinct documents, none shared across splits.
@@ -53,6 +53,9 @@ def test_default_pipeline_writes_valid_results_and_reuses_its_sae(tmp_path):
     pooled = pool(codes, offsets, "mean")
     probe, _ = load_probe(tmp_path / "job0" / "probe")
     assert metrics["auroc"] == pytest.approx(roc_auc_score(data.labels[test], probe.predict_proba(pooled[test])[:, 1]))
+    # Each test document's prediction, by the saved probe on the cached features, in test order.
+    assert saved["test_predictions"] == {"documents": test.tolist(),
+                                         "predicted": probe.predict_proba(pooled[test]).argmax(axis=1).tolist()}
     fitted = probe.weight * probe.scale  # the weights in the space the probe was fitted in
     evidence = fitted - fitted.mean(axis=0)
     features = saved["features"]

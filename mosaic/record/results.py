@@ -27,7 +27,8 @@ from mosaic.record.files import write_json_atomic
 #    features.sae.{name, width, neuronpedia}; timings_s.prepare (was behaviour).
 # 5: run.slurm.restarts (how many times SLURM requeued the job before this attempt finished); attended (the
 #    attention probe's most weighted tokens, optional).
-SCHEMA_VERSION = 5
+# 6: test_predictions (each test document's index and predicted label, optional).
+SCHEMA_VERSION = 6
 
 
 class _Record(BaseModel):
@@ -245,6 +246,14 @@ class AttendedDocument(_Record):
     weights: list[float]
 
 
+class TestPredictions(_Record):
+    """The probe's answer on each test document (`documents`: indices into the job's documents, in test order;
+    `predicted`: the index of the label it predicts), so that two jobs can be compared document by document."""
+
+    documents: list[int]
+    predicted: list[int]
+
+
 class Results(_Record):
     """One job's `results.json`."""
 
@@ -260,6 +269,7 @@ class Results(_Record):
     probe: dict[str, Any]
     top_features: list[TopFeature]
     attended: list[AttendedDocument] | None = None
+    test_predictions: TestPredictions | None = None
     transfer: Transfer | None
     behaviour: Behaviour | None
     cache: CacheRecord

@@ -7,7 +7,10 @@ with each token's activation, its firing density, the histogram of its peak acti
 and its Neuronpedia page where the SAE has one. The contexts are read from the job's activation-cache
 entry (`results.json` names it) and its documents as the job prepared them (`job.prepare`), so
 nothing runs a model; a job whose entry is not in this machine's cache says so on its cards. Latents
-asked for by number (`latent=1234`) get a card in every SAE job. A hidden-state dimension gets no
+asked for by number (`latent=1234`) get a card in every SAE job. An SAE job and the hidden-state job
+at its setting (the same documents, splits, layer, pooling and probe) are compared document by
+document: how many test documents each gets right, with examples of those only one of them gets
+right (from `results.json`'s `test_predictions`). A hidden-state dimension gets no
 contexts: the cache keeps the hidden state pooled per document (token rows only for `pooling=tokens`),
 and a dense residual dimension has no firing pattern to show.
 
@@ -23,15 +26,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mosaic.infra.errors import MosaicError, first_line
 from mosaic.record import FAILURE_FILE, Results, read_results
-from mosaic.report.cells import latest_runs
+from mosaic.report.cells import NOT_A_SETTING, flatten, latest_runs
 from mosaic.report.latents import latent_profiles, split_names
 
 PAGE_FILE = "explore.html"
 # The sweep table's columns: (heading, how a job's value is read).
 TABLE_COLUMNS = ("job", "dataset", "model", "layer", "features", "width", "pooling", "binarize", "probe", "k", "seed",
                  "macro_f1", "auroc")
+# Documents shown for each side of the hidden-vs-SAE view, and the characters shown of each.
+EXAMPLES, EXAMPLE_CHARACTERS = 5, 240
 HIDDEN_NOTE = ("A hidden-state dimension has no contexts here: the cache keeps the hidden state pooled per "
                "document, and a dense residual dimension has no firing pattern to show.")
 
@@ -80,8 +87,9 @@ def _reading_key(result: Results) -> str:
                        cfg.get("probe", {}).get("load")], sort_keys=True, default=str)
 
 
-def _read_profiles(result: Results, latents: list[int]) -> dict[int, dict]:
-    """The profiles of `latents` over the job's documents, from its cache entry (see the module doc)."""
+def _read_profiles(result: Results, latents: list[int]) -> tuple[dict[int, dict], Any]:
+    """The profiles of `latents` over the job's documents, from its cache entry (see the module doc), and the
+    documents as the job prepared them."""
     from omegaconf import OmegaConf
 
     from mosaic.activations.store import CACHE_KIND, read_codes
@@ -104,7 +112,38 @@ def _read_profiles(result: Results, latents: list[int]) -> dict[int, dict]:
     profiles = latent_profiles(codes, offsets, latents, data.labels, data.label_names,
                                split_names(len(data.documents), job.splits),
                                lambda documents: document_tokens(cfg, [data.documents[d] for d in documents]))
-    return {profile.latent: profile.as_dict() for profile in profiles}
+    return {profile.latent: profile.as_dict() for profile in profiles}, data
+
+
+def _partner_key(result: Results) -> str:
+    """Jobs with equal keys differ only in their features (and SAE): the same documents, splits, layer, pooling and
+    probe."""
+    flat = flatten(result.config)
+    return json.dumps({key: value for key, value in flat.items()
+                       if not key.startswith(("features.", "sae.", *NOT_A_SETTING))}, sort_keys=True, default=str)
+
+
+def _versus(sae: Results, hidden: Results, data) -> dict[str, Any] | None:
+    """Which test documents an SAE job and the hidden-state job at its setting each get right, with examples of
+    the documents only one of them gets right; None when either did not record its test predictions."""
+    ours, theirs = sae.test_predictions, hidden.test_predictions
+    if ours is None or theirs is None or ours.documents != theirs.documents:
+        return None
+    documents = np.array(ours.documents)
+    truth = data.labels[documents]
+    sae_right, hidden_right = np.array(ours.predicted) == truth, np.array(theirs.predicted) == truth
+
+    def examples(mask: np.ndarray) -> list[dict[str, Any]]:
+        return [{"document": int(d), "label": data.label_names[data.labels[d]],
+                 "text": str(data.documents[d])[:EXAMPLE_CHARACTERS]} for d in documents[mask][:EXAMPLES]]
+
+    return {"documents": len(documents),
+            "counts": {"both right": int(np.sum(sae_right & hidden_right)),
+                       "only SAE right": int(np.sum(sae_right & ~hidden_right)),
+                       "only hidden right": int(np.sum(~sae_right & hidden_right)),
+                       "both wrong": int(np.sum(~sae_right & ~hidden_right))},
+            "examples": {"only SAE right": examples(sae_right & ~hidden_right),
+                         "only hidden right": examples(~sae_right & hidden_right)}}
 
 
 def page_data(directory: Path, latents: tuple[int, ...] = (), job_dirs: list[Path] | None = None) -> dict[str, Any]:
@@ -119,14 +158,15 @@ def page_data(directory: Path, latents: tuple[int, ...] = (), job_dirs: list[Pat
         if result.features.sae is not None and result.config["dataset"].get("modality", "text") == "text":
             readings.setdefault(_reading_key(result), []).append(index)
     profiles: dict[str, dict] = {}
+    prepared: dict[int, Any] = {}  # reading -> the documents its jobs prepared
     reading_of: dict[int, int] = {}  # job -> the reading whose profiles its cards show
     unavailable: dict[int, str] = {}
     for number, members in enumerate(tqdm(readings.values(), desc="explore: latent contexts",
                                           disable=len(readings) < 2)):
         wanted = sorted({f.index for i in members for f in jobs[i][1].top_features} | set(latents))
         try:
-            for latent, profile in _read_profiles(jobs[members[0]][1], wanted).items():
-                profiles[f"{number}:{latent}"] = profile
+            found, prepared[number] = _read_profiles(jobs[members[0]][1], wanted)
+            profiles.update({f"{number}:{latent}": profile for latent, profile in found.items()})
             reading_of.update({i: number for i in members})
         except (MosaicError, OSError, ValueError, RuntimeError) as error:
             unavailable.update({i: f"No contexts: {first_line(error)}." for i in members})
@@ -149,7 +189,15 @@ def page_data(directory: Path, latents: tuple[int, ...] = (), job_dirs: list[Pat
                                     "validation macro F1": None if result.metrics.val is None
                                     else result.metrics.val.macro_f1},
                         "chosen": {name: value.chosen for name, value in result.hyperparameters.items()},
-                        "note": note, "cards": cards})
+                        "note": note, "cards": cards, "versus": []})
+    hidden_at = {_partner_key(result): index for index, (_, result) in enumerate(jobs)
+                 if result.features.type == "hidden"}
+    for index, reading in reading_of.items():
+        partner = hidden_at.get(_partner_key(jobs[index][1]))
+        if partner is None or (versus := _versus(jobs[index][1], jobs[partner][1], prepared[reading])) is None:
+            continue
+        details[index]["versus"].append({"sae": rows[index]["job"], "hidden": rows[partner]["job"], **versus})
+        details[partner]["versus"].append(details[index]["versus"][-1])
     return {"columns": list(TABLE_COLUMNS), "rows": rows, "jobs": details, "profiles": profiles,
             "directory": str(directory)}
 

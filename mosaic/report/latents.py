@@ -26,9 +26,9 @@ HISTOGRAM_BINS = 10
 class LatentProfile:
     """One latent over a job's documents. `contexts`: one per document, strongest peak first, each
     {document, split, label, peak (the token's position in the document), start (the window's first
-    position), tokens, values}. `density`: the share of tokens on which it fires. `histogram`: bin
-    edges of the per-document peak activation, and per class the count of documents in each bin (a
-    document where the latent never fires counts in the first bin)."""
+    position), length (the document's tokens), tokens, values}. `density`: the share of tokens on
+    which it fires. `histogram`: bin edges of the per-document peak activation, and per class the
+    count of documents in each bin (a document where the latent never fires counts in the first bin)."""
 
     latent: int
     contexts: list[dict]
@@ -95,6 +95,7 @@ def latent_profiles(
             first, last = max(0, position - window), min(stop - start, position + window + 1)
             found.append({"document": document, "split": str(split_of[document]),
                           "label": label_names[labels[document]], "peak": position, "start": first,
+                          "length": int(stop - start),
                           "tokens": tokens[document][first:last],
                           "values": [round(float(v), 4) for v in column[start + first:start + last]]})
         profiles.append(LatentProfile(int(latent), found, float(columns[:, j].getnnz() / n_tokens),

@@ -25,6 +25,7 @@ tr.job { cursor: pointer; } tr.job:hover { background: #eef4ff; } tr.job.open { 
 .context .where { color: #777; font-family: system-ui, sans-serif; font-size: 12px; margin-right: .6em; }
 .token { border-radius: 2px; } .token.peak { outline: 2px solid #c22; }
 .note { color: #955; } .muted { color: #777; }
+.versus { border-left: 4px solid #4a78c2; padding-left: .8em; margin: .8em 0; max-width: 70em; }
 svg.histogram rect.c0 { fill: #4a78c2; } svg.histogram rect.c1 { fill: #d9772b; }
 svg.histogram rect.c2 { fill: #4a9c5a; } svg.histogram rect.c3 { fill: #9a4ac2; } svg.histogram rect.c4 { fill: #777; }
 """
@@ -128,14 +129,41 @@ function card(spec) {
     const line = element("div", {"class": "context", "data-document": context.document});
     const where = `doc ${context.document} · ${context.split} · ${context.label}`;
     line.appendChild(element("span", {"class": "where"}, where));
+    if (context.start > 0) line.appendChild(element("span", {"class": "muted"}, "…"));
     context.tokens.forEach((token, i) => {
       const position = context.start + i, value = context.values[i];
       const span = element("span", {"class": position === context.peak ? "token peak" : "token",
-                                    "data-position": position, "title": value.toFixed(4)}, token);
+                                    "data-position": position, "title": value.toFixed(4)},
+                          token.replace(/\n/g, "⏎"));
       if (value > 0) span.style.background = `rgba(255, 120, 0, ${(0.15 + 0.85 * value / top).toFixed(3)})`;
       line.appendChild(span);
     });
+    if (context.start + context.tokens.length < context.length) {
+      line.appendChild(element("span", {"class": "muted"}, "…"));
+    }
     div.appendChild(line);
+  }
+  return div;
+}
+
+function versusView(versus) {
+  const div = element("div", {"class": "versus"});
+  div.appendChild(element("h3", {}, `Hidden state (job ${versus.hidden}) vs SAE (job ${versus.sae}) ` +
+    `on the same ${versus.documents} test documents`));
+  const table = element("table", {"class": "versus-counts"});
+  for (const [name, count] of Object.entries(versus.counts)) {
+    const tr = element("tr", {"data-outcome": name});
+    tr.appendChild(element("td", {}, name)); tr.appendChild(element("td", {}, count));
+    table.appendChild(tr);
+  }
+  div.appendChild(table);
+  for (const [name, documents] of Object.entries(versus.examples)) {
+    if (!documents.length) continue;
+    div.appendChild(element("div", {"class": "muted"}, `${name}, for example:`));
+    for (const example of documents) {
+      div.appendChild(element("div", {"class": "context example", "data-document": example.document},
+        `doc ${example.document} · ${example.label} · ${example.text.replace(/\n/g, " ")}`));
+    }
   }
   return div;
 }
@@ -151,6 +179,7 @@ function openJob(index) {
   const text = metrics.join(" · ") + (chosen.length ? " · chosen " + chosen.join(", ") : "");
   panel.appendChild(element("p", {"class": "metrics"}, text));
   if (job.note) panel.appendChild(element("p", {"class": "note"}, job.note));
+  for (const versus of job.versus) panel.appendChild(versusView(versus));
   for (const spec of job.cards) panel.appendChild(card(spec));
   history.replaceState(null, "", `#job=${index}`);
 }
