@@ -142,21 +142,20 @@ def _chromium() -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="no Chromium with Playwright here: `make browser` installs both")
-def test_the_page_in_a_real_browser_sorts_filters_and_highlights_each_latents_argmax(tmp_path, monkeypatch):
+def test_the_default_jobs_page_in_a_real_browser_sorts_filters_and_highlights_each_latents_argmax(tmp_path):
     from playwright.sync_api import sync_playwright
 
     from mosaic.data import load_labelled_documents
     from mosaic.pipeline import run
     from mosaic.report.explore import write_page
+    from tests.test_pipeline import SMALL_SAE
 
-    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
-    _, sae_results = _sae_job(tmp_path, "0")
-    _sae_job(tmp_path, "1", "pooling=max")
-    run(compose_config("model=tiny_gpt2", "layer=1", "features=hidden", "logger=none", "probe=sklearn",
-                       "dataset.limit=40"), tmp_path / "sweep" / "2")
-    hidden = json.loads((tmp_path / "sweep" / "2" / "results.json").read_text())
+    # The default job (its SAE trained on fewer documents), the same with max pooling, and the hidden state.
+    sae_results = run(compose_config(*SMALL_SAE, "logger=none"), tmp_path / "sweep" / "0")
+    run(compose_config(*SMALL_SAE, "logger=none", "pooling=max"), tmp_path / "sweep" / "1")
+    hidden = run(compose_config(*SMALL_SAE, "logger=none", "features=hidden"), tmp_path / "sweep" / "2")
     page_file, _ = write_page(tmp_path / "sweep", latents=(3,))
-    labels = np.array(load_labelled_documents(compose_config("dataset.limit=40").dataset).labels)
+    labels = np.array(load_labelled_documents(compose_config().dataset).labels)
     truth = labels[sae_results["test_predictions"]["documents"]]
     sae_right = np.array(sae_results["test_predictions"]["predicted"]) == truth
     hidden_right = np.array(hidden["test_predictions"]["predicted"]) == truth
@@ -164,7 +163,7 @@ def test_the_page_in_a_real_browser_sorts_filters_and_highlights_each_latents_ar
                       "only SAE right": int(np.sum(sae_right & ~hidden_right)),
                       "only hidden right": int(np.sum(~sae_right & hidden_right)),
                       "both wrong": int(np.sum(~sae_right & ~hidden_right))}
-    entry = tmp_path / "cache" / "activations" / sae_results["cache"]["key"]
+    entry = Path(os.environ["MOSAIC_CACHE"]) / "activations" / sae_results["cache"]["key"]
     codes, offsets = sp.load_npz(entry / "codes.npz").tocsc(), np.load(entry / "offsets.npy")
 
     artifacts = Path(os.environ.get("MOSAIC_TEST_ARTIFACTS", REPO / "test-artifacts"))

@@ -11,8 +11,7 @@ asked for by number (`latent=1234`) get a card in every SAE job. An SAE job and 
 at its setting (the same documents, splits, layer, pooling and probe) are compared document by
 document: how many test documents each gets right, with examples of those only one of them gets
 right (from `results.json`'s `test_predictions`). A hidden-state dimension gets no
-contexts: the cache keeps the hidden state pooled per document (token rows only for `pooling=tokens`),
-and a dense residual dimension has no firing pattern to show.
+contexts (`HIDDEN_NOTE` says why).
 
 Jobs that read the same entry with the same splits share one reading of it, and a latent's contexts
 are stored once however many jobs name it. The page embeds its data as JSON and draws a job's cards
@@ -39,8 +38,9 @@ TABLE_COLUMNS = ("job", "dataset", "model", "layer", "features", "width", "pooli
                  "macro_f1", "auroc")
 # Documents shown for each side of the hidden-vs-SAE view, and the characters shown of each.
 EXAMPLES, EXAMPLE_CHARACTERS = 5, 240
-HIDDEN_NOTE = ("A hidden-state dimension has no contexts here: the cache keeps the hidden state pooled per "
-               "document, and a dense residual dimension has no firing pattern to show.")
+HIDDEN_NOTE = ("A hidden-state dimension has no contexts here: it is dense (every token has a value) and not "
+               "trained to mean one thing, so the tokens where it peaks say little; most hidden-state entries also "
+               "keep only each document's pooled row.")
 
 
 def _jobs(directory: Path, job_dirs: list[Path] | None = None) -> list[tuple[Path, Results]]:
