@@ -83,7 +83,7 @@ def _asked_latents(words: list[str]) -> tuple[int, ...]:
     found = []
     for word in words:
         name, _, values = word.partition("=")
-        if name != "latent" or not values or not all(v.strip().isdigit() for v in values.split(",")):
+        if name != "latent" or not values or not all(v.strip().isdecimal() for v in values.split(",")):
             raise MosaicError(f"{word!r} is not a latent request: write latent=N or latent=N,M (non-negative integers)")
         found += [int(v) for v in values.split(",")]
     return tuple(sorted(set(found)))
@@ -94,7 +94,7 @@ def explore_command(args) -> int:
 
     try:
         print(write_page(args.directory, args.out, _asked_latents(args.latents))[0])
-    except (FileNotFoundError, MosaicError) as error:
+    except (OSError, MosaicError) as error:
         print(f"mosaic: error: {error}", file=sys.stderr)
         return 2
     return 0

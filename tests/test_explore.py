@@ -64,17 +64,22 @@ def _sae_job(tmp_path, name, *overrides):
     return cfg, run(cfg, tmp_path / "sweep" / name)
 
 
+def _page_data_text(page: str) -> dict:
+    """The JSON a page embeds."""
+    found = re.search(r'<script id="mosaic-data" type="application/json">(.*?)</script>', page, re.S)
+    return json.loads(found.group(1))
+
+
 def _page_data(path: Path) -> dict:
-    """The JSON the page embeds, read back from the HTML file."""
-    found = re.search(r'<script id="mosaic-data" type="application/json">(.*?)</script>', path.read_text(), re.S)
-    return json.loads(found.group(1).replace("<\\/", "</"))
+    return _page_data_text(path.read_text(encoding="utf-8"))
 
 
 def test_a_latent_planted_on_one_token_shows_exactly_the_documents_that_hold_it_peaking_on_it(tmp_path, monkeypatch):
-    """The job's cache entry is rewritten as the codes of an SAE whose latent 0 fires on one token only."""
+    """The job's cache entry is rewritten as the codes of an SAE whose latent 0 fires on one token id only (found
+    with the tokenizer itself, not the page's token strings)."""
     from mosaic.__main__ import main as mosaic_cli
+    from mosaic.activations.models import load_tokenizer
     from mosaic.data import load_labelled_documents
-    from mosaic.job.attended import document_tokens
 
     monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
     cfg, results = _sae_job(tmp_path, "0")
@@ -82,16 +87,21 @@ def test_a_latent_planted_on_one_token_shows_exactly_the_documents_that_hold_it_
     codes = sp.load_npz(entry / "codes.npz").tocsr()
     offsets = np.load(entry / "offsets.npy")
     documents = load_labelled_documents(cfg.dataset).documents
-    tokens = document_tokens(cfg, list(documents))
+    tokenizer = load_tokenizer(cfg.model)
+    encoded = tokenizer(list(documents), truncation=True, max_length=cfg.max_length, return_special_tokens_mask=True)
+    rows = [[token for token, special in zip(ids, specials) if not special]
+            for ids, specials in zip(encoded["input_ids"], encoded["special_tokens_mask"])]
+    assert [len(r) for r in rows] == np.diff(offsets).tolist()
     counts = {}
-    for text in tokens:
-        for token in set(text):
+    for ids in rows:
+        for token in set(ids):
             counts[token] = counts.get(token, 0) + 1
-    planted = sorted(token for token, n in counts.items() if 2 <= n <= 6 and token.strip())[0]
-    holding = [d for d, text in enumerate(tokens) if planted in text]
+    planted = min(token for token, n in counts.items() if 2 <= n <= 6
+                  and tokenizer.convert_ids_to_tokens(token).isalpha())
+    holding = [d for d, ids in enumerate(rows) if planted in ids]
     column = np.zeros(codes.shape[0])
     for d in holding:
-        positions = [i for i, token in enumerate(tokens[d]) if token == planted]
+        positions = [i for i, token in enumerate(rows[d]) if token == planted]
         column[offsets[d] + np.array(positions)] = 3.0
         column[offsets[d] + positions[0]] = 5.0  # its first occurrence fires most: the peak
     rewritten = sp.hstack([sp.csr_matrix(column[:, None]), codes[:, 1:]], format="csr")
@@ -103,11 +113,26 @@ def test_a_latent_planted_on_one_token_shows_exactly_the_documents_that_hold_it_
     [asked] = [card for card in job["cards"] if card.get("asked")]
     profile = data["profiles"][asked["profile"]]
     assert sorted(c["document"] for c in profile["contexts"]) == holding
+    spelled = tokenizer.convert_ids_to_tokens(planted)
     for context in profile["contexts"]:
-        d = context["document"]
-        assert context["tokens"][context["peak"] - context["start"]] == planted
-        assert context["peak"] == tokens[d].index(planted) and max(context["values"]) == 5.0
+        assert context["peak"] == rows[context["document"]].index(planted) and max(context["values"]) == 5.0
+        # The token shown at the peak is the planted one, as the text spells it (this tokenizer lower-cases).
+        assert context["tokens"][context["peak"] - context["start"]].strip().lower() == spelled
     assert profile["density"] == pytest.approx(np.count_nonzero(column) / codes.shape[0])
+
+
+def test_document_text_that_looks_like_markup_stays_data(tmp_path):
+    """A text holding "<!-- <script>" or "</script>" must neither end the page's data nor become markup."""
+    from mosaic.report.page import render_page
+
+    hostile = "<!-- <script> </script><img src=x onerror=alert(1)> & done"
+    data = {"columns": ["job"], "rows": [{"job": hostile}], "directory": hostile, "profiles": {},
+            "jobs": [{"metrics": {"test AUROC": float("nan")}, "chosen": {}, "note": hostile, "cards": [],
+                      "versus": []}]}
+    page = render_page(data)
+    assert "<!--" not in page and page.count("<script") == 2 and page.count("</script>") == 2
+    assert _page_data_text(page)["rows"][0]["job"] == hostile
+    assert _page_data_text(page)["jobs"][0]["metrics"]["test AUROC"] is None
 
 
 @pytest.mark.parametrize("words, needle", [
@@ -192,8 +217,10 @@ def test_the_default_jobs_page_in_a_real_browser_sorts_filters_and_highlights_ea
         page.locator("tr.job").first.click()
         assert "no contexts" in page.locator("#job .note").inner_text().lower()
         # The hidden state against the SAE job at its setting (mean pooling), document by document.
+        [versus] = page.locator("#job .versus").all()  # paired with the SAE job at its setting only
+        assert versus.locator("h3").inner_text().startswith("Hidden state (job 2) vs SAE (job 0)")
         outcome = {row.locator("td").first.inner_text(): int(row.locator("td").last.inner_text())
-                   for row in page.locator("#job .versus-counts tr").all()}
+                   for row in versus.locator(".versus-counts tr").all()}
         assert outcome == versus_by_hand
         page.fill("#filter", "sae mean")
         assert column("job") == ["0"]

@@ -134,7 +134,9 @@ def real_tokens(tokenizer, texts: Sequence[str], max_length: int, chat_template:
 
     A token's string is its span of the text with the spaces before it (a fast tokenizer's offsets), so the
     tokens read as the text does (WordPiece's `##ing` shows as `ing`, a lower-casing tokenizer keeps the case);
-    a token without a span of its own (a byte of a character split over several tokens) is decoded alone.
+    a token the offsets give no characters is its decoded text where the text holds it next (a byte-level
+    space), else empty (a byte of a character an earlier token shows whole); a slow tokenizer's tokens are
+    decoded one by one.
     """
     texts = chat_texts(tokenizer, texts) if chat_template else list(texts)
     spans = bool(getattr(tokenizer, "is_fast", False))
@@ -143,13 +145,23 @@ def real_tokens(tokenizer, texts: Sequence[str], max_length: int, chat_template:
     found = []
     for index, (ids, specials) in enumerate(zip(encoded["input_ids"], encoded["special_tokens_mask"])):
         offsets = encoded["offset_mapping"][index] if spans else [None] * len(ids)
-        tokens, end = [], None
+        tokens, end, text = [], None, texts[index]
         for token, special, span in zip(ids, specials, offsets):
             if special:
                 continue
-            piece = "" if span is None else texts[index][span[0] if end is None else end:span[1]]
-            tokens.append(piece or tokenizer.decode([token]))
-            end = span[1] if span is not None else end
+            if span is None:
+                tokens.append(tokenizer.decode([token]))
+                continue
+            at, stop = (span[0] if end is None else end), span[1]
+            piece = text[at:stop]
+            if not piece:
+                decoded = tokenizer.decode([token])
+                # Characters the offsets left out (a byte-level space) are the token's own; a byte of a character
+                # that an earlier token already shows whole is shown as nothing.
+                if decoded and text.startswith(decoded, at):
+                    piece, stop = decoded, at + len(decoded)
+            tokens.append(piece)
+            end = max(end or 0, stop)
         found.append(tokens)
     return found
 

@@ -183,8 +183,13 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
         written["transfer"].write_text(json.dumps(matrices, indent=2))
         plots += transfer_heatmaps(matrices, out_dir)
     written.update({p.stem: p for p in plots})
-    written["explore"], page = write_page(sweep_dir, out_dir / PAGE_FILE, job_dirs=job_dirs)
-    tables = {"report": table_rows, "sae_quality": quality_rows(results), "latent_contexts": context_rows(page)}
+    tables = {"report": table_rows, "sae_quality": quality_rows(results)}
+    try:
+        written["explore"], page = write_page(sweep_dir, out_dir / PAGE_FILE, job_dirs=job_dirs)
+        tables["latent_contexts"] = context_rows(page)
+    except Exception as error:  # noqa: BLE001 - the page is rebuilt by `mosaic explore`; the tables stand
+        print(f"mosaic: report: explore.html not written ({first_line(error)}); rerun `python -m mosaic explore "
+              f"{sweep_dir}`", file=sys.stderr)
     if len({cell.dataset for cell in cells}) >= 2:
         suite, tables["suite"] = write_suite(cells, out_dir)
         written.update(suite)

@@ -36,6 +36,7 @@ PAGE_FILE = "explore.html"
 # The sweep table's columns: (heading, how a job's value is read).
 TABLE_COLUMNS = ("job", "dataset", "model", "layer", "features", "width", "pooling", "binarize", "probe", "k", "seed",
                  "macro_f1", "auroc")
+IMAGE_NOTE = "No contexts: an image's tokens are patches, which this page cannot show as text."
 # Documents shown for each side of the hidden-vs-SAE view, and the characters shown of each.
 EXAMPLES, EXAMPLE_CHARACTERS = 5, 240
 HIDDEN_NOTE = ("A hidden-state dimension has no contexts here: it is dense (every token has a value) and not "
@@ -90,6 +91,7 @@ def _reading_key(result: Results) -> str:
 def _read_profiles(result: Results, latents: list[int]) -> tuple[dict[int, dict], Any]:
     """The profiles of `latents` over the job's documents, from its cache entry (see the module doc), and the
     documents as the job prepared them."""
+    import torch
     from omegaconf import OmegaConf
 
     from mosaic.activations.store import CACHE_KIND, read_codes
@@ -101,14 +103,15 @@ def _read_profiles(result: Results, latents: list[int]) -> tuple[dict[int, dict]
     if not (entry / "codes.npz").is_file():
         raise MosaicError(f"its SAE codes are not in this machine's cache ({entry}); run explore where the sweep ran")
     cfg = OmegaConf.create(result.config)
-    job = prepare_job(cfg)
+    # As a grid's plan does: behaviour labels from the answers already cached, never a model scoring them.
+    device = cfg.model.device if cfg.model.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    job = prepare_job(cfg, dry_run_device=device)
     codes, offsets = read_codes(entry)
     data = job.data
     if len(offsets) - 1 != len(data.documents):
         raise MosaicError(f"its cache entry holds {len(offsets) - 1} documents but the job prepares "
                           f"{len(data.documents)}")
-    if codes.shape[1] <= max(latents, default=-1):
-        raise MosaicError(f"latent {max(latents)} is past the SAE's {codes.shape[1]} latents")
+    latents = [latent for latent in latents if latent < codes.shape[1]]  # a latent asked past a narrower SAE
     profiles = latent_profiles(codes, offsets, latents, data.labels, data.label_names,
                                split_names(len(data.documents), job.splits),
                                lambda documents: document_tokens(cfg, [data.documents[d] for d in documents]))
@@ -168,14 +171,15 @@ def page_data(directory: Path, latents: tuple[int, ...] = (), job_dirs: list[Pat
             found, prepared[number] = _read_profiles(jobs[members[0]][1], wanted)
             profiles.update({f"{number}:{latent}": profile for latent, profile in found.items()})
             reading_of.update({i: number for i in members})
-        except (MosaicError, OSError, ValueError, RuntimeError) as error:
+        except Exception as error:  # noqa: BLE001 - one job's missing entry or odd config never costs the page
             unavailable.update({i: f"No contexts: {first_line(error)}." for i in members})
     rows, details = [], []
     for index, (job_dir, result) in enumerate(jobs):
         rows.append(_row(job_dir, directory, result))
         reading = reading_of.get(index)
         note = unavailable.get(index) or (None if reading is not None else HIDDEN_NOTE
-                                          if result.features.type == "hidden" else
+                                          if result.features.type == "hidden" else IMAGE_NOTE
+                                          if result.features.sae is not None else
                                           "No contexts: these features are not an SAE's latents.")
         cards = [{"latent": f.index, "class": f.class_, "evidence": round(f.evidence, 4), "url": f.url,
                   "mean_by_class": f.mean_by_class} for f in result.top_features]
@@ -183,7 +187,10 @@ def page_data(directory: Path, latents: tuple[int, ...] = (), job_dirs: list[Pat
             cards += [{"latent": latent, "class": None, "evidence": None, "url": None, "mean_by_class": None,
                        "asked": True} for latent in latents]
         for card in cards:
-            card["profile"] = None if reading is None else f"{reading}:{card['latent']}"
+            profile = None if reading is None else f"{reading}:{card['latent']}"
+            card["profile"] = profile if profile in profiles else None
+            if card.get("asked") and card["profile"] is None:
+                card["note"] = f"latent {card['latent']} is past this SAE's {result.features.n_features} latents"
         details.append({"metrics": {"test macro F1": result.metrics.macro_f1, "test AUROC": result.metrics.auroc,
                                     "test accuracy": result.metrics.accuracy,
                                     "validation macro F1": None if result.metrics.val is None

@@ -97,8 +97,9 @@ def latent_profiles(
                           "label": label_names[labels[document]], "peak": position, "start": first,
                           "length": int(stop - start),
                           "tokens": tokens[document][first:last],
-                          "values": [round(float(v), 4) for v in column[start + first:start + last]]})
-        profiles.append(LatentProfile(int(latent), found, float(columns[:, j].getnnz() / n_tokens),
+                          "values": [float(f"{v:.4g}") for v in column[start + first:start + last]]})
+        fires = int(np.sum(columns[:, [j]].data > 0))  # stored entries may hold explicit zeros
+        profiles.append(LatentProfile(int(latent), found, fires / n_tokens,
                                       _histogram(peak, labels, label_names)))
     return profiles
 

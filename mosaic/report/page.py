@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from typing import Any
 
 STYLE = """
@@ -23,7 +24,7 @@ tr.job { cursor: pointer; } tr.job:hover { background: #eef4ff; } tr.job.open { 
 .card h3 { margin: 0 0 .3em 0; font-size: 15px; }
 .context { font-family: ui-monospace, monospace; white-space: pre-wrap; margin: 2px 0; }
 .context .where { color: #777; font-family: system-ui, sans-serif; font-size: 12px; margin-right: .6em; }
-.token { border-radius: 2px; } .token.peak { outline: 2px solid #c22; }
+.token { border-radius: 2px; } .token:empty { padding-left: 3px; } .token.peak { outline: 2px solid #c22; }
 .note { color: #955; } .muted { color: #777; }
 .versus { border-left: 4px solid #4a78c2; padding-left: .8em; margin: .8em 0; max-width: 70em; }
 svg.histogram rect.c0 { fill: #4a78c2; } svg.histogram rect.c1 { fill: #d9772b; }
@@ -64,7 +65,8 @@ function drawTable() {
       if (x === y) return a - b;
       if (x === null || x === undefined) return 1;
       if (y === null || y === undefined) return -1;
-      const less = typeof x === "number" && typeof y === "number" ? x < y : String(x).localeCompare(String(y)) < 0;
+      const less = typeof x === "number" && typeof y === "number" ? x < y
+        : String(x).localeCompare(String(y), undefined, {numeric: true}) < 0;
       return (less ? -1 : 1) * (ascending ? 1 : -1);
     });
   }
@@ -111,10 +113,12 @@ function card(spec) {
     ` · evidence ${spec.evidence} for ${spec.class}`));
   if (spec.asked) heading.appendChild(element("span", {"class": "muted"}, " · asked for"));
   div.appendChild(heading);
-  if (spec.url) { const link = element("a", {"href": spec.url, "class": "neuronpedia"}, "Neuronpedia");
-                  div.appendChild(link); }
+  if (spec.url && /^https?:\/\//.test(spec.url)) {
+    div.appendChild(element("a", {"href": spec.url, "class": "neuronpedia"}, "Neuronpedia"));
+  }
   if (spec.mean_by_class) div.appendChild(element("div", {"class": "muted"}, "mean on training documents: " +
-    Object.entries(spec.mean_by_class).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")));
+    Object.entries(spec.mean_by_class).map(([k, v]) => `${k} ${v === null ? "n/a" : v.toFixed(4)}`).join(", ")));
+  if (spec.note) div.appendChild(element("div", {"class": "note"}, spec.note));
   const profile = spec.profile === null ? null : DATA.profiles[spec.profile];
   if (!profile) return div;
   div.appendChild(element("div", {"class": "density"},
@@ -181,7 +185,7 @@ function openJob(index) {
   if (job.note) panel.appendChild(element("p", {"class": "note"}, job.note));
   for (const versus of job.versus) panel.appendChild(versusView(versus));
   for (const spec of job.cards) panel.appendChild(card(spec));
-  history.replaceState(null, "", `#job=${index}`);
+  try { history.replaceState(null, "", `#job=${index}`); } catch (error) { /* a sandboxed frame (W&B) */ }
 }
 
 document.getElementById("filter").addEventListener("input", drawTable);
@@ -192,10 +196,23 @@ else if (DATA.jobs.length === 1) openJob(0);
 """
 
 
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite number (a diverged probe's evidence) as None, which JSON can hold."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def render_page(data: dict[str, Any]) -> str:
     """The page for `explore.page_data`'s data, as one HTML document."""
-    # "</" inside a script element would end it early; JSON allows the escaped slash.
-    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    # "</script>" or "<!--" inside a script element would end or swallow it: no "<", ">" or "&" is left as such.
+    payload = json.dumps(_finite(data), separators=(",", ":"), allow_nan=False)
+    for character, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        payload = payload.replace(character, escaped)
     title = f"MOSAIC explore: {html.escape(data['directory'])}"
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
             f"<style>{STYLE}</style></head><body><h1>{title}</h1>"
