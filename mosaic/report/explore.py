@@ -118,6 +118,11 @@ def _read_profiles(result: Results, latents: list[int]) -> tuple[dict[int, dict]
     return {profile.latent: profile.as_dict() for profile in profiles}, data
 
 
+def _hidden_state(result: Results) -> bool:
+    """Whether a job read a layer's activations without an SAE (the hidden state), as its results describe it."""
+    return result.features.layer is not None and result.features.sae is None
+
+
 def _partner_key(result: Results) -> str:
     """Jobs with equal keys differ only in their features (and SAE): the same documents, splits, layer, pooling and
     probe."""
@@ -178,7 +183,7 @@ def page_data(directory: Path, latents: tuple[int, ...] = (), job_dirs: list[Pat
         rows.append(_row(job_dir, directory, result))
         reading = reading_of.get(index)
         note = unavailable.get(index) or (None if reading is not None else HIDDEN_NOTE
-                                          if result.features.type == "hidden" else IMAGE_NOTE
+                                          if _hidden_state(result) else IMAGE_NOTE
                                           if result.features.sae is not None else
                                           "No contexts: these features are not an SAE's latents.")
         cards = [{"latent": f.index, "class": f.class_, "evidence": round(f.evidence, 4), "url": f.url,
@@ -198,7 +203,7 @@ def page_data(directory: Path, latents: tuple[int, ...] = (), job_dirs: list[Pat
                         "chosen": {name: value.chosen for name, value in result.hyperparameters.items()},
                         "note": note, "cards": cards, "versus": []})
     hidden_at = {_partner_key(result): index for index, (_, result) in enumerate(jobs)
-                 if result.features.type == "hidden"}
+                 if _hidden_state(result)}
     for index, reading in reading_of.items():
         partner = hidden_at.get(_partner_key(jobs[index][1]))
         if partner is None or (versus := _versus(jobs[index][1], jobs[partner][1], prepared[reading])) is None:
