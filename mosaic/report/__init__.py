@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mosaic.infra.errors import first_line
-from mosaic.record import FAILURE_FILE, Results, read_results
+from mosaic.record import Results
 from mosaic.report.attended import attended_section
 from mosaic.report.cells import (
     Cell,
@@ -29,36 +29,17 @@ from mosaic.report.cells import (
     cells_of,
     comparable_groups,
     job_row,
-    latest_runs,
     shown_keys,
     varying_keys,
 )
 from mosaic.report.explore import PAGE_FILE, context_rows, write_page
+from mosaic.report.jobs import finished_jobs
 from mosaic.report.plots import dataset_plots
 from mosaic.report.quality import quality_rows, write_quality
 from mosaic.report.suite import write_suite
 from mosaic.report.transfer import MISSING, transfer_heatmaps, transfer_matrices, transfer_tables
 
 _BASIS_TEXT = {"cv": "cross-validation macro F1 on train+val", "val": "validation macro F1"}
-
-
-def load_results(sweep_dir: Path, job_dirs: list[Path] | None = None) -> list[Results]:
-    """Every `results.json` under `sweep_dir` (or in `job_dirs`), in path order, read through `record.Results`.
-
-    A job directory whose last attempt failed (`failure.json`) is left out, whatever it held before; a file
-    that cannot be read or does not fit the schema is left out with one line on stderr naming it.
-    """
-    paths = sorted(sweep_dir.rglob("results.json")) if job_dirs is None else [d / "results.json" for d in job_dirs]
-    found = []
-    for path in paths:
-        if (path.parent / FAILURE_FILE).exists() or not path.is_file():
-            continue
-        try:
-            found.append(read_results(path))
-        except (OSError, ValueError) as error:
-            print(f"mosaic: report: {path} left out: not a readable results.json ({first_line(error)})",
-                  file=sys.stderr)
-    return found
 
 
 def _score(value: float | None, spread: float | None = None) -> str:
@@ -158,7 +139,8 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
     Returns the written paths by name.
     """
     out_dir = out_dir or sweep_dir
-    results = latest_runs(load_results(sweep_dir, job_dirs))
+    jobs = finished_jobs(sweep_dir, job_dirs)
+    results = [result for _, result in jobs]
     if not results:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
     keys = varying_keys([r.config for r in results])
@@ -185,7 +167,7 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
     written.update({p.stem: p for p in plots})
     tables = {"report": table_rows, "sae_quality": quality_rows(results)}
     try:
-        written["explore"], page = write_page(sweep_dir, out_dir / PAGE_FILE, job_dirs=job_dirs)
+        written["explore"], page = write_page(sweep_dir, out_dir / PAGE_FILE, jobs=jobs)
         tables["latent_contexts"] = context_rows(page)
     except Exception as error:  # noqa: BLE001 - the page is rebuilt by `mosaic explore`; the tables stand
         print(f"mosaic: report: explore.html not written ({first_line(error)}); rerun `python -m mosaic explore "

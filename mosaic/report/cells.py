@@ -51,18 +51,6 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def latest_runs(results: list[Results]) -> list[Results]:
-    """One result per config (seed included): a job run again (a reused sweep directory, a report over
-    several sweeps) counts once, by its newest run, so n counts seeds and not repeats."""
-    newest: dict[str, Results] = {}
-    for result in results:
-        setting = {k: v for k, v in flatten(result.config).items() if not k.startswith(NOT_A_SETTING)}
-        key = json.dumps(setting, sort_keys=True, default=str)
-        if key not in newest or result.run.finished >= newest[key].run.finished:
-            newest[key] = result
-    return list(newest.values())
-
-
 def varying_keys(configs: list[dict[str, Any]]) -> list[str]:
     """The dotted config keys whose values differ between jobs (a key some jobs lack counts as differing), less the
     probe settings that only tell probe types apart (`_set_by_probe_type`)."""

@@ -21,15 +21,15 @@ only when its row is opened; it needs no server, network or CDN.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mosaic.infra.errors import MosaicError, first_line
-from mosaic.record import FAILURE_FILE, Results, read_results
-from mosaic.report.cells import NOT_A_SETTING, flatten, latest_runs
+from mosaic.record import Results
+from mosaic.report.cells import NOT_A_SETTING, flatten
+from mosaic.report.jobs import finished_jobs
 from mosaic.report.latents import latent_profiles, split_names
 
 PAGE_FILE = "explore.html"
@@ -42,31 +42,6 @@ EXAMPLES, EXAMPLE_CHARACTERS = 5, 240
 HIDDEN_NOTE = ("A hidden-state dimension has no contexts here: it is dense (every token has a value) and not "
                "trained to mean one thing, so the tokens where it peaks say little; most hidden-state entries also "
                "keep only each document's pooled row.")
-
-
-def _jobs(directory: Path, job_dirs: list[Path] | None = None) -> list[tuple[Path, Results]]:
-    """Every readable, finished job under `directory` (or the job itself, or `job_dirs` only), newest run per
-    config."""
-    if job_dirs is not None:
-        paths = [job_dir / "results.json" for job_dir in job_dirs]
-    elif (directory / "results.json").is_file():
-        paths = [directory / "results.json"]
-    else:
-        paths = sorted(directory.rglob("results.json"))
-    found: dict[int, Path] = {}
-    results = []
-    for path in paths:
-        if (path.parent / FAILURE_FILE).exists() or not path.is_file():
-            continue
-        try:
-            result = read_results(path)
-        except (OSError, ValueError) as error:
-            print(f"mosaic: explore: {path} left out: not a readable results.json ({first_line(error)})",
-                  file=sys.stderr)
-            continue
-        found[id(result)] = path.parent
-        results.append(result)
-    return [(found[id(result)], result) for result in latest_runs(results)]
 
 
 def _row(job_dir: Path, root: Path, result: Results) -> dict[str, Any]:
@@ -154,11 +129,13 @@ def _versus(sae: Results, hidden: Results, data) -> dict[str, Any] | None:
                          "only hidden right": examples(~sae_right & hidden_right)}}
 
 
-def page_data(directory: Path, latents: tuple[int, ...] = (), job_dirs: list[Path] | None = None) -> dict[str, Any]:
-    """What the page shows: the table's rows, each job's metrics and cards, and the latents' profiles."""
+def page_data(directory: Path, latents: tuple[int, ...] = (),
+              jobs: list[tuple[Path, Results]] | None = None) -> dict[str, Any]:
+    """What the page shows: the table's rows, each job's metrics and cards, and the latents' profiles, for every
+    job under `directory` (or `jobs`, as `report.cells.finished_jobs` read them)."""
     from tqdm import tqdm
 
-    jobs = _jobs(directory, job_dirs)
+    jobs = finished_jobs(directory, command="explore") if jobs is None else list(jobs)
     if not jobs:
         raise FileNotFoundError(f"no results.json under {directory}")
     readings: dict[str, list[int]] = {}
@@ -231,13 +208,13 @@ def context_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_page(directory: Path, out: Path | None = None, latents: tuple[int, ...] = (),
-               job_dirs: list[Path] | None = None) -> tuple[Path, dict[str, Any]]:
-    """Write the page for every job under `directory` (or `job_dirs`) to `out` (default: `directory/explore.html`),
+               jobs: list[tuple[Path, Results]] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Write the page for every job under `directory` (or `jobs`) to `out` (default: `directory/explore.html`),
     atomically; returns its path and data."""
     from mosaic.record.files import write_text_atomic
     from mosaic.report.page import render_page
 
     out = out or directory / PAGE_FILE
-    data = page_data(directory, latents, job_dirs)
+    data = page_data(directory, latents, jobs)
     write_text_atomic(out, render_page(data))
     return out, data

@@ -75,18 +75,18 @@ def latent_profiles(
     if len(offsets) - 1 != len(labels):
         raise ValueError(f"{len(offsets) - 1} documents in the codes but {len(labels)} labels")
     columns = sp.csc_matrix(codes[:, list(latents)])
-    peaks = [document_peaks(columns[:, [j]], offsets) for j in range(len(latents))]
+    singles = [columns[:, [j]] for j in range(len(latents))]
+    peaks = [document_peaks(single, offsets) for single in singles]
     shown = [np.argsort(-peak, kind="stable")[:contexts] for peak, _ in peaks]
     shown = [documents[peaks[j][0][documents] > 0] for j, documents in enumerate(shown)]
     wanted = sorted({int(d) for documents in shown for d in documents})
     tokens = dict(zip(wanted, tokens_of(wanted))) if wanted else {}
     n_tokens = max(1, codes.shape[0])
     profiles = []
-    for j, latent in enumerate(latents):
-        peak, where = peaks[j]
-        column = columns[:, [j]].toarray().ravel()
+    for latent, single, (peak, where), documents in zip(latents, singles, peaks, shown):
+        column = single.toarray().ravel()
         found = []
-        for document in shown[j]:
+        for document in documents:
             document = int(document)
             start, stop = offsets[document], offsets[document + 1]
             if len(tokens[document]) != stop - start:  # the tokenizer and the forward read the same tokens
@@ -98,7 +98,7 @@ def latent_profiles(
                           "length": int(stop - start),
                           "tokens": tokens[document][first:last],
                           "values": [float(f"{v:.4g}") for v in column[start + first:start + last]]})
-        fires = int(np.sum(columns[:, [j]].data > 0))  # stored entries may hold explicit zeros
+        fires = int(np.sum(single.data > 0))  # stored entries may hold explicit zeros
         profiles.append(LatentProfile(int(latent), found, fires / n_tokens,
                                       _histogram(peak, labels, label_names)))
     return profiles
