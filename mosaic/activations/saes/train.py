@@ -1,9 +1,10 @@
-"""Train an SAE on in-memory activations with SAELens's trainer: standard (L1), TopK, BatchTopK or JumpReLU.
+"""Train an SAE on in-memory activations with SAELens's trainer: standard (L1), TopK, BatchTopK, Matryoshka
+BatchTopK or JumpReLU.
 
 Used for models with no published SAE (the offline defaults). Activations are normalised to a
 fixed average norm during training and the factor is folded into the weights afterwards, so the
 saved SAE reads raw residual-stream activations, like a Gemma Scope SAE. Latents that have not
-fired for `DEAD_WINDOW_TOKENS` tokens count as dead: TopK and BatchTopK then train them with their
+fired for `DEAD_WINDOW_TOKENS` tokens count as dead: TopK and (Matryoshka) BatchTopK then train them with their
 auxiliary loss. The learning rate is constant, then decays linearly to zero over the last
 `DECAY_FRACTION` of the steps.
 """
@@ -50,14 +51,30 @@ class TrainSettings:
     tokens: int
     batch_tokens: int
     seed: int
+    matryoshka_fractions: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """One `sae.architecture`: SAELens's training SAE and the config keys that set its sparsity."""
+    """One `sae.architecture`: SAELens's training SAE, the config keys that set its sparsity, and whether
+    `sae.k` is its number of active latents per token (exactly, or on average over a batch)."""
 
     training_sae: Callable[[], tuple[type, type]]
     sparsity: Callable[[TrainSettings], dict[str, Any]]
+    k_active: bool = False
+
+
+def matryoshka_widths(fractions: tuple[float, ...], d_sae: int) -> list[int]:
+    """The nested dictionaries' widths: each fraction of `d_sae` (rounded), then the whole SAE.
+
+    A Matryoshka SAE reconstructs its input from each prefix of its latents as well as from all of
+    them, so the first latents must carry the coarse, frequent directions on their own.
+    """
+    widths = [round(fraction * d_sae) for fraction in fractions]
+    if not widths or not all(0 < width < later for width, later in zip(widths, [*widths[1:], d_sae], strict=True)):
+        raise MosaicError(f"sae.matryoshka_fractions={list(fractions)} is not allowed: increasing fractions in (0, 1), "
+                          f"at least one, whose widths of the SAE's {d_sae} latents differ, e.g. [0.0625, 0.25]")
+    return [*widths, d_sae]
 
 
 def _sae_lens(training: str, config: str) -> Callable[[], tuple[type, type]]:
@@ -73,8 +90,13 @@ def _sae_lens(training: str, config: str) -> Callable[[], tuple[type, type]]:
 ARCHITECTURES: dict[str, Architecture] = {
     "standard": Architecture(_sae_lens("StandardTrainingSAE", "StandardTrainingSAEConfig"),
                              lambda s: {"l1_coefficient": s.l1_coefficient}),
-    "topk": Architecture(_sae_lens("TopKTrainingSAE", "TopKTrainingSAEConfig"), lambda s: {"k": s.k}),
-    "batchtopk": Architecture(_sae_lens("BatchTopKTrainingSAE", "BatchTopKTrainingSAEConfig"), lambda s: {"k": s.k}),
+    "topk": Architecture(_sae_lens("TopKTrainingSAE", "TopKTrainingSAEConfig"), lambda s: {"k": s.k}, k_active=True),
+    "batchtopk": Architecture(_sae_lens("BatchTopKTrainingSAE", "BatchTopKTrainingSAEConfig"), lambda s: {"k": s.k},
+                              k_active=True),
+    "matryoshka_batchtopk": Architecture(
+        _sae_lens("MatryoshkaBatchTopKTrainingSAE", "MatryoshkaBatchTopKTrainingSAEConfig"),
+        lambda s: {"k": s.k, "matryoshka_widths": matryoshka_widths(s.matryoshka_fractions, s.d_sae)},
+        k_active=True),
     "jumprelu": Architecture(_sae_lens("JumpReLUTrainingSAE", "JumpReLUTrainingSAEConfig"),
                              lambda s: {"l0_coefficient": s.l0_coefficient}),
 }

@@ -50,7 +50,8 @@ def train_settings(cfg: DictConfig, corpus_tokens: int):
     tokens = sae_cfg.train_tokens or sae_cfg.train_epochs * corpus_tokens
     return TrainSettings(architecture=sae_cfg.architecture, d_sae=sae_cfg.expansion * cfg.model.d_model, k=sae_cfg.k,
                          l1_coefficient=sae_cfg.l1_coefficient, l0_coefficient=sae_cfg.l0_coefficient,
-                         lr=sae_cfg.lr, tokens=tokens, batch_tokens=sae_cfg.train_batch_tokens, seed=sae_seed(cfg))
+                         lr=sae_cfg.lr, tokens=tokens, batch_tokens=sae_cfg.train_batch_tokens, seed=sae_seed(cfg),
+                         matryoshka_fractions=tuple(sae_cfg.matryoshka_fractions))
 
 
 def train_fields(cfg: DictConfig) -> dict[str, Any]:
@@ -245,6 +246,7 @@ class Trained(SAESource):
     def validate(self, cfg: DictConfig) -> None:
         from mosaic.infra.errors import require
 
+        train_fields(cfg)  # the architecture's own settings (Matryoshka's nested widths) are buildable
         if cfg.dataset.modality == "image":
             require(cfg.sae.train_corpus == "train_split", "sae.train_corpus", cfg.sae.train_corpus,
                     "an SAE for image features trains on the image tokens of the training split: train_split")
@@ -256,11 +258,13 @@ class Trained(SAESource):
         return f"trained {str(identity.get('key', ''))[:12]}"
 
     def plan_label(self, cfg: DictConfig) -> str:
-        sparsity = f", k {cfg.sae.k}" if cfg.sae.architecture in ("topk", "batchtopk") else ""
+        sparsity = f", k {cfg.sae.k}" if self.planned_l0(cfg) else ""
         return f"trained {cfg.sae.architecture} SAE, {cfg.sae.expansion} × d_model latents{sparsity}"
 
     def planned_l0(self, cfg: DictConfig) -> int | None:
-        return cfg.sae.k if cfg.sae.architecture in ("topk", "batchtopk") else None
+        from mosaic.activations.saes.train import ARCHITECTURES
+
+        return cfg.sae.k if ARCHITECTURES[cfg.sae.architecture].k_active else None
 
     def trains_on_training_split(self, cfg: DictConfig) -> bool:
         return cfg.sae.train_corpus == "train_split"
