@@ -101,6 +101,40 @@ def test_a_layer_sweeps_trained_saes_share_one_forward_over_their_corpus(tmp_pat
 
 
 @pytest.mark.slow
+def test_a_sweep_over_sae_settings_trains_its_saes_on_one_corpus_forward_and_encodes_in_one_forward(
+        tmp_path, own_cache, monkeypatch):
+    """`sae.architecture=standard,topk sae.k=8,16`: three distinct SAEs (k does not shape the L1 one) train from
+    one corpus extraction and encode the job's documents in one forward; every other cell of the grid is a
+    cache hit, and each SAE is the one its cell would train alone."""
+    import mosaic.activations.forward as forward
+    from mosaic.infra.cache import file_sha256
+
+    corpus, documents = [], []
+    real_corpus, real_documents = forward.extract_activations, store.extract_activations
+    monkeypatch.setattr(forward, "extract_activations", lambda loaded, texts, layers, *a, **k: corpus.append(
+        list(layers)) or real_corpus(loaded, texts, layers, *a, **k))
+    monkeypatch.setattr(store, "extract_activations", lambda loaded, texts, layers, *a, **k: documents.append(
+        list(layers)) or real_documents(loaded, texts, layers, *a, **k))
+    sweep = Sweep(sae_values={"sae.architecture": ("standard", "topk"), "sae.k": ("8", "16")})
+    cell = [*TINY, "sae.k=8"]
+    run(compose_config(*cell), tmp_path / "a", sweep)
+    assert corpus == [[1]] and len(documents) == len(set(map(tuple, documents))) == 1
+    shared = {(e.fields["train"]["architecture"], e.fields["train"].get("k")): file_sha256(
+        e.path / "sae_weights.safetensors") for e in list_entries("saes")}
+    assert sorted(shared, key=str) == sorted([("standard", None), ("topk", 8), ("topk", 16)], key=str)
+    assert len(list_entries("activations")) == 3
+    _forbid_model_and_encoder(monkeypatch)
+    for name, overrides in {"b": ["sae.architecture=topk"], "c": ["sae.architecture=topk", "sae.k=16"],
+                            "d": ["sae.k=16"]}.items():
+        assert run(compose_config(*cell, *overrides), tmp_path / name, sweep)["cache"]["hit"] is True
+    monkeypatch.undo()
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "alone"))
+    run(compose_config(*TINY, "sae.architecture=topk", "sae.k=16"), tmp_path / "e")
+    [alone] = list_entries("saes")
+    assert shared[("topk", 16)] == file_sha256(alone.path / "sae_weights.safetensors")
+
+
+@pytest.mark.slow
 def test_a_multirun_reads_its_sweep_and_hits_the_cache_after_the_first_job(tmp_path):
     result = subprocess.run(
         [sys.executable, "run.py", "-m", *TINY, "layer=1,2", "features=sae,hidden", f"hydra.sweep.dir={tmp_path}"],

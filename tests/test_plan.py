@@ -88,18 +88,31 @@ def test_a_finished_cell_is_done_and_the_forward_its_job_ran_is_not_counted_agai
 
 
 def test_cells_that_differ_in_more_than_a_sweeps_siblings_run_their_own_forward_and_train_their_own_saes():
-    overrides = ["model=tiny_gpt2", "sae.architecture=topk", "sae.k=8,16", "layer=0,1", "pooling=mean,max",
+    overrides = ["model=tiny_gpt2", "sae.architecture=topk", "sae.lr=0.001,0.003", "layer=0,1", "pooling=mean,max",
                  "dataset.limit=40", "logger=none", "probe=sklearn", "model.device=cpu"]
     grid = expand_grid(overrides)
     assert len(grid.configs) == 8
     with loading_no_model():
         plan = plan_grid(grid, device_type="cpu")
-    # A job computes its siblings (layers, widths, feature types) with its own SAE settings: k=8 and k=16 each
-    # need a forward over both layers; pooling only reads the entries, so the other pooling's cells share them.
+    # A job computes its siblings (layers, architectures, k, widths, feature types) with its own other SAE settings:
+    # each learning rate needs a forward over both layers; pooling only reads the entries, so the other pooling's
+    # cells share them.
     assert sorted((f.layers == {0, 1}, len(f.entries)) for f in plan.forwards) == [(True, 2), (True, 2)]
-    assert {grid.configs[f.cell].sae.k for f in plan.forwards} == {8, 16}
-    assert len(plan.saes_to_train) == 4 and all("SAE, 8 × d_model latents, k " in s for s in plan.saes_to_train)
+    assert {grid.configs[f.cell].sae.lr for f in plan.forwards} == {0.001, 0.003}
+    assert len(plan.saes_to_train) == 4 and all("SAE, 8 × d_model latents, k 32" in s for s in plan.saes_to_train)
     assert len(plan.sae_corpus_forwards) == 2 and all(f.endswith("layers 0, 1") for f in plan.sae_corpus_forwards)
+
+
+def test_a_sweep_over_sae_architectures_and_k_is_one_forward_and_one_corpus_forward():
+    grid = expand_grid(["model=tiny_gpt2", "sae.architecture=standard,topk", "sae.k=8,16", "layer=0,1",
+                        "dataset.limit=40", "logger=none", "probe=sklearn", "model.device=cpu"])
+    assert len(grid.configs) == 8
+    with loading_no_model():
+        plan = plan_grid(grid, device_type="cpu")
+    # Three SAEs a layer (the L1 SAE's key has no k), six entries, all from one forward over both layers.
+    [forward] = plan.forwards
+    assert forward.layers == {0, 1} and len(forward.entries) == 6
+    assert len(plan.saes_to_train) == 6 and len(plan.sae_corpus_forwards) == 1
 
 
 def test_a_behaviour_grid_under_a_binary_regime_is_planned_on_its_correct_incorrect_labels():

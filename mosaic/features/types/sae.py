@@ -49,9 +49,7 @@ class SAECodes(FeatureType):
         return sae_source(cfg).variant(cfg)
 
     def slots(self, cfg: DictConfig, layer: int, sweep: Sweep) -> list[tuple[str, str | None]]:
-        source = sae_source(cfg)
-        wanted = source.sibling_variants(cfg, sweep.sae_values)
-        return [("sae", variant) for variant in sorted(wanted & set(source.variants(cfg, layer)))]
+        return [("sae", variant) for variant in sae_source(cfg).siblings(cfg, layer, sweep.sae_values)]
 
     def encoder(self, inputs, layer: int, variant: str | None) -> Encoder:
         return sae_source(inputs.cfg).encoder(inputs, layer, variant)

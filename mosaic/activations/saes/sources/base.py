@@ -73,6 +73,10 @@ class SAESource:
         """The variants it has at `layer`: a sweep's sibling is planned only where its SAE exists."""
         return [self.variant(cfg)]
 
+    def siblings(self, cfg: DictConfig, layer: int, sweep_values: dict[str, tuple[str, ...]]) -> list[str]:
+        """The variants one forward at `layer` computes for this job and its sweep: those wanted that exist."""
+        return sorted(self.sibling_variants(cfg, sweep_values) & set(self.variants(cfg, layer)))
+
     def encoder(self, inputs: EncoderInputs, layer: int, variant: str) -> Encoder:
         raise NotImplementedError
 

@@ -5,14 +5,16 @@ document the job or its transfer targets score, or the job's own training split 
 of its validation and test documents), at the job's layer, and cached under `saes` by everything
 that shapes it: the model's weights, the layer, `max_length`, the corpus (with what was removed from
 it), the training settings, the seed of its draws (`sae.seed`, else the job's), `TRAIN_VERSION` and
-the libraries' versions. One forward over the corpus serves every layer a sweep trains
-(`CorpusActivations`). Its identity is its cache key and the SHA-256 of its files; `corpus.json`
-lists the content hashes of its documents, so a probe reusing it elsewhere refuses it where it saw a
-document that job scores.
+the libraries' versions. One forward over the corpus serves every SAE a sweep trains, at every layer
+(`CorpusActivations`), and a sweep over `sae.architecture`, `sae.k` and `sae.expansion` encodes the
+job's documents with all of its SAEs in one forward. Its identity is its cache key and the SHA-256
+of its files; `corpus.json` lists the content hashes of its documents, so a probe reusing it
+elsewhere refuses it where it saw a document that job scores.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from functools import cache, cached_property
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mosaic.activations.encoder import Encoder
 from mosaic.activations.saes.load import SAE_FILES
@@ -100,33 +102,43 @@ class CorpusActivations:
     """The SAE corpus's activations at the layers a job's trained SAEs still need, from one forward.
 
     Each trained SAE registers its layer and how to tell whether it is already built. The first one
-    that trains extracts every registered layer whose SAE is missing in one pass (early exit at the
-    deepest), so a layer sweep's SAEs share one forward over their corpus; each layer's activations
-    are handed out once and then dropped. Until then they are all held: memory is the corpus's
+    that trains extracts every layer a registered SAE still missing reads, in one pass (early exit at
+    the deepest), so a sweep's SAEs (its layers, and its architectures, k and widths at a layer) share
+    one forward over their corpus; a layer's activations are dropped once each SAE that reads them
+    has taken them or found itself built. Until then they are held: memory is the corpus's
     activations times the number of layers that still need an SAE.
     """
 
     def __init__(self, documents: Callable[[], list], model: Callable[[], Any], batch_size: int, max_length: int):
         self.documents, self.model = documents, model
         self.batch_size, self.max_length = batch_size, max_length
-        self.built: dict[int, Callable[[], bool]] = {}
+        self.registered: dict[object, tuple[int, Callable[[], bool]]] = {}
         self.extracted: dict[int, np.ndarray] = {}
+        self.waiting: dict[object, int] = {}  # SAE -> the extracted layer it has not taken yet
 
-    def register(self, layer: int, built: Callable[[], bool]) -> None:
-        self.built[layer] = built
+    def register(self, sae: object, layer: int, built: Callable[[], bool]) -> None:
+        self.registered[sae] = (layer, built)
 
-    def take(self, layer: int) -> np.ndarray:
+    def take(self, sae: object) -> np.ndarray:
         from mosaic.activations.forward import extract_activations
 
-        if layer not in self.extracted:
-            missing = sorted({layer, *(other for other, built in self.built.items() if not built())})
-            acts = extract_activations(self.model(), self.documents(), missing, self.batch_size, self.max_length,
-                                       desc=f"extract SAE corpus (layers {', '.join(map(str, missing))})")
-            self.extracted.update({found: acts[found].values for found in missing})
-        return self.extracted.pop(layer)
+        if sae not in self.waiting:
+            missing = {sae} | {other for other, (_, built) in self.registered.items()
+                               if other not in self.waiting and not built()}
+            layers = sorted({self.registered[other][0] for other in missing} - set(self.extracted))
+            acts = extract_activations(self.model(), self.documents(), layers, self.batch_size, self.max_length,
+                                       desc=f"extract SAE corpus (layers {', '.join(map(str, layers))})")
+            self.extracted.update({layer: acts[layer].values for layer in layers})
+            self.waiting.update({other: self.registered[other][0] for other in missing})
+        return self.discard(sae)
 
-    def discard(self, layer: int) -> None:
-        self.extracted.pop(layer, None)
+    def discard(self, sae: object) -> np.ndarray | None:
+        """Hand `sae` its layer's activations, if extracted, and drop them once no other SAE waits for them."""
+        layer = self.waiting.pop(sae, None)
+        values = self.extracted.get(layer)
+        if layer is not None and layer not in self.waiting.values():
+            del self.extracted[layer]
+        return values
 
 
 def _shared_corpus(inputs: EncoderInputs) -> tuple[Callable[[], list], Callable[[], dict], CorpusActivations]:
@@ -162,16 +174,16 @@ class _TrainedEncoder(Encoder):
     It is trained, on the corpus's activations at its layer, the first time its identity is asked for.
     """
 
-    def __init__(self, inputs: EncoderInputs, layer: int):
-        self.inputs, self.layer = inputs, layer
+    def __init__(self, inputs: EncoderInputs, layer: int, cfg: DictConfig):
+        self.inputs, self.layer, self.cfg = inputs, layer, cfg
         self.corpus_documents, self.corpus, self.activations = _shared_corpus(inputs)
-        self.activations.register(layer, self.ready)
+        self.activations.register(self, layer, self.ready)
 
     @cached_property
     def fields(self) -> dict[str, Any]:
         from mosaic.activations.store import library_versions, model_identity
 
-        cfg = self.inputs.cfg
+        cfg = self.cfg
         return {"model": model_identity(cfg.model, self.inputs.device.type), "layer": self.layer,
                 "max_length": cfg.max_length, "train": train_fields(cfg), "corpus": self.corpus(),
                 "code": TRAIN_VERSION, "libraries": library_versions()}
@@ -182,10 +194,10 @@ class _TrainedEncoder(Encoder):
             from mosaic.activations.models import resolve_device
             from mosaic.activations.saes.train import train_sae
 
-            cfg = self.inputs.cfg
+            cfg = self.cfg
             documents = self.corpus_documents()
             (target / CORPUS_FILE).write_text(json.dumps(sorted({document_hash(d) for d in documents})))
-            values = self.activations.take(self.layer)
+            values = self.activations.take(self)
             train_sae(values, train_settings(cfg, len(values)), out_dir=target,
                       device=str(resolve_device(cfg.model.device)), hook_name=f"blocks.{self.layer}.hook_resid_post",
                       checkpoints=Checkpoints("saes", content_key(self.fields)),
@@ -193,7 +205,7 @@ class _TrainedEncoder(Encoder):
 
         path, hit = cached_directory("saes", self.fields, build)
         if hit:  # built meanwhile by another job of the sweep: its share of the corpus forward is not needed
-            self.activations.discard(self.layer)
+            self.activations.discard(self)
         return path
 
     def resolve(self) -> dict[str, Any]:
@@ -243,6 +255,28 @@ class _SavedTrainedEncoder(Encoder):
 class Trained(SAESource):
     trains = True
 
+    # A sweep over architectures, k and widths (and layers) shares one forward over the job's documents, and the
+    # SAEs it trains share one over their corpus.
+    sibling_keys = ("sae.architecture", "sae.k", "sae.expansion")
+
+    def variant_config(self, cfg: DictConfig, variant: str) -> DictConfig:
+        """The job's config with a sibling's `sibling_keys` values (`topk/64/8`)."""
+        sibling = copy.deepcopy(cfg)
+        for key, value in zip(self.sibling_keys, variant.split("/"), strict=True):
+            OmegaConf.update(sibling, key, value)
+        return sibling
+
+    def siblings(self, cfg: DictConfig, layer: int, sweep_values: dict[str, tuple[str, ...]]) -> list[str]:
+        """Every wanted combination that makes a valid SAE: any architecture, k and width can be trained."""
+        def valid(variant: str) -> bool:
+            try:
+                sibling = self.variant_config(cfg, variant)
+                return 1 <= sibling.sae.k <= sibling.sae.expansion * cfg.model.d_model and bool(train_fields(sibling))
+            except Exception:  # noqa: BLE001 - a sweep value this job cannot read is its own job's error to report
+                return False
+
+        return sorted(variant for variant in self.sibling_variants(cfg, sweep_values) if valid(variant))
+
     def validate(self, cfg: DictConfig) -> None:
         from mosaic.infra.errors import require
 
@@ -252,7 +286,7 @@ class Trained(SAESource):
                     "an SAE for image features trains on the image tokens of the training split: train_split")
 
     def encoder(self, inputs: EncoderInputs, layer: int, variant: str) -> Encoder:
-        return _TrainedEncoder(inputs, layer)
+        return _TrainedEncoder(inputs, layer, self.variant_config(inputs.cfg, variant))
 
     def name(self, identity: dict[str, Any]) -> str:
         return f"trained {str(identity.get('key', ''))[:12]}"
