@@ -306,14 +306,16 @@ def test_the_sae_quality_table_has_one_row_per_sae_and_dataset(tmp_path):
                 "always_on_fraction": 0.0, "reference": reference, "next_token_loss": loss, "held_out": True}
 
     # Named as their sources name them in results.json (`features.sae.name`).
-    trained = {"source": "trained", "key": "abcdef0123456789", "name": "trained abcdef012345"}
+    trained = {"source": "trained", "key": "abcdef0123456789", "name": "trained abcdef012345", "width": "3072",
+               "architecture": "topk k=32"}
     scope = {"source": "gemma_scope", "release": "gemma-scope-2b-pt-res-canonical", "id": "layer_3/width_16k/canonical",
-             "name": "gemma-scope-2b-pt-res-canonical layer_3/width_16k/canonical"}
+             "name": "gemma-scope-2b-pt-res-canonical layer_3/width_16k/canonical", "width": "16k"}
     loss = {"ce_increase": 0.25, "kl": 0.2, "loss_recovered": 0.9}
     for number, (sae, fvu, pooling) in enumerate([(trained, 0.2, "mean"), (trained, 0.2, "max"), (scope, 0.3, "mean")]):
         _job(tmp_path / str(number), "sae", pooling, "none", 3, 0.8)
         results = json.loads((tmp_path / str(number) / "results.json").read_text())
-        results["features"].update(sae=sae, sae_quality=quality(fvu, loss if sae is scope else None))
+        results["features"].update(sae=sae, sae_quality=quality(fvu, loss if sae is scope else None),
+                                   sae_training=None if sae is scope else {"seconds": 90.0})
         results["cache"] = {"hit": True, "key": sae["source"]}  # the two trained-SAE jobs read one entry
         (tmp_path / str(number) / "results.json").write_text(json.dumps(results))
     _job(tmp_path / "3", "hidden", "mean", "none", 3, 0.7)  # no SAE: no row
@@ -321,13 +323,14 @@ def test_the_sae_quality_table_has_one_row_per_sae_and_dataset(tmp_path):
     lines = written["markdown"].read_text().splitlines()
     start = lines.index("## SAE quality")
     header = next(i for i in range(start, len(lines)) if lines[i].startswith("| model"))
-    assert lines[header].split(" | ")[4:10] == ["tokens", "fvu", "l0", "reference_tokens", "reference_dead_fraction",
-                                                "reference_always_on_fraction"]
+    assert lines[header].split(" | ")[3:13] == ["architecture", "width", "train_minutes", "dataset", "tokens", "fvu",
+                                                 "l0", "reference_tokens", "reference_dead_fraction",
+                                                 "reference_always_on_fraction"]
     assert lines[header + 2:] == [
-        "| minilm | 3 | gemma-scope-2b-pt-res-canonical layer_3/width_16k/canonical | bastion | 5000 | 0.300 | 32.000 "
-        "| 4096 | 1.0% | 0.0% | 0.250 | 0.200 | 90.0% | True |",
-        "| minilm | 3 | trained abcdef012345 | bastion | 1000 | 0.200 | 32.000 | 1000 | 5.0% | 0.0% | — | — | — "
-        "| True |",
+        "| minilm | 3 | gemma-scope-2b-pt-res-canonical layer_3/width_16k/canonical | — | 16k | — | bastion | 5000 "
+        "| 0.300 | 32.000 | 4096 | 1.0% | 0.0% | 0.250 | 0.200 | 90.0% | True |",
+        "| minilm | 3 | trained abcdef012345 | topk k=32 | 3072 | 1.5 | bastion | 1000 | 0.200 | 32.000 | 1000 | 5.0% "
+        "| 0.0% | — | — | — | True |",
     ]
     assert ("Rows with fewer than 4,096 reference tokens (1000) do not compare with the others on dead and always-on "
             "latents.") in lines
@@ -473,3 +476,58 @@ def test_the_suite_report_compares_attention_with_the_suites_probe_on_the_last_t
     # Never an attention method against a cell of another pooling with the same probe, nor SAE-last against
     # attention.
     assert not [line for line in lines if line.startswith(f"| {sae_last} | {hidden_attention} ")]
+
+
+def test_saes_compared_average_every_method_over_the_datasets_all_of_them_scored_at_each_k(tmp_path):
+    """Two trained SAEs and the hidden state over three datasets at k = 16 and all; SAE B has no k = 16 job on
+    the third dataset, so at k = 16 every method is averaged over the first two alone. Seeds average first."""
+    saes = {"A": ({"source": "trained", "key": "a" * 16, "name": "trained aaaa", "width": "3072",
+                   "architecture": "topk k=64"}, [0.2, 0.4, 0.3], 300.0),
+            "B": ({"source": "trained", "key": "b" * 16, "name": "trained bbbb", "width": "3072",
+                   "architecture": "standard"}, [0.5, 0.5, 0.6], 60.0)}
+    auroc = {("A", 16): [0.80, 0.70, 0.90], ("A", None): [0.85, 0.75, 0.95], ("B", 16): [0.60, 0.70, None],
+             ("B", None): [0.70, 0.72, 0.74], ("hidden", 16): [0.90, 0.80, 0.50], ("hidden", None): [0.95, 0.85, 0.9]}
+    number = 0
+    for (method, k), scores in auroc.items():
+        for dataset, score in zip(["d1", "d2", "d3"], scores):
+            for seed, shift in ((0, -0.01), (1, 0.01)):  # two seeds around the score: their mean is the score
+                if score is None:
+                    continue
+                directory = tmp_path / str(number)
+                number += 1
+                _job(directory, "hidden" if method == "hidden" else "sae", "last", "none", 3, 0.5, dataset=dataset,
+                     seed=seed, auroc=score + shift, probe={"k": k})
+                if method != "hidden":
+                    sae, fvus, seconds = saes[method]
+                    results = json.loads((directory / "results.json").read_text())
+                    fvu = fvus[int(dataset[1]) - 1]
+                    results["features"].update(sae=sae, sae_training={"seconds": seconds}, sae_quality={
+                        "tokens": 5000, "fvu": fvu, "l0": 64.0, "dead_fraction": 0.0, "always_on_fraction": 0.0,
+                        "reference": {"tokens": 4096, "dead_fraction": 0.02, "always_on_fraction": 0.0},
+                        "next_token_loss": None, "held_out": True})
+                    results["cache"] = {"hit": True, "key": f"{method}-{dataset}"}
+                    results["config"]["sae"]["architecture"] = sae["architecture"]  # what tells the jobs apart
+                    (directory / "results.json").write_text(json.dumps(results))
+    written = write_report(tmp_path)
+    lines = written["markdown"].read_text().splitlines()
+    start = lines.index("## SAEs compared")
+    header = next(i for i in range(start, len(lines)) if lines[i].startswith("| SAE"))
+    assert lines[header].endswith("| AUROC k=16 (2 datasets) | AUROC k=all (3 datasets) |")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines[header + 2: header + 5]}
+    # Sorted by FVU: A (mean 0.3) first, then B (0.533), then the hidden state.
+    assert list(rows) == ["trained aaaa", "trained bbbb", "hidden state"]
+    assert rows["trained aaaa"][1:7] == ["topk k=64", "3072", "5.0", "0.300", "64.0", "2.0%"]
+    assert rows["trained bbbb"][4] == "0.533"
+
+    def centre(cell):
+        return float(cell.split(" ")[0].strip(" |"))
+
+    # k = 16 over d1 and d2 only: A (0.80 + 0.70) / 2, B (0.60 + 0.70) / 2, hidden (0.90 + 0.80) / 2.
+    assert [centre(rows[name][7]) for name in rows] == pytest.approx([0.75, 0.65, 0.85], abs=1e-3)
+    assert [centre(rows[name][8]) for name in rows] == pytest.approx([0.85, 0.72, 0.9], abs=1e-3)
+    # The interval is Student's t over the datasets' means: for A at k = all, 0.85 ± t(0.975, 2) x 0.1 / sqrt(3).
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)
+    assert rows["trained aaaa"][8].strip(" |") == f"0.850 [{0.85 - half:.3f}, {min(1.0, 0.85 + half):.3f}]"
+    assert written["sae_tradeoff"].name == "sae_tradeoff.png" and written["sae_tradeoff"].stat().st_size > 10000

@@ -7,9 +7,10 @@ test and cross-validation macro F1; the best row, chosen on CV or validation sco
 `report.csv` (one row per job) and PNG plots (`mosaic.report.plots`). Jobs that scored transfer
 targets also give train x test matrices (`mosaic.report.transfer`); a sweep over several datasets
 also gives the suite report (`mosaic.report.suite`); jobs that used an SAE give its quality table
-(`mosaic.report.quality`, `sae_quality.csv`). Beside them, `explore.html` (`mosaic.report.explore`): the
-sweep's jobs with each SAE probe's top latents and the contexts where they fire. How cells are formed
-and the best is chosen is `mosaic.report.cells`.
+(`mosaic.report.quality`, `sae_quality.csv`), and over several datasets each SAE's quality beside
+its probes' scores (`mosaic.report.saes`, `sae_tradeoff.png`). Beside them, `explore.html`
+(`mosaic.report.explore`): the sweep's jobs with each SAE probe's top latents and the contexts
+where they fire. How cells are formed and the best is chosen is `mosaic.report.cells`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from mosaic.report.explore import PAGE_FILE, context_rows, write_page
 from mosaic.report.jobs import finished_jobs
 from mosaic.report.plots import dataset_plots
 from mosaic.report.quality import quality_rows, write_quality
+from mosaic.report.saes import write_sae_comparison
 from mosaic.report.suite import write_suite
 from mosaic.report.transfer import MISSING, transfer_heatmaps, transfer_matrices, transfer_tables
 
@@ -150,7 +152,8 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
     matrices = transfer_matrices(results, rows)
     markdown = out_dir / "report.md"
     quality, quality_files = write_quality(results, out_dir)
-    markdown.write_text("\n".join([_tables(cells, keys), transfer_tables(matrices), quality,
+    compared, tradeoffs = write_sae_comparison(results, out_dir)
+    markdown.write_text("\n".join([_tables(cells, keys), transfer_tables(matrices), quality, compared,
                                    attended_section(results)]).rstrip() + "\n")
     table_rows = [{**{k: v for k, v in row.items() if k != "cell"}, **row["cell"]} for row in rows]
     table = out_dir / "report.csv"
@@ -159,7 +162,7 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
         writer.writeheader()
         writer.writerows(table_rows)
     plots = dataset_plots(cells, out_dir)
-    written = {"markdown": markdown, "csv": table, **quality_files}
+    written = {"markdown": markdown, "csv": table, **quality_files, **tradeoffs}
     if matrices:
         written["transfer"] = out_dir / "transfer.json"
         written["transfer"].write_text(json.dumps(matrices, indent=2))

@@ -29,7 +29,7 @@ import numpy as np
 from mosaic.infra.errors import MosaicError, first_line
 from mosaic.record import Results
 from mosaic.report.cells import NOT_A_SETTING, flatten
-from mosaic.report.jobs import finished_jobs
+from mosaic.report.jobs import finished_jobs, hidden_state
 from mosaic.report.latents import latent_profiles, split_names
 
 PAGE_FILE = "explore.html"
@@ -91,11 +91,6 @@ def _read_profiles(result: Results, latents: list[int]) -> tuple[dict[int, dict]
                                split_names(len(data.documents), job.splits),
                                lambda documents: document_tokens(cfg, [data.documents[d] for d in documents]))
     return {profile.latent: profile.as_dict() for profile in profiles}, data
-
-
-def _hidden_state(result: Results) -> bool:
-    """Whether a job read a layer's activations without an SAE (the hidden state), as its results describe it."""
-    return result.features.layer is not None and result.features.sae is None
 
 
 def _partner_key(result: Results) -> str:
@@ -160,7 +155,7 @@ def page_data(directory: Path, latents: tuple[int, ...] = (),
         rows.append(_row(job_dir, directory, result))
         reading = reading_of.get(index)
         note = unavailable.get(index) or (None if reading is not None else HIDDEN_NOTE
-                                          if _hidden_state(result) else IMAGE_NOTE
+                                          if hidden_state(result) else IMAGE_NOTE
                                           if result.features.sae is not None else
                                           "No contexts: these features are not an SAE's latents.")
         cards = [{"latent": f.index, "class": f.class_, "evidence": round(f.evidence, 4), "url": f.url,
@@ -180,7 +175,7 @@ def page_data(directory: Path, latents: tuple[int, ...] = (),
                         "chosen": {name: value.chosen for name, value in result.hyperparameters.items()},
                         "note": note, "cards": cards, "versus": []})
     hidden_at = {_partner_key(result): index for index, (_, result) in enumerate(jobs)
-                 if _hidden_state(result)}
+                 if hidden_state(result)}
     for index, reading in reading_of.items():
         partner = hidden_at.get(_partner_key(jobs[index][1]))
         if partner is None or (versus := _versus(jobs[index][1], jobs[partner][1], prepared[reading])) is None:

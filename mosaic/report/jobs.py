@@ -1,4 +1,5 @@
-"""Which jobs a report or the explore page reads: every finished job under a directory, newest run per config."""
+"""Which jobs a report or the explore page reads: every finished job under a directory, newest run per config, and
+what each read."""
 
 from __future__ import annotations
 
@@ -44,3 +45,8 @@ def latest_runs(jobs: list[tuple[Path, Results]]) -> list[tuple[Path, Results]]:
         if key not in newest or result.run.finished >= newest[key][1].run.finished:
             newest[key] = job
     return list(newest.values())
+
+
+def hidden_state(result: Results) -> bool:
+    """Whether a job read a layer's activations without an SAE (the hidden state), as its results describe it."""
+    return result.features.layer is not None and result.features.sae is None

@@ -14,9 +14,9 @@ from typing import Any
 from mosaic.record import Results, sae_name, sae_quality_scalars
 from mosaic.report.transfer import MISSING
 
-COLUMNS = ("model", "layer", "sae", "dataset", "tokens", "fvu", "l0", "reference_tokens", "reference_dead_fraction",
-           "reference_always_on_fraction", "dead_fraction", "always_on_fraction", "ce_increase", "kl",
-           "loss_recovered", "held_out")
+COLUMNS = ("model", "layer", "sae", "architecture", "width", "train_minutes", "dataset", "tokens", "fvu", "l0",
+           "reference_tokens", "reference_dead_fraction", "reference_always_on_fraction", "dead_fraction",
+           "always_on_fraction", "ce_increase", "kl", "loss_recovered", "held_out")
 # The markdown table compares latent health only on the fixed reference budget; the CSV also has it on every token.
 SHOWN = tuple(c for c in COLUMNS if c not in ("dead_fraction", "always_on_fraction"))
 
@@ -28,9 +28,10 @@ def quality_rows(results: list[Results]) -> list[dict[str, Any]]:
         quality = result.features.sae_quality
         if quality is None:
             continue
-        config = result.config
+        config, sae, training = result.config, result.features.sae, result.features.sae_training or {}
         row = {"model": config["model"]["name"], "layer": config["layer"],
-               "sae": sae_name(result.features.sae.model_dump(exclude_unset=True)),
+               "sae": sae_name(sae.model_dump(exclude_unset=True)), "architecture": sae.architecture,
+               "width": sae.width, "train_minutes": training["seconds"] / 60 if "seconds" in training else None,
                "dataset": config["dataset"]["name"], "tokens": quality.tokens,
                "reference_tokens": None if quality.reference is None else quality.reference.tokens,
                **sae_quality_scalars(result.features.model_dump(mode="json", exclude_unset=True)),
@@ -44,6 +45,8 @@ def _cell(value: Any, column: str) -> str:
         return MISSING
     if column.endswith(("dead_fraction", "always_on_fraction", "loss_recovered")):
         return f"{value:.1%}"
+    if column == "train_minutes":
+        return f"{value:.1f}"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 

@@ -17,8 +17,9 @@ from mosaic.activations.encoder import Encoder
 class SAEIdentity(BaseModel):
     """What identifies a job's SAE wherever it is recorded (results.json's `features.sae`, a saved probe, reports):
     its source, the SHA-256 of its files, the source's own keys (a trained SAE's cache key, a release and id, a
-    local path), and what the source names it: a display name, its width as the source speaks of it, and the
-    prefix of its latents' Neuronpedia pages (None where there are none)."""
+    local path), and what the source names it: a display name, its width as the source speaks of it, the
+    prefix of its latents' Neuronpedia pages (None where there are none), and, for an SAE MOSAIC trained, its
+    architecture and sparsity (`topk k=64`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,6 +32,7 @@ class SAEIdentity(BaseModel):
     name: str | None = None
     width: str | None = None
     neuronpedia: str | None = None
+    architecture: str | None = None
 
 
 @dataclass

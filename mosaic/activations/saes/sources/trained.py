@@ -291,6 +291,10 @@ class Trained(SAESource):
     def name(self, identity: dict[str, Any]) -> str:
         return f"trained {str(identity.get('key', ''))[:12]}"
 
+    def described(self, cfg: DictConfig, identity: dict[str, Any], width: int) -> dict[str, Any]:
+        sparsity = f" k={cfg.sae.k}" if self.planned_l0(cfg) else ""
+        return {**super().described(cfg, identity, width), "architecture": f"{cfg.sae.architecture}{sparsity}"}
+
     def plan_label(self, cfg: DictConfig) -> str:
         sparsity = f", k {cfg.sae.k}" if self.planned_l0(cfg) else ""
         return f"trained {cfg.sae.architecture} SAE, {cfg.sae.expansion} × d_model latents{sparsity}"
