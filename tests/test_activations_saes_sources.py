@@ -61,3 +61,44 @@ def test_activation_and_trained_sae_keys_name_the_library_versions_that_compute_
     expected = {"torch": torch.__version__, "transformers": version("transformers"), "sae-lens": version("sae-lens")}
     [sae], [activations] = list_entries("saes"), list_entries("activations")
     assert sae.fields["libraries"] == expected and activations.fields["libraries"] == expected
+
+
+@pytest.mark.slow
+def test_a_trained_sae_is_reused_by_its_key_in_a_job_with_other_sae_settings(tmp_path, monkeypatch):
+    """`sae=cached sae.key=KEY` reads the SAE a job trained: the same identity, hence the same activation entry and
+    metrics, whatever the reusing job's own `sae.*` says; it is refused, each in one line, for a key that names no
+    SAE or too few characters, another layer, and a job scoring documents the SAE was trained on."""
+    from mosaic.config import validate
+    from mosaic.infra.cache import list_entries
+    from mosaic.infra.errors import MosaicError
+    from mosaic.pipeline import run
+    from tests.conftest import compose_config
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    tiny = ["model=tiny_gpt2", "layer=1", "sae.train_docs=60", "sae.train_epochs=1", "logger=none", "probe=sklearn",
+            "dataset.limit=60"]
+    trained = run(compose_config(*tiny), tmp_path / "trained")
+    [entry] = list_entries("saes")
+    reused = run(compose_config(*tiny, "sae=cached", f"sae.key={entry.key[:10]}", "sae.architecture=topk",
+                                "sae.expansion=2"), tmp_path / "reused")
+    assert reused["features"]["sae"]["key"] == entry.key == trained["features"]["sae"]["key"]
+    assert reused["features"]["sae"]["architecture"] == "standard"
+    assert reused["cache"] == {**trained["cache"], "hit": True}
+    assert reused["metrics"]["macro_f1"] == trained["metrics"]["macro_f1"]
+    for overrides, message in [(["sae.key=0123456789"], "no trained SAE in the cache has it"),
+                               ([f"sae.key={entry.key[:4]}"], "give at least 8 characters"),
+                               ([f"sae.key={entry.key}", "layer=0"], f"the trained SAE {entry.key} reads layer 1")]:
+        with pytest.raises(MosaicError, match="is not allowed") as error:
+            validate(compose_config(*tiny, "sae=cached", *overrides))
+        assert message in str(error.value) and "\n" not in str(error.value)
+    # An SAE trained on the dataset's own training split has seen documents any job on that dataset scores.
+    run(compose_config(*tiny, "sae.train_corpus=train_split"), tmp_path / "on_the_split")
+    [on_the_split] = [found for found in list_entries("saes") if found.key != entry.key]
+    with pytest.raises(MosaicError, match=rf"^the SAE {on_the_split.key} was trained on \d+ documents this job scores"):
+        run(compose_config(*tiny, "sae=cached", f"sae.key={on_the_split.key}"), tmp_path / "leak")
+    # A sweep over keys is one forward at the layer both SAEs read, and nothing at another.
+    from mosaic.activations.saes.sources import SAE_SOURCES
+
+    cfg, keys = compose_config(*tiny, "sae=cached", f"sae.key={entry.key}"), (entry.key, on_the_split.key)
+    assert SAE_SOURCES["cached"].siblings(cfg, 1, {"sae.key": keys}) == sorted(keys)
+    assert SAE_SOURCES["cached"].siblings(cfg, 0, {"sae.key": keys}) == []

@@ -21,13 +21,23 @@ FIRST_RELEASE_LAYER = {"gemma2_9b": 9, "gemma3_270m_hub": 5, "gemma3_270m_it": 5
                        "gemma3_12b": 12, "gemma3_27b": 16}
 
 
+def _a_trained_sae_entry() -> str:
+    """A cache entry as a trained MiniLM layer-3 SAE's manifest describes it (all that validation reads)."""
+    from mosaic.infra.cache import cached_directory
+
+    fields = {"model": {"source": "minilm", "hf_id": None, "d_model": 384}, "layer": 3, "train": {}}
+    return cached_directory("saes", fields, lambda target: (target / "cfg.json").write_text("{}"))[0].name
+
+
 @pytest.mark.parametrize("group", GROUPS)
-def test_every_group_option_composes_and_validates(group, tmp_path):
+def test_every_group_option_composes_and_validates(group, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))  # `sae=cached` reads an SAE entry written here
     data = tmp_path / "data.csv"
     data.write_text("text,label\na,x\nb,y\n")
     (tmp_path / "cfg.json").write_text("{}")
     (tmp_path / "sae_weights.safetensors").write_bytes(b"")
     needs = {
+        ("sae", "cached"): [f"sae.key={_a_trained_sae_entry()}", "layer=3"],
         ("dataset", "csv"): [f"dataset.path={data}"],
         ("dataset", "jsonl"): [f"dataset.path={data}"],
         ("sae", "gemma_scope"): ["model=gemma2_2b", "layer=12"],

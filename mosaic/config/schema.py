@@ -77,7 +77,8 @@ class SAEConfig:
     `gemma_scope`: the Gemma Scope SAE of `release` (default: the model's `gemma_scope_release`)
     for the job's layer and `width`; `gemma_scope_2`: the Gemma Scope 2 SAE of `release` (default:
     the model's `gemma_scope_2_release`) for the job's layer, `width` and `l0` (`small`, `medium`,
-    `big`: about 20, 60, 150 active latents). `local`: a SAELens-format directory.
+    `big`: about 20, 60, 150 active latents). `local`: a SAELens-format directory. `cached`: an SAE
+    MOSAIC trained earlier, by (8 or more characters of) the cache `key` that `sae list` shows.
     An SAE recorded as reading another hook point than the residual stream after block `layer`
     is refused unless `allow_any_hook` is set. A trained SAE's draws (corpus sample, initialisation,
     batch order) follow the job's `seed` unless `seed` here pins them, e.g. to share one SAE across
@@ -90,6 +91,7 @@ class SAEConfig:
     id: str | None = None
     l0: str = "medium"
     path: str | None = None
+    key: str | None = None
     architecture: str = "standard"
     expansion: int = 8
     k: int = 32

@@ -3,6 +3,7 @@
 | `sae.source` | module | the SAE |
 | --- | --- | --- |
 | `trained` | `trained.py` | trained by MOSAIC with SAELens, on a corpus without the job's documents, cached |
+| `cached` | `cached.py` | one MOSAIC trained earlier, by its cache key (`sae list`) |
 | `local` | `local.py` | a SAELens-format directory |
 | `saelens` | `saelens.py` | any residual-stream SAE of SAELens's release table, by release and id |
 | `gemma_scope` | `gemma_scope.py` | Gemma Scope (Gemma 2), by layer and width: a SAELens release |
@@ -24,6 +25,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from mosaic.activations.saes.sources.base import EncoderInputs, SAEIdentity, SAESource
+from mosaic.activations.saes.sources.cached import Cached
 from mosaic.activations.saes.sources.gemma_scope import GemmaScope
 from mosaic.activations.saes.sources.gemma_scope_2 import GemmaScope2
 from mosaic.activations.saes.sources.local import LocalDirectory
@@ -31,8 +33,9 @@ from mosaic.activations.saes.sources.saelens import SAELensRelease
 from mosaic.activations.saes.sources.trained import Trained
 
 # sae.source -> where its SAEs come from.
-SAE_SOURCES: dict[str, SAESource] = {"trained": Trained(), "local": LocalDirectory(), "saelens": SAELensRelease(),
-                                     "gemma_scope": GemmaScope(), "gemma_scope_2": GemmaScope2()}
+SAE_SOURCES: dict[str, SAESource] = {"trained": Trained(), "cached": Cached(), "local": LocalDirectory(),
+                                     "saelens": SAELensRelease(), "gemma_scope": GemmaScope(),
+                                     "gemma_scope_2": GemmaScope2()}
 
 
 def sae_source(cfg: DictConfig) -> SAESource:

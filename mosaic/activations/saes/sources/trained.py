@@ -241,9 +241,8 @@ class _SavedTrainedEncoder(Encoder):
             raise MosaicError(f"the trained SAE {self.saved['key']} does not list its training documents "
                               f"({CORPUS_FILE}): rerun the probe's job") from None
         if overlap := trained_on & self.protected:
-            raise MosaicError(f"the probe's SAE was trained on {len(overlap)} documents this job scores: its "
-                              "features of them are not held out; train the probe with an SAE that never saw "
-                              "this dataset")
+            raise MosaicError(f"the SAE {self.saved['key']} was trained on {len(overlap)} documents this job "
+                              "scores: its features of them are not held out; use an SAE that never saw this dataset")
         return found
 
     def load(self):
