@@ -375,3 +375,27 @@ def test_a_probe_without_validation_rows_records_that_it_selected_nothing(probe_
     # With validation rows the same call selects, and says nothing of the kind.
     selected = effective_hyperparameters(select_probe(x[:30], y[:30], x[30:], y[30:], 2, cfg, seed=0), cfg)
     assert "not_selected" not in selected[name]
+
+
+def test_the_sklearn_probe_fits_on_one_blas_thread_to_the_same_probe(monkeypatch):
+    """BLAS threads are limited to one inside the fit (speed, `make bench`), and the probe is the one sklearn
+    fits outside that limit."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import MaxAbsScaler
+    from threadpoolctl import threadpool_info
+
+    features, labels, train, val, test = _well_conditioned_problem(3, n_classes=3)
+    seen, real_fit = [], LogisticRegression.fit
+
+    def recording(self, *args, **kwargs):
+        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", recording)
+    probe = _fit("sklearn", features, labels, train, val, C=0.5)
+    assert seen == [{1}]
+    scaler = MaxAbsScaler().fit(features[train])
+    reference = real_fit(LogisticRegression(C=0.5, class_weight="balanced", max_iter=5000, tol=1e-6),
+                         scaler.transform(features[train]), labels[train])
+    np.testing.assert_allclose(probe.predict_proba(features[test]),
+                               reference.predict_proba(scaler.transform(features[test])), atol=1e-6)
