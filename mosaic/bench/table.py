@@ -15,9 +15,10 @@ def _extraction(items: list[dict]) -> list[str]:
         share = device.get("bare_forward_share_of_peak")
         peak = f"; bare forward {share:.1%} of the card's bf16 peak" if share is not None else ""
         ratio = item["throughput_ratio"]
+        ceiling = f"; FLOP ceiling {item['flop_ceiling']:.2f}" if "flop_ceiling" in item else ""
         rows.append(f"| 1. throughput {item['model']} on {on} (forward+hook+SAE encode+pool / bare forward) | "
                     f"{ratio:.2f} ({item['pipeline_tokens_per_s']:.0f} vs {item['bare_tokens_per_s']:.0f} "
-                    f"tok/s{peak}) | >= 0.9 ({_met(ratio >= 0.9)}) |")
+                    f"tok/s{peak}{ceiling}) | >= 0.9 ({_met(ratio >= 0.9)}) |")
     for item in items:
         cells = ", ".join(f"L{k}: {v['measured']:.2f} vs {v['ideal']:.2f}" for k, v in item["early_exit"].items())
         within = all(abs(v["measured"] - v["ideal"]) <= 0.1 * v["ideal"] for v in item["early_exit"].values())

@@ -71,9 +71,14 @@ def bench_extraction(model_name: str, texts: list[str], repeats: int) -> dict:
         computed = sum(batch["input_ids"].numel() for batch in batches)  # padding is computed too
         device["bare_forward_share_of_peak"] = (computed / bare * _forward_flops_per_token(loaded.model)
                                                 / (device["peak_tflops"] * 1e12))
+    # The ratio if encoding ran at the forward's FLOP rate and nothing else cost anything: the dense encoder
+    # multiplies every token through d_model x d_sae weights, whatever the SAE's sparsity.
+    forward_flops = _forward_flops_per_token(loaded.model)
+    ceiling = forward_flops / (forward_flops + 2.0 * cfg.model.d_model * sae.cfg.d_sae)
     return {
         "model": model_name, "layers": n, "documents": len(texts), "tokens": tokens, "device": device,
         "bare_tokens_per_s": tokens / bare, "pipeline_tokens_per_s": tokens / ours, "throughput_ratio": bare / ours,
+        "flop_ceiling": ceiling,
         "early_exit": early,
     }
 
