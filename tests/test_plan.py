@@ -274,3 +274,20 @@ def test_pooled_and_token_rows_of_the_hidden_state_are_planned_from_one_forward(
     # One pass writes both entries: the pooled hidden state and every token's rows (bfloat16, 2 bytes a value).
     assert len(forward.entries) == 2 and plan.cells[0].entry.key != plan.cells[3].entry.key
     assert plan.cells[3].entry.bytes == forward.tokens * 32 * 2
+
+
+def test_the_sae_comparison_experiment_encodes_its_six_saes_in_each_tasks_one_forward():
+    from mosaic.cluster.siblings import sweep_of
+    from mosaic.config import compose, validate
+    from mosaic.features.types import forward_slots
+    from tests.conftest import compose_config
+
+    params = compose("experiment=sae_comparison", with_hydra=True).hydra.sweeper.params
+    sweep = sweep_of(["experiment=sae_comparison", *(f"{key}={values}" for key, values in params.items())])
+    sizes = {key: len(str(values).split(",")) for key, values in params.items()}
+    assert sizes == {"dataset.task": 113, "features": 1, "probe.k": 4, "sae.architecture": 3, "sae.k": 2}
+    cfg = compose_config("experiment=sae_comparison", "dataset.task=95_toxic_is", "sae.architecture=topk",
+                         "sae.k=64")
+    validate(cfg)
+    assert forward_slots(cfg, sweep) == {3: [("sae", f"{architecture}/{k}/8") for architecture in (
+        "batchtopk", "matryoshka_batchtopk", "topk") for k in (32, 64)]}
