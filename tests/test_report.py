@@ -323,7 +323,7 @@ def test_the_sae_quality_table_has_one_row_per_sae_and_dataset(tmp_path):
     lines = written["markdown"].read_text().splitlines()
     start = lines.index("## SAE quality")
     header = next(i for i in range(start, len(lines)) if lines[i].startswith("| model"))
-    assert lines[header].split(" | ")[3:13] == ["architecture", "width", "train_minutes", "dataset", "tokens", "fvu",
+    assert lines[header].split(" | ")[3:13] == ["architecture", "width", "build_minutes", "dataset", "tokens", "fvu",
                                                  "l0", "reference_tokens", "reference_dead_fraction",
                                                  "reference_always_on_fraction"]
     assert lines[header + 2:] == [

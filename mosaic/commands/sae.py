@@ -74,12 +74,14 @@ def evaluate(overrides: list[str]) -> dict[str, Any]:
 
 
 def _row(fields: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    from mosaic.activations.saes.sources.trained import build_seconds
+
     model, train = fields.get("model", {}), fields.get("train", {})
     measured = training.get("on_training_tokens", {})
     return {"model": model.get("source") if not model.get("hf_id") else model["hf_id"],
             "layer": fields.get("layer"), "architecture": train.get("architecture", "standard"),
             "d_sae": train.get("d_sae"), "k": train.get("k"), "corpus": fields.get("corpus", {}).get("corpus"),
-            "tokens": training.get("tokens"), "minutes": round(training.get("seconds", 0) / 60, 1),
+            "tokens": training.get("tokens"), "build_minutes": round(build_seconds(training) / 60, 1),
             "train_fvu": measured.get("fvu"), "train_l0": measured.get("l0"),
             "train_dead": measured.get("dead_fraction")}
 

@@ -11,10 +11,11 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from mosaic.activations.saes.sources.trained import build_seconds
 from mosaic.record import Results, sae_name, sae_quality_scalars
 from mosaic.report.transfer import MISSING
 
-COLUMNS = ("model", "layer", "sae", "architecture", "width", "train_minutes", "dataset", "tokens", "fvu", "l0",
+COLUMNS = ("model", "layer", "sae", "architecture", "width", "build_minutes", "dataset", "tokens", "fvu", "l0",
            "reference_tokens", "reference_dead_fraction", "reference_always_on_fraction", "dead_fraction",
            "always_on_fraction", "ce_increase", "kl", "loss_recovered", "held_out")
 # The markdown table compares latent health only on the fixed reference budget; the CSV also has it on every token.
@@ -31,7 +32,7 @@ def quality_rows(results: list[Results]) -> list[dict[str, Any]]:
         config, sae, training = result.config, result.features.sae, result.features.sae_training or {}
         row = {"model": config["model"]["name"], "layer": config["layer"],
                "sae": sae_name(sae.model_dump(exclude_unset=True)), "architecture": sae.architecture,
-               "width": sae.width, "train_minutes": training["seconds"] / 60 if "seconds" in training else None,
+               "width": sae.width, "build_minutes": build_seconds(training) / 60 if training else None,
                "dataset": config["dataset"]["name"], "tokens": quality.tokens,
                "reference_tokens": None if quality.reference is None else quality.reference.tokens,
                **sae_quality_scalars(result.features.model_dump(mode="json", exclude_unset=True)),
@@ -45,7 +46,7 @@ def _cell(value: Any, column: str) -> str:
         return MISSING
     if column.endswith(("dead_fraction", "always_on_fraction", "loss_recovered")):
         return f"{value:.1%}"
-    if column == "train_minutes":
+    if column == "build_minutes":
         return f"{value:.1f}"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 

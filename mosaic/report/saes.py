@@ -3,7 +3,7 @@
 Written when a sweep's SAE jobs cover two or more datasets, for each *context* (every varying key but the
 dataset, the seed, the features, the SAE and `probe.k`: a layer, a pooling, a probe type):
 
-- `## SAEs compared` in report.md: per SAE, its architecture, width and training minutes, its mean FVU,
+- `## SAEs compared` in report.md: per SAE, its architecture, width and build minutes, its mean FVU,
   L0 and dead fraction (on the reference token budget) over the datasets, and its probes' mean test
   AUROC, with a 95% interval over datasets, at each `probe.k`; the hidden state's at the same k below;
 - `sae_tradeoff.png` (`sae_tradeoff_2.png`, ... for further contexts): mean test AUROC against mean FVU,
@@ -68,7 +68,7 @@ def _compared(scores: dict[str, dict[str, float]]) -> tuple[list[str], dict[str,
 
 
 def _quality(results: list[Results]) -> dict[str, dict[str, Any]]:
-    """Each SAE's architecture, width, training minutes and mean FVU, L0 and dead fraction over its datasets."""
+    """Each SAE's architecture, width, build minutes and mean FVU, L0 and dead fraction over its datasets."""
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in quality_rows(results):
         rows[row["sae"]].append(row)
@@ -78,7 +78,7 @@ def _quality(results: list[Results]) -> dict[str, dict[str, Any]]:
         return mean(values) if values else None
 
     return {sae: {"architecture": found[0]["architecture"], "width": found[0]["width"],
-                  "train_minutes": found[0]["train_minutes"], "datasets": len(found),
+                  "build_minutes": found[0]["build_minutes"], "datasets": len(found),
                   **{column: average(found, column) for column in ("fvu", "l0", "reference_dead_fraction")}}
             for sae, found in rows.items()}
 
@@ -96,12 +96,12 @@ def _auroc(found: tuple[float, Any] | None) -> str:
 
 def _table(quality: dict[str, dict[str, Any]], by_k: dict[Any, tuple[list[str], dict]]) -> list[str]:
     ks = list(by_k)
-    header = ["SAE", "architecture", "width", "train min", "FVU", "L0", "dead",
+    header = ["SAE", "architecture", "width", "build min", "FVU", "L0", "dead",
               *(f"AUROC k={_k_label(k)} ({len(by_k[k][0])} datasets)" for k in ks)]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for sae, found in sorted(quality.items(), key=lambda item: (item[1]["fvu"] is None, item[1]["fvu"] or 0)):
         cells = [sae, found["architecture"] or MISSING, found["width"] or MISSING,
-                 _number(found["train_minutes"], "{:.1f}"), _number(found["fvu"]), _number(found["l0"], "{:.1f}"),
+                 _number(found["build_minutes"], "{:.1f}"), _number(found["fvu"]), _number(found["l0"], "{:.1f}"),
                  _number(found["reference_dead_fraction"], "{:.1%}"),
                  *(_auroc(by_k[k][1].get(sae)) for k in ks)]
         lines.append("| " + " | ".join(cells) + " |")

@@ -189,7 +189,7 @@ def _curve_trainer(every: int, checkpoints: Checkpoints | None, checkpoint_secon
 
 def train_sae(values: np.ndarray, settings: TrainSettings, out_dir: str | Path, device: str = "cpu",
               hook_name: str | None = None, checkpoints: Checkpoints | None = None,
-              checkpoint_seconds: float = 300.0) -> dict[str, Any]:
+              checkpoint_seconds: float = 300.0, corpus_seconds: float = 0.0) -> dict[str, Any]:
     """Train on `values` (tokens x d_in) for `settings.tokens` tokens and save an inference SAE to `out_dir`.
 
     `hook_name` (e.g. `blocks.3.hook_resid_post`) is recorded in the SAE's metadata, so the saved
@@ -197,7 +197,9 @@ def train_sae(values: np.ndarray, settings: TrainSettings, out_dir: str | Path, 
     `checkpoint_seconds` and a training stopped before its end (a time limit, preemption) continues
     from the newest state, to the same weights as an uninterrupted one. Writes and returns
     `training.json`: the corpus size, steps, wall time, the training curve, the step it resumed from,
-    and L0, explained variance and dead latents on the training tokens.
+    and L0, explained variance and dead latents on the training tokens; `corpus_seconds` (the forward
+    that extracted `values`, where this SAE ran it) is recorded beside the training's own `seconds`, so
+    that the two add up to its build time.
     """
     from sae_lens.config import LoggingConfig, SAETrainerConfig
 
@@ -238,6 +240,7 @@ def train_sae(values: np.ndarray, settings: TrainSettings, out_dir: str | Path, 
     encode_tokens(load_sae(out_dir, device=device), values[:TRAINING_STATS_TOKENS], 4096, on_training_tokens)
     record = {"corpus_tokens": len(values), "tokens": steps * batch_tokens, "steps": steps,
               "resumed_from_step": resumed_from, "seconds": time.perf_counter() - started,
+              "corpus_seconds": corpus_seconds,
               "on_training_tokens": on_training_tokens.result(),
               "curve": trainer.curve}
     (Path(out_dir) / TRAINING_FILE).write_text(json.dumps(record, indent=2))

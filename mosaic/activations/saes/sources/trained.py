@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Callable
 from functools import cache, cached_property
 from pathlib import Path
@@ -171,6 +172,11 @@ def training_record(key: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def build_seconds(training: dict[str, Any]) -> float:
+    """A trained SAE's build time from its `training.json`: its training and the corpus forward it ran."""
+    return training.get("seconds", 0.0) + training.get("corpus_seconds", 0.0)
+
+
 class _TrainedEncoder(Encoder):
     """The SAE MOSAIC trains with SAELens for this model and layer, cached under `saes` by its settings.
 
@@ -200,11 +206,13 @@ class _TrainedEncoder(Encoder):
             cfg = self.cfg
             documents = self.corpus_documents()
             (target / CORPUS_FILE).write_text(json.dumps(sorted({document_hash(d) for d in documents})))
-            values = self.activations.take(self)
+            started = time.perf_counter()
+            values = self.activations.take(self)  # no wait where another SAE of the job ran the corpus forward
             train_sae(values, train_settings(cfg, len(values)), out_dir=target,
                       device=str(resolve_device(cfg.model.device)), hook_name=f"blocks.{self.layer}.hook_resid_post",
                       checkpoints=Checkpoints("saes", content_key(self.fields)),
-                      checkpoint_seconds=60 * cfg.sweep.checkpoint_minutes)
+                      checkpoint_seconds=60 * cfg.sweep.checkpoint_minutes,
+                      corpus_seconds=time.perf_counter() - started)
 
         path, hit = cached_directory("saes", self.fields, build)
         if hit:  # built meanwhile by another job of the sweep: its share of the corpus forward is not needed
