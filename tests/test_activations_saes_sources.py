@@ -102,3 +102,37 @@ def test_a_trained_sae_is_reused_by_its_key_in_a_job_with_other_sae_settings(tmp
     cfg, keys = compose_config(*tiny, "sae=cached", f"sae.key={entry.key}"), (entry.key, on_the_split.key)
     assert SAE_SOURCES["cached"].siblings(cfg, 1, {"sae.key": keys}) == sorted(keys)
     assert SAE_SOURCES["cached"].siblings(cfg, 0, {"sae.key": keys}) == []
+
+
+def test_corpus_activations_run_one_forward_for_every_sae_still_missing_and_drop_a_layer_once_all_took_it(
+        monkeypatch):
+    """Naive bookkeeping by hand: three SAEs at layers 1, 1 and 2 (the third already built), one late."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import mosaic.activations.forward as forward
+    from mosaic.activations.saes.sources.trained import CorpusActivations
+
+    calls = []
+
+    def fake_extract(model, documents, layers, *args, **kwargs):
+        calls.append(list(layers))
+        return {layer: SimpleNamespace(values=np.full((2, 3), float(layer))) for layer in layers}
+
+    monkeypatch.setattr(forward, "extract_activations", fake_extract)
+    corpus = CorpusActivations(lambda: ["a", "b"], lambda: None, batch_size=2, max_length=8)
+    built = {"A": False, "B": False, "C": True, "D": False}  # C is built already: its layer is not extracted
+    for sae, layer in (("A", 1), ("B", 1), ("C", 2)):
+        corpus.register(sae, layer, lambda sae=sae: built[sae])
+
+    def trained(sae):
+        values = corpus.take(sae)
+        built[sae] = True
+        return values[0, 0]
+
+    assert trained("A") == 1.0 and calls == [[1]]
+    corpus.register("D", 1, lambda: built["D"])  # registered after the forward: layer 1 is still held for B
+    assert trained("D") == 1.0 and calls == [[1]]
+    assert trained("B") == 1.0 and corpus.extracted == {}  # every SAE took layer 1: dropped
+    assert corpus.discard("C") is None

@@ -130,9 +130,10 @@ class CorpusActivations:
             missing = {sae} | {other for other, (_, built) in self.registered.items()
                                if other not in self.waiting and not built()}
             layers = sorted({self.registered[other][0] for other in missing} - set(self.extracted))
-            acts = extract_activations(self.model(), self.documents(), layers, self.batch_size, self.max_length,
-                                       desc=f"extract SAE corpus (layers {', '.join(map(str, layers))})")
-            self.extracted.update({layer: acts[layer].values for layer in layers})
+            if layers:  # none where an SAE registered late reads a layer still held for others
+                acts = extract_activations(self.model(), self.documents(), layers, self.batch_size, self.max_length,
+                                           desc=f"extract SAE corpus (layers {', '.join(map(str, layers))})")
+                self.extracted.update({layer: acts[layer].values for layer in layers})
             self.waiting.update({other: self.registered[other][0] for other in missing})
         return self.discard(sae)
 
