@@ -97,9 +97,10 @@ def _equal_length_batches(loaded, texts, batch_size: int, max_length: int) -> li
     return batches
 
 
-def bench_padding(model_name: str, task: str, documents: int, repeats: int) -> dict:
+def bench_padding(model_name: str, task: str, documents: int, repeats: int, runs: int = 1) -> dict:
     """Figure 7: non-pad tokens/s of extraction on a mixed-length suite dataset, over the same model's tokens/s
-    on batches of exactly equal token length made from the same documents (goal >= 0.9)."""
+    on batches of exactly equal token length made from the same documents (goal >= 0.9 in every one of `runs`
+    runs: one run's ratio moves by several hundredths)."""
     from mosaic.activations import extract_activations, load_model
     from mosaic.data import load_labelled_documents
 
@@ -118,9 +119,12 @@ def bench_padding(model_name: str, task: str, documents: int, repeats: int) -> d
     def rectangular() -> float:
         return bare_forward_seconds(loaded, [{"input_ids": b, "attention_mask": torch.ones_like(b)} for b in equal])
 
-    ours, reference = best_of(repeats, extraction), best_of(repeats, rectangular)
+    measured = []
+    for _ in range(runs):
+        ours, reference = best_of(repeats, extraction), best_of(repeats, rectangular)
+        measured.append({"useful_tokens_per_s": useful / ours, "equal_length_tokens_per_s": equal_tokens / reference,
+                         "ratio": (useful / ours) / (equal_tokens / reference)})
     lengths = [len(t) for t in texts]
+    worst = min(measured, key=lambda run: run["ratio"])
     return {"model": model_name, "task": task, "documents": len(texts), "characters": [min(lengths), max(lengths)],
-            "useful_tokens": useful, "useful_tokens_per_s": useful / ours,
-            "equal_length_tokens_per_s": equal_tokens / reference,
-            "ratio": (useful / ours) / (equal_tokens / reference)}
+            "useful_tokens": useful, **worst, "runs": [run["ratio"] for run in measured]}
