@@ -136,3 +136,34 @@ def test_corpus_activations_run_one_forward_for_every_sae_still_missing_and_drop
     assert trained("D") == 1.0 and calls == [[1]]
     assert trained("B") == 1.0 and corpus.extracted == {}  # every SAE took layer 1: dropped
     assert corpus.discard("C") is None
+
+
+def test_a_cached_sae_is_looked_up_once_per_key_and_again_once_its_entry_is_gone(tmp_path, monkeypatch):
+    """`find_trained` reads the cache's SAE manifests once for a key every step of a job asks about; a key that
+    names nothing is looked up again (an SAE may be trained meanwhile), and so is one whose files were removed."""
+    from types import SimpleNamespace
+
+    import mosaic.infra.cache as cache
+    from mosaic.activations.saes.sources.cached import find_trained
+    from mosaic.infra.errors import MosaicError
+
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path))
+    directory = tmp_path / "saes" / "0123456789abcdef0123"
+    directory.mkdir(parents=True)
+    scans = []
+
+    def list_entries(kind):
+        scans.append(kind)
+        return [SimpleNamespace(key=directory.name, path=directory)] if directory.exists() else []
+
+    monkeypatch.setattr(cache, "list_entries", list_entries)
+    assert find_trained("01234567").path == find_trained("01234567").path == directory
+    assert scans == ["saes"]
+    for _ in range(2):
+        with pytest.raises(MosaicError, match="no trained SAE in the cache has it"):
+            find_trained("fedcba98")
+    assert len(scans) == 3
+    directory.rmdir()
+    with pytest.raises(MosaicError, match="no trained SAE in the cache has it"):
+        find_trained("01234567")
+    assert len(scans) == 4

@@ -10,13 +10,14 @@ that scores a document it was trained on (its `corpus.json`) or reads another mo
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from omegaconf import DictConfig
 
 from mosaic.activations.encoder import Encoder
 from mosaic.activations.saes.sources.base import EncoderInputs, SAESource
-from mosaic.activations.saes.sources.trained import Trained, trained_identity, training_record
+from mosaic.activations.saes.sources.trained import Trained, architecture_label, trained_identity, training_record
 
 # A key names one SAE when at least this many of its characters are given.
 MIN_KEY_CHARACTERS = 8
@@ -24,21 +25,32 @@ MIN_KEY_CHARACTERS = 8
 
 def find_trained(prefix: str | None):
     """The cache entry of the one trained SAE whose key starts with `prefix`; a one-line error otherwise."""
-    from mosaic.infra.cache import cache_root, list_entries
+    from mosaic.infra.cache import cache_root
     from mosaic.infra.errors import ConfigError
 
-    found = [entry for entry in list_entries("saes") if prefix and entry.key.startswith(prefix)]
-    if prefix is None or len(prefix) < MIN_KEY_CHARACTERS or len(found) != 1:
-        reason = ("no trained SAE in the cache has it" if not found else f"{len(found)} trained SAEs share it") \
-            if prefix and len(prefix) >= MIN_KEY_CHARACTERS else f"give at least {MIN_KEY_CHARACTERS} characters"
+    if prefix is None or len(prefix) < MIN_KEY_CHARACTERS:
+        raise ConfigError(f"sae.key={prefix!r} is not allowed: give at least {MIN_KEY_CHARACTERS} characters "
+                          f"(python -m mosaic sae list shows the keys in {cache_root() / 'saes'})")
+    entry = _trained_with_prefix(str(cache_root()), prefix)
+    if not entry.path.exists():  # removed since it was found: look again
+        _trained_with_prefix.cache_clear()
+        entry = _trained_with_prefix(str(cache_root()), prefix)
+    return entry
+
+
+@cache
+def _trained_with_prefix(root: str, prefix: str):
+    """The one SAE entry under the cache `root` whose key starts with `prefix`, read once per job: validation,
+    siblings, the encoder and the record each ask (a failed lookup is not remembered)."""
+    from mosaic.infra.cache import list_entries
+    from mosaic.infra.errors import ConfigError
+
+    found = [entry for entry in list_entries("saes") if entry.key.startswith(prefix)]
+    if len(found) != 1:
+        reason = "no trained SAE in the cache has it" if not found else f"{len(found)} trained SAEs share it"
         raise ConfigError(f"sae.key={prefix!r} is not allowed: {reason} (python -m mosaic sae list shows the keys "
-                          f"in {cache_root() / 'saes'})")
+                          f"in {root}/saes)")
     return found[0]
-
-
-def _recorded_architecture(entry) -> str:
-    train = entry.fields.get("train", {})
-    return " ".join([str(train.get("architecture", "standard")), *([f"k={train['k']}"] if "k" in train else [])])
 
 
 class Cached(SAESource):
@@ -75,11 +87,11 @@ class Cached(SAESource):
         return Trained().name(identity)
 
     def described(self, cfg: DictConfig, identity: dict[str, Any], width: int) -> dict[str, Any]:
-        return {**super().described(cfg, identity, width), "architecture": _recorded_architecture(
-            find_trained(identity["key"]))}
+        return {**super().described(cfg, identity, width), "architecture": architecture_label(
+            find_trained(identity["key"]).fields.get("train", {}))}
 
     def plan_label(self, cfg: DictConfig) -> str:
-        return f"trained SAE {cfg.sae.key} ({_recorded_architecture(find_trained(cfg.sae.key))})"
+        return f"trained SAE {cfg.sae.key} ({architecture_label(find_trained(cfg.sae.key).fields.get('train', {}))})"
 
     def trains_on_training_split(self, cfg: DictConfig) -> bool:
         return find_trained(cfg.sae.key).fields.get("corpus", {}).get("corpus") == "train_split"

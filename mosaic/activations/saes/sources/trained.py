@@ -72,6 +72,11 @@ def train_fields(cfg: DictConfig) -> dict[str, Any]:
             **({"decoder_bias_at_mean": True} if settings.decoder_bias_at_mean else {})}
 
 
+def architecture_label(train: dict[str, Any]) -> str:
+    """How a table names a trained SAE's architecture, from its key's `train` fields: "topk k=64", "standard"."""
+    return " ".join([str(train.get("architecture", "standard")), *([f"k={train['k']}"] if "k" in train else [])])
+
+
 def sae_corpus(cfg: DictConfig, data, splits, protected: frozenset[str]) -> tuple[Callable[[], list],
                                                                                    Callable[[], dict]]:
     """A loader for the documents the SAE is trained on, and one for what identifies them (part of its cache key).
@@ -303,8 +308,7 @@ class Trained(SAESource):
         return f"trained {str(identity.get('key', ''))[:12]}"
 
     def described(self, cfg: DictConfig, identity: dict[str, Any], width: int) -> dict[str, Any]:
-        sparsity = f" k={cfg.sae.k}" if self.planned_l0(cfg) else ""
-        return {**super().described(cfg, identity, width), "architecture": f"{cfg.sae.architecture}{sparsity}"}
+        return {**super().described(cfg, identity, width), "architecture": architecture_label(train_fields(cfg))}
 
     def plan_label(self, cfg: DictConfig) -> str:
         sparsity = f", k {cfg.sae.k}" if self.planned_l0(cfg) else ""
