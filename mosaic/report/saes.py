@@ -9,8 +9,9 @@ dataset, the seed, the features, the SAE and `probe.k`: a layer, a pooling, a pr
 - `sae_tradeoff.png` (`sae_tradeoff_2.png`, ... for further contexts): mean test AUROC against mean FVU,
   one point per SAE, one panel per `probe.k`, the hidden state's mean as a line.
 
-Seeds are averaged within a dataset first. At each k every method is averaged over the same datasets,
-those that every SAE (and the hidden state, where the sweep has it) scored at that k; the table says how many.
+Seeds are averaged within a dataset first, over the replicates the report's cells count
+(`Cell.replicates`). At each k every method is averaged over the same datasets, those that every SAE (and
+the hidden state, where the sweep has it) scored at that k; the table says how many.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from statistics import mean
 from typing import Any
 
 from mosaic.record import Results, sae_name
-from mosaic.report.cells import confidence_interval, flatten, varying_keys
+from mosaic.report.cells import cells_of, confidence_interval, flatten, job_row, varying_keys
 from mosaic.report.jobs import hidden_state
 from mosaic.report.plots import pyplot, save
 from mosaic.report.quality import quality_rows
@@ -49,15 +50,14 @@ def _k_label(k: int | None) -> str:
     return "all" if k is None else str(k)
 
 
-def _scores(results: list[Results]) -> dict[Any, dict[str, dict[str, float]]]:
-    """probe.k -> method -> dataset -> test AUROC, averaged over seeds."""
-    found: dict[Any, dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for result in results:
-        method, auroc = _method(result), result.metrics.auroc
-        if method is not None and auroc is not None:
-            found[result.config["probe"].get("k")][method][result.config["dataset"]["name"]].append(auroc)
-    return {k: {method: {d: mean(v) for d, v in by_dataset.items()} for method, by_dataset in methods.items()}
-            for k, methods in found.items()}
+def _scores(results: list[Results], keys: list[str]) -> dict[Any, dict[str, dict[str, float]]]:
+    """probe.k -> method -> dataset -> test AUROC, the mean over the cell's replicates (`Cell.replicates`)."""
+    rows = [{**job_row(result, keys), "method": _method(result)} for result in results]
+    found: dict[Any, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for cell in cells_of(rows):
+        if cell.first("method") is not None and cell.auroc is not None:
+            found[cell.first("k")][cell.first("method")][cell.dataset] = cell.auroc
+    return found
 
 
 def _compared(scores: dict[str, dict[str, float]]) -> tuple[list[str], dict[str, tuple[float, Any]]]:
@@ -143,7 +143,7 @@ def write_sae_comparison(results: list[Results], out_dir: Path) -> tuple[str, di
         quality = _quality(members)
         if not quality or len({result.config["dataset"]["name"] for result in members}) < 2:
             continue
-        by_k = {k: _compared(scores) for k, scores in sorted(_scores(members).items(), key=lambda item: (
+        by_k = {k: _compared(scores) for k, scores in sorted(_scores(members, keys).items(), key=lambda item: (
             item[0] is None, item[0] or 0))}
         name = "sae_tradeoff" if not written else f"sae_tradeoff_{len(written) + 1}"
         written[name] = _plot(quality, by_k, out_dir / f"{name}.png")
