@@ -75,10 +75,6 @@ def bare_forward_seconds(loaded, batches, layer: int | None = None) -> float:
     return time.perf_counter() - start
 
 
-def best_of(repeats: int, measure) -> float:
-    return min(measure() for _ in range(repeats))
-
-
 def fresh_env(cache: Path) -> dict:
     """The environment of a benchmarked process: its own cache, offline, no W&B."""
     return {**os.environ, "MOSAIC_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}

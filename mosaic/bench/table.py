@@ -20,7 +20,9 @@ def _extraction(items: list[dict]) -> list[str]:
                     f"{ratio:.2f} ({item['pipeline_tokens_per_s']:.0f} vs {item['bare_tokens_per_s']:.0f} "
                     f"tok/s{peak}{ceiling}) | >= 0.9 ({_met(ratio >= 0.9)}) |")
     for item in items:
-        cells = ", ".join(f"L{k}: {v['measured']:.2f} vs {v['ideal']:.2f}" for k, v in item["early_exit"].items())
+        cells = ", ".join(f"L{k}: {v['measured']:.2f} vs {v['ideal']:.2f}" + (
+            f" (bare forward stopped there {v['bare_forward']:.2f})" if "bare_forward" in v else "")
+            for k, v in item["early_exit"].items())
         within = all(abs(v["measured"] - v["ideal"]) <= 0.1 * v["ideal"] for v in item["early_exit"].values())
         rows.append(f"| 2. early exit {item['model']} (time of layer k / full, vs (k+1)/n) | {cells} | within 10% "
                     f"({_met(within)}) |")
