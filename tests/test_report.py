@@ -480,13 +480,18 @@ def test_the_suite_report_compares_attention_with_the_suites_probe_on_the_last_t
 
 def test_saes_compared_average_every_method_over_the_datasets_all_of_them_scored_at_each_k(tmp_path):
     """Two trained SAEs and the hidden state over three datasets at k = 16 and all; SAE B has no k = 16 job on
-    the third dataset, so at k = 16 every method is averaged over the first two alone. Seeds average first."""
+    the third dataset, so at k = 16 every method is averaged over the first two alone. Seeds average first.
+    The SAE named best at each k is the best on validation AUROC, which here disagrees with test at k = 16."""
     saes = {"A": ({"source": "trained", "key": "a" * 16, "name": "trained aaaa", "width": "3072",
                    "architecture": "topk k=64"}, [0.2, 0.4, 0.3], 300.0),
             "B": ({"source": "trained", "key": "b" * 16, "name": "trained bbbb", "width": "3072",
                    "architecture": "standard"}, [0.5, 0.5, 0.6], 60.0)}
     auroc = {("A", 16): [0.80, 0.70, 0.90], ("A", None): [0.85, 0.75, 0.95], ("B", 16): [0.60, 0.70, None],
              ("B", None): [0.70, 0.72, 0.74], ("hidden", 16): [0.90, 0.80, 0.50], ("hidden", None): [0.95, 0.85, 0.9]}
+    # Validation AUROC by dataset: at k = 16, B leads on d1 and d2 (0.70 against 0.60), while A's 0.99 on d3,
+    # which B never scored, would put A first if it counted; the hidden state's, highest of all, is no SAE's.
+    validation = {("A", 16): [0.60, 0.60, 0.99], ("A", None): [0.90, 0.90, 0.90], ("B", 16): [0.70, 0.70, None],
+                  ("B", None): [0.80, 0.85, 0.80], ("hidden", 16): [1.0] * 3, ("hidden", None): [1.0] * 3}
     number = 0
     for (method, k), scores in auroc.items():
         for dataset, score in zip(["d1", "d2", "d3"], scores):
@@ -497,6 +502,9 @@ def test_saes_compared_average_every_method_over_the_datasets_all_of_them_scored
                 number += 1
                 _job(directory, "hidden" if method == "hidden" else "sae", "last", "none", 3, 0.5, dataset=dataset,
                      seed=seed, auroc=score + shift, probe={"k": k})
+                results = json.loads((directory / "results.json").read_text())
+                results["metrics"]["val"]["auroc"] = validation[method, k][int(dataset[1]) - 1]
+                (directory / "results.json").write_text(json.dumps(results))
                 if method != "hidden":
                     sae, fvus, seconds = saes[method]
                     results = json.loads((directory / "results.json").read_text())
@@ -531,3 +539,7 @@ def test_saes_compared_average_every_method_over_the_datasets_all_of_them_scored
     half = stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)
     assert rows["trained aaaa"][8].strip(" |") == f"0.850 [{0.85 - half:.3f}, {min(1.0, 0.85 + half):.3f}]"
     assert written["sae_tradeoff"].name == "sae_tradeoff.png" and written["sae_tradeoff"].stat().st_size > 10000
+    # k = 16: B, (0.70 + 0.70) / 2 against A's (0.60 + 0.60) / 2, though A wins on test; k = all: A, 0.90 against
+    # B's (0.80 + 0.85 + 0.80) / 3.
+    assert ("Best SAE on validation (mean validation AUROC of the chosen C, same datasets): k=16: trained bbbb "
+            "(0.700); k=all: trained aaaa (0.900).") in lines

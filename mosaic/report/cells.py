@@ -104,6 +104,7 @@ def job_row(results: Results, keys: list[str]) -> dict[str, Any]:
         "cell": {key: flat.get(key) for key in keys},
         "macro_f1": metrics.macro_f1,
         "val_macro_f1": None if metrics.val is None else metrics.val.macro_f1,
+        "val_auroc": None if metrics.val is None else metrics.val.auroc,
         "cv_macro_f1_mean": None if cv is None else cv.macro_f1_mean,
         "cv_macro_f1_std": None if cv is None else cv.macro_f1_std,
         "cv_held_out": None if cv is None else cv.held_out,
@@ -239,6 +240,10 @@ class Cell:
     @property
     def val(self) -> float | None:
         return self._mean("val_macro_f1")
+
+    @property
+    def val_auroc(self) -> float | None:
+        return self._mean("val_auroc")
 
     @property
     def cv(self) -> float | None:

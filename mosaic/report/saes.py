@@ -6,6 +6,8 @@ dataset, the seed, the features, the SAE and `probe.k`: a layer, a pooling, a pr
 - `## SAEs compared` in report.md: per SAE, its architecture, width and build minutes, its mean FVU,
   L0 and dead fraction (on the reference token budget) over the datasets, and its probes' mean test
   AUROC, with a 95% interval over datasets, at each `probe.k`; the hidden state's at the same k below;
+  then, at each k, the SAE with the best mean *validation* AUROC (the score that chose each probe's C):
+  the SAE to take further, picked without reading a test score;
 - `sae_tradeoff.png` (`sae_tradeoff_2.png`, ... for further contexts): mean test AUROC against mean FVU,
   one point per SAE, one panel per `probe.k`, the hidden state's mean as a line.
 
@@ -23,7 +25,7 @@ from statistics import mean
 from typing import Any
 
 from mosaic.record import Results, sae_name
-from mosaic.report.cells import cells_of, confidence_interval, flatten, job_row, varying_keys
+from mosaic.report.cells import Cell, cells_of, confidence_interval, flatten, job_row, varying_keys
 from mosaic.report.jobs import hidden_state
 from mosaic.report.plots import pyplot, save
 from mosaic.report.quality import quality_rows
@@ -50,21 +52,31 @@ def _k_label(k: int | None) -> str:
     return "all" if k is None else str(k)
 
 
-def _scores(results: list[Results], keys: list[str]) -> dict[Any, dict[str, dict[str, float]]]:
-    """probe.k -> method -> dataset -> test AUROC, the mean over the cell's replicates (`Cell.replicates`)."""
+def _scores(results: list[Results], keys: list[str]) -> dict[Any, dict[str, dict[str, Cell]]]:
+    """probe.k -> method -> dataset -> its report cell (test and validation AUROC: means over its replicates)."""
     rows = [{**job_row(result, keys), "method": _method(result)} for result in results]
-    found: dict[Any, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    found: dict[Any, dict[str, dict[str, Cell]]] = defaultdict(lambda: defaultdict(dict))
     for cell in cells_of(rows):
         if cell.first("method") is not None and cell.auroc is not None:
-            found[cell.first("k")][cell.first("method")][cell.dataset] = cell.auroc
+            found[cell.first("k")][cell.first("method")][cell.dataset] = cell
     return found
 
 
-def _compared(scores: dict[str, dict[str, float]]) -> tuple[list[str], dict[str, tuple[float, Any]]]:
-    """The datasets every method scored, and each method's mean AUROC over them with its 95% interval."""
+def _compared(scores: dict[str, dict[str, Cell]]) -> tuple[list[str], dict[str, tuple[float, Any]],
+                                                            tuple[str, float] | None]:
+    """The datasets every method scored; each method's mean test AUROC over them with its 95% interval; and the
+    SAE with the best mean validation AUROC over them (None where one lacks validation scores): the one to take
+    further, chosen without reading a test score."""
     common = sorted(set.intersection(*(set(by_dataset) for by_dataset in scores.values())))
-    return common, {method: (mean(by_dataset[d] for d in common), confidence_interval([by_dataset[d] for d in common]))
-                    for method, by_dataset in scores.items() if common}
+    means = {method: (mean(by_dataset[d].auroc for d in common),
+                      confidence_interval([by_dataset[d].auroc for d in common]))
+             for method, by_dataset in scores.items() if common}
+    validation = {method: [by_dataset[d].val_auroc for d in common] for method, by_dataset in scores.items()
+                  if method != HIDDEN}
+    complete = common and all(None not in values for values in validation.values())
+    best = max(((method, mean(values)) for method, values in validation.items()), key=lambda item: item[1],
+               default=None) if complete else None
+    return common, means, best
 
 
 def _quality(results: list[Results]) -> dict[str, dict[str, Any]]:
@@ -94,7 +106,7 @@ def _auroc(found: tuple[float, Any] | None) -> str:
     return f"{centre:.3f}" + ("" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]")
 
 
-def _table(quality: dict[str, dict[str, Any]], by_k: dict[Any, tuple[list[str], dict]]) -> list[str]:
+def _table(quality: dict[str, dict[str, Any]], by_k: dict[Any, tuple]) -> list[str]:
     ks = list(by_k)
     header = ["SAE", "architecture", "width", "build min", "FVU", "L0", "dead",
               *(f"AUROC k={_k_label(k)} ({len(by_k[k][0])} datasets)" for k in ks)]
@@ -107,13 +119,17 @@ def _table(quality: dict[str, dict[str, Any]], by_k: dict[Any, tuple[list[str], 
         lines.append("| " + " | ".join(cells) + " |")
     if any(HIDDEN in by_k[k][1] for k in ks):
         lines.append("| " + " | ".join([HIDDEN, *[MISSING] * 6, *(_auroc(by_k[k][1].get(HIDDEN)) for k in ks)]) + " |")
+    chosen = [f"k={_k_label(k)}: {best[0]} ({best[1]:.3f})" for k in ks if (best := by_k[k][2]) is not None]
+    if chosen:
+        lines += ["", "Best SAE on validation (mean validation AUROC of the chosen C, same datasets): "
+                  + "; ".join(chosen) + "."]
     return lines
 
 
-def _plot(quality: dict[str, dict[str, Any]], by_k: dict[Any, tuple[list[str], dict]], path: Path) -> Path:
+def _plot(quality: dict[str, dict[str, Any]], by_k: dict[Any, tuple], path: Path) -> Path:
     plt = pyplot()
     figure, panels = plt.subplots(1, len(by_k), figsize=(4.2 * len(by_k), 3.8), squeeze=False, sharey=True)
-    for axes, (k, (common, means)) in zip(panels[0], by_k.items(), strict=True):
+    for axes, (k, (common, means, _)) in zip(panels[0], by_k.items(), strict=True):
         for sae, found in quality.items():
             if sae in means and found["fvu"] is not None:
                 centre, interval = means[sae]
