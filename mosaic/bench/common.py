@@ -54,6 +54,16 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def best_interleaved(repeats: int, *measures) -> list[float]:
+    """The best of `repeats` timings of each measure, the measures run in turn within every repeat.
+
+    Timing the sides of a ratio in turn, rather than each side's repeats back to back, lets a slow stretch of
+    the machine slow both sides alike instead of one.
+    """
+    timings = [[measure() for measure in measures] for _ in range(repeats)]
+    return [min(repeat[index] for repeat in timings) for index in range(len(measures))]
+
+
 def bare_forward_seconds(loaded, batches, layer: int | None = None) -> float:
     """A plain `model(...)` over `batches`; with `layer`, stopped after that block as extraction stops."""
     from mosaic.activations.forward import StopForward, capture_blocks

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from functools import partial
 
 import torch
 
 from mosaic.activations.forward import token_lengths
-from mosaic.bench.common import bare_forward_seconds, extraction_batches, synthetic_sae
+from mosaic.bench.common import bare_forward_seconds, best_interleaved, extraction_batches, synthetic_sae
 from mosaic.config import compose
 
 # Dense bfloat16 tensor-core peak (TFLOP/s, no sparsity) by the name CUDA reports, from the vendors' data sheets.
@@ -53,9 +53,7 @@ def bench_extraction(model_name: str, texts: list[str], repeats: int) -> dict:
         pool(encode_tokens(sae, acts.values, cfg.sae.encode_batch_tokens), acts.offsets, "mean")
         return time.perf_counter() - start
 
-    # Interleaved, as every ratio here: a slow stretch of the machine slows both sides alike.
-    timings = [(bare_forward_seconds(loaded, batches), pipeline_seconds()) for _ in range(repeats)]
-    bare, ours = min(pair[0] for pair in timings), min(pair[1] for pair in timings)
+    bare, ours = best_interleaved(repeats, lambda: bare_forward_seconds(loaded, batches), pipeline_seconds)
     tokens = int(sum(int(b["attention_mask"].sum()) for b in batches))
 
     def extract_seconds(layer: int) -> float:
@@ -63,17 +61,15 @@ def bench_extraction(model_name: str, texts: list[str], repeats: int) -> dict:
         extract_activations(loaded, texts, [layer], batch_size, max_length)
         return time.perf_counter() - start
 
-    # Each repeat times every layer, extraction and the bare forward stopped at the same block (what the model
-    # itself costs there, embeddings and all), in turn: a slow stretch of the machine slows a layer and the
-    # full forward it is divided by alike.
+    # Every layer is timed twice, extraction and the bare forward stopped at the same block (what the model
+    # itself costs there, embeddings and all), all in turn within each repeat.
     layers = sorted({0, n // 4, n // 2, (3 * n) // 4, last})
-    extracted, stopped = defaultdict(list), defaultdict(list)
-    for _ in range(repeats):
-        for layer in layers:
-            extracted[layer].append(extract_seconds(layer))
-            stopped[layer].append(bare_forward_seconds(loaded, batches, layer))
-    early = {layer: {"measured": min(extracted[layer]) / min(extracted[last]), "ideal": (layer + 1) / n,
-                     "bare_forward": min(stopped[layer]) / min(stopped[last])} for layer in layers[:-1]}
+    measures = [partial(extract_seconds, layer) for layer in layers]
+    measures += [partial(bare_forward_seconds, loaded, batches, layer) for layer in layers]
+    best = best_interleaved(repeats, *measures)
+    extracted, stopped = dict(zip(layers, best[:len(layers)])), dict(zip(layers, best[len(layers):]))
+    early = {layer: {"measured": extracted[layer] / extracted[last], "ideal": (layer + 1) / n,
+                     "bare_forward": stopped[layer] / stopped[last]} for layer in layers[:-1]}
     device = _device(loaded)
     if device.get("peak_tflops"):
         computed = sum(batch["input_ids"].numel() for batch in batches)  # padding is computed too
@@ -129,9 +125,7 @@ def bench_padding(model_name: str, task: str, documents: int, repeats: int, runs
 
     measured = []
     for _ in range(runs):
-        # Interleaved, so a slow stretch of the machine slows both sides of the ratio alike.
-        timings = [(extraction(), rectangular()) for _ in range(repeats)]
-        ours, reference = min(pair[0] for pair in timings), min(pair[1] for pair in timings)
+        ours, reference = best_interleaved(repeats, extraction, rectangular)
         measured.append({"useful_tokens_per_s": useful / ours, "equal_length_tokens_per_s": equal_tokens / reference,
                          "ratio": (useful / ours) / (equal_tokens / reference)})
     lengths = [len(t) for t in texts]
