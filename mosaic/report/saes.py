@@ -134,16 +134,15 @@ def _plot(quality: dict[str, dict[str, Any]], by_k: dict[Any, tuple], path: Path
             if sae in means and found["fvu"] is not None:
                 centre, interval = means[sae]
                 error = None if interval is None else [[centre - interval[0]], [interval[1] - centre]]
-                axes.errorbar(found["fvu"], centre, yerr=error, fmt="o", capsize=3)
+                # A legend, not labels beside the points: SAEs of similar FVU and AUROC would overwrite each other.
                 label = ", ".join(str(part) for part in (found["architecture"] or sae, found["width"]) if part)
-                axes.annotate(label, (found["fvu"], centre), fontsize=7,
-                              xytext=(4, 4), textcoords="offset points")
+                axes.errorbar(found["fvu"], centre, yerr=error, fmt="o", capsize=3, label=label)
         if HIDDEN in means:
-            axes.axhline(means[HIDDEN][0], color="tab:blue", linestyle="--", label=HIDDEN)
-            axes.legend(fontsize=7)
+            axes.axhline(means[HIDDEN][0], color="black", linestyle="--", label=HIDDEN)
         axes.set_title(f"k = {_k_label(k)} ({len(common)} datasets)")
         axes.set_xlabel("SAE FVU (mean over datasets)")
     panels[0][0].set_ylabel("mean test AUROC")
+    panels[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return save(figure, path)
 
 
