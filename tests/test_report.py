@@ -546,19 +546,28 @@ def test_saes_compared_average_every_method_over_the_datasets_all_of_them_scored
 
 
 def test_a_hidden_state_method_in_a_sweep_over_saes_is_named_without_the_sae_settings_and_met_by_each_sae(tmp_path):
-    """The hidden state's jobs carry the SAE keys' defaults (sae.k=32); they cannot change its scores, so its method
-    is `features.type=hidden`, and both SAEs (sae.k = 32 and 64) are compared with it."""
+    """The hidden state's jobs carry the SAE keys' defaults (sae.k = 32, or 64 where it was run beside that SAE);
+    they cannot change its scores, so its method is `features.type=hidden`, one cell of one replicate per dataset
+    however many SAE settings it ran beside, and both SAEs (sae.k = 32 and 64) are compared with it."""
     aurocs = {"a": (0.70, 0.75, 0.80), "b": (0.60, 0.66, 0.65), "c": (0.90, 0.80, 0.95)}  # hidden, k=32, k=64
     for dataset, (hidden, sae32, sae64) in aurocs.items():
-        for name, features, sae_k, auroc in (("h", "hidden", 32, hidden), ("s32", "sae", 32, sae32),
-                                             ("s64", "sae", 64, sae64)):
+        for name, features, sae_k, auroc in (("h", "hidden", 32, hidden), ("h64", "hidden", 64, hidden),
+                                             ("s32", "sae", 32, sae32), ("s64", "sae", 64, sae64)):
             _suite_job(tmp_path / "sweep" / f"{dataset}{name}", dataset, features, 16, auroc)
             path = tmp_path / "sweep" / f"{dataset}{name}" / "results.json"
             results = json.loads(path.read_text())
             results["config"]["sae"]["k"] = sae_k
             path.write_text(json.dumps(results))
-    lines = write_report(tmp_path / "sweep")["suite_markdown"].read_text().splitlines()
+    written = write_report(tmp_path / "sweep")
+    lines = written["suite_markdown"].read_text().splitlines()
     hidden = "features.type=hidden"
+    report = written["markdown"].read_text().replace("**", "").splitlines()  # bold marks the best row
+    assert sum(line.startswith(f"| {hidden} | 1 | ") for line in report) == 3  # one row per dataset, n = 1
+    assert not [line for line in report if line.startswith(f"| {hidden},")]
+    with written["csv"].open() as stream:
+        table = list(csv.DictReader(stream))
+    assert sorted((row["features"], row["sae.k"]) for row in table) == sorted(
+        [("hidden", "")] * 6 + [("sae", "32")] * 3 + [("sae", "64")] * 3)
     assert f"| dataset | {hidden} | features.type=sae, sae.k=32 | features.type=sae, sae.k=64 |" in lines
     # k = 32: +0.05, +0.06, -0.10 (2 / 0 / 1, mean +0.003); k = 64: +0.10, +0.05, +0.05 (3 / 0 / 0, +0.067).
     assert any(line.startswith(f"| features.type=sae, sae.k=32 | {hidden} | 3 | 2 / 0 / 1 | +0.003 |")

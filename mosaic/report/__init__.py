@@ -55,7 +55,9 @@ def _interval(bounds: tuple[float, float] | None) -> str:
 
 
 def _configuration(cell: Cell, keys: list[str]) -> str:
-    return ", ".join(f"{key}={cell.setting[key]}" for key in keys) or "(the sweep's only configuration)"
+    """The cell's values of the table's varying keys, less those it does not have (a hidden state's SAE keys)."""
+    return (", ".join(f"{key}={cell.setting[key]}" for key in keys if key in cell.setting)
+            or "(the sweep's only configuration)")
 
 
 def _selection_text(groups: list[Comparable], names: dict[int, str]) -> list[str]:
@@ -158,7 +160,8 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, job_dirs: list[Pa
     table_rows = [{**{k: v for k, v in row.items() if k != "cell"}, **row["cell"]} for row in rows]
     table = out_dir / "report.csv"
     with table.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(table_rows[0]))
+        # Every row's keys, in first-seen order: a hidden state's row has no SAE columns (left empty).
+        writer = csv.DictWriter(stream, fieldnames=list(dict.fromkeys(key for row in table_rows for key in row)))
         writer.writeheader()
         writer.writerows(table_rows)
     plots = dataset_plots(cells, out_dir)

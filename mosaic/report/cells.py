@@ -1,10 +1,10 @@
 """Report cells: one configuration each, its seeds averaged, and the best chosen on validation data.
 
 What varies across a sweep's jobs is read from their configs (every key whose value differs,
-not a fixed list), so two jobs share a cell only when they differ by `seed` alone. Seeds are
-*replicates* only when the seed reached one of the job's random draws (results.json's
-`randomness`); where it reached none, the jobs are one result run several times, and a cell says so
-(n = 1) instead of showing a spread of zero.
+not a fixed list), so two jobs share a cell only when they differ by `seed` alone (or by SAE keys,
+where their features read no SAE: `job_row`). Seeds are *replicates* only when the seed reached one
+of the job's random draws (results.json's `randomness`); where it reached none, the jobs are one
+result run several times, and a cell says so (n = 1) instead of showing a spread of zero.
 
 The best cell of a table, of a layer or of a feature type is chosen only among *comparable* cells:
 those whose selection scores were computed on the same documents with the same labels, seed by
@@ -101,7 +101,9 @@ def job_row(results: Results, keys: list[str]) -> dict[str, Any]:
         "binarize": cfg["binarize"]["method"],
         "probe": cfg["probe"]["type"],
         "seed": cfg["seed"],
-        "cell": {key: flat.get(key) for key in keys},
+        # A job whose features read no SAE is named without the SAE's keys: its config carries their defaults, which
+        # cannot change its scores, so a hidden state run beside several SAEs is one cell, not one per SAE.
+        "cell": {key: flat.get(key) for key in keys if sae is not None or not key.startswith("sae.")},
         "macro_f1": metrics.macro_f1,
         "val_macro_f1": None if metrics.val is None else metrics.val.macro_f1,
         "val_auroc": None if metrics.val is None else metrics.val.auroc,
@@ -266,11 +268,16 @@ class Cell:
 
 
 def cells_of(rows: list[dict[str, Any]]) -> list[Cell]:
-    """Rows grouped into cells: same dataset, same value of every varying key; in first-seen order."""
+    """Rows grouped into cells: same dataset, same value of every varying key; in first-seen order.
+
+    A cell keeps one row per seed: a second job with the same seed is the same experiment run again (a hidden state
+    swept beside several SAEs, a job rerun into another sweep directory), not a replicate."""
     cells: dict[str, Cell] = {}
     for row in rows:
         key = json.dumps([row["dataset"], row["cell"]], sort_keys=True, default=str)
-        cells.setdefault(key, Cell(row["dataset"], row["cell"])).rows.append(row)
+        cell = cells.setdefault(key, Cell(row["dataset"], row["cell"]))
+        if all(kept["seed"] != row["seed"] for kept in cell.rows):
+            cell.rows.append(row)
     return list(cells.values())
 
 

@@ -1,10 +1,11 @@
 """The suite report: a sweep over many datasets (the sparse-probing suite, or any) as datasets x methods.
 
 A *method* is what varies across the sweep's cells besides the dataset (the seed is averaged over):
-`features.type=sae, probe.k=16`. Its *context* is the part of it that is not the method proper: every
-varying key but the feature type, the SAE's keys, the pooling, the probe type and the probe's own
-settings (e.g. `probe.k`, the regime's settings, the layer). Written when a sweep covers two or more
-datasets:
+`features.type=sae, probe.k=16`; a method whose features read no SAE is named without the SAE's
+keys (its jobs carry their defaults, which cannot change its scores; `cells.job_row`). Its *context*
+is the part of it that is not the method proper: every varying key but the feature type, the SAE's
+keys, the pooling, the probe type and the probe's own settings (e.g. `probe.k`, the regime's
+settings, the layer). Written when a sweep covers two or more datasets:
 
 - `suite.md`: test AUROC per dataset and method (the mean over replicates; its 95% confidence
   interval when seeds replicate), then each SAE method against the comparisons the report declares
@@ -63,12 +64,6 @@ def _probe_settings(cell: Cell) -> list[tuple[str, Any]]:
                   if key.startswith("probe.") and key not in ("probe.type", "probe.k"))
 
 
-def _read(cell: Cell) -> dict[str, Any]:
-    """The cell's setting, less the SAE's keys where its features read no SAE: a hidden-state cell of a sweep over
-    SAEs is one method, named without settings that cannot change its scores."""
-    return {key: value for key, value in cell.setting.items() if cell.first("reads_sae") or not key.startswith("sae.")}
-
-
 def _label(setting: dict[str, Any], leave_out: str | None = None) -> str:
     parts = [f"{key}={'all' if key == 'probe.k' and value is None else value}"
              for key, value in sorted(setting.items()) if not key.startswith("dataset.") and key != leave_out]
@@ -90,7 +85,7 @@ def _scores(cells: list[Cell]) -> dict[str, dict[str, Cell]]:
     """method -> dataset row -> cell, methods in sorted order."""
     table: dict[str, dict[str, Cell]] = defaultdict(dict)
     for cell in cells:
-        table[_label(_read(cell))][_row(cell)] = cell
+        table[_label(cell.setting)][_row(cell)] = cell
     return dict(sorted(table.items()))
 
 
@@ -259,7 +254,7 @@ def _curve(cells: list[Cell], key: str, path: Path) -> Path | None:
     for cell in cells:
         x = cell.setting.get(key)
         if isinstance(x, (int, float)) and not isinstance(x, bool) and cell.auroc is not None:
-            lines[_label(_read(cell), leave_out=key)][x][_row(cell)] = cell.auroc
+            lines[_label(cell.setting, leave_out=key)][x][_row(cell)] = cell.auroc
     if len({x for points in lines.values() for x in points}) < 2:
         return None
     figure, axes = plt.subplots(figsize=(7, 4.5))
